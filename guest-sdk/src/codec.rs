@@ -1,0 +1,310 @@
+//! The byte format in which host and guest exchange values and items (see
+//! `docs/abi.md`, "Encoding"). Little-endian, length-prefixed, no padding.
+//!
+//! The host runtime uses this same module, so both sides agree by construction. Every
+//! decoder is bounded by its input: a short or malformed buffer is an [`DecodeError`],
+//! never a panic and never an allocation larger than the input.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A typed state value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A signed 64-bit integer; sums of integers stay exact.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Opaque bytes.
+    Bytes(Vec<u8>),
+}
+
+const TAG_INT: u8 = 0;
+const TAG_FLOAT: u8 = 1;
+const TAG_TEXT: u8 = 2;
+const TAG_BYTES: u8 = 3;
+
+impl Value {
+    /// A short name of the value's type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+        }
+    }
+
+    /// Appends the encoding of `self` to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Int(v) => {
+                out.push(TAG_INT);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Float(v) => {
+                out.push(TAG_FLOAT);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Value::Text(s) => {
+                out.push(TAG_TEXT);
+                put_bytes(out, s.as_bytes());
+            }
+            Value::Bytes(b) => {
+                out.push(TAG_BYTES);
+                put_bytes(out, b);
+            }
+        }
+    }
+
+    /// Decodes one value from the front of `r`.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
+        match r.u8()? {
+            TAG_INT => Ok(Value::Int(i64::from_le_bytes(r.array()?))),
+            TAG_FLOAT => Ok(Value::Float(f64::from_le_bytes(r.array()?))),
+            TAG_TEXT => Ok(Value::Text(r.text()?)),
+            TAG_BYTES => Ok(Value::Bytes(r.bytes()?.to_vec())),
+            tag => Err(DecodeError::BadTag(tag)),
+        }
+    }
+
+    /// Decodes a buffer that holds exactly one value.
+    pub fn decode_exact(buf: &[u8]) -> Result<Value, DecodeError> {
+        let mut r = Reader::new(buf);
+        let v = Value::decode(&mut r)?;
+        r.finish()?;
+        Ok(v)
+    }
+}
+
+/// One state item as a reducer sees it: where it came from and which version it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// The item's key.
+    pub key: String,
+    /// The item's value.
+    pub value: Value,
+    /// Id of the node that owns (wrote) the item.
+    pub origin: String,
+    /// The item's version: a hybrid logical clock timestamp (larger is newer; ties are
+    /// broken by `origin`).
+    pub version: u64,
+}
+
+impl Item {
+    /// Appends the encoding of `self` to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.key.as_bytes());
+        self.value.encode(out);
+        put_bytes(out, self.origin.as_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
+    }
+
+    /// Decodes one item from the front of `r`.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Item, DecodeError> {
+        let key = r.text()?;
+        let value = Value::decode(r)?;
+        let origin = r.text()?;
+        let version = u64::from_le_bytes(r.array()?);
+        Ok(Item {
+            key,
+            value,
+            origin,
+            version,
+        })
+    }
+}
+
+/// Encodes a list of items: a `u32` count followed by the items.
+pub fn encode_items(items: &[Item], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for item in items {
+        item.encode(out);
+    }
+}
+
+/// Decodes a buffer that holds exactly one list of items.
+pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
+    let mut r = Reader::new(buf);
+    let count = r.u32()? as usize;
+    // Every item takes at least 1 + 4 + 4 + 8 + 8 bytes, so a count larger than the
+    // buffer could hold is malformed; never reserve more than the input justifies.
+    if count > r.remaining() / MIN_ITEM_LEN {
+        return Err(DecodeError::Truncated);
+    }
+    let mut items = Vec::with_capacity(count);
+    for _ in 0..count {
+        items.push(Item::decode(&mut r)?);
+    }
+    r.finish()?;
+    Ok(items)
+}
+
+const MIN_ITEM_LEN: usize = 4 + 1 + 8 + 4 + 8;
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Why a buffer could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The buffer ended inside a field.
+    Truncated,
+    /// An unknown value type tag.
+    BadTag(u8),
+    /// Text that is not UTF-8.
+    BadUtf8,
+    /// Bytes were left over after the last field.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("buffer ends inside a field"),
+            DecodeError::BadTag(t) => write!(f, "unknown value tag {t}"),
+            DecodeError::BadUtf8 => f.write_str("text is not UTF-8"),
+            DecodeError::TrailingBytes(n) => write!(f, "{n} bytes left over"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// A bounds-checked cursor over a byte buffer.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Fails unless every byte was read.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        match self.buf.len() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    /// Reads one byte.
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// Reads a little-endian `u32`.
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    /// Reads a `u32`-length-prefixed byte string.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    /// Reads a `u32`-length-prefixed UTF-8 string.
+    pub fn text(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        core::str::from_utf8(b)
+            .map(String::from)
+            .map_err(|_| DecodeError::BadUtf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn sample() -> Vec<Item> {
+        vec![
+            Item {
+                key: "a".into(),
+                value: Value::Int(-5),
+                origin: "n1".into(),
+                version: 7,
+            },
+            Item {
+                key: "b".into(),
+                value: Value::Float(1.5),
+                origin: "n2".into(),
+                version: 8,
+            },
+            Item {
+                key: "flow:1".into(),
+                value: Value::Text("hé".into()),
+                origin: "n3".into(),
+                version: 9,
+            },
+            Item {
+                key: "".into(),
+                value: Value::Bytes(vec![0, 255]),
+                origin: "".into(),
+                version: 0,
+            },
+        ]
+    }
+
+    #[test]
+    fn items_round_trip() {
+        let mut buf = Vec::new();
+        encode_items(&sample(), &mut buf);
+        assert_eq!(decode_items(&buf).unwrap(), sample());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let mut buf = Vec::new();
+        encode_items(&sample(), &mut buf);
+        for cut in 0..buf.len() {
+            assert!(decode_items(&buf[..cut]).is_err(), "cut at {cut} decoded");
+        }
+        buf.push(0);
+        assert_eq!(decode_items(&buf), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn huge_count_is_rejected_without_allocating() {
+        let buf = u32::MAX.to_le_bytes();
+        assert_eq!(decode_items(&buf), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn bad_tag_and_utf8() {
+        assert_eq!(Value::decode_exact(&[9]), Err(DecodeError::BadTag(9)));
+        assert_eq!(
+            Value::decode_exact(&[2, 1, 0, 0, 0, 0xff]),
+            Err(DecodeError::BadUtf8)
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! `sum`: the exact sum of integer values. A float, text or bytes value is an error
+//! naming its key and origin; an overflow of i64 is an error too.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::format;
+use estate_guest::{Item, ReduceResult, Value};
+
+fn sum(items: &[Item]) -> ReduceResult {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let mut total: i64 = 0;
+    for item in items {
+        let Value::Int(v) = item.value else {
+            return Err(format!(
+                "sum: {} from {} is {}, not an integer",
+                item.key,
+                item.origin,
+                item.value.type_name()
+            ));
+        };
+        total = total
+            .checked_add(v)
+            .ok_or_else(|| format!("sum: i64 overflow at {}", item.key))?;
+    }
+    Ok(Some(Value::Int(total)))
+}
+
+estate_guest::reducer!(sum);

@@ -1,0 +1,638 @@
+//! The Wasm host: runs reducer and NF guests under wasmtime with budgets.
+//!
+//! One [`WasmHost`] per node holds the `Engine`, one `Linker` for every store, and the
+//! epoch ticker. Every guest call gets a fresh fuel budget, an epoch (wall-clock)
+//! deadline and a memory cap, so a guest can trap, loop or grow memory only until its
+//! budget runs out: the caller gets a typed [`GuestError`], the node carries on.
+//!
+//! **Architecture invariant:** guests never see host pointers. All data crosses the
+//! boundary as bytes copied into or out of the guest's own linear memory, with bounds
+//! checks on every access (`docs/abi.md`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use estate_guest::codec::{self, Item, Value};
+use estate_guest::{Verdict, status};
+use wasmtime::{
+    Caller, Config, Engine, Extern, Instance, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc,
+};
+
+/// The guest ABI version this host speaks.
+pub const ABI_VERSION: i32 = estate_guest::ABI_VERSION;
+
+/// Budgets for one guest call. Every limit names itself in the error that enforces it.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Fuel (roughly, Wasm instructions) per call.
+    pub fuel: u64,
+    /// Wall-clock deadline per call.
+    pub wall_time: Duration,
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Largest output a guest may hand back through `estate.result`, in bytes.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 50_000_000,
+            wall_time: Duration::from_millis(200),
+            memory_bytes: 64 << 20,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// How often the epoch ticker advances the engine's epoch.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a guest call failed. The guest's store is discarded; the node is unaffected.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The module is not valid Wasm, or not a guest of the expected kind.
+    #[error("invalid guest module: {0}")]
+    Invalid(String),
+    /// The guest exports a different ABI version.
+    #[error("guest ABI version {found}, this host speaks {ABI_VERSION}")]
+    AbiVersion {
+        /// The version the guest exported.
+        found: i32,
+    },
+    /// The call used up its fuel (`Limits::fuel`).
+    #[error("guest ran out of fuel (limit {0} units)")]
+    OutOfFuel(u64),
+    /// The call ran past its wall-clock deadline (`Limits::wall_time`).
+    #[error("guest exceeded its wall-time limit of {0:?}")]
+    Timeout(Duration),
+    /// The guest tried to grow its memory past `Limits::memory_bytes`, and trapped.
+    #[error("guest exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    /// The guest handed back more than `Limits::output_bytes`.
+    #[error("guest output of {size} bytes exceeds the output limit of {limit} bytes")]
+    OutputLimit {
+        /// Bytes the guest tried to hand back.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The guest trapped (`unreachable`, out-of-bounds access, a panic in the guest…).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest returned something the ABI does not allow.
+    #[error("guest broke the ABI: {0}")]
+    Abi(String),
+    /// The guest reported an error of its own (a reducer's `Err`).
+    #[error("{0}")]
+    Guest(String),
+}
+
+/// Node state an NF guest may use through host calls.
+pub trait NfState: Send + Sync {
+    /// Adds `delta` to the integer at `key` (a missing key counts as 0); returns the new
+    /// value, or an error message (e.g. the key holds a non-integer, or overflow).
+    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String>;
+}
+
+/// Per-store host data.
+struct GuestData {
+    limits: StoreLimits,
+    output_limit: usize,
+    /// What the guest handed back through `estate.result` during this call.
+    result: Option<Vec<u8>>,
+    /// Set when `estate.result` was refused for size, to report it precisely.
+    output_refused: Option<usize>,
+    nf_state: Option<Arc<dyn NfState>>,
+}
+
+/// The engine, linker and epoch ticker shared by every guest of a node.
+pub struct WasmHost {
+    engine: Engine,
+    linker: Linker<GuestData>,
+    limits: Limits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for WasmHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasmHost")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for WasmHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl WasmHost {
+    /// A host whose guests run under `limits` by default.
+    pub fn new(limits: Limits) -> anyhow::Result<WasmHost> {
+        let mut config = Config::new();
+        config.consume_fuel(true).epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        linker.func_wrap("estate", "result", host_result)?;
+        linker.func_wrap("estate", "counter_add", host_counter_add)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker_stop.clone(), engine.weak());
+        thread::Builder::new()
+            .name("estate-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(WasmHost {
+            engine,
+            linker,
+            limits,
+            ticker_stop,
+        })
+    }
+
+    /// The default limits of this host.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles and checks a reducer module: it must export `memory`,
+    /// `estate_abi_version`, `estate_alloc` and `estate_reduce` with the ABI's types.
+    pub fn load_reducer(&self, bytes: &[u8]) -> Result<ReducerModule, GuestError> {
+        let module = self.compile(bytes, "estate_reduce")?;
+        let reducer = ReducerModule { module };
+        // Instantiate once now so a bad module fails at load time, not at first use.
+        let mut store = self.store(&self.limits, None);
+        self.instantiate(&mut store, &reducer.module)?;
+        Ok(reducer)
+    }
+
+    /// Compiles and checks an NF module (exports `estate_on_packet`).
+    pub fn load_nf(&self, bytes: &[u8]) -> Result<NfModule, GuestError> {
+        let module = self.compile(bytes, "estate_on_packet")?;
+        Ok(NfModule { module })
+    }
+
+    /// Runs a reducer over `items` under the host's default limits.
+    pub fn reduce(
+        &self,
+        reducer: &ReducerModule,
+        items: &[Item],
+    ) -> Result<Option<Value>, GuestError> {
+        let mut store = self.store(&self.limits, None);
+        let guest = self.instantiate(&mut store, &reducer.module)?;
+        let reduce: TypedFunc<(i32, i32), i32> =
+            typed(&guest.instance, &mut store, "estate_reduce")?;
+        let mut input = Vec::new();
+        codec::encode_items(items, &mut input);
+        let ptr = guest.write_input(&mut store, &input, &self.limits)?;
+        let code = reduce
+            .call(&mut store, (ptr, len_i32(&input)?))
+            .map_err(|e| self.classify(e, &store))?;
+        let output = store.data_mut().result.take();
+        match (code, output) {
+            (status::VALUE, Some(bytes)) => Value::decode_exact(&bytes)
+                .map(Some)
+                .map_err(|e| GuestError::Abi(format!("reducer returned a malformed value: {e}"))),
+            (status::VALUE, None) => Err(GuestError::Abi(
+                "reducer said VALUE but handed none back".into(),
+            )),
+            (status::NONE, _) => Ok(None),
+            (status::ERROR, msg) => Err(GuestError::Guest(message(msg))),
+            (status::BAD_INPUT, msg) => Err(GuestError::Abi(format!(
+                "reducer rejected its input: {}",
+                message(msg)
+            ))),
+            (other, _) => Err(GuestError::Abi(format!("unknown reducer status {other}"))),
+        }
+    }
+
+    /// Starts an NF: one instance whose memory persists across packets.
+    pub fn start_nf(
+        &self,
+        nf: &NfModule,
+        state: Arc<dyn NfState>,
+    ) -> Result<NfInstance, GuestError> {
+        let mut store = self.store(&self.limits, Some(state));
+        let guest = self.instantiate(&mut store, &nf.module)?;
+        let on_packet = typed(&guest.instance, &mut store, "estate_on_packet")?;
+        Ok(NfInstance {
+            store,
+            guest,
+            on_packet,
+            limits: self.limits.clone(),
+        })
+    }
+
+    fn compile(&self, bytes: &[u8], entry: &str) -> Result<Module, GuestError> {
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
+        for name in ["estate_abi_version", "estate_alloc", entry] {
+            if module.get_export(name).is_none() {
+                return Err(GuestError::Invalid(format!("missing export `{name}`")));
+            }
+        }
+        Ok(module)
+    }
+
+    fn store(&self, limits: &Limits, nf_state: Option<Arc<dyn NfState>>) -> Store<GuestData> {
+        let data = GuestData {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(1)
+                .tables(4)
+                .memories(1)
+                .trap_on_grow_failure(true)
+                .build(),
+            output_limit: limits.output_bytes,
+            result: None,
+            output_refused: None,
+            nf_state,
+        };
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|d| &mut d.limits);
+        arm(&mut store, limits);
+        store
+    }
+
+    fn instantiate(
+        &self,
+        store: &mut Store<GuestData>,
+        module: &Module,
+    ) -> Result<Guest, GuestError> {
+        let instance = self
+            .linker
+            .instantiate(&mut *store, module)
+            .map_err(|e| self.classify(e, store))?;
+        let version: TypedFunc<(), i32> = typed(&instance, &mut *store, "estate_abi_version")?;
+        let found = version
+            .call(&mut *store, ())
+            .map_err(|e| self.classify(e, store))?;
+        if found != ABI_VERSION {
+            return Err(GuestError::AbiVersion { found });
+        }
+        let memory = instance
+            .get_memory(&mut *store, "memory")
+            .ok_or_else(|| GuestError::Invalid("missing export `memory`".into()))?;
+        let alloc = typed(&instance, &mut *store, "estate_alloc")?;
+        Ok(Guest {
+            instance,
+            memory,
+            alloc,
+        })
+    }
+
+    fn classify(&self, err: wasmtime::Error, store: &Store<GuestData>) -> GuestError {
+        classify(err, store, &self.limits)
+    }
+}
+
+/// A compiled, checked reducer module. Cheap to clone; instantiated per call.
+#[derive(Clone, Debug)]
+pub struct ReducerModule {
+    module: Module,
+}
+
+/// A compiled, checked NF module.
+#[derive(Clone, Debug)]
+pub struct NfModule {
+    module: Module,
+}
+
+struct Guest {
+    instance: Instance,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+}
+
+impl Guest {
+    /// Copies `input` into a buffer the guest allocated; returns the guest pointer.
+    fn write_input(
+        &self,
+        store: &mut Store<GuestData>,
+        input: &[u8],
+        limits: &Limits,
+    ) -> Result<i32, GuestError> {
+        let ptr = self
+            .alloc
+            .call(&mut *store, len_i32(input)?)
+            .map_err(|e| classify(e, store, limits))?;
+        if ptr == 0 {
+            return Err(GuestError::Abi(format!(
+                "estate_alloc({}) returned null",
+                input.len()
+            )));
+        }
+        self.memory
+            .write(&mut *store, ptr as u32 as usize, input)
+            .map_err(|_| {
+                GuestError::Abi(format!("estate_alloc returned {ptr}, outside guest memory"))
+            })?;
+        Ok(ptr)
+    }
+}
+
+/// A running NF guest. Not shared: one packet at a time.
+pub struct NfInstance {
+    store: Store<GuestData>,
+    guest: Guest,
+    on_packet: TypedFunc<(i32, i32), i32>,
+    limits: Limits,
+}
+
+impl fmt::Debug for NfInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NfInstance")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NfInstance {
+    /// Hands one packet to the NF and returns its verdict.
+    pub fn on_packet(&mut self, packet: &[u8]) -> Result<Verdict, GuestError> {
+        arm(&mut self.store, &self.limits);
+        let ptr = self
+            .guest
+            .write_input(&mut self.store, packet, &self.limits)?;
+        let code = self
+            .on_packet
+            .call(&mut self.store, (ptr, len_i32(packet)?))
+            .map_err(|e| classify(e, &self.store, &self.limits))?;
+        match code {
+            0 => Ok(Verdict::Forward),
+            1 => Ok(Verdict::Drop),
+            other => Err(GuestError::Abi(format!("unknown verdict {other}"))),
+        }
+    }
+}
+
+/// Gives a store a fresh budget for one call.
+fn arm(store: &mut Store<GuestData>, limits: &Limits) {
+    // Fuel is enabled on the engine, so setting it cannot fail.
+    store.set_fuel(limits.fuel).expect("fuel is enabled");
+    let ticks = limits
+        .wall_time
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis())
+        .max(1);
+    store.set_epoch_deadline(ticks as u64);
+    store.epoch_deadline_trap();
+}
+
+fn classify(err: wasmtime::Error, store: &Store<GuestData>, limits: &Limits) -> GuestError {
+    if let Some(size) = store.data().output_refused {
+        return GuestError::OutputLimit {
+            size,
+            limit: limits.output_bytes,
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => GuestError::OutOfFuel(limits.fuel),
+        Some(Trap::Interrupt) => GuestError::Timeout(limits.wall_time),
+        Some(Trap::AllocationTooLarge) => GuestError::MemoryLimit(limits.memory_bytes),
+        Some(trap) => GuestError::Trap(trap.to_string()),
+        None => {
+            let text = format!("{err:#}");
+            if text.contains("memory") && text.contains("limit")
+                || text.contains("forcing trap when growing")
+            {
+                GuestError::MemoryLimit(limits.memory_bytes)
+            } else {
+                GuestError::Trap(text)
+            }
+        }
+    }
+}
+
+fn typed<P, R>(
+    instance: &Instance,
+    store: &mut Store<GuestData>,
+    name: &str,
+) -> Result<TypedFunc<P, R>, GuestError>
+where
+    P: wasmtime::WasmParams,
+    R: wasmtime::WasmResults,
+{
+    instance
+        .get_typed_func::<P, R>(&mut *store, name)
+        .map_err(|e| GuestError::Invalid(format!("export `{name}`: {e:#}")))
+}
+
+fn len_i32(buf: &[u8]) -> Result<i32, GuestError> {
+    i32::try_from(buf.len())
+        .map_err(|_| GuestError::Abi(format!("input of {} bytes is too large", buf.len())))
+}
+
+fn message(bytes: Option<Vec<u8>>) -> String {
+    bytes
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Reads `len` bytes at `ptr` from the caller's memory, bounds-checked.
+fn guest_bytes(
+    caller: &mut Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<Vec<u8>> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        wasmtime::bail!("guest has no exported memory");
+    };
+    let (start, len) = (ptr as usize, len as usize);
+    memory
+        .data(&caller)
+        .get(start..)
+        .and_then(|s| s.get(..len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| wasmtime::format_err!("guest buffer {start}+{len} is outside its memory"))
+}
+
+/// `estate.result(ptr, len)`: the guest hands back its output.
+fn host_result(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<()> {
+    let limit = caller.data().output_limit;
+    if len as usize > limit {
+        caller.data_mut().output_refused = Some(len as usize);
+        wasmtime::bail!("output of {len} bytes exceeds the limit of {limit}");
+    }
+    let bytes = guest_bytes(&mut caller, ptr, len)?;
+    caller.data_mut().result = Some(bytes);
+    Ok(())
+}
+
+/// `estate.counter_add(key_ptr, key_len, delta) -> i64`.
+fn host_counter_add(
+    mut caller: Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+    delta: i64,
+) -> wasmtime::Result<i64> {
+    let key = guest_bytes(&mut caller, ptr, len)?;
+    let key =
+        String::from_utf8(key).map_err(|_| wasmtime::format_err!("counter key is not UTF-8"))?;
+    let Some(state) = caller.data().nf_state.clone() else {
+        wasmtime::bail!("counter_add is only available to NF guests");
+    };
+    state
+        .counter_add(&key, delta)
+        .map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> WasmHost {
+        WasmHost::new(Limits {
+            wall_time: Duration::from_millis(100),
+            ..Limits::default()
+        })
+        .unwrap()
+    }
+
+    /// A reducer shell in WAT whose `estate_reduce` body is `body`.
+    fn wat_reducer(body: &str) -> Vec<u8> {
+        format!(
+            r#"(module
+                (import "estate" "result" (func $result (param i32 i32)))
+                (memory (export "memory") 1)
+                (func (export "estate_abi_version") (result i32) i32.const 1)
+                (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "estate_reduce") (param i32 i32) (result i32) {body}))"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn infinite_loop_runs_out_of_fuel() {
+        let host = host();
+        let r = host
+            .load_reducer(&wat_reducer("(loop (br 0)) i32.const 0"))
+            .unwrap();
+        assert!(matches!(
+            host.reduce(&r, &[]),
+            Err(GuestError::OutOfFuel(_))
+        ));
+    }
+
+    #[test]
+    fn infinite_loop_without_fuel_pressure_hits_the_deadline() {
+        let host = WasmHost::new(Limits {
+            fuel: u64::MAX / 2,
+            wall_time: Duration::from_millis(30),
+            ..Limits::default()
+        })
+        .unwrap();
+        let r = host
+            .load_reducer(&wat_reducer("(loop (br 0)) i32.const 0"))
+            .unwrap();
+        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Timeout(_))));
+    }
+
+    #[test]
+    fn memory_grow_bomb_hits_the_memory_limit() {
+        let host = host();
+        let r = host
+            .load_reducer(&wat_reducer(
+                "(drop (memory.grow (i32.const 60000))) i32.const 1",
+            ))
+            .unwrap();
+        assert!(
+            matches!(host.reduce(&r, &[]), Err(GuestError::MemoryLimit(_))),
+            "{:?}",
+            host.reduce(&r, &[])
+        );
+    }
+
+    #[test]
+    fn unreachable_is_a_trap() {
+        let host = host();
+        let r = host.load_reducer(&wat_reducer("unreachable")).unwrap();
+        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Trap(_))));
+    }
+
+    #[test]
+    fn huge_output_is_refused() {
+        let host = host();
+        let r = host
+            .load_reducer(&wat_reducer(
+                "(call $result (i32.const 0) (i32.const 65536)) i32.const 0",
+            ))
+            .unwrap();
+        let mut limits = host.limits().clone();
+        limits.output_bytes = 100;
+        let small = WasmHost::new(limits).unwrap();
+        let r2 = small
+            .load_reducer(&wat_reducer(
+                "(call $result (i32.const 0) (i32.const 65536)) i32.const 0",
+            ))
+            .unwrap();
+        assert!(matches!(
+            small.reduce(&r2, &[]),
+            Err(GuestError::OutputLimit {
+                size: 65536,
+                limit: 100
+            })
+        ));
+        // Within the default limit the same bytes are a malformed value, not a crash.
+        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Abi(_))));
+    }
+
+    #[test]
+    fn out_of_bounds_result_traps() {
+        let host = host();
+        let r = host
+            .load_reducer(&wat_reducer(
+                "(call $result (i32.const 65530) (i32.const 100)) i32.const 0",
+            ))
+            .unwrap();
+        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Trap(_))));
+    }
+
+    #[test]
+    fn missing_and_mistyped_exports_are_rejected_at_load() {
+        let host = host();
+        let missing = br#"(module (memory (export "memory") 1))"#;
+        assert!(matches!(
+            host.load_reducer(missing),
+            Err(GuestError::Invalid(_))
+        ));
+        let mistyped = br#"(module (memory (export "memory") 1)
+                (func (export "estate_abi_version") (result i64) i64.const 1)
+                (func (export "estate_alloc") (param i32) (result i32) i32.const 0)
+                (func (export "estate_reduce") (param i32 i32) (result i32) i32.const 0))"#;
+        assert!(matches!(
+            host.load_reducer(mistyped),
+            Err(GuestError::Invalid(_))
+        ));
+        assert!(matches!(
+            host.load_reducer(b"not wasm"),
+            Err(GuestError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_abi_version_is_rejected() {
+        let host = host();
+        let bytes = br#"(module (memory (export "memory") 1)
+                (func (export "estate_abi_version") (result i32) i32.const 99)
+                (func (export "estate_alloc") (param i32) (result i32) i32.const 0)
+                (func (export "estate_reduce") (param i32 i32) (result i32) i32.const 0))"#;
+        assert!(matches!(
+            host.load_reducer(bytes),
+            Err(GuestError::AbiVersion { found: 99 })
+        ));
+    }
+}
