@@ -11,6 +11,7 @@ use core::fmt;
 
 /// A typed state value.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Value {
     /// A signed 64-bit integer; sums of integers stay exact.
     Int(i64),
@@ -82,6 +83,7 @@ impl Value {
 
 /// One state item as a reducer sees it: where it came from and which version it is.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Item {
     /// The item's key.
     pub key: String,

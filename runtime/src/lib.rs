@@ -1,7 +1,31 @@
 //! estate: state management for elastic network functions.
 //!
-//! Every node keeps its own state in a local store and answers global reads from its
-//! peers over ZeroMQ; NF logic and custom reducers run as sandboxed Wasm guests.
-//! See `docs/ARCHITECTURE.md` for the map.
+//! Every node keeps its own state in a local [`store`] and answers global reads from
+//! its peers over ZeroMQ ([`node`]); NF logic and custom reducers run as sandboxed Wasm
+//! guests ([`wasm`]). See `docs/ARCHITECTURE.md` for the map.
+//!
+//! ```no_run
+//! use estate::node::{GlobalOptions, Node, NodeConfig};
+//! use estate::reduce::Builtin;
+//! use estate_guest::Value;
+//!
+//! let a = Node::start(NodeConfig::new("a", "tcp://127.0.0.1:*")).unwrap();
+//! let mut config = NodeConfig::new("b", "tcp://127.0.0.1:*");
+//! config.join.push(a.endpoint().to_string());
+//! let b = Node::start(config).unwrap();
+//! a.set("c", Value::Int(5)).unwrap();
+//! b.set("c", Value::Int(7)).unwrap();
+//! // Once b has joined:
+//! let answer = a.get_global("c", Builtin::Sum, GlobalOptions::default()).unwrap();
+//! println!("{:?} from {:?}", answer.result, answer.answered);
+//! ```
+pub mod global;
 pub mod guests;
+pub mod hlc;
+pub mod membership;
+pub mod node;
+pub mod pattern;
+pub mod reduce;
+pub mod store;
 pub mod wasm;
+pub mod wire;

@@ -1,5 +1,20 @@
-//! The `estate` command line.
-use clap::Parser;
+//! The `estate` command line: runs a node, or talks to one through its control socket.
+//!
+//! Only this file parses arguments; it maps every error to a message on stderr and a
+//! non-zero exit code.
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use estate::membership::Timing;
+use estate::node::{Node, NodeConfig};
+use estate::reduce::Reduced;
+use estate::wire::{self, Consistency, ControlReply, ControlRequest, GlobalAnswer, MemberView};
+use estate_guest::{Item, Value};
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -7,9 +22,356 @@ use clap::Parser;
     version,
     about = "State management for elastic network functions"
 )]
-struct Cli {}
+struct Cli {
+    /// Control endpoint of the node to talk to (for every command but `node`).
+    #[arg(long, global = true, value_name = "ENDPOINT")]
+    control: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    Cli::parse();
-    println!("estate {}", env!("CARGO_PKG_VERSION"));
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a node until SIGINT or SIGTERM, then leaves the cluster cleanly.
+    Node {
+        /// Node id, unique in the cluster.
+        #[arg(long)]
+        id: String,
+        /// Endpoint to listen on for peers, e.g. tcp://127.0.0.1:7001.
+        #[arg(long, value_name = "ENDPOINT")]
+        listen: String,
+        /// Seed endpoint to join through (repeatable).
+        #[arg(long, value_name = "ENDPOINT")]
+        join: Vec<String>,
+        /// Interval between heartbeats.
+        #[arg(long, default_value_t = Timing::default().heartbeat_ms)]
+        heartbeat_ms: u64,
+        /// Silence after which a member is suspect.
+        #[arg(long, default_value_t = Timing::default().suspect_ms)]
+        suspect_ms: u64,
+        /// Silence after which a member is removed.
+        #[arg(long, default_value_t = Timing::default().remove_ms)]
+        remove_ms: u64,
+    },
+    /// Sets KEY to VALUE (an integer if it parses as i64, a float if f64, else text).
+    Set { key: String, value: String },
+    /// Prints the value at KEY.
+    Get {
+        key: String,
+        /// Print the value with its version as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deletes KEY.
+    Del { key: String },
+    /// Reduces the items of every live member whose key matches PATTERN.
+    Global {
+        /// A regular expression matched against whole keys, or an exact key.
+        pattern: String,
+        /// Reducer: latest, sum, avg, min, max, count, list.
+        #[arg(long = "reduce", value_name = "NAME")]
+        reducer: String,
+        /// Deadline of the read.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        /// `best-effort` reduces what answered in time; `all` fails unless every live
+        /// member answered.
+        #[arg(long, value_enum, default_value_t = ConsistencyArg::BestEffort)]
+        consistency: ConsistencyArg,
+        /// Print the answer, who answered and who is missing as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the members as the node sees them.
+    Members {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the node's counters (frames received, malformed, rejected, …).
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ConsistencyArg {
+    BestEffort,
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Node {
+        id,
+        listen,
+        join,
+        heartbeat_ms,
+        suspect_ms,
+        remove_ms,
+    } = cli.command
+    {
+        let timing = Timing {
+            heartbeat_ms,
+            suspect_ms,
+            remove_ms,
+            rejoin_ms: Timing::default().rejoin_ms,
+        };
+        let config = NodeConfig {
+            id,
+            listen,
+            join,
+            control: cli.control,
+            timing,
+        };
+        return run_node(config);
+    }
+    let Some(endpoint) = cli.control else {
+        bail!("--control ENDPOINT is required to talk to a node");
+    };
+    let (request, wait) = match &cli.command {
+        Command::Node { .. } => unreachable!("handled above"),
+        Command::Set { key, value } => (
+            ControlRequest::Set {
+                key: key.clone(),
+                value: parse_value(value),
+            },
+            Duration::from_secs(5),
+        ),
+        Command::Get { key, .. } => (
+            ControlRequest::Get { key: key.clone() },
+            Duration::from_secs(5),
+        ),
+        Command::Del { key } => (
+            ControlRequest::Del { key: key.clone() },
+            Duration::from_secs(5),
+        ),
+        Command::Members { .. } => (ControlRequest::Members, Duration::from_secs(5)),
+        Command::Stats { .. } => (ControlRequest::Stats, Duration::from_secs(5)),
+        Command::Global {
+            pattern,
+            reducer,
+            timeout_ms,
+            consistency,
+            ..
+        } => (
+            ControlRequest::Global {
+                pattern: pattern.clone(),
+                reducer: reducer.clone(),
+                timeout_ms: *timeout_ms,
+                consistency: match consistency {
+                    ConsistencyArg::BestEffort => Consistency::BestEffort,
+                    ConsistencyArg::All => Consistency::All,
+                },
+            },
+            Duration::from_millis(*timeout_ms) + Duration::from_secs(5),
+        ),
+    };
+    let reply = call(&endpoint, &request, wait)?;
+    print_reply(&cli.command, reply)
+}
+
+fn run_node(config: NodeConfig) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let node = Node::start(config)?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("signal received; leaving the cluster");
+    node.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A command-line value: an integer if it parses as i64, a float if f64, else text.
+fn parse_value(s: &str) -> Value {
+    if let Ok(v) = s.parse::<i64>() {
+        Value::Int(v)
+    } else if let Ok(v) = s.parse::<f64>() {
+        Value::Float(v)
+    } else {
+        Value::Text(s.to_string())
+    }
+}
+
+fn call(endpoint: &str, request: &ControlRequest, wait: Duration) -> anyhow::Result<ControlReply> {
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(zmq::REQ)?;
+    socket.set_linger(0)?;
+    socket.set_rcvtimeo(wait.as_millis().try_into().unwrap_or(i32::MAX))?;
+    socket
+        .connect(endpoint)
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    socket.send(wire::encode_request(request), 0)?;
+    let frame = match socket.recv_bytes(0) {
+        Ok(frame) => frame,
+        Err(zmq::Error::EAGAIN) => bail!("no answer from the node at {endpoint} within {wait:?}"),
+        Err(e) => bail!("receiving from {endpoint}: {e}"),
+    };
+    Ok(wire::decode_reply(&frame)?)
+}
+
+fn print_reply(command: &Command, reply: ControlReply) -> anyhow::Result<ExitCode> {
+    let json = match command {
+        Command::Get { json, .. }
+        | Command::Global { json, .. }
+        | Command::Members { json }
+        | Command::Stats { json } => *json,
+        _ => false,
+    };
+    match reply {
+        ControlReply::Error(e) => bail!("{e}"),
+        ControlReply::Set(_) => println!("OK"),
+        ControlReply::Deleted(existed) => {
+            println!("{}", existed as u8);
+        }
+        ControlReply::Value(None) => {
+            if json {
+                println!("null");
+            }
+            eprintln!("not found");
+            return Ok(ExitCode::from(1));
+        }
+        ControlReply::Value(Some((value, version))) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({ "value": value_json(&value), "version": version })
+                );
+            } else {
+                println!("{}", show(&value));
+            }
+        }
+        ControlReply::Global(answer) => print_global(&answer, json),
+        ControlReply::Members(members) => print_members(&members, json),
+        ControlReply::Stats(stats) => {
+            if json {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    stats.into_iter().map(|(k, v)| (k, json!(v))).collect();
+                println!("{}", serde_json::Value::Object(map));
+            } else {
+                for (k, v) in stats {
+                    println!("{k} {v}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_global(answer: &GlobalAnswer, json: bool) {
+    if json {
+        let result = match &answer.result {
+            Reduced::Nothing => serde_json::Value::Null,
+            Reduced::Value(v) => value_json(v),
+            Reduced::Item(item) => item_json(item),
+            Reduced::Items(items) => items.iter().map(item_json).collect(),
+        };
+        println!(
+            "{}",
+            json!({
+                "reducer": answer.reducer.name(),
+                "result": result,
+                "answered": answer.answered,
+                "missing": answer.missing,
+            })
+        );
+        return;
+    }
+    match &answer.result {
+        Reduced::Nothing => eprintln!("no items matched"),
+        Reduced::Value(v) => println!("{}", show(v)),
+        Reduced::Item(item) => println!("{}", show(&item.value)),
+        Reduced::Items(items) => {
+            for item in items {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    item.key,
+                    show(&item.value),
+                    item.origin,
+                    item.version
+                );
+            }
+        }
+    }
+    if !answer.missing.is_empty() {
+        eprintln!("incomplete: no answer from {}", answer.missing.join(", "));
+    }
+}
+
+fn print_members(members: &[MemberView], json: bool) {
+    if json {
+        let list: Vec<_> = members
+            .iter()
+            .map(|m| json!({ "id": m.id, "endpoint": m.endpoint, "state": m.state }))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        for m in members {
+            println!("{}\t{}\t{}", m.id, m.endpoint, m.state);
+        }
+    }
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::Int(v) => v.to_string(),
+        Value::Float(v) => format!("{v:?}"),
+        Value::Text(s) => s.clone(),
+        Value::Bytes(b) => format!("0x{}", hex::encode(b)),
+    }
+}
+
+fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Int(v) => json!(v),
+        Value::Float(v) if v.is_finite() => json!(v),
+        Value::Float(v) => json!(v.to_string()),
+        Value::Text(s) => json!(s),
+        Value::Bytes(b) => json!({ "bytes": hex::encode(b) }),
+    }
+}
+
+fn item_json(item: &Item) -> serde_json::Value {
+    json!({
+        "key": item.key,
+        "value": value_json(&item.value),
+        "origin": item.origin,
+        "version": item.version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_as_int_then_float_then_text() {
+        assert_eq!(parse_value("1234567"), Value::Int(1_234_567));
+        assert_eq!(parse_value("-5"), Value::Int(-5));
+        assert_eq!(parse_value("2.5"), Value::Float(2.5));
+        assert_eq!(parse_value("1e3"), Value::Float(1000.0));
+        assert_eq!(parse_value("hello"), Value::Text("hello".into()));
+        assert_eq!(parse_value("99999999999999999999"), Value::Float(1e20));
+    }
 }

@@ -1,0 +1,133 @@
+//! Key patterns of global reads: a regular expression matched against the whole key,
+//! with a fast path for exact keys.
+
+use regex::{Regex, RegexBuilder};
+
+/// Longest pattern accepted, in bytes.
+pub const MAX_PATTERN_LEN: usize = 1024;
+/// Compiled-size budget of one pattern (regex's `size_limit`), so a hostile pattern
+/// cannot make a node build a huge automaton.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A compiled key pattern.
+#[derive(Clone, Debug)]
+pub enum Pattern {
+    /// A pattern without regex metacharacters: matches exactly that key.
+    Exact(String),
+    /// A regular expression that must match the whole key.
+    Regex {
+        /// The compiled, anchored expression.
+        regex: Regex,
+        /// The pattern as given.
+        source: String,
+    },
+}
+
+/// Why a pattern was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    /// Longer than [`MAX_PATTERN_LEN`].
+    #[error("pattern of {0} bytes is longer than the limit of {MAX_PATTERN_LEN}")]
+    TooLong(usize),
+    /// Not a valid regular expression, or too large once compiled.
+    #[error("invalid pattern {pattern:?}: {reason}")]
+    Invalid {
+        /// The pattern as given.
+        pattern: String,
+        /// What the regex compiler said.
+        reason: String,
+    },
+}
+
+impl Pattern {
+    /// Compiles `pattern`. A pattern without regex metacharacters is an exact key.
+    pub fn new(pattern: &str) -> Result<Pattern, PatternError> {
+        if pattern.len() > MAX_PATTERN_LEN {
+            return Err(PatternError::TooLong(pattern.len()));
+        }
+        // Outside a character class, only these characters are special.
+        if !pattern.contains([
+            '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
+        ]) {
+            return Ok(Pattern::Exact(pattern.to_string()));
+        }
+        RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(|regex| Pattern::Regex {
+                regex,
+                source: pattern.to_string(),
+            })
+            .map_err(|e| PatternError::Invalid {
+                pattern: pattern.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Whether `key` matches.
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            Pattern::Exact(k) => k == key,
+            Pattern::Regex { regex, .. } => regex.is_match(key),
+        }
+    }
+
+    /// The key, if this is an exact-key pattern.
+    pub fn exact(&self) -> Option<&str> {
+        match self {
+            Pattern::Exact(k) => Some(k),
+            Pattern::Regex { .. } => None,
+        }
+    }
+
+    /// The pattern as given.
+    pub fn source(&self) -> &str {
+        match self {
+            Pattern::Exact(k) => k,
+            Pattern::Regex { source, .. } => source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_take_the_exact_path() {
+        assert_eq!(Pattern::new("c").unwrap().exact(), Some("c"));
+        assert_eq!(
+            Pattern::new("flow_1-a:b").unwrap().exact(),
+            Some("flow_1-a:b")
+        );
+        assert!(Pattern::new("flow:.*").unwrap().exact().is_none());
+    }
+
+    #[test]
+    fn regex_matches_the_whole_key() {
+        let p = Pattern::new("flow:.*").unwrap();
+        assert!(p.matches("flow:1") && p.matches("flow:"));
+        assert!(!p.matches("xflow:1"));
+        let p = Pattern::new("k.").unwrap();
+        assert!(p.matches("k1") && p.matches("k.") && !p.matches("k10"));
+        let p = Pattern::new("a|b").unwrap();
+        assert!(p.matches("a") && p.matches("b") && !p.matches("ab"));
+    }
+
+    #[test]
+    fn invalid_and_oversized_patterns_are_errors() {
+        assert!(matches!(
+            Pattern::new("flow:("),
+            Err(PatternError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Pattern::new(&"a".repeat(2000)),
+            Err(PatternError::TooLong(2000))
+        ));
+        assert!(matches!(
+            Pattern::new("(a{1000}){1000}"),
+            Err(PatternError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,374 @@
+//! Built-in reducers: latest, sum, avg, min, max, count, list.
+//!
+//! Numeric rules: integers stay exact. `sum` of integers is an `i64` computed with
+//! checked arithmetic (overflow is an error, never a silent wrap or a float); a sum that
+//! mixes integers and floats is a float (documented promotion). `avg` is always a float.
+//! `min`/`max` compare integers exactly and mixed numbers as floats, and return the
+//! winning item's own value. A text or bytes value given to a numeric reducer is an
+//! error naming its key and origin.
+
+use std::fmt;
+use std::str::FromStr;
+
+use estate_guest::{Item, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::store::newer;
+
+/// A reducer that ships with every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Builtin {
+    /// The item with the newest version (ties broken by origin id).
+    Latest,
+    /// The exact sum of the values.
+    Sum,
+    /// The mean of the values, as a float.
+    Avg,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+    /// The number of items.
+    Count,
+    /// Every item with its origin and version, sorted by key, then origin.
+    List,
+}
+
+impl Builtin {
+    /// Every built-in, in documentation order.
+    pub const ALL: [Builtin; 7] = [
+        Builtin::Latest,
+        Builtin::Sum,
+        Builtin::Avg,
+        Builtin::Min,
+        Builtin::Max,
+        Builtin::Count,
+        Builtin::List,
+    ];
+
+    /// The reducer's name as users type it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Latest => "latest",
+            Builtin::Sum => "sum",
+            Builtin::Avg => "avg",
+            Builtin::Min => "min",
+            Builtin::Max => "max",
+            Builtin::Count => "count",
+            Builtin::List => "list",
+        }
+    }
+}
+
+impl fmt::Display for Builtin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Builtin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Builtin, String> {
+        Builtin::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+                format!(
+                    "unknown reducer {s:?}; built-in reducers: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// What a reduction produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reduced {
+    /// No items matched.
+    Nothing,
+    /// One value (sum, avg, count, min, max).
+    Value(Value),
+    /// One item (latest).
+    Item(Item),
+    /// Every item (list).
+    Items(Vec<Item>),
+}
+
+/// Why a reduction failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum ReduceError {
+    /// A numeric reducer met a value that is not a number.
+    #[error("{reducer}: {key} from {origin} is {found}, not a number")]
+    NotNumeric {
+        /// The reducer.
+        reducer: String,
+        /// The key of the offending item.
+        key: String,
+        /// Its origin node.
+        origin: String,
+        /// The type it holds.
+        found: String,
+    },
+    /// An integer sum left the range of i64.
+    #[error("sum: i64 overflow (at {key} from {origin})")]
+    Overflow {
+        /// The key whose value overflowed the running sum.
+        key: String,
+        /// Its origin node.
+        origin: String,
+    },
+}
+
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+fn num(reducer: Builtin, item: &Item) -> Result<Num, ReduceError> {
+    match item.value {
+        Value::Int(v) => Ok(Num::Int(v)),
+        Value::Float(v) => Ok(Num::Float(v)),
+        ref other => Err(ReduceError::NotNumeric {
+            reducer: reducer.name().into(),
+            key: item.key.clone(),
+            origin: item.origin.clone(),
+            found: other.type_name().into(),
+        }),
+    }
+}
+
+fn as_f64(n: &Num) -> f64 {
+    match *n {
+        Num::Int(v) => v as f64,
+        Num::Float(v) => v,
+    }
+}
+
+/// Reduces `items` (from any number of nodes) with `reducer`.
+pub fn reduce(reducer: Builtin, mut items: Vec<Item>) -> Result<Reduced, ReduceError> {
+    if items.is_empty() {
+        return Ok(match reducer {
+            Builtin::Count => Reduced::Value(Value::Int(0)),
+            Builtin::List => Reduced::Items(Vec::new()),
+            _ => Reduced::Nothing,
+        });
+    }
+    Ok(match reducer {
+        Builtin::Count => Reduced::Value(Value::Int(items.len() as i64)),
+        Builtin::List => {
+            items.sort_by(|a, b| (&a.key, &a.origin).cmp(&(&b.key, &b.origin)));
+            Reduced::Items(items)
+        }
+        Builtin::Latest => {
+            let mut best = items.swap_remove(0);
+            for item in items {
+                if newer(item.version, &item.origin, best.version, &best.origin) {
+                    best = item;
+                }
+            }
+            Reduced::Item(best)
+        }
+        Builtin::Sum => Reduced::Value(sum(&items)?),
+        Builtin::Avg => {
+            let mut total = 0.0;
+            for item in &items {
+                total += as_f64(&num(reducer, item)?);
+            }
+            Reduced::Value(Value::Float(total / items.len() as f64))
+        }
+        Builtin::Min | Builtin::Max => {
+            let mut best: Option<(Num, &Item)> = None;
+            for item in &items {
+                let n = num(reducer, item)?;
+                let better = match &best {
+                    None => true,
+                    Some((b, _)) => {
+                        let ord = match (&n, b) {
+                            (Num::Int(x), Num::Int(y)) => x.cmp(y),
+                            (x, y) => as_f64(x).total_cmp(&as_f64(y)),
+                        };
+                        if reducer == Builtin::Min {
+                            ord.is_lt()
+                        } else {
+                            ord.is_gt()
+                        }
+                    }
+                };
+                if better {
+                    best = Some((n, item));
+                }
+            }
+            Reduced::Value(
+                best.map(|(_, item)| item.value.clone())
+                    .unwrap_or(Value::Int(0)),
+            )
+        }
+    })
+}
+
+fn sum(items: &[Item]) -> Result<Value, ReduceError> {
+    let mut int: i64 = 0;
+    let mut float: Option<f64> = None;
+    for item in items {
+        match num(Builtin::Sum, item)? {
+            Num::Int(v) => {
+                int = int.checked_add(v).ok_or_else(|| ReduceError::Overflow {
+                    key: item.key.clone(),
+                    origin: item.origin.clone(),
+                })?;
+            }
+            Num::Float(v) => *float.get_or_insert(0.0) += v,
+        }
+    }
+    Ok(match float {
+        None => Value::Int(int),
+        Some(f) => Value::Float(f + int as f64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn it(key: &str, value: Value, origin: &str, version: u64) -> Item {
+        Item {
+            key: key.into(),
+            value,
+            origin: origin.into(),
+            version,
+        }
+    }
+
+    fn ints(values: &[i64]) -> Vec<Item> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| it("c", Value::Int(*v), &format!("n{i}"), i as u64))
+            .collect()
+    }
+
+    #[test]
+    fn sum_is_exact() {
+        assert_eq!(
+            reduce(Builtin::Sum, ints(&[1_234_567, 1])).unwrap(),
+            Reduced::Value(Value::Int(1_234_568))
+        );
+        assert_eq!(
+            reduce(Builtin::Sum, ints(&[5, 5, 5])).unwrap(),
+            Reduced::Value(Value::Int(15))
+        );
+        // Past 2^53 a float sum would be wrong; the integer sum is not.
+        let big = (1i64 << 53) + 1;
+        assert_eq!(
+            reduce(Builtin::Sum, ints(&[big, 2])).unwrap(),
+            Reduced::Value(Value::Int(big + 2))
+        );
+    }
+
+    #[test]
+    fn sum_overflow_is_an_error() {
+        let err = reduce(Builtin::Sum, ints(&[i64::MAX, 1])).unwrap_err();
+        assert!(matches!(err, ReduceError::Overflow { .. }), "{err}");
+    }
+
+    #[test]
+    fn mixed_sum_promotes_to_float() {
+        let mut items = ints(&[1, 2]);
+        items.push(it("c", Value::Float(0.5), "n9", 1));
+        assert_eq!(
+            reduce(Builtin::Sum, items).unwrap(),
+            Reduced::Value(Value::Float(3.5))
+        );
+    }
+
+    #[test]
+    fn non_numeric_input_names_key_and_origin() {
+        let mut items = ints(&[1]);
+        items.push(it("flow:7", Value::Text("x".into()), "node-b", 1));
+        for r in [Builtin::Sum, Builtin::Avg, Builtin::Min, Builtin::Max] {
+            let msg = reduce(r, items.clone()).unwrap_err().to_string();
+            assert!(
+                msg.contains("flow:7") && msg.contains("node-b") && msg.contains("text"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn avg_min_max_count() {
+        assert_eq!(
+            reduce(Builtin::Avg, ints(&[1, 2])).unwrap(),
+            Reduced::Value(Value::Float(1.5))
+        );
+        assert_eq!(
+            reduce(Builtin::Min, ints(&[3, -7, 2])).unwrap(),
+            Reduced::Value(Value::Int(-7))
+        );
+        assert_eq!(
+            reduce(Builtin::Max, ints(&[3, -7, 2])).unwrap(),
+            Reduced::Value(Value::Int(3))
+        );
+        let mut mixed = ints(&[3]);
+        mixed.push(it("c", Value::Float(3.5), "n9", 0));
+        assert_eq!(
+            reduce(Builtin::Max, mixed).unwrap(),
+            Reduced::Value(Value::Float(3.5))
+        );
+        assert_eq!(
+            reduce(Builtin::Count, ints(&[3, 3, 3])).unwrap(),
+            Reduced::Value(Value::Int(3))
+        );
+        assert_eq!(
+            reduce(Builtin::Count, vec![]).unwrap(),
+            Reduced::Value(Value::Int(0))
+        );
+        assert_eq!(reduce(Builtin::Sum, vec![]).unwrap(), Reduced::Nothing);
+    }
+
+    #[test]
+    fn latest_uses_version_then_origin() {
+        let items = vec![
+            it("k", Value::Int(1), "a", 10),
+            it("k", Value::Int(2), "c", 12),
+            it("k", Value::Int(3), "b", 12),
+        ];
+        let Reduced::Item(item) = reduce(Builtin::Latest, items.clone()).unwrap() else {
+            panic!()
+        };
+        assert_eq!((item.value, item.origin.as_str()), (Value::Int(2), "c"));
+        // The answer does not depend on the order the answers arrived in.
+        let mut reversed = items;
+        reversed.reverse();
+        let Reduced::Item(again) = reduce(Builtin::Latest, reversed).unwrap() else {
+            panic!()
+        };
+        assert_eq!(again.origin, "c");
+    }
+
+    #[test]
+    fn list_is_sorted() {
+        let items = vec![
+            it("b", Value::Int(1), "x", 1),
+            it("a", Value::Int(2), "y", 1),
+            it("a", Value::Int(3), "x", 1),
+        ];
+        let Reduced::Items(list) = reduce(Builtin::List, items).unwrap() else {
+            panic!()
+        };
+        let order: Vec<_> = list
+            .iter()
+            .map(|i| (i.key.as_str(), i.origin.as_str()))
+            .collect();
+        assert_eq!(order, [("a", "x"), ("a", "y"), ("b", "x")]);
+    }
+
+    #[test]
+    fn names_parse() {
+        for b in Builtin::ALL {
+            assert_eq!(b.name().parse::<Builtin>().unwrap(), b);
+        }
+        assert!("median".parse::<Builtin>().unwrap_err().contains("sum"));
+    }
+}

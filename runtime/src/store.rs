@@ -1,0 +1,356 @@
+//! The local state store of one node.
+//!
+//! Every node writes only its own items; `set`, `get` and `del` are strictly consistent
+//! on the node (a read sees the last write, from any thread). Each item carries its
+//! origin (this node) and a hybrid-logical-clock version, so that "latest" across nodes
+//! follows causality, with the origin id as a deterministic tie-break.
+//!
+//! State is partitioned by tenant from the start: a [`TenantStore`] holds one tenant's
+//! items and nothing reaches across tenants.
+//!
+//! **Architecture invariant:** the store knows nothing about ZeroMQ, Wasm or the CLI.
+//! It is `Sync` and shared by reference (`Arc`) between the NF side and the peering
+//! side; all locking is inside it and no lock is held across a call out of it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use estate_guest::{Item, Value};
+
+use crate::hlc::Hlc;
+use crate::pattern::Pattern;
+
+/// The tenant every node has; the one used when none is named.
+pub const DEFAULT_TENANT: &str = "default";
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest text or bytes value accepted, in bytes.
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// A value with the version of its last write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Value,
+    /// Hybrid logical clock timestamp of the write.
+    pub version: u64,
+}
+
+/// Why a write was refused. The store is unchanged.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    /// The key is longer than [`MAX_KEY_LEN`].
+    #[error("key of {0} bytes is longer than the limit of {MAX_KEY_LEN}")]
+    KeyTooLong(usize),
+    /// The value is larger than [`MAX_VALUE_LEN`].
+    #[error("value of {0} bytes is larger than the limit of {MAX_VALUE_LEN}")]
+    ValueTooLarge(usize),
+    /// An arithmetic update met a value that is not an integer.
+    #[error("{key} holds {found}, not an integer")]
+    NotAnInteger {
+        /// The key.
+        key: String,
+        /// The type found there.
+        found: &'static str,
+    },
+    /// An arithmetic update would overflow i64.
+    #[error("{key}: i64 overflow")]
+    Overflow {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Orders two versions of items from different origins: true if `(a, a_origin)` is
+/// newer than `(b, b_origin)`. Versions decide; equal versions are broken by origin id.
+pub fn newer(a: u64, a_origin: &str, b: u64, b_origin: &str) -> bool {
+    (a, a_origin) > (b, b_origin)
+}
+
+/// One node's store: a clock and one [`TenantStore`] per tenant.
+#[derive(Debug)]
+pub struct Store {
+    node: Arc<str>,
+    clock: Arc<Hlc>,
+    tenants: RwLock<HashMap<String, Arc<TenantStore>>>,
+}
+
+impl Store {
+    /// An empty store of node `node` with the default tenant.
+    pub fn new(node: &str) -> Store {
+        let store = Store {
+            node: node.into(),
+            clock: Arc::new(Hlc::new()),
+            tenants: RwLock::default(),
+        };
+        store.tenant(DEFAULT_TENANT);
+        store
+    }
+
+    /// The node's id (the origin of every item here).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Hlc {
+        &self.clock
+    }
+
+    /// The store of `tenant`, created empty on first use. Keep the handle for repeated
+    /// use: it skips the tenant lookup.
+    pub fn tenant(&self, tenant: &str) -> Arc<TenantStore> {
+        if let Some(t) = self.tenants.read().unwrap().get(tenant) {
+            return t.clone();
+        }
+        let mut tenants = self.tenants.write().unwrap();
+        tenants
+            .entry(tenant.to_string())
+            .or_insert_with(|| {
+                Arc::new(TenantStore {
+                    node: self.node.clone(),
+                    clock: self.clock.clone(),
+                    items: RwLock::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// The store of `tenant` if it exists.
+    pub fn existing_tenant(&self, tenant: &str) -> Option<Arc<TenantStore>> {
+        self.tenants.read().unwrap().get(tenant).cloned()
+    }
+}
+
+/// One tenant's items on one node.
+#[derive(Debug)]
+pub struct TenantStore {
+    node: Arc<str>,
+    clock: Arc<Hlc>,
+    items: RwLock<HashMap<String, Versioned>>,
+}
+
+fn value_len(value: &Value) -> usize {
+    match value {
+        Value::Int(_) | Value::Float(_) => 8,
+        Value::Text(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+    }
+}
+
+impl TenantStore {
+    /// Sets `key` to `value`; returns the new version.
+    pub fn set(&self, key: &str, value: Value) -> Result<u64, StoreError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(StoreError::KeyTooLong(key.len()));
+        }
+        if value_len(&value) > MAX_VALUE_LEN {
+            return Err(StoreError::ValueTooLarge(value_len(&value)));
+        }
+        let mut items = self.items.write().unwrap();
+        // Tick under the lock so that versions of one key increase in write order.
+        let version = self.clock.tick();
+        match items.get_mut(key) {
+            Some(slot) => *slot = Versioned { value, version },
+            None => {
+                items.insert(key.to_string(), Versioned { value, version });
+            }
+        }
+        Ok(version)
+    }
+
+    /// The value at `key` and its version.
+    pub fn get(&self, key: &str) -> Option<Versioned> {
+        self.items.read().unwrap().get(key).cloned()
+    }
+
+    /// Deletes `key`; returns whether it was there.
+    pub fn del(&self, key: &str) -> bool {
+        self.items.write().unwrap().remove(key).is_some()
+    }
+
+    /// Adds `delta` to the integer at `key` (missing counts as 0); returns the new value.
+    pub fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(StoreError::KeyTooLong(key.len()));
+        }
+        let mut items = self.items.write().unwrap();
+        let current = match items.get(key) {
+            None => 0,
+            Some(Versioned {
+                value: Value::Int(v),
+                ..
+            }) => *v,
+            Some(other) => {
+                return Err(StoreError::NotAnInteger {
+                    key: key.to_string(),
+                    found: other.value.type_name(),
+                });
+            }
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| StoreError::Overflow {
+                key: key.to_string(),
+            })?;
+        let version = self.clock.tick();
+        items.insert(
+            key.to_string(),
+            Versioned {
+                value: Value::Int(next),
+                version,
+            },
+        );
+        Ok(next)
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.read().unwrap().len()
+    }
+
+    /// Whether the tenant has no items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every item whose key matches `pattern`, as items of this node, sorted by key.
+    pub fn matching(&self, pattern: &Pattern) -> Vec<Item> {
+        let items = self.items.read().unwrap();
+        let item = |key: &str, v: &Versioned| Item {
+            key: key.to_string(),
+            value: v.value.clone(),
+            origin: self.node.to_string(),
+            version: v.version,
+        };
+        let mut found: Vec<Item> = match pattern.exact() {
+            Some(key) => items.get(key).map(|v| item(key, v)).into_iter().collect(),
+            None => items
+                .iter()
+                .filter(|(k, _)| pattern.matches(k))
+                .map(|(k, v)| item(k, v))
+                .collect(),
+        };
+        drop(items);
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        found
+    }
+}
+
+impl crate::wasm::NfState for TenantStore {
+    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String> {
+        self.add(key, delta).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_del_are_consistent() {
+        let store = Store::new("n1");
+        let t = store.tenant(DEFAULT_TENANT);
+        assert_eq!(t.get("k"), None);
+        let v1 = t.set("k", Value::Int(5)).unwrap();
+        assert_eq!(
+            t.get("k"),
+            Some(Versioned {
+                value: Value::Int(5),
+                version: v1
+            })
+        );
+        let v2 = t.set("k", Value::Text("x".into())).unwrap();
+        assert!(v2 > v1);
+        assert_eq!(t.get("k").unwrap().value, Value::Text("x".into()));
+        assert!(t.del("k"));
+        assert!(!t.del("k"));
+        assert_eq!(t.get("k"), None);
+    }
+
+    #[test]
+    fn tenants_are_isolated() {
+        let store = Store::new("n1");
+        store.tenant("a").set("k", Value::Int(1)).unwrap();
+        assert_eq!(store.tenant("b").get("k"), None);
+        assert_eq!(store.tenant(DEFAULT_TENANT).get("k"), None);
+        assert!(store.existing_tenant("zzz").is_none());
+    }
+
+    #[test]
+    fn limits_refuse_without_changing_state() {
+        let t = Store::new("n1").tenant(DEFAULT_TENANT);
+        t.set("k", Value::Int(1)).unwrap();
+        assert_eq!(
+            t.set(&"k".repeat(MAX_KEY_LEN + 1), Value::Int(1)),
+            Err(StoreError::KeyTooLong(MAX_KEY_LEN + 1))
+        );
+        assert!(matches!(
+            t.set("k", Value::Bytes(vec![0; MAX_VALUE_LEN + 1])),
+            Err(StoreError::ValueTooLarge(_))
+        ));
+        assert_eq!(t.get("k").unwrap().value, Value::Int(1));
+    }
+
+    #[test]
+    fn add_is_exact_and_checked() {
+        let t = Store::new("n1").tenant(DEFAULT_TENANT);
+        assert_eq!(t.add("c", 5).unwrap(), 5);
+        assert_eq!(t.add("c", -2).unwrap(), 3);
+        t.set("m", Value::Int(i64::MAX)).unwrap();
+        assert_eq!(t.add("m", 1), Err(StoreError::Overflow { key: "m".into() }));
+        t.set("s", Value::Text("x".into())).unwrap();
+        assert!(matches!(
+            t.add("s", 1),
+            Err(StoreError::NotAnInteger { found: "text", .. })
+        ));
+    }
+
+    #[test]
+    fn matching_uses_regex_or_exact_key() {
+        let t = Store::new("n7").tenant(DEFAULT_TENANT);
+        for k in ["flow:1", "flow:2", "other", "flow"] {
+            t.set(k, Value::Int(1)).unwrap();
+        }
+        let keys = |p: &str| {
+            t.matching(&Pattern::new(p).unwrap())
+                .into_iter()
+                .map(|i| i.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys("flow:.*"), ["flow:1", "flow:2"]);
+        assert_eq!(keys("flow"), ["flow"]);
+        assert_eq!(keys("missing"), Vec::<String>::new());
+        let item = &t.matching(&Pattern::new("other").unwrap())[0];
+        assert_eq!(item.origin, "n7");
+    }
+
+    #[test]
+    fn concurrent_adds_lose_nothing() {
+        let store = Arc::new(Store::new("n1"));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let t = store.tenant(DEFAULT_TENANT);
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        t.add("c", 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(
+            store.tenant(DEFAULT_TENANT).get("c").unwrap().value,
+            Value::Int(40_000)
+        );
+    }
+
+    #[test]
+    fn newer_breaks_ties_by_origin() {
+        assert!(newer(2, "a", 1, "z"));
+        assert!(newer(1, "b", 1, "a"));
+        assert!(!newer(1, "a", 1, "b"));
+    }
+}
