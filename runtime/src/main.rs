@@ -195,6 +195,13 @@ fn run_node(config: NodeConfig) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
     let node = Node::start(config)?;
+    // One line on stdout with the bound endpoints, for scripts that asked for port `*`.
+    println!(
+        "ready id={} listen={} control={}",
+        node.id(),
+        node.endpoint(),
+        node.control_endpoint().unwrap_or("-")
+    );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,0 +1,315 @@
+//! The core with real `estate` processes on loopback: membership, global reads with the
+//! built-in reducers, a node killed with SIGKILL, and hostile frames at a listen
+//! endpoint.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use estate::wire::{self, Body, Envelope};
+use estate_guest::{Item, Value};
+use serde_json::json;
+use support::{NodeProc, cluster};
+
+#[test]
+fn three_nodes_sum_count_latest_and_members() {
+    let nodes = cluster(3);
+    for n in &nodes {
+        assert_eq!(n.ok(&["set", "c", "5"]), "OK");
+    }
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum"]), "15");
+    assert_eq!(nodes[2].ok(&["global", "c", "--reduce", "count"]), "3");
+    let lines = nodes[1].ok(&["members"]);
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+
+    // Integer sums stay exact (the prototype printed 1.23457e+06).
+    nodes[0].ok(&["set", "big", "1234567"]);
+    nodes[1].ok(&["set", "big", "1"]);
+    assert_eq!(
+        nodes[2].ok(&["global", "big", "--reduce", "sum"]),
+        "1234568"
+    );
+
+    // Regex patterns over all nodes: 2 + 3 + 1 matching keys, plus non-matching ones.
+    for (node, keys) in nodes.iter().zip([
+        &["flow:1", "flow:2"][..],
+        &["flow:3", "flow:4", "flow:5"],
+        &["flow:6"],
+    ]) {
+        for k in keys {
+            node.ok(&["set", k, "1"]);
+        }
+        node.ok(&["set", "xflow:9", "1"]);
+    }
+    let answer = nodes[0].global("flow:.*", "count", &[]);
+    assert_eq!(answer["result"], json!(6));
+    assert_eq!(answer["answered"], json!(["n1", "n2", "n3"]));
+    assert_eq!(answer["missing"], json!([]));
+
+    // latest: the write that happened last wins, whichever node did it.
+    nodes[2].ok(&["set", "owner", "first"]);
+    nodes[0].ok(&["set", "owner", "second"]);
+    let latest = nodes[1].global("owner", "latest", &[]);
+    assert_eq!(latest["result"]["value"], json!("second"));
+    assert_eq!(latest["result"]["origin"], json!("n1"));
+
+    // Floats, avg, min, max, list.
+    nodes[0].ok(&["set", "load", "0.5"]);
+    nodes[1].ok(&["set", "load", "1.5"]);
+    assert_eq!(nodes[2].ok(&["global", "load", "--reduce", "avg"]), "1.0");
+    assert_eq!(
+        nodes[2].ok(&["global", "c|big", "--reduce", "max"]),
+        "1234567"
+    );
+    let list = nodes[2].global("big", "list", &[]);
+    assert_eq!(list["result"].as_array().unwrap().len(), 2);
+
+    // get/del are local.
+    assert_eq!(nodes[0].ok(&["get", "c"]), "5");
+    assert_eq!(nodes[0].ok(&["del", "c"]), "1");
+    assert!(!nodes[0].cli(&["get", "c"]).status.success());
+    assert_eq!(nodes[1].ok(&["global", "c", "--reduce", "sum"]), "10");
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let nodes = cluster(2);
+    nodes[0].ok(&["set", "name", "hello"]);
+    nodes[1].ok(&["set", "name", "2"]);
+    let out = nodes[1].cli(&["global", "name", "--reduce", "sum"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("name") && err.contains("n1") && err.contains("text"),
+        "{err}"
+    );
+
+    let out = nodes[0].cli(&["global", "flow:(", "--reduce", "count"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid pattern"));
+
+    let out = nodes[0].cli(&["global", "c", "--reduce", "median"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown reducer"));
+
+    nodes[0].ok(&["set", "m", &i64::MAX.to_string()]);
+    nodes[1].ok(&["set", "m", "1"]);
+    let out = nodes[0].cli(&["global", "m", "--reduce", "sum"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overflow"));
+
+    // No node at the control endpoint: an error, not a hang.
+    let out = support::estate()
+        .args(["--control", "tcp://127.0.0.1:1", "get", "k"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn join_and_graceful_leave() {
+    let mut nodes = cluster(3);
+    let status = nodes[1].terminate();
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    // Leave is announced: the others drop n2 at once, long before failure detection
+    // (remove after 1.2 s) would.
+    let start = Instant::now();
+    nodes[0].wait_members(&["n1", "n3"]);
+    nodes[2].wait_members(&["n1", "n3"]);
+    let leave_took = start.elapsed();
+    assert!(
+        leave_took < Duration::from_millis(1200),
+        "leave took {leave_took:?}: it was detected, not announced"
+    );
+
+    // A new node joins through a node other than the first.
+    let n4 = NodeProc::start("n4", &[&nodes[2].listen]);
+    for n in [&nodes[0], &nodes[2], &n4] {
+        n.wait_members(&["n1", "n3", "n4"]);
+    }
+    n4.ok(&["set", "c", "7"]);
+    nodes[0].ok(&["set", "c", "3"]);
+    assert_eq!(
+        nodes[2].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]),
+        "10"
+    );
+}
+
+#[test]
+fn sigkill_mid_stream() {
+    let mut nodes = cluster(3);
+    for (i, n) in nodes.iter().enumerate() {
+        n.ok(&["set", "c", &(i + 1).to_string()]);
+    }
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum"]), "6");
+
+    // Reads keep flowing on n1 while n3 dies.
+    let control = nodes[0].control.clone();
+    let reader = std::thread::spawn(move || {
+        let mut results = Vec::new();
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            let out = support::estate()
+                .args([
+                    "--control",
+                    &control,
+                    "global",
+                    "c",
+                    "--reduce",
+                    "sum",
+                    "--timeout-ms",
+                    "300",
+                ])
+                .output()
+                .unwrap();
+            results.push((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            ));
+        }
+        results
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[2].kill();
+    let results = reader.join().unwrap();
+    assert!(
+        results.iter().all(|(ok, _)| *ok),
+        "every read answered: {results:?}"
+    );
+    assert!(
+        results.iter().all(|(_, v)| v == "6" || v == "3"),
+        "{results:?}"
+    );
+    assert!(
+        results.iter().any(|(_, v)| v == "3"),
+        "some reads ran after the kill: {results:?}"
+    );
+
+    // Until failure detection removes n3, reads name it as missing, within the timeout.
+    // (If detection already happened, the wait below still holds.)
+    let start = Instant::now();
+    let answer = nodes[0].global("c", "sum", &["--timeout-ms", "400"]);
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(answer["result"], json!(3));
+    let missing = answer["missing"].as_array().unwrap().clone();
+    if !missing.is_empty() {
+        assert_eq!(missing, [json!("n3")]);
+        let out = nodes[0].cli(&[
+            "global",
+            "c",
+            "--reduce",
+            "sum",
+            "--timeout-ms",
+            "300",
+            "--consistency",
+            "all",
+        ]);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("incomplete") && err.contains("n3"), "{err}");
+        }
+    }
+    nodes[0].wait_members(&["n1", "n2"]);
+    nodes[1].wait_members(&["n1", "n2"]);
+    let answer = nodes[0].global("c", "sum", &["--consistency", "all"]);
+    assert_eq!(answer["result"], json!(3));
+    assert_eq!(answer["answered"], json!(["n1", "n2"]));
+    assert_eq!(answer["missing"], json!([]));
+}
+
+#[test]
+fn consistency_all_fails_while_a_member_is_missing() {
+    // A node that is stopped (SIGSTOP) stays a member until detection removes it.
+    let nodes = cluster(3);
+    for n in &nodes {
+        n.ok(&["set", "c", "1"]);
+    }
+    let pid = nodes[2].pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    let out = nodes[0].cli(&[
+        "global",
+        "c",
+        "--reduce",
+        "sum",
+        "--timeout-ms",
+        "200",
+        "--consistency",
+        "all",
+    ]);
+    let best = nodes[0].global("c", "sum", &["--timeout-ms", "200"]);
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("incomplete") && err.contains("n3"), "{err}");
+    assert_eq!(best["result"], json!(2));
+    assert_eq!(best["missing"], json!(["n3"]));
+}
+
+#[test]
+fn hostile_frames_are_counted_logged_and_survived() {
+    let nodes = cluster(2);
+    nodes[0].ok(&["set", "c", "1"]);
+    nodes[1].ok(&["set", "c", "2"]);
+
+    let ctx = zmq::Context::new();
+    let attacker = ctx.socket(zmq::DEALER).unwrap();
+    attacker.set_linger(1000).unwrap();
+    attacker.connect(&nodes[0].listen).unwrap();
+    // Garbage, a wrong version, a truncated real frame, an extra frame part.
+    attacker.send(&b"hello there"[..], 0).unwrap();
+    attacker.send(&b"ES\x07junk"[..], 0).unwrap();
+    let stranger = Envelope {
+        from: "mallory".into(),
+        clock: 1,
+        body: Body::GlobalReply {
+            id: 42,
+            result: Ok(vec![Item {
+                key: "c".into(),
+                value: Value::Int(1000),
+                origin: "mallory".into(),
+                version: 1,
+            }]),
+        },
+    };
+    let frame = wire::encode(&stranger);
+    attacker.send(&frame[..frame.len() - 3], 0).unwrap();
+    attacker.send_multipart([&b"a"[..], &b"b"[..]], 0).unwrap();
+    // Oversized: past the 16 MiB frame limit.
+    attacker.send(vec![0u8; wire::MAX_FRAME + 1], 0).unwrap();
+    // Well-formed, but from a non-member: a forged reply must not be accepted.
+    attacker.send(&frame[..], 0).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = nodes[0].stats();
+        if s["malformed"].as_u64() >= Some(4)
+            && s["oversized"].as_u64() >= Some(1)
+            && s["rejected"].as_u64() >= Some(1)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "counters: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still serving, with correct answers.
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum"]), "3");
+    let log = nodes[0].log_text();
+    assert!(log.contains("malformed peer frame"), "{log}");
+    assert!(log.contains("oversized peer frame"), "{log}");
+
+    // Junk at the control socket: an error reply, and the node stays up.
+    let req = ctx.socket(zmq::REQ).unwrap();
+    req.set_rcvtimeo(5000).unwrap();
+    req.connect(&nodes[0].control).unwrap();
+    req.send(&b"\x00\x01\x02"[..], 0).unwrap();
+    let reply = wire::decode_reply(&req.recv_bytes(0).unwrap()).unwrap();
+    assert!(
+        matches!(reply, wire::ControlReply::Error(ref e) if e.contains("malformed")),
+        "{reply:?}"
+    );
+    assert_eq!(nodes[0].ok(&["get", "c"]), "1");
+}

@@ -1,0 +1,195 @@
+//! Real `estate` processes on loopback for integration tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fast failure detection so tests do not wait long.
+pub const TIMING: [&str; 6] = [
+    "--heartbeat-ms",
+    "100",
+    "--suspect-ms",
+    "400",
+    "--remove-ms",
+    "1200",
+];
+
+/// One `estate node` process. Killed when dropped.
+pub struct NodeProc {
+    pub id: String,
+    pub listen: String,
+    pub control: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+pub fn estate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_estate"))
+}
+
+impl NodeProc {
+    /// Starts node `id` on ephemeral ports, joining through `join`.
+    pub fn start(id: &str, join: &[&str]) -> NodeProc {
+        let log = std::env::temp_dir().join(format!(
+            "estate-test-{}-{id}-{}.log",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let mut cmd = estate();
+        cmd.args([
+            "--control",
+            "tcp://127.0.0.1:*",
+            "node",
+            "--id",
+            id,
+            "--listen",
+            "tcp://127.0.0.1:*",
+        ]);
+        for j in join {
+            cmd.args(["--join", j]);
+        }
+        cmd.args(TIMING);
+        cmd.env("RUST_LOG", "debug");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn estate node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .to_string()
+        };
+        NodeProc {
+            id: id.into(),
+            listen: field("listen"),
+            control: field("control"),
+            log,
+            child,
+        }
+    }
+
+    /// Runs `estate --control <this node> ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        estate()
+            .args(["--control", &self.control])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI, asserts success, returns trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "estate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// `global ... --json`, parsed.
+    pub fn global(&self, pattern: &str, reducer: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["global", pattern, "--reduce", reducer, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    /// Ids of the members this node sees (itself included), sorted.
+    pub fn members(&self) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["members", "--json"])).unwrap();
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] != "joining")
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits (bounded) until this node sees exactly `ids` as live members.
+    pub fn wait_members(&self, ids: &[&str]) {
+        let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen = self.members();
+            if seen == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} sees {seen:?}, wanted {want:?}",
+                self.id
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["stats", "--json"])).unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Starts `n` nodes `n1..=n<n>`, the later ones joining through the first, and waits
+/// until every node sees all of them.
+pub fn cluster(n: usize) -> Vec<NodeProc> {
+    let first = NodeProc::start("n1", &[]);
+    let seed = first.listen.clone();
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        nodes.push(NodeProc::start(&format!("n{i}"), &[&seed]));
+    }
+    let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for node in &nodes {
+        node.wait_members(&ids);
+    }
+    nodes
+}
+
+impl NodeProc {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
