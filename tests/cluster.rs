@@ -313,3 +313,32 @@ fn hostile_frames_are_counted_logged_and_survived() {
     );
     assert_eq!(nodes[0].ok(&["get", "c"]), "1");
 }
+
+#[test]
+fn the_readme_demo_computes_its_answers() {
+    let out = support::estate().arg("demo").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // 1234567 + 1 + 10 over three nodes, by the built-in and by the Wasm guest; then
+    // without n3 (10) after it left.
+    assert!(
+        text.contains("global \"c\" --reduce sum = Int(1234578)   (answered: n1, n2, n3)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasm reducer_sum over global list of \"c\" (3 items) = Some(Int(1234578))"),
+        "{text}"
+    );
+    assert!(
+        text.contains("global \"flow:.*\" --reduce count = Int(6)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("= Int(1234568)   (answered: n1, n2; missing: [])"),
+        "{text}"
+    );
+}

@@ -16,6 +16,8 @@ use estate::wire::{self, Consistency, ControlReply, ControlRequest, GlobalAnswer
 use estate_guest::{Item, Value};
 use serde_json::json;
 
+mod demo;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "estate",
@@ -32,6 +34,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Runs the self-contained demo: three nodes on loopback, a write on each, global
+    /// reads with built-in and Wasm reducers.
+    Demo,
     /// Runs a node until SIGINT or SIGTERM, then leaves the cluster cleanly.
     Node {
         /// Node id, unique in the cluster.
@@ -136,11 +141,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         return run_node(config);
     }
+    if let Command::Demo = cli.command {
+        return demo::run().map(|()| ExitCode::SUCCESS);
+    }
     let Some(endpoint) = cli.control else {
         bail!("--control ENDPOINT is required to talk to a node");
     };
     let (request, wait) = match &cli.command {
-        Command::Node { .. } => unreachable!("handled above"),
+        Command::Node { .. } | Command::Demo => unreachable!("handled above"),
         Command::Set { key, value } => (
             ControlRequest::Set {
                 key: key.clone(),
