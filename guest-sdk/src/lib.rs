@@ -57,10 +57,11 @@ pub mod status {
     pub const BAD_INPUT: i32 = 3;
 }
 
-/// Wires a reducer function `fn(&[Item]) -> ReduceResult` to the guest ABI exports.
+/// The exports every guest has: `estate_abi_version` and `estate_alloc`.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! reducer {
-    ($reduce:path) => {
+macro_rules! __common_exports {
+    () => {
         /// ABI version of this guest.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_abi_version() -> i32 {
@@ -71,6 +72,14 @@ macro_rules! reducer {
         pub extern "C" fn estate_alloc(len: i32) -> i32 {
             $crate::__private::alloc(len)
         }
+    };
+}
+
+/// Wires a reducer function `fn(&[Item]) -> ReduceResult` to the guest ABI exports.
+#[macro_export]
+macro_rules! reducer {
+    ($reduce:path) => {
+        $crate::__common_exports!();
         /// Reduces the items encoded in the input buffer.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_reduce(ptr: i32, len: i32) -> i32 {
@@ -83,16 +92,7 @@ macro_rules! reducer {
 #[macro_export]
 macro_rules! nf {
     ($on_packet:path) => {
-        /// ABI version of this guest.
-        #[unsafe(no_mangle)]
-        pub extern "C" fn estate_abi_version() -> i32 {
-            $crate::ABI_VERSION
-        }
-        /// Allocates an input buffer for the host.
-        #[unsafe(no_mangle)]
-        pub extern "C" fn estate_alloc(len: i32) -> i32 {
-            $crate::__private::alloc(len)
-        }
+        $crate::__common_exports!();
         /// Handles one packet; returns its verdict.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_on_packet(ptr: i32, len: i32) -> i32 {
