@@ -517,13 +517,20 @@ mod tests {
 
     #[test]
     fn infinite_loop_runs_out_of_fuel() {
-        let host = host();
+        // A generous wall-time limit, so fuel is the limit that binds even on a loaded
+        // machine.
+        let host = WasmHost::new(Limits {
+            fuel: 1_000_000,
+            wall_time: Duration::from_secs(30),
+            ..Limits::default()
+        })
+        .unwrap();
         let r = host
             .load_reducer(&wat_reducer("(loop (br 0)) i32.const 0"))
             .unwrap();
         assert!(matches!(
             host.reduce(&r, &[]),
-            Err(GuestError::OutOfFuel(_))
+            Err(GuestError::OutOfFuel(1_000_000))
         ));
     }
 
