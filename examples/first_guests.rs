@@ -37,8 +37,8 @@ fn main() -> anyhow::Result<()> {
             version: n as u64,
         })
         .collect();
-    match host.reduce(&sum, &items)? {
-        Some(total) => println!("sum over {} items: {total:?}", items.len()),
+    match host.reduce_all(&sum, &items)? {
+        Some(total) => println!("sum over {} items: {:?}", items.len(), total.value),
         None => println!("sum over no items: nothing"),
     }
 

@@ -29,15 +29,18 @@ fn sum_reducer_adds_integers_exactly() {
         item("c", Value::Int(-10), "n3"),
     ];
     assert_eq!(
-        host.reduce(&sum, &items).unwrap(),
+        host.reduce_all(&sum, &items).unwrap().map(|i| i.value),
         Some(Value::Int(1_234_558))
     );
-    assert_eq!(host.reduce(&sum, &[]).unwrap(), None);
+    assert_eq!(host.reduce_all(&sum, &[]).unwrap(), None);
     let big = [
         item("a", Value::Int(i64::MAX - 1), "n1"),
         item("b", Value::Int(1), "n2"),
     ];
-    assert_eq!(host.reduce(&sum, &big).unwrap(), Some(Value::Int(i64::MAX)));
+    assert_eq!(
+        host.reduce_all(&sum, &big).unwrap().map(|i| i.value),
+        Some(Value::Int(i64::MAX))
+    );
 }
 
 #[test]
@@ -50,7 +53,7 @@ fn sum_reducer_reports_errors_as_values() {
         item("c", Value::Int(1), "n1"),
         item("flow:9", Value::Text("x".into()), "n7"),
     ];
-    match host.reduce(&sum, &bad) {
+    match host.reduce_all(&sum, &bad) {
         Err(GuestError::Guest(msg)) => {
             assert!(msg.contains("flow:9") && msg.contains("n7"), "{msg}");
         }
@@ -61,7 +64,7 @@ fn sum_reducer_reports_errors_as_values() {
         item("b", Value::Int(1), "n2"),
     ];
     assert!(
-        matches!(host.reduce(&sum, &overflow), Err(GuestError::Guest(m)) if m.contains("overflow"))
+        matches!(host.reduce_all(&sum, &overflow), Err(GuestError::Guest(m)) if m.contains("overflow"))
     );
 }
 

@@ -8,9 +8,9 @@
 //! #![no_std]
 //! #![forbid(unsafe_code)]
 //! extern crate alloc;
-//! use estate_guest::{Item, ReduceResult, Value};
+//! use estate_guest::{Item, Phase, ReduceResult, Value};
 //!
-//! fn sum(items: &[Item]) -> ReduceResult {
+//! fn sum(items: &[Item], _: Phase) -> ReduceResult {
 //!     let mut total: i64 = 0;
 //!     for item in items {
 //!         match item.value {
@@ -18,9 +18,9 @@
 //!             _ => return Err(alloc::format!("{} from {} is not an integer", item.key, item.origin)),
 //!         }
 //!     }
-//!     Ok(Some(Value::Int(total)))
+//!     Ok(Some(Item::of(Value::Int(total))))
 //! }
-//! estate_guest::reducer!(sum);
+//! estate_guest::reducer!(sum, combinable);
 //! ```
 #![no_std]
 
@@ -33,8 +33,38 @@ pub use codec::{Item, Value};
 /// The guest ABI version this SDK implements; exported as `estate_abi_version`.
 pub const ABI_VERSION: i32 = 1;
 
-/// What a reducer returns: one value, no value (nothing to reduce), or an error message.
-pub type ReduceResult = Result<Option<Value>, alloc::string::String>;
+/// What a reducer returns: one item, no item (nothing to reduce), or an error message.
+/// A reducer whose answer is a plain value returns [`Item::of`]`(value)`.
+pub type ReduceResult = Result<Option<Item>, alloc::string::String>;
+
+/// What a reducer's input items are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Items from the state store.
+    Items,
+    /// Partial results of this same reducer, one per node (push-down, combinable
+    /// reducers only): the reducer combines them.
+    Partials,
+}
+
+impl Item {
+    /// An item that carries only a value: the usual answer of a reducer.
+    pub fn of(value: Value) -> Item {
+        Item {
+            key: alloc::string::String::new(),
+            value,
+            origin: alloc::string::String::new(),
+            version: 0,
+        }
+    }
+}
+
+/// Bits of `estate_reducer_flags`.
+pub mod flags {
+    /// The reducer is associative and commutative: it can reduce its own partial
+    /// results, so it may be pushed down to peers.
+    pub const COMBINABLE: i32 = 1;
+}
 
 /// What an NF decides for a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,11 +75,11 @@ pub enum Verdict {
     Drop,
 }
 
-/// Status codes of `estate_reduce` (see `docs/abi.md`).
+/// Status codes of `estate_reduce` and `estate_finish` (see `docs/abi.md`).
 pub mod status {
-    /// A value was handed to the host through `estate.result`.
-    pub const VALUE: i32 = 0;
-    /// The reducer produced no value.
+    /// An item was handed to the host through `estate.result`.
+    pub const ITEM: i32 = 0;
+    /// The reducer produced no item.
     pub const NONE: i32 = 1;
     /// The reducer failed; the UTF-8 message was handed over through `estate.result`.
     pub const ERROR: i32 = 2;
@@ -75,15 +105,41 @@ macro_rules! __common_exports {
     };
 }
 
-/// Wires a reducer function `fn(&[Item]) -> ReduceResult` to the guest ABI exports.
+/// Wires a reducer to the guest ABI exports.
+///
+/// - `reducer!(f)`: `f: fn(&[Item], Phase) -> ReduceResult`; not combinable, so it is
+///   only run where all items are (never pushed down).
+/// - `reducer!(f, combinable)`: `f` can reduce its own partial results (it is then
+///   called with [`Phase::Partials`]); the combined partial is the answer.
+/// - `reducer!(f, combinable, finish = g)`: as above, and `g: fn(Item) -> ReduceResult`
+///   turns the combined partial into the answer (e.g. a mean from a sum and a count).
 #[macro_export]
 macro_rules! reducer {
     ($reduce:path) => {
+        $crate::reducer!(@exports $reduce, 0, $crate::__private::identity);
+    };
+    ($reduce:path, combinable) => {
+        $crate::reducer!(@exports $reduce, $crate::flags::COMBINABLE, $crate::__private::identity);
+    };
+    ($reduce:path, combinable, finish = $finish:path) => {
+        $crate::reducer!(@exports $reduce, $crate::flags::COMBINABLE, $finish);
+    };
+    (@exports $reduce:path, $flags:expr, $finish:path) => {
         $crate::__common_exports!();
+        /// Properties of this reducer (`flags::COMBINABLE`).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn estate_reducer_flags() -> i32 {
+            $flags
+        }
         /// Reduces the items encoded in the input buffer.
         #[unsafe(no_mangle)]
-        pub extern "C" fn estate_reduce(ptr: i32, len: i32) -> i32 {
-            $crate::__private::reduce(ptr, len, $reduce)
+        pub extern "C" fn estate_reduce(ptr: i32, len: i32, phase: i32) -> i32 {
+            $crate::__private::reduce(ptr, len, phase, $reduce)
+        }
+        /// Turns a combined partial result into the answer.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn estate_finish(ptr: i32, len: i32) -> i32 {
+            $crate::__private::finish(ptr, len, $finish)
         }
     };
 }
@@ -175,22 +231,18 @@ pub mod __private {
         }
     }
 
-    pub fn reduce(ptr: i32, len: i32, f: fn(&[crate::Item]) -> ReduceResult) -> i32 {
-        let input = take_input(ptr, len);
-        let items = match codec::decode_items(&input) {
-            Ok(items) => items,
-            Err(e) => {
-                hostcalls::result(alloc::format!("bad input: {e}").as_bytes());
-                return status::BAD_INPUT;
-            }
-        };
-        drop(input);
-        match f(&items) {
-            Ok(Some(value)) => {
+    /// The default `finish`: the combined partial is the answer.
+    pub fn identity(item: crate::Item) -> ReduceResult {
+        Ok(Some(item))
+    }
+
+    fn answer(result: ReduceResult) -> i32 {
+        match result {
+            Ok(Some(item)) => {
                 let mut out = Vec::new();
-                value.encode(&mut out);
+                item.encode(&mut out);
                 hostcalls::result(&out);
-                status::VALUE
+                status::ITEM
             }
             Ok(None) => status::NONE,
             Err(message) => {
@@ -198,6 +250,41 @@ pub mod __private {
                 status::ERROR
             }
         }
+    }
+
+    fn bad_input(e: impl core::fmt::Display) -> i32 {
+        hostcalls::result(alloc::format!("bad input: {e}").as_bytes());
+        status::BAD_INPUT
+    }
+
+    pub fn reduce(
+        ptr: i32,
+        len: i32,
+        phase: i32,
+        f: fn(&[crate::Item], crate::Phase) -> ReduceResult,
+    ) -> i32 {
+        let input = take_input(ptr, len);
+        let phase = match phase {
+            0 => crate::Phase::Items,
+            1 => crate::Phase::Partials,
+            other => return bad_input(alloc::format!("unknown phase {other}")),
+        };
+        let items = match codec::decode_items(&input) {
+            Ok(items) => items,
+            Err(e) => return bad_input(e),
+        };
+        drop(input);
+        answer(f(&items, phase))
+    }
+
+    pub fn finish(ptr: i32, len: i32, f: fn(crate::Item) -> ReduceResult) -> i32 {
+        let input = take_input(ptr, len);
+        let mut r = codec::Reader::new(&input);
+        let item = match codec::Item::decode(&mut r).and_then(|item| r.finish().map(|()| item)) {
+            Ok(item) => item,
+            Err(e) => return bad_input(e),
+        };
+        answer(f(item))
     }
 
     pub fn on_packet(ptr: i32, len: i32, f: fn(&[u8]) -> Verdict) -> i32 {

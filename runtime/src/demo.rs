@@ -85,7 +85,7 @@ pub fn run() -> anyhow::Result<()> {
     let Reduced::Items(items) = nodes[1].get_global("c", Builtin::List, opts)?.result else {
         bail!("list returned no item list");
     };
-    let total = host.reduce(&sum, &items)?;
+    let total = host.reduce_all(&sum, &items)?.map(|item| item.value);
     println!(
         "n2: wasm reducer_sum over global list of \"c\" ({} items) = {total:?}",
         items.len()

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use estate_guest::codec::{self, Item, Value};
-use estate_guest::{Verdict, status};
+use estate_guest::codec::{self, Item};
+use estate_guest::{Phase, Verdict, status};
 use wasmtime::{
-    Caller, Config, Engine, Extern, Instance, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc,
+    Caller, Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, Store,
+    StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
 };
 
 /// The guest ABI version this host speaks.
@@ -36,6 +36,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Largest output a guest may hand back through `estate.result`, in bytes.
     pub output_bytes: usize,
+    /// Largest module accepted, in bytes.
+    pub module_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +47,7 @@ impl Default for Limits {
             wall_time: Duration::from_millis(200),
             memory_bytes: 64 << 20,
             output_bytes: 1 << 20,
+            module_bytes: 4 << 20,
         }
     }
 }
@@ -55,6 +58,14 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Why a guest call failed. The guest's store is discarded; the node is unaffected.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
+    /// The module is larger than `Limits::module_bytes`.
+    #[error("module of {size} bytes exceeds the module size limit of {limit} bytes")]
+    ModuleSize {
+        /// The module's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The module is not valid Wasm, or not a guest of the expected kind.
     #[error("invalid guest module: {0}")]
     Invalid(String),
@@ -168,46 +179,146 @@ impl WasmHost {
         &self.limits
     }
 
-    /// Compiles and checks a reducer module: it must export `memory`,
-    /// `estate_abi_version`, `estate_alloc` and `estate_reduce` with the ABI's types.
+    /// Compiles and checks a reducer module under the host's default limits.
     pub fn load_reducer(&self, bytes: &[u8]) -> Result<ReducerModule, GuestError> {
+        self.load_reducer_with(bytes, self.limits.clone())
+    }
+
+    /// Compiles and checks a reducer module that runs under `limits`. It must export
+    /// `memory`, `estate_abi_version`, `estate_alloc` and `estate_reduce` with the ABI's
+    /// types; `estate_reducer_flags` and `estate_finish` are optional.
+    pub fn load_reducer_with(
+        &self,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<ReducerModule, GuestError> {
+        if bytes.len() > limits.module_bytes {
+            return Err(GuestError::ModuleSize {
+                size: bytes.len(),
+                limit: limits.module_bytes,
+            });
+        }
         let module = self.compile(bytes, "estate_reduce")?;
-        let reducer = ReducerModule { module };
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
         // Instantiate once now so a bad module fails at load time, not at first use.
-        let mut store = self.store(&self.limits, None);
-        self.instantiate(&mut store, &reducer.module)?;
-        Ok(reducer)
+        let mut store = self.store(&limits, None);
+        let guest = self.instantiate(&mut store, &pre, &limits)?;
+        let _: TypedFunc<(i32, i32, i32), i32> =
+            typed(&guest.instance, &mut store, "estate_reduce")?;
+        let has_finish = module.get_export("estate_finish").is_some();
+        if has_finish {
+            let _: TypedFunc<(i32, i32), i32> =
+                typed(&guest.instance, &mut store, "estate_finish")?;
+        }
+        let flags = match module.get_export("estate_reducer_flags") {
+            None => 0,
+            Some(_) => {
+                let f: TypedFunc<(), i32> =
+                    typed(&guest.instance, &mut store, "estate_reducer_flags")?;
+                f.call(&mut store, ())
+                    .map_err(|e| classify(e, &store, &limits))?
+            }
+        };
+        Ok(ReducerModule {
+            pre,
+            hash: sha256(bytes),
+            combinable: flags & estate_guest::flags::COMBINABLE != 0,
+            has_finish,
+            limits,
+        })
     }
 
     /// Compiles and checks an NF module (exports `estate_on_packet`).
     pub fn load_nf(&self, bytes: &[u8]) -> Result<NfModule, GuestError> {
+        if bytes.len() > self.limits.module_bytes {
+            return Err(GuestError::ModuleSize {
+                size: bytes.len(),
+                limit: self.limits.module_bytes,
+            });
+        }
         let module = self.compile(bytes, "estate_on_packet")?;
-        Ok(NfModule { module })
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
+        Ok(NfModule { pre })
     }
 
-    /// Runs a reducer over `items` under the host's default limits.
+    /// Runs a reducer over `items` (store items, or its own partials).
     pub fn reduce(
         &self,
         reducer: &ReducerModule,
         items: &[Item],
-    ) -> Result<Option<Value>, GuestError> {
-        let mut store = self.store(&self.limits, None);
-        let guest = self.instantiate(&mut store, &reducer.module)?;
-        let reduce: TypedFunc<(i32, i32), i32> =
-            typed(&guest.instance, &mut store, "estate_reduce")?;
+        phase: Phase,
+    ) -> Result<Option<Item>, GuestError> {
         let mut input = Vec::new();
         codec::encode_items(items, &mut input);
-        let ptr = guest.write_input(&mut store, &input, &self.limits)?;
-        let code = reduce
-            .call(&mut store, (ptr, len_i32(&input)?))
-            .map_err(|e| self.classify(e, &store))?;
+        let phase = match phase {
+            Phase::Items => 0,
+            Phase::Partials => 1,
+        };
+        self.call_reducer(reducer, "estate_reduce", &input, Some(phase))
+    }
+
+    /// Turns a reducer's combined result into its answer (`estate_finish`; without
+    /// that export, the result is the answer).
+    pub fn finish(
+        &self,
+        reducer: &ReducerModule,
+        partial: Item,
+    ) -> Result<Option<Item>, GuestError> {
+        if !reducer.has_finish {
+            return Ok(Some(partial));
+        }
+        let mut input = Vec::new();
+        partial.encode(&mut input);
+        self.call_reducer(reducer, "estate_finish", &input, None)
+    }
+
+    /// `finish(reduce(items))`: the whole reduction where all items are at hand.
+    pub fn reduce_all(
+        &self,
+        reducer: &ReducerModule,
+        items: &[Item],
+    ) -> Result<Option<Item>, GuestError> {
+        match self.reduce(reducer, items, Phase::Items)? {
+            Some(partial) => self.finish(reducer, partial),
+            None => Ok(None),
+        }
+    }
+
+    fn call_reducer(
+        &self,
+        reducer: &ReducerModule,
+        export: &str,
+        input: &[u8],
+        phase: Option<i32>,
+    ) -> Result<Option<Item>, GuestError> {
+        let limits = &reducer.limits;
+        let mut store = self.store(limits, None);
+        let guest = self.instantiate(&mut store, &reducer.pre, limits)?;
+        let ptr = guest.write_input(&mut store, input, limits)?;
+        let len = len_i32(input)?;
+        let called = match phase {
+            Some(phase) => typed::<(i32, i32, i32), i32>(&guest.instance, &mut store, export)?
+                .call(&mut store, (ptr, len, phase)),
+            None => typed::<(i32, i32), i32>(&guest.instance, &mut store, export)?
+                .call(&mut store, (ptr, len)),
+        };
+        let code = called.map_err(|e| classify(e, &store, limits))?;
         let output = store.data_mut().result.take();
         match (code, output) {
-            (status::VALUE, Some(bytes)) => Value::decode_exact(&bytes)
-                .map(Some)
-                .map_err(|e| GuestError::Abi(format!("reducer returned a malformed value: {e}"))),
-            (status::VALUE, None) => Err(GuestError::Abi(
-                "reducer said VALUE but handed none back".into(),
+            (status::ITEM, Some(bytes)) => {
+                let mut r = codec::Reader::new(&bytes);
+                Item::decode(&mut r)
+                    .and_then(|item| r.finish().map(|()| Some(item)))
+                    .map_err(|e| GuestError::Abi(format!("reducer returned a malformed item: {e}")))
+            }
+            (status::ITEM, None) => Err(GuestError::Abi(
+                "reducer said ITEM but handed none back".into(),
             )),
             (status::NONE, _) => Ok(None),
             (status::ERROR, msg) => Err(GuestError::Guest(message(msg))),
@@ -226,7 +337,7 @@ impl WasmHost {
         state: Arc<dyn NfState>,
     ) -> Result<NfInstance, GuestError> {
         let mut store = self.store(&self.limits, Some(state));
-        let guest = self.instantiate(&mut store, &nf.module)?;
+        let guest = self.instantiate(&mut store, &nf.pre, &self.limits)?;
         let on_packet = typed(&guest.instance, &mut store, "estate_on_packet")?;
         Ok(NfInstance {
             store,
@@ -270,16 +381,16 @@ impl WasmHost {
     fn instantiate(
         &self,
         store: &mut Store<GuestData>,
-        module: &Module,
+        pre: &InstancePre<GuestData>,
+        limits: &Limits,
     ) -> Result<Guest, GuestError> {
-        let instance = self
-            .linker
-            .instantiate(&mut *store, module)
-            .map_err(|e| self.classify(e, store))?;
+        let instance = pre
+            .instantiate(&mut *store)
+            .map_err(|e| classify(e, store, limits))?;
         let version: TypedFunc<(), i32> = typed(&instance, &mut *store, "estate_abi_version")?;
         let found = version
             .call(&mut *store, ())
-            .map_err(|e| self.classify(e, store))?;
+            .map_err(|e| classify(e, store, limits))?;
         if found != ABI_VERSION {
             return Err(GuestError::AbiVersion { found });
         }
@@ -293,22 +404,62 @@ impl WasmHost {
             alloc,
         })
     }
-
-    fn classify(&self, err: wasmtime::Error, store: &Store<GuestData>) -> GuestError {
-        classify(err, store, &self.limits)
-    }
 }
 
 /// A compiled, checked reducer module. Cheap to clone; instantiated per call.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ReducerModule {
-    module: Module,
+    pre: InstancePre<GuestData>,
+    hash: [u8; 32],
+    combinable: bool,
+    has_finish: bool,
+    limits: Limits,
+}
+
+impl fmt::Debug for ReducerModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReducerModule")
+            .field("hash", &hex::encode(self.hash))
+            .field("combinable", &self.combinable)
+            .field("has_finish", &self.has_finish)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl fmt::Debug for NfModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NfModule").finish_non_exhaustive()
+    }
+}
+
+impl ReducerModule {
+    /// sha256 of the module's bytes: its identity on the wire and in caches.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    /// Whether the reducer declared itself combinable (it may be pushed down).
+    pub fn combinable(&self) -> bool {
+        self.combinable
+    }
+
+    /// The limits its calls run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// sha256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// A compiled, checked NF module.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NfModule {
-    module: Module,
+    pre: InstancePre<GuestData>,
 }
 
 struct Guest {
@@ -510,7 +661,7 @@ mod tests {
                 (memory (export "memory") 1)
                 (func (export "estate_abi_version") (result i32) i32.const 1)
                 (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
-                (func (export "estate_reduce") (param i32 i32) (result i32) {body}))"#
+                (func (export "estate_reduce") (param i32 i32 i32) (result i32) {body}))"#
         )
         .into_bytes()
     }
@@ -529,7 +680,7 @@ mod tests {
             .load_reducer(&wat_reducer("(loop (br 0)) i32.const 0"))
             .unwrap();
         assert!(matches!(
-            host.reduce(&r, &[]),
+            host.reduce_all(&r, &[]),
             Err(GuestError::OutOfFuel(1_000_000))
         ));
     }
@@ -545,7 +696,10 @@ mod tests {
         let r = host
             .load_reducer(&wat_reducer("(loop (br 0)) i32.const 0"))
             .unwrap();
-        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Timeout(_))));
+        assert!(matches!(
+            host.reduce_all(&r, &[]),
+            Err(GuestError::Timeout(_))
+        ));
     }
 
     #[test]
@@ -557,9 +711,9 @@ mod tests {
             ))
             .unwrap();
         assert!(
-            matches!(host.reduce(&r, &[]), Err(GuestError::MemoryLimit(_))),
+            matches!(host.reduce_all(&r, &[]), Err(GuestError::MemoryLimit(_))),
             "{:?}",
-            host.reduce(&r, &[])
+            host.reduce_all(&r, &[])
         );
     }
 
@@ -567,7 +721,7 @@ mod tests {
     fn unreachable_is_a_trap() {
         let host = host();
         let r = host.load_reducer(&wat_reducer("unreachable")).unwrap();
-        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Trap(_))));
+        assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Trap(_))));
     }
 
     #[test]
@@ -587,14 +741,14 @@ mod tests {
             ))
             .unwrap();
         assert!(matches!(
-            small.reduce(&r2, &[]),
+            small.reduce_all(&r2, &[]),
             Err(GuestError::OutputLimit {
                 size: 65536,
                 limit: 100
             })
         ));
         // Within the default limit the same bytes are a malformed value, not a crash.
-        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Abi(_))));
+        assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Abi(_))));
     }
 
     #[test]
@@ -605,7 +759,7 @@ mod tests {
                 "(call $result (i32.const 65530) (i32.const 100)) i32.const 0",
             ))
             .unwrap();
-        assert!(matches!(host.reduce(&r, &[]), Err(GuestError::Trap(_))));
+        assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Trap(_))));
     }
 
     #[test]

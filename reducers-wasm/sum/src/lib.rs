@@ -1,4 +1,4 @@
-//! `sum`: the exact sum of integer values. A float, text or bytes value is an error
+//! `sum`: the exact sum of integer values (combinable). A float, text or bytes value is an error
 //! naming its key and origin; an overflow of i64 is an error too.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -6,9 +6,9 @@
 extern crate alloc;
 
 use alloc::format;
-use estate_guest::{Item, ReduceResult, Value};
+use estate_guest::{Item, Phase, ReduceResult, Value};
 
-fn sum(items: &[Item]) -> ReduceResult {
+fn sum(items: &[Item], _: Phase) -> ReduceResult {
     if items.is_empty() {
         return Ok(None);
     }
@@ -26,7 +26,8 @@ fn sum(items: &[Item]) -> ReduceResult {
             .checked_add(v)
             .ok_or_else(|| format!("sum: i64 overflow at {}", item.key))?;
     }
-    Ok(Some(Value::Int(total)))
+    Ok(Some(Item::of(Value::Int(total))))
 }
 
-estate_guest::reducer!(sum);
+// A sum of partial sums is the sum: combinable, and the partial is the answer.
+estate_guest::reducer!(sum, combinable);
