@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use estate::wire::{self, Body, Envelope};
+use estate::wire::{self, Answer, Body, Envelope};
 use estate_guest::{Item, Value};
 use serde_json::json;
 use support::{NodeProc, cluster};
@@ -25,17 +25,10 @@ fn three_nodes_sum_count_latest_and_members() {
     // Integer sums stay exact (the prototype printed 1.23457e+06).
     nodes[0].ok(&["set", "big", "1234567"]);
     nodes[1].ok(&["set", "big", "1"]);
-    assert_eq!(
-        nodes[2].ok(&["global", "big", "--reduce", "sum"]),
-        "1234568"
-    );
+    assert_eq!(nodes[2].ok(&["global", "big", "--reduce", "sum"]), "1234568");
 
     // Regex patterns over all nodes: 2 + 3 + 1 matching keys, plus non-matching ones.
-    for (node, keys) in nodes.iter().zip([
-        &["flow:1", "flow:2"][..],
-        &["flow:3", "flow:4", "flow:5"],
-        &["flow:6"],
-    ]) {
+    for (node, keys) in nodes.iter().zip([&["flow:1", "flow:2"][..], &["flow:3", "flow:4", "flow:5"], &["flow:6"]]) {
         for k in keys {
             node.ok(&["set", k, "1"]);
         }
@@ -57,10 +50,7 @@ fn three_nodes_sum_count_latest_and_members() {
     nodes[0].ok(&["set", "load", "0.5"]);
     nodes[1].ok(&["set", "load", "1.5"]);
     assert_eq!(nodes[2].ok(&["global", "load", "--reduce", "avg"]), "1.0");
-    assert_eq!(
-        nodes[2].ok(&["global", "c|big", "--reduce", "max"]),
-        "1234567"
-    );
+    assert_eq!(nodes[2].ok(&["global", "c|big", "--reduce", "max"]), "1234567");
     let list = nodes[2].global("big", "list", &[]);
     assert_eq!(list["result"].as_array().unwrap().len(), 2);
 
@@ -79,10 +69,7 @@ fn bad_requests_get_clear_errors() {
     let out = nodes[1].cli(&["global", "name", "--reduce", "sum"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        err.contains("name") && err.contains("n1") && err.contains("text"),
-        "{err}"
-    );
+    assert!(err.contains("name") && err.contains("n1") && err.contains("text"), "{err}");
 
     let out = nodes[0].cli(&["global", "flow:(", "--reduce", "count"]);
     assert!(!out.status.success());
@@ -97,10 +84,7 @@ fn bad_requests_get_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("overflow"));
 
     // No node at the control endpoint: an error, not a hang.
-    let out = support::estate()
-        .args(["--control", "tcp://127.0.0.1:1", "get", "k"])
-        .output()
-        .unwrap();
+    let out = support::estate().args(["--control", "tcp://127.0.0.1:1", "get", "k"]).output().unwrap();
     assert!(!out.status.success());
 }
 
@@ -115,10 +99,7 @@ fn join_and_graceful_leave() {
     nodes[0].wait_members(&["n1", "n3"]);
     nodes[2].wait_members(&["n1", "n3"]);
     let leave_took = start.elapsed();
-    assert!(
-        leave_took < Duration::from_millis(1200),
-        "leave took {leave_took:?}: it was detected, not announced"
-    );
+    assert!(leave_took < Duration::from_millis(1200), "leave took {leave_took:?}: it was detected, not announced");
 
     // A new node joins through a node other than the first.
     let n4 = NodeProc::start("n4", &[&nodes[2].listen]);
@@ -127,10 +108,7 @@ fn join_and_graceful_leave() {
     }
     n4.ok(&["set", "c", "7"]);
     nodes[0].ok(&["set", "c", "3"]);
-    assert_eq!(
-        nodes[2].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]),
-        "10"
-    );
+    assert_eq!(nodes[2].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]), "10");
 }
 
 #[test]
@@ -148,40 +126,19 @@ fn sigkill_mid_stream() {
         let until = Instant::now() + Duration::from_millis(1500);
         while Instant::now() < until {
             let out = support::estate()
-                .args([
-                    "--control",
-                    &control,
-                    "global",
-                    "c",
-                    "--reduce",
-                    "sum",
-                    "--timeout-ms",
-                    "300",
-                ])
+                .args(["--control", &control, "global", "c", "--reduce", "sum", "--timeout-ms", "300"])
                 .output()
                 .unwrap();
-            results.push((
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            ));
+            results.push((out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string()));
         }
         results
     });
     std::thread::sleep(Duration::from_millis(300));
     nodes[2].kill();
     let results = reader.join().unwrap();
-    assert!(
-        results.iter().all(|(ok, _)| *ok),
-        "every read answered: {results:?}"
-    );
-    assert!(
-        results.iter().all(|(_, v)| v == "6" || v == "3"),
-        "{results:?}"
-    );
-    assert!(
-        results.iter().any(|(_, v)| v == "3"),
-        "some reads ran after the kill: {results:?}"
-    );
+    assert!(results.iter().all(|(ok, _)| *ok), "every read answered: {results:?}");
+    assert!(results.iter().all(|(_, v)| v == "6" || v == "3"), "{results:?}");
+    assert!(results.iter().any(|(_, v)| v == "3"), "some reads ran after the kill: {results:?}");
 
     // Until failure detection removes n3, reads name it as missing, within the timeout.
     // (If detection already happened, the wait below still holds.)
@@ -192,16 +149,7 @@ fn sigkill_mid_stream() {
     let missing = answer["missing"].as_array().unwrap().clone();
     if !missing.is_empty() {
         assert_eq!(missing, [json!("n3")]);
-        let out = nodes[0].cli(&[
-            "global",
-            "c",
-            "--reduce",
-            "sum",
-            "--timeout-ms",
-            "300",
-            "--consistency",
-            "all",
-        ]);
+        let out = nodes[0].cli(&["global", "c", "--reduce", "sum", "--timeout-ms", "300", "--consistency", "all"]);
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains("incomplete") && err.contains("n3"), "{err}");
@@ -223,25 +171,10 @@ fn consistency_all_fails_while_a_member_is_missing() {
         n.ok(&["set", "c", "1"]);
     }
     let pid = nodes[2].pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap();
-    let out = nodes[0].cli(&[
-        "global",
-        "c",
-        "--reduce",
-        "sum",
-        "--timeout-ms",
-        "200",
-        "--consistency",
-        "all",
-    ]);
+    std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let out = nodes[0].cli(&["global", "c", "--reduce", "sum", "--timeout-ms", "200", "--consistency", "all"]);
     let best = nodes[0].global("c", "sum", &["--timeout-ms", "200"]);
-    std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap();
+    std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("incomplete") && err.contains("n3"), "{err}");
@@ -267,12 +200,12 @@ fn hostile_frames_are_counted_logged_and_survived() {
         clock: 1,
         body: Body::GlobalReply {
             id: 42,
-            result: Ok(vec![Item {
+            result: Ok(Answer::Items(vec![Item {
                 key: "c".into(),
                 value: Value::Int(1000),
                 origin: "mallory".into(),
                 version: 1,
-            }]),
+            }])),
         },
     };
     let frame = wire::encode(&stranger);
@@ -286,9 +219,7 @@ fn hostile_frames_are_counted_logged_and_survived() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = nodes[0].stats();
-        if s["malformed"].as_u64() >= Some(4)
-            && s["oversized"].as_u64() >= Some(1)
-            && s["rejected"].as_u64() >= Some(1)
+        if s["malformed"].as_u64() >= Some(4) && s["oversized"].as_u64() >= Some(1) && s["rejected"].as_u64() >= Some(1)
         {
             break;
         }
@@ -307,38 +238,19 @@ fn hostile_frames_are_counted_logged_and_survived() {
     req.connect(&nodes[0].control).unwrap();
     req.send(&b"\x00\x01\x02"[..], 0).unwrap();
     let reply = wire::decode_reply(&req.recv_bytes(0).unwrap()).unwrap();
-    assert!(
-        matches!(reply, wire::ControlReply::Error(ref e) if e.contains("malformed")),
-        "{reply:?}"
-    );
+    assert!(matches!(reply, wire::ControlReply::Error(ref e) if e.contains("malformed")), "{reply:?}");
     assert_eq!(nodes[0].ok(&["get", "c"]), "1");
 }
 
 #[test]
 fn the_readme_demo_computes_its_answers() {
     let out = support::estate().arg("demo").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     // 1234567 + 1 + 10 over three nodes, by the built-in and by the Wasm guest; then
     // without n3 (10) after it left.
-    assert!(
-        text.contains("global \"c\" --reduce sum = Int(1234578)   (answered: n1, n2, n3)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("wasm reducer_sum over global list of \"c\" (3 items) = Some(Int(1234578))"),
-        "{text}"
-    );
-    assert!(
-        text.contains("global \"flow:.*\" --reduce count = Int(6)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("= Int(1234568)   (answered: n1, n2; missing: [])"),
-        "{text}"
-    );
+    assert!(text.contains("global \"c\" --reduce sum = Int(1234578)   (answered: n1, n2, n3)"), "{text}");
+    assert!(text.contains("wasm reducer_sum over global list of \"c\" (3 items) = Some(Int(1234578))"), "{text}");
+    assert!(text.contains("global \"flow:.*\" --reduce count = Int(6)"), "{text}");
+    assert!(text.contains("= Int(1234568)   (answered: n1, n2; missing: [])"), "{text}");
 }

@@ -9,63 +9,34 @@ use estate::wasm::{GuestError, Limits, NfState, WasmHost};
 use estate_guest::{Item, Value, Verdict};
 
 fn item(key: &str, value: Value, origin: &str) -> Item {
-    Item {
-        key: key.into(),
-        value,
-        origin: origin.into(),
-        version: 1,
-    }
+    Item { key: key.into(), value, origin: origin.into(), version: 1 }
 }
 
 #[test]
 fn sum_reducer_adds_integers_exactly() {
     let host = WasmHost::new(Limits::default()).unwrap();
-    let sum = host
-        .load_reducer(&guests::require("reducer_sum").unwrap())
-        .unwrap();
-    let items = [
-        item("c", Value::Int(1_234_567), "n1"),
-        item("c", Value::Int(1), "n2"),
-        item("c", Value::Int(-10), "n3"),
-    ];
-    assert_eq!(
-        host.reduce_all(&sum, &items).unwrap().map(|i| i.value),
-        Some(Value::Int(1_234_558))
-    );
+    let sum = host.load_reducer(&guests::require("reducer_sum").unwrap()).unwrap();
+    let items =
+        [item("c", Value::Int(1_234_567), "n1"), item("c", Value::Int(1), "n2"), item("c", Value::Int(-10), "n3")];
+    assert_eq!(host.reduce_all(&sum, &items).unwrap().map(|i| i.value), Some(Value::Int(1_234_558)));
     assert_eq!(host.reduce_all(&sum, &[]).unwrap(), None);
-    let big = [
-        item("a", Value::Int(i64::MAX - 1), "n1"),
-        item("b", Value::Int(1), "n2"),
-    ];
-    assert_eq!(
-        host.reduce_all(&sum, &big).unwrap().map(|i| i.value),
-        Some(Value::Int(i64::MAX))
-    );
+    let big = [item("a", Value::Int(i64::MAX - 1), "n1"), item("b", Value::Int(1), "n2")];
+    assert_eq!(host.reduce_all(&sum, &big).unwrap().map(|i| i.value), Some(Value::Int(i64::MAX)));
 }
 
 #[test]
 fn sum_reducer_reports_errors_as_values() {
     let host = WasmHost::new(Limits::default()).unwrap();
-    let sum = host
-        .load_reducer(&guests::require("reducer_sum").unwrap())
-        .unwrap();
-    let bad = [
-        item("c", Value::Int(1), "n1"),
-        item("flow:9", Value::Text("x".into()), "n7"),
-    ];
+    let sum = host.load_reducer(&guests::require("reducer_sum").unwrap()).unwrap();
+    let bad = [item("c", Value::Int(1), "n1"), item("flow:9", Value::Text("x".into()), "n7")];
     match host.reduce_all(&sum, &bad) {
         Err(GuestError::Guest(msg)) => {
             assert!(msg.contains("flow:9") && msg.contains("n7"), "{msg}");
         }
         other => panic!("expected a guest error, got {other:?}"),
     }
-    let overflow = [
-        item("a", Value::Int(i64::MAX), "n1"),
-        item("b", Value::Int(1), "n2"),
-    ];
-    assert!(
-        matches!(host.reduce_all(&sum, &overflow), Err(GuestError::Guest(m)) if m.contains("overflow"))
-    );
+    let overflow = [item("a", Value::Int(i64::MAX), "n1"), item("b", Value::Int(1), "n2")];
+    assert!(matches!(host.reduce_all(&sum, &overflow), Err(GuestError::Guest(m)) if m.contains("overflow")));
 }
 
 #[derive(Default)]

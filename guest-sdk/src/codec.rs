@@ -111,12 +111,7 @@ impl Item {
         let value = Value::decode(r)?;
         let origin = r.text()?;
         let version = u64::from_le_bytes(r.array()?);
-        Ok(Item {
-            key,
-            value,
-            origin,
-            version,
-        })
+        Ok(Item { key, value, origin, version })
     }
 }
 
@@ -237,9 +232,7 @@ impl<'a> Reader<'a> {
     /// Reads a `u32`-length-prefixed UTF-8 string.
     pub fn text(&mut self) -> Result<String, DecodeError> {
         let b = self.bytes()?;
-        core::str::from_utf8(b)
-            .map(String::from)
-            .map_err(|_| DecodeError::BadUtf8)
+        core::str::from_utf8(b).map(String::from).map_err(|_| DecodeError::BadUtf8)
     }
 }
 
@@ -250,30 +243,10 @@ mod tests {
 
     fn sample() -> Vec<Item> {
         vec![
-            Item {
-                key: "a".into(),
-                value: Value::Int(-5),
-                origin: "n1".into(),
-                version: 7,
-            },
-            Item {
-                key: "b".into(),
-                value: Value::Float(1.5),
-                origin: "n2".into(),
-                version: 8,
-            },
-            Item {
-                key: "flow:1".into(),
-                value: Value::Text("hé".into()),
-                origin: "n3".into(),
-                version: 9,
-            },
-            Item {
-                key: "".into(),
-                value: Value::Bytes(vec![0, 255]),
-                origin: "".into(),
-                version: 0,
-            },
+            Item { key: "a".into(), value: Value::Int(-5), origin: "n1".into(), version: 7 },
+            Item { key: "b".into(), value: Value::Float(1.5), origin: "n2".into(), version: 8 },
+            Item { key: "flow:1".into(), value: Value::Text("hé".into()), origin: "n3".into(), version: 9 },
+            Item { key: "".into(), value: Value::Bytes(vec![0, 255]), origin: "".into(), version: 0 },
         ]
     }
 
@@ -304,9 +277,6 @@ mod tests {
     #[test]
     fn bad_tag_and_utf8() {
         assert_eq!(Value::decode_exact(&[9]), Err(DecodeError::BadTag(9)));
-        assert_eq!(
-            Value::decode_exact(&[2, 1, 0, 0, 0, 0xff]),
-            Err(DecodeError::BadUtf8)
-        );
+        assert_eq!(Value::decode_exact(&[2, 1, 0, 0, 0, 0xff]), Err(DecodeError::BadUtf8));
     }
 }

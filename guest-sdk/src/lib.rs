@@ -50,12 +50,7 @@ pub enum Phase {
 impl Item {
     /// An item that carries only a value: the usual answer of a reducer.
     pub fn of(value: Value) -> Item {
-        Item {
-            key: alloc::string::String::new(),
-            value,
-            origin: alloc::string::String::new(),
-            version: 0,
-        }
+        Item { key: alloc::string::String::new(), value, origin: alloc::string::String::new(), version: 0 }
     }
 }
 
@@ -257,12 +252,7 @@ pub mod __private {
         status::BAD_INPUT
     }
 
-    pub fn reduce(
-        ptr: i32,
-        len: i32,
-        phase: i32,
-        f: fn(&[crate::Item], crate::Phase) -> ReduceResult,
-    ) -> i32 {
+    pub fn reduce(ptr: i32, len: i32, phase: i32, f: fn(&[crate::Item], crate::Phase) -> ReduceResult) -> i32 {
         let input = take_input(ptr, len);
         let phase = match phase {
             0 => crate::Phase::Items,

@@ -14,16 +14,7 @@ const KEYS: usize = 10_000;
 
 fn keys() -> Vec<String> {
     // 40-byte keys, as a flow key with a prefix would be.
-    (0..KEYS)
-        .map(|i| {
-            format!(
-                "flow:10.0.{:03}.{:03}:443->10.100.0.10:{:05}",
-                i / 256 % 256,
-                i % 256,
-                i
-            )
-        })
-        .collect()
+    (0..KEYS).map(|i| format!("flow:10.0.{:03}.{:03}:443->10.100.0.10:{:05}", i / 256 % 256, i % 256, i)).collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -48,9 +39,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("estate_set", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
-            tenant
-                .set(black_box(&keys[i]), Value::Int(i as i64))
-                .unwrap()
+            tenant.set(black_box(&keys[i]), Value::Int(i as i64)).unwrap()
         })
     });
     group.bench_function("hashmap_get", |b| {

@@ -7,19 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use estate::guests;
 use estate::node::{GlobalOptions, Node, NodeConfig};
-use estate::reduce::{Builtin, Reduced};
+use estate::reduce::Reduced;
 use estate::wasm::{Limits, WasmHost};
 use estate_guest::Value;
 
 fn wait_for_members(nodes: &[&Node], n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while nodes.iter().any(|node| {
-        node.members()
-            .iter()
-            .filter(|m| m.state != "joining")
-            .count()
-            != n
-    }) {
+    while nodes.iter().any(|node| node.members().iter().filter(|m| m.state != "joining").count() != n) {
         if Instant::now() > deadline {
             bail!("the nodes did not find each other within 10 s");
         }
@@ -63,12 +57,7 @@ pub fn run() -> anyhow::Result<()> {
     nodes[1].set("owner", Value::Text("n2 wrote last".into()))?;
 
     let opts = GlobalOptions::default();
-    for (pattern, reducer) in [
-        ("c", Builtin::Sum),
-        ("flow:.*", Builtin::Count),
-        ("flow:.*", Builtin::Max),
-        ("owner", Builtin::Latest),
-    ] {
+    for (pattern, reducer) in [("c", "sum"), ("flow:.*", "count"), ("flow:.*", "max"), ("owner", "latest")] {
         let answer = nodes[0].get_global(pattern, reducer, opts)?;
         println!(
             "n1: global {pattern:?} --reduce {reducer} = {}   (answered: {})",
@@ -79,21 +68,16 @@ pub fn run() -> anyhow::Result<()> {
 
     // The same sum, computed by a Wasm guest over the items a global list fetched.
     let host = WasmHost::new(Limits::default())?;
-    let sum = host
-        .load_reducer(&guests::require("reducer_sum")?)
-        .context("loading the sum guest")?;
-    let Reduced::Items(items) = nodes[1].get_global("c", Builtin::List, opts)?.result else {
+    let sum = host.load_reducer(&guests::require("reducer_sum")?).context("loading the sum guest")?;
+    let Reduced::Items(items) = nodes[1].get_global("c", "list", opts)?.result else {
         bail!("list returned no item list");
     };
     let total = host.reduce_all(&sum, &items)?.map(|item| item.value);
-    println!(
-        "n2: wasm reducer_sum over global list of \"c\" ({} items) = {total:?}",
-        items.len()
-    );
+    println!("n2: wasm reducer_sum over global list of \"c\" ({} items) = {total:?}", items.len());
 
     let n3 = nodes.pop().expect("three nodes");
     n3.shutdown();
-    let answer = nodes[0].get_global("c", Builtin::Sum, opts)?;
+    let answer = nodes[0].get_global("c", "sum", opts)?;
     println!(
         "n3 left; n1: global \"c\" --reduce sum = {}   (answered: {}; missing: {:?})",
         show(&answer.result),

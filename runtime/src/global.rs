@@ -6,10 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use estate_guest::Item;
-
-use crate::reduce::{self, Builtin, ReduceError};
-use crate::wire::{Consistency, GlobalAnswer};
+use crate::reduce::ReduceError;
+use crate::wire::{Answer, Consistency};
 
 /// Why a global read failed.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -20,10 +18,19 @@ pub enum GlobalError {
         /// The members that did not answer.
         missing: Vec<String>,
     },
+    /// A member (possibly this node) could not produce its answer.
+    #[error("{member}: {message}")]
+    Member {
+        /// The member.
+        member: String,
+        /// What went wrong there.
+        message: String,
+    },
     /// The reducer rejected the items.
     #[error(transparent)]
     Reduce(#[from] ReduceError),
-    /// The request itself was refused (bad pattern, unknown reducer).
+    /// The request itself was refused (bad pattern, unknown reducer, reducer not
+    /// combinable for push-down).
     #[error("{0}")]
     Invalid(String),
     /// The node is shutting down.
@@ -31,47 +38,46 @@ pub enum GlobalError {
     Shutdown,
 }
 
-/// A finished read: whom to tell, and what.
-pub type Completion<W> = (W, Result<GlobalAnswer, GlobalError>);
+/// The answers of a finished read, ready to be reduced.
+#[derive(Debug, PartialEq)]
+pub struct Gathered {
+    /// Members that answered, sorted.
+    pub answered: Vec<String>,
+    /// Members asked that did not answer, sorted.
+    pub missing: Vec<String>,
+    /// Their answers.
+    pub parts: Vec<Answer>,
+}
+
+/// A finished read: whom to tell, and what was gathered.
+pub type Completion<W> = (W, Result<Gathered, GlobalError>);
 
 #[derive(Debug)]
 struct Pending<W> {
-    reducer: Builtin,
     consistency: Consistency,
     asked: BTreeSet<String>,
     answered: BTreeSet<String>,
-    /// Asked members that can no longer answer (removed, or answered with an error).
+    /// Asked members that can no longer answer (removed).
     gone: BTreeSet<String>,
-    items: Vec<Item>,
+    errors: Vec<(String, String)>,
+    parts: Vec<Answer>,
     deadline: u64,
     waiter: W,
 }
 
 impl<W> Pending<W> {
     fn done(&self) -> bool {
-        self.asked
-            .iter()
-            .all(|m| self.answered.contains(m) || self.gone.contains(m))
+        self.asked.iter().all(|m| self.answered.contains(m) || self.gone.contains(m))
     }
 
     fn finish(self) -> Completion<W> {
-        let missing: Vec<String> = self
-            .asked
-            .iter()
-            .filter(|m| !self.answered.contains(*m))
-            .cloned()
-            .collect();
-        let result = if self.consistency == Consistency::All && !missing.is_empty() {
+        let missing: Vec<String> = self.asked.iter().filter(|m| !self.answered.contains(*m)).cloned().collect();
+        let result = if let Some((member, message)) = self.errors.into_iter().next() {
+            Err(GlobalError::Member { member, message })
+        } else if self.consistency == Consistency::All && !missing.is_empty() {
             Err(GlobalError::Incomplete { missing })
         } else {
-            reduce::reduce(self.reducer, self.items)
-                .map(|result| GlobalAnswer {
-                    reducer: self.reducer,
-                    result,
-                    answered: self.answered.into_iter().collect(),
-                    missing,
-                })
-                .map_err(GlobalError::from)
+            Ok(Gathered { answered: self.answered.into_iter().collect(), missing, parts: self.parts })
         };
         (self.waiter, result)
     }
@@ -97,53 +103,29 @@ pub struct GlobalReads<W> {
 
 impl<W> Default for GlobalReads<W> {
     fn default() -> Self {
-        GlobalReads {
-            pending: HashMap::new(),
-        }
+        GlobalReads { pending: HashMap::new() }
     }
 }
 
 impl<W> GlobalReads<W> {
-    /// Starts read `id`: the local node `me` answered with `local`; `asked` are the other
-    /// live members the request was sent to. Completes at once when nobody else was asked.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        &mut self,
-        id: u128,
-        reducer: Builtin,
-        consistency: Consistency,
-        me: &str,
-        local: Vec<Item>,
-        asked: BTreeSet<String>,
-        deadline: u64,
-        waiter: W,
-    ) -> Option<Completion<W>> {
-        let mut pending = Pending {
-            reducer,
+    /// Starts read `id` that waits for the answers of `asked` (the node itself
+    /// included: its own answer arrives through [`GlobalReads::reply`] like any other).
+    pub fn start(&mut self, id: u128, consistency: Consistency, asked: BTreeSet<String>, deadline: u64, waiter: W) {
+        let pending = Pending {
             consistency,
             asked,
             answered: BTreeSet::new(),
             gone: BTreeSet::new(),
-            items: local,
+            errors: Vec::new(),
+            parts: Vec::new(),
             deadline,
             waiter,
         };
-        pending.asked.insert(me.to_string());
-        pending.answered.insert(me.to_string());
-        if pending.done() {
-            return Some(pending.finish());
-        }
         self.pending.insert(id, pending);
-        None
     }
 
-    /// Records `from`'s reply to read `id`.
-    pub fn reply(
-        &mut self,
-        id: u128,
-        from: &str,
-        result: Result<Vec<Item>, String>,
-    ) -> ReplyOutcome<W> {
+    /// Records `from`'s answer to read `id`. An error answer fails the read.
+    pub fn reply(&mut self, id: u128, from: &str, result: Result<Answer, String>) -> ReplyOutcome<W> {
         let Some(p) = self.pending.get_mut(&id) else {
             return ReplyOutcome::Rejected;
         };
@@ -151,15 +133,16 @@ impl<W> GlobalReads<W> {
             return ReplyOutcome::Rejected;
         }
         match result {
-            Ok(items) => {
+            Ok(answer) => {
                 p.answered.insert(from.to_string());
-                p.items.extend(items);
+                p.parts.push(answer);
             }
-            Err(_) => {
+            Err(message) => {
                 p.gone.insert(from.to_string());
+                p.errors.push((from.to_string(), message));
             }
         }
-        if p.done() {
+        if p.done() || !p.errors.is_empty() {
             let p = self.pending.remove(&id).expect("present");
             ReplyOutcome::Complete(p.finish())
         } else {
@@ -203,145 +186,88 @@ impl<W> GlobalReads<W> {
     }
 
     fn take(&mut self, pred: impl Fn(&Pending<W>) -> bool) -> Vec<Completion<W>> {
-        let ids: Vec<u128> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| pred(p))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.into_iter()
-            .map(|id| self.pending.remove(&id).expect("present").finish())
-            .collect()
+        let ids: Vec<u128> = self.pending.iter().filter(|(_, p)| pred(p)).map(|(id, _)| *id).collect();
+        ids.into_iter().map(|id| self.pending.remove(&id).expect("present").finish()).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reduce::Reduced;
-    use estate_guest::Value;
+    use estate_guest::{Item, Value};
 
-    fn item(v: i64, origin: &str) -> Item {
-        Item {
-            key: "c".into(),
-            value: Value::Int(v),
-            origin: origin.into(),
-            version: 1,
-        }
+    fn items(v: i64, origin: &str) -> Answer {
+        Answer::Items(vec![Item { key: "c".into(), value: Value::Int(v), origin: origin.into(), version: 1 }])
     }
 
-    fn asked(ids: &[&str]) -> BTreeSet<String> {
-        ids.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn start(reads: &mut GlobalReads<u8>, consistency: Consistency) -> Option<Completion<u8>> {
-        reads.start(
-            1,
-            Builtin::Sum,
-            consistency,
-            "a",
-            vec![item(5, "a")],
-            asked(&["b", "c"]),
-            100,
-            0,
-        )
+    fn start(reads: &mut GlobalReads<u8>, consistency: Consistency) {
+        let asked = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        reads.start(1, consistency, asked, 100, 0);
+        assert!(matches!(reads.reply(1, "a", Ok(items(5, "a"))), ReplyOutcome::Recorded));
     }
 
     #[test]
     fn completes_early_when_everyone_answered() {
         let mut reads = GlobalReads::default();
-        assert!(start(&mut reads, Consistency::BestEffort).is_none());
-        assert!(matches!(
-            reads.reply(1, "b", Ok(vec![item(5, "b")])),
-            ReplyOutcome::Recorded
-        ));
-        let ReplyOutcome::Complete((_, Ok(answer))) = reads.reply(1, "c", Ok(vec![item(5, "c")]))
-        else {
+        start(&mut reads, Consistency::BestEffort);
+        assert!(matches!(reads.reply(1, "b", Ok(items(5, "b"))), ReplyOutcome::Recorded));
+        let ReplyOutcome::Complete((_, Ok(g))) = reads.reply(1, "c", Ok(items(5, "c"))) else {
             panic!("expected completion");
         };
-        assert_eq!(answer.result, Reduced::Value(Value::Int(15)));
-        assert_eq!(answer.answered, ["a", "b", "c"]);
-        assert!(answer.missing.is_empty() && reads.is_empty());
+        assert_eq!(g.answered, ["a", "b", "c"]);
+        assert_eq!(g.parts.len(), 3);
+        assert!(g.missing.is_empty() && reads.is_empty());
     }
 
     #[test]
     fn deadline_names_the_missing() {
         let mut reads = GlobalReads::default();
         start(&mut reads, Consistency::BestEffort);
-        reads.reply(1, "b", Ok(vec![item(5, "b")]));
+        reads.reply(1, "b", Ok(items(5, "b")));
         assert!(reads.expire(99).is_empty());
         let done = reads.expire(100);
-        let (_, Ok(answer)) = &done[0] else { panic!() };
-        assert_eq!(answer.missing, ["c"]);
-        assert_eq!(answer.result, Reduced::Value(Value::Int(10)));
+        let (_, Ok(g)) = &done[0] else { panic!() };
+        assert_eq!(g.missing, ["c"]);
+        assert_eq!(g.parts.len(), 2);
     }
 
     #[test]
     fn consistency_all_fails_when_someone_is_missing() {
         let mut reads = GlobalReads::default();
         start(&mut reads, Consistency::All);
-        reads.reply(1, "b", Ok(vec![]));
+        reads.reply(1, "b", Ok(items(0, "b")));
         let done = reads.expire(100);
-        assert_eq!(
-            done[0].1,
-            Err(GlobalError::Incomplete {
-                missing: vec!["c".into()]
-            })
-        );
+        assert_eq!(done[0].1, Err(GlobalError::Incomplete { missing: vec!["c".into()] }));
+    }
+
+    #[test]
+    fn an_error_answer_fails_the_read_at_once() {
+        let mut reads = GlobalReads::default();
+        start(&mut reads, Consistency::BestEffort);
+        let ReplyOutcome::Complete((_, Err(e))) = reads.reply(1, "b", Err("guest ran out of fuel".into())) else {
+            panic!("expected completion");
+        };
+        assert_eq!(e, GlobalError::Member { member: "b".into(), message: "guest ran out of fuel".into() });
     }
 
     #[test]
     fn member_down_completes_without_waiting_for_the_deadline() {
         let mut reads = GlobalReads::default();
         start(&mut reads, Consistency::BestEffort);
-        reads.reply(1, "b", Ok(vec![]));
+        reads.reply(1, "b", Ok(items(0, "b")));
         let done = reads.member_down("c");
-        let (_, Ok(answer)) = &done[0] else { panic!() };
-        assert_eq!(answer.missing, ["c"]);
+        let (_, Ok(g)) = &done[0] else { panic!() };
+        assert_eq!(g.missing, ["c"]);
     }
 
     #[test]
     fn unknown_ids_strangers_and_duplicates_are_rejected() {
         let mut reads = GlobalReads::default();
         start(&mut reads, Consistency::BestEffort);
-        assert!(matches!(
-            reads.reply(2, "b", Ok(vec![])),
-            ReplyOutcome::Rejected
-        ));
-        assert!(matches!(
-            reads.reply(1, "x", Ok(vec![item(1000, "x")])),
-            ReplyOutcome::Rejected
-        ));
-        assert!(matches!(
-            reads.reply(1, "a", Ok(vec![item(1000, "a")])),
-            ReplyOutcome::Rejected
-        ));
-        assert!(matches!(
-            reads.reply(1, "b", Ok(vec![item(1, "b")])),
-            ReplyOutcome::Recorded
-        ));
-        assert!(matches!(
-            reads.reply(1, "b", Ok(vec![item(1000, "b")])),
-            ReplyOutcome::Rejected
-        ));
-    }
-
-    #[test]
-    fn alone_completes_at_once() {
-        let mut reads: GlobalReads<u8> = GlobalReads::default();
-        let done = reads.start(
-            1,
-            Builtin::Count,
-            Consistency::All,
-            "a",
-            vec![item(1, "a")],
-            BTreeSet::new(),
-            5,
-            0,
-        );
-        assert_eq!(
-            done.unwrap().1.unwrap().result,
-            Reduced::Value(Value::Int(1))
-        );
+        assert!(matches!(reads.reply(2, "b", Ok(items(0, "b"))), ReplyOutcome::Rejected));
+        assert!(matches!(reads.reply(1, "x", Ok(items(1000, "x"))), ReplyOutcome::Rejected));
+        assert!(matches!(reads.reply(1, "a", Ok(items(1000, "a"))), ReplyOutcome::Rejected));
+        assert!(matches!(reads.reply(1, "b", Ok(items(1, "b"))), ReplyOutcome::Recorded));
+        assert!(matches!(reads.reply(1, "b", Ok(items(1000, "b"))), ReplyOutcome::Rejected));
     }
 }

@@ -13,10 +13,7 @@ pub fn require(name: &str) -> anyhow::Result<Vec<u8>> {
     }
     let Some((_, path)) = ALL.iter().find(|(n, _)| *n == name) else {
         let known: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
-        anyhow::bail!(
-            "no guest named {name:?}; built guests: {}",
-            known.join(", ")
-        );
+        anyhow::bail!("no guest named {name:?}; built guests: {}", known.join(", "));
     };
     std::fs::read(path).map_err(|e| anyhow::anyhow!("reading guest {name} at {path}: {e}"))
 }

@@ -29,18 +29,14 @@ pub fn millis(ts: u64) -> u64 {
 }
 
 fn wall() -> u64 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     from_millis(ms)
 }
 
 impl Hlc {
     /// A clock that starts at the current wall time.
     pub fn new() -> Hlc {
-        Hlc {
-            last: AtomicU64::new(0),
-        }
+        Hlc { last: AtomicU64::new(0) }
     }
 
     /// A new timestamp, larger than every one this clock returned or observed before.
@@ -57,10 +53,7 @@ impl Hlc {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = floor.max(last.saturating_add(1));
-            match self
-                .last
-                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.last.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return next,
                 Err(seen) => last = seen,
             }
@@ -94,10 +87,7 @@ mod tests {
         let ahead = clock.tick() + from_millis(60_000);
         let after = clock.observe(ahead);
         assert!(after > ahead);
-        assert!(
-            clock.tick() > after,
-            "the clock stays ahead of what it observed"
-        );
+        assert!(clock.tick() > after, "the clock stays ahead of what it observed");
         assert!(millis(after) >= millis(ahead));
     }
 
@@ -110,10 +100,7 @@ mod tests {
                 std::thread::spawn(move || (0..10_000).map(|_| c.tick()).collect::<Vec<_>>())
             })
             .collect();
-        let mut all: Vec<u64> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
         let n = all.len();
         all.sort_unstable();
         all.dedup();

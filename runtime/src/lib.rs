@@ -6,7 +6,6 @@
 //!
 //! ```no_run
 //! use estate::node::{GlobalOptions, Node, NodeConfig};
-//! use estate::reduce::Builtin;
 //! use estate_guest::Value;
 //!
 //! let a = Node::start(NodeConfig::new("a", "tcp://127.0.0.1:*")).unwrap();
@@ -16,7 +15,7 @@
 //! a.set("c", Value::Int(5)).unwrap();
 //! b.set("c", Value::Int(7)).unwrap();
 //! // Once b has joined:
-//! let answer = a.get_global("c", Builtin::Sum, GlobalOptions::default()).unwrap();
+//! let answer = a.get_global("c", "sum", GlobalOptions::default()).unwrap();
 //! println!("{:?} from {:?}", answer.result, answer.answered);
 //! ```
 pub mod global;
@@ -26,6 +25,7 @@ pub mod membership;
 pub mod node;
 pub mod pattern;
 pub mod reduce;
+pub mod registry;
 pub mod store;
 pub mod wasm;
 pub mod wire;

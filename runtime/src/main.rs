@@ -12,18 +12,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 use estate::membership::Timing;
 use estate::node::{Node, NodeConfig};
 use estate::reduce::Reduced;
-use estate::wire::{self, Consistency, ControlReply, ControlRequest, GlobalAnswer, MemberView};
+use estate::wasm::Limits;
+use estate::wire::{self, Consistency, ControlReply, ControlRequest, GlobalAnswer, LimitOverrides, MemberView};
 use estate_guest::{Item, Value};
 use serde_json::json;
 
 mod demo;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "estate",
-    version,
-    about = "State management for elastic network functions"
-)]
+#[command(name = "estate", version, about = "State management for elastic network functions")]
 struct Cli {
     /// Control endpoint of the node to talk to (for every command but `node`).
     #[arg(long, global = true, value_name = "ENDPOINT")]
@@ -57,6 +54,8 @@ enum Command {
         /// Silence after which a member is removed.
         #[arg(long, default_value_t = Timing::default().remove_ms)]
         remove_ms: u64,
+        #[command(flatten)]
+        limits: NodeLimits,
     },
     /// Sets KEY to VALUE (an integer if it parses as i64, a float if f64, else text).
     Set { key: String, value: String },
@@ -83,9 +82,18 @@ enum Command {
         /// member answered.
         #[arg(long, value_enum, default_value_t = ConsistencyArg::BestEffort)]
         consistency: ConsistencyArg,
+        /// Push the reducer down: each member reduces its own items and sends one
+        /// partial result (combinable reducers only).
+        #[arg(long)]
+        remote: bool,
         /// Print the answer, who answered and who is missing as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Loads, lists and unloads Wasm reducers in the running node.
+    Reducer {
+        #[command(subcommand)]
+        action: ReducerAction,
     },
     /// Lists the members as the node sees them.
     Members {
@@ -97,6 +105,67 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReducerAction {
+    /// Loads FILE (a wasm32 reducer module) under NAME, replacing any reducer of that
+    /// name; reads already running finish on the old one.
+    Load {
+        name: String,
+        file: std::path::PathBuf,
+        /// Fuel per call (default: the node's).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Wall-time limit per call in ms (default: the node's).
+        #[arg(long)]
+        wall_ms: Option<u64>,
+        /// Memory limit in MiB (default: the node's).
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// Output limit in KiB (default: the node's).
+        #[arg(long)]
+        output_kb: Option<u64>,
+    },
+    /// Lists built-in and loaded reducers.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unloads the reducer NAME.
+    Unload { name: String },
+}
+
+/// Default budgets of Wasm reducer calls on a node.
+#[derive(clap::Args, Debug)]
+struct NodeLimits {
+    /// Fuel per reducer call.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    reducer_fuel: u64,
+    /// Wall-time limit per reducer call, in ms.
+    #[arg(long, default_value_t = Limits::default().wall_time.as_millis() as u64)]
+    reducer_wall_ms: u64,
+    /// Memory limit of a reducer instance, in MiB.
+    #[arg(long, default_value_t = (Limits::default().memory_bytes >> 20) as u64)]
+    reducer_memory_mb: u64,
+    /// Largest reducer output, in KiB.
+    #[arg(long, default_value_t = (Limits::default().output_bytes >> 10) as u64)]
+    reducer_output_kb: u64,
+    /// Largest module accepted, in KiB.
+    #[arg(long, default_value_t = (Limits::default().module_bytes >> 10) as u64)]
+    max_module_kb: u64,
+}
+
+impl NodeLimits {
+    fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.reducer_fuel,
+            wall_time: Duration::from_millis(self.reducer_wall_ms),
+            memory_bytes: (self.reducer_memory_mb as usize) << 20,
+            output_bytes: (self.reducer_output_kb as usize) << 10,
+            module_bytes: (self.max_module_kb as usize) << 10,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -117,28 +186,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Node {
-        id,
-        listen,
-        join,
-        heartbeat_ms,
-        suspect_ms,
-        remove_ms,
-    } = cli.command
-    {
-        let timing = Timing {
-            heartbeat_ms,
-            suspect_ms,
-            remove_ms,
-            rejoin_ms: Timing::default().rejoin_ms,
-        };
-        let config = NodeConfig {
-            id,
-            listen,
-            join,
-            control: cli.control,
-            timing,
-        };
+    if let Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits } = cli.command {
+        let timing = Timing { heartbeat_ms, suspect_ms, remove_ms, rejoin_ms: Timing::default().rejoin_ms };
+        let config = NodeConfig { id, listen, join, control: cli.control, timing, limits: limits.limits() };
         return run_node(config);
     }
     if let Command::Demo = cli.command {
@@ -149,30 +199,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let (request, wait) = match &cli.command {
         Command::Node { .. } | Command::Demo => unreachable!("handled above"),
-        Command::Set { key, value } => (
-            ControlRequest::Set {
-                key: key.clone(),
-                value: parse_value(value),
-            },
-            Duration::from_secs(5),
-        ),
-        Command::Get { key, .. } => (
-            ControlRequest::Get { key: key.clone() },
-            Duration::from_secs(5),
-        ),
-        Command::Del { key } => (
-            ControlRequest::Del { key: key.clone() },
-            Duration::from_secs(5),
-        ),
+        Command::Set { key, value } => {
+            (ControlRequest::Set { key: key.clone(), value: parse_value(value) }, Duration::from_secs(5))
+        }
+        Command::Get { key, .. } => (ControlRequest::Get { key: key.clone() }, Duration::from_secs(5)),
+        Command::Del { key } => (ControlRequest::Del { key: key.clone() }, Duration::from_secs(5)),
         Command::Members { .. } => (ControlRequest::Members, Duration::from_secs(5)),
         Command::Stats { .. } => (ControlRequest::Stats, Duration::from_secs(5)),
-        Command::Global {
-            pattern,
-            reducer,
-            timeout_ms,
-            consistency,
-            ..
-        } => (
+        Command::Reducer { action: ReducerAction::List { .. } } => {
+            (ControlRequest::ReducerList, Duration::from_secs(5))
+        }
+        Command::Reducer { action: ReducerAction::Unload { name } } => {
+            (ControlRequest::ReducerUnload { name: name.clone() }, Duration::from_secs(5))
+        }
+        Command::Reducer { action: ReducerAction::Load { name, file, fuel, wall_ms, memory_mb, output_kb } } => {
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let limits = LimitOverrides {
+                fuel: *fuel,
+                wall_ms: *wall_ms,
+                memory_bytes: memory_mb.map(|m| m << 20),
+                output_bytes: output_kb.map(|k| k << 10),
+            };
+            (ControlRequest::ReducerLoad { name: name.clone(), bytes, limits }, Duration::from_secs(30))
+        }
+        Command::Global { pattern, reducer, timeout_ms, consistency, remote, .. } => (
             ControlRequest::Global {
                 pattern: pattern.clone(),
                 reducer: reducer.clone(),
@@ -181,8 +231,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ConsistencyArg::BestEffort => Consistency::BestEffort,
                     ConsistencyArg::All => Consistency::All,
                 },
+                remote: *remote,
             },
-            Duration::from_millis(*timeout_ms) + Duration::from_secs(5),
+            // A Wasm reduction after the deadline runs under its own wall-time limit.
+            Duration::from_millis(*timeout_ms) + Duration::from_secs(15),
         ),
     };
     let reply = call(&endpoint, &request, wait)?;
@@ -204,12 +256,7 @@ fn run_node(config: NodeConfig) -> anyhow::Result<ExitCode> {
     }
     let node = Node::start(config)?;
     // One line on stdout with the bound endpoints, for scripts that asked for port `*`.
-    println!(
-        "ready id={} listen={} control={}",
-        node.id(),
-        node.endpoint(),
-        node.control_endpoint().unwrap_or("-")
-    );
+    println!("ready id={} listen={} control={}", node.id(), node.endpoint(), node.control_endpoint().unwrap_or("-"));
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -234,9 +281,7 @@ fn call(endpoint: &str, request: &ControlRequest, wait: Duration) -> anyhow::Res
     let socket = ctx.socket(zmq::REQ)?;
     socket.set_linger(0)?;
     socket.set_rcvtimeo(wait.as_millis().try_into().unwrap_or(i32::MAX))?;
-    socket
-        .connect(endpoint)
-        .with_context(|| format!("connecting to {endpoint}"))?;
+    socket.connect(endpoint).with_context(|| format!("connecting to {endpoint}"))?;
     socket.send(wire::encode_request(request), 0)?;
     let frame = match socket.recv_bytes(0) {
         Ok(frame) => frame,
@@ -251,7 +296,8 @@ fn print_reply(command: &Command, reply: ControlReply) -> anyhow::Result<ExitCod
         Command::Get { json, .. }
         | Command::Global { json, .. }
         | Command::Members { json }
-        | Command::Stats { json } => *json,
+        | Command::Stats { json }
+        | Command::Reducer { action: ReducerAction::List { json } } => *json,
         _ => false,
     };
     match reply {
@@ -269,16 +315,34 @@ fn print_reply(command: &Command, reply: ControlReply) -> anyhow::Result<ExitCod
         }
         ControlReply::Value(Some((value, version))) => {
             if json {
-                println!(
-                    "{}",
-                    json!({ "value": value_json(&value), "version": version })
-                );
+                println!("{}", json!({ "value": value_json(&value), "version": version }));
             } else {
                 println!("{}", show(&value));
             }
         }
         ControlReply::Global(answer) => print_global(&answer, json),
         ControlReply::Members(members) => print_members(&members, json),
+        ControlReply::Loaded(info) => {
+            println!("loaded {} sha256={} size={} combinable={}", info.name, info.hash, info.size, info.combinable);
+        }
+        ControlReply::Unloaded(existed) => {
+            println!("{}", existed as u8);
+            if !existed {
+                eprintln!("no such reducer");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        ControlReply::Reducers(list) => {
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                for r in list {
+                    let hash = if r.hash.is_empty() { "-".to_string() } else { r.hash[..16].to_string() };
+                    let combinable = if r.combinable { "combinable" } else { "not-combinable" };
+                    println!("{}\t{}\t{}\t{}\t{}", r.name, r.kind, combinable, r.size, hash);
+                }
+            }
+        }
         ControlReply::Stats(stats) => {
             if json {
                 let map: serde_json::Map<String, serde_json::Value> =
@@ -305,7 +369,8 @@ fn print_global(answer: &GlobalAnswer, json: bool) {
         println!(
             "{}",
             json!({
-                "reducer": answer.reducer.name(),
+                "reducer": answer.reducer,
+                "remote": answer.remote,
                 "result": result,
                 "answered": answer.answered,
                 "missing": answer.missing,
@@ -319,13 +384,7 @@ fn print_global(answer: &GlobalAnswer, json: bool) {
         Reduced::Item(item) => println!("{}", show(&item.value)),
         Reduced::Items(items) => {
             for item in items {
-                println!(
-                    "{}\t{}\t{}\t{}",
-                    item.key,
-                    show(&item.value),
-                    item.origin,
-                    item.version
-                );
+                println!("{}\t{}\t{}\t{}", item.key, show(&item.value), item.origin, item.version);
             }
         }
     }
@@ -336,10 +395,8 @@ fn print_global(answer: &GlobalAnswer, json: bool) {
 
 fn print_members(members: &[MemberView], json: bool) {
     if json {
-        let list: Vec<_> = members
-            .iter()
-            .map(|m| json!({ "id": m.id, "endpoint": m.endpoint, "state": m.state }))
-            .collect();
+        let list: Vec<_> =
+            members.iter().map(|m| json!({ "id": m.id, "endpoint": m.endpoint, "state": m.state })).collect();
         println!("{}", serde_json::Value::Array(list));
     } else {
         for m in members {

@@ -64,12 +64,7 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing {
-            heartbeat_ms: 200,
-            suspect_ms: 1000,
-            remove_ms: 3000,
-            rejoin_ms: 1000,
-        }
+        Timing { heartbeat_ms: 200, suspect_ms: 1000, remove_ms: 3000, rejoin_ms: 1000 }
     }
 }
 
@@ -172,16 +167,12 @@ impl Membership {
 
     /// Ids of the members a global read asks: alive and suspect ones.
     pub fn live(&self) -> impl Iterator<Item = (&String, &Member)> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.state != MemberState::Joining)
+        self.members.iter().filter(|(_, m)| m.state != MemberState::Joining)
     }
 
     /// Whether `id` is a live member.
     pub fn is_live(&self, id: &str) -> bool {
-        self.members
-            .get(id)
-            .is_some_and(|m| m.state != MemberState::Joining)
+        self.members.get(id).is_some_and(|m| m.state != MemberState::Joining)
     }
 
     /// The endpoint of a known member.
@@ -195,12 +186,7 @@ impl Membership {
     }
 
     fn hello(&self, endpoint: &str, out: &mut Vec<Action>) {
-        out.push(Action::Send {
-            endpoint: endpoint.into(),
-            msg: MemberMsg::Hello {
-                endpoint: self.endpoint.clone(),
-            },
-        });
+        out.push(Action::Send { endpoint: endpoint.into(), msg: MemberMsg::Hello { endpoint: self.endpoint.clone() } });
     }
 
     fn known_endpoint(&self, endpoint: &str) -> bool {
@@ -233,32 +219,21 @@ impl Membership {
                 member.last_heard = now;
                 out.push(Action::Send {
                     endpoint,
-                    msg: MemberMsg::HelloAck {
-                        endpoint: self.endpoint.clone(),
-                        members: others,
-                    },
+                    msg: MemberMsg::HelloAck { endpoint: self.endpoint.clone(), members: others },
                 });
             }
             MemberMsg::HelloAck { endpoint, members } => {
                 let was_live = self.is_live(from);
                 self.members.insert(
                     from.to_string(),
-                    Member {
-                        endpoint: endpoint.clone(),
-                        state: MemberState::Alive,
-                        last_heard: now,
-                    },
+                    Member { endpoint: endpoint.clone(), state: MemberState::Alive, last_heard: now },
                 );
-                out.push(Action::Send {
-                    endpoint,
-                    msg: MemberMsg::Ready,
-                });
+                out.push(Action::Send { endpoint, msg: MemberMsg::Ready });
                 if !was_live {
                     out.push(Action::Up(from.to_string()));
                 }
                 for (id, ep) in members {
-                    if id != self.me && !self.members.contains_key(&id) && !self.known_endpoint(&ep)
-                    {
+                    if id != self.me && !self.members.contains_key(&id) && !self.known_endpoint(&ep) {
                         self.hello(&ep, out);
                     }
                 }
@@ -317,10 +292,7 @@ impl Membership {
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_ms;
             for (_, m) in self.live() {
-                out.push(Action::Send {
-                    endpoint: m.endpoint.clone(),
-                    msg: MemberMsg::Heartbeat,
-                });
+                out.push(Action::Send { endpoint: m.endpoint.clone(), msg: MemberMsg::Heartbeat });
             }
         }
         if now >= self.next_rejoin {
@@ -336,10 +308,7 @@ impl Membership {
     /// Leaves the cluster: tells every member and forgets them.
     pub fn leave(&mut self, out: &mut Vec<Action>) {
         for (_, m) in std::mem::take(&mut self.members) {
-            out.push(Action::Send {
-                endpoint: m.endpoint,
-                msg: MemberMsg::Leave,
-            });
+            out.push(Action::Send { endpoint: m.endpoint, msg: MemberMsg::Leave });
         }
         self.seeds.clear();
     }
@@ -361,22 +330,13 @@ mod tests {
 
     impl Sim {
         fn new() -> Sim {
-            Sim {
-                nodes: BTreeMap::new(),
-                by_endpoint: HashMap::new(),
-                queue: VecDeque::new(),
-                down: vec![],
-                now: 0,
-            }
+            Sim { nodes: BTreeMap::new(), by_endpoint: HashMap::new(), queue: VecDeque::new(), down: vec![], now: 0 }
         }
 
         fn add(&mut self, id: &str, seeds: &[&str]) {
             let ep = format!("ep-{id}");
             let seeds = seeds.iter().map(|s| format!("ep-{s}")).collect();
-            self.nodes.insert(
-                id.into(),
-                Membership::new(id, &ep, seeds, Timing::default()),
-            );
+            self.nodes.insert(id.into(), Membership::new(id, &ep, seeds, Timing::default()));
             self.by_endpoint.insert(ep, id.into());
             let mut out = vec![];
             self.nodes.get_mut(id).unwrap().tick(self.now, &mut out);
@@ -410,12 +370,7 @@ mod tests {
             let end = self.now + ms;
             while self.now < end {
                 self.now += 10;
-                let ids: Vec<String> = self
-                    .nodes
-                    .keys()
-                    .filter(|id| !self.down.contains(id))
-                    .cloned()
-                    .collect();
+                let ids: Vec<String> = self.nodes.keys().filter(|id| !self.down.contains(id)).cloned().collect();
                 for id in ids {
                     let mut out = vec![];
                     self.nodes.get_mut(&id).unwrap().tick(self.now, &mut out);
@@ -488,25 +443,9 @@ mod tests {
     fn handshake_comes_before_use() {
         let mut a = Membership::new("a", "ep-a", vec![], Timing::default());
         let mut out = vec![];
-        a.handle(
-            "b",
-            MemberMsg::Hello {
-                endpoint: "ep-b".into(),
-            },
-            0,
-            &mut out,
-        );
-        assert!(
-            !a.is_live("b"),
-            "a peer that only said hello is not used yet"
-        );
-        assert!(matches!(
-            &out[0],
-            Action::Send {
-                msg: MemberMsg::HelloAck { .. },
-                ..
-            }
-        ));
+        a.handle("b", MemberMsg::Hello { endpoint: "ep-b".into() }, 0, &mut out);
+        assert!(!a.is_live("b"), "a peer that only said hello is not used yet");
+        assert!(matches!(&out[0], Action::Send { msg: MemberMsg::HelloAck { .. }, .. }));
         out.clear();
         a.handle("b", MemberMsg::Ready, 1, &mut out);
         assert!(a.is_live("b"));

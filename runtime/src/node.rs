@@ -7,6 +7,10 @@
 //! Library calls reach it through a channel plus a wake-up frame; local `set`/`get`/`del`
 //! never go through it (the store is shared and `Sync`).
 //!
+//! Wasm reducer calls and module compilation run on a small worker pool, never on the
+//! I/O thread: a guest that loops until its deadline delays only its own read, while
+//! the node keeps answering everything else. Workers post results back as commands.
+//!
 //! Peer messages are one-way: a reply goes out through the replier's DEALER to the
 //! requester's *membership* endpoint, never to an address named in the request. A
 //! message from a node that is not a live member is dropped and counted (a `Hello` is
@@ -14,24 +18,25 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use estate_guest::Value;
+use estate_guest::{Item, Phase, Value};
 use tracing::{debug, info, warn};
 
-use crate::global::{Completion, GlobalError, GlobalReads, ReplyOutcome};
+use crate::global::{Completion, Gathered, GlobalError, GlobalReads, ReplyOutcome};
 use crate::membership::{Action, Membership, Timing};
 use crate::pattern::Pattern;
-use crate::reduce::Builtin;
+use crate::reduce::{self, Reduced};
+use crate::registry::{LoadError, ReducerInfo, ReducerRef, Registry};
 use crate::store::{DEFAULT_TENANT, Store, StoreError, TenantStore, Versioned};
+use crate::wasm::{Limits, WasmHost};
 use crate::wire::{
-    self, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, MAX_FRAME,
-    MemberView,
+    self, Answer, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, LimitOverrides, MAX_FRAME,
+    MemberView, RemoteReducer,
 };
 
 pub use crate::wire::Consistency;
@@ -45,6 +50,12 @@ const ZMQ_MAX_MSG: i64 = 2 * MAX_FRAME as i64;
 const PEER_SNDHWM: i32 = 10_000;
 /// How long a closing socket may keep trying to deliver (the `Leave` messages).
 const LINGER_MS: i32 = 500;
+/// How long a pushed-down read waits for a module's bytes.
+const MODULE_WAIT_MS: u64 = 30_000;
+/// Threads that run Wasm reducers and module compilation, off the I/O thread.
+const WORKERS: usize = 2;
+/// Compiled patterns of recent peer requests kept.
+const PATTERN_CACHE: usize = 256;
 
 /// How to start a node.
 #[derive(Clone, Debug)]
@@ -60,10 +71,12 @@ pub struct NodeConfig {
     pub control: Option<String>,
     /// Failure-detection timing.
     pub timing: Timing,
+    /// Default budgets of Wasm reducer calls (overridable per reducer at load).
+    pub limits: Limits,
 }
 
 impl NodeConfig {
-    /// A config with default timing and no seeds or control socket.
+    /// A config with default timing and limits, and no seeds or control socket.
     pub fn new(id: &str, listen: &str) -> NodeConfig {
         NodeConfig {
             id: id.into(),
@@ -71,6 +84,7 @@ impl NodeConfig {
             join: Vec::new(),
             control: None,
             timing: Timing::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -82,14 +96,13 @@ pub struct GlobalOptions {
     pub timeout: Duration,
     /// Whether every live member must answer.
     pub consistency: Consistency,
+    /// Push the reducer down: each member reduces its own items and sends a partial.
+    pub remote: bool,
 }
 
 impl Default for GlobalOptions {
     fn default() -> Self {
-        GlobalOptions {
-            timeout: Duration::from_millis(1000),
-            consistency: Consistency::BestEffort,
-        }
+        GlobalOptions { timeout: Duration::from_millis(1000), consistency: Consistency::BestEffort, remote: false }
     }
 }
 
@@ -109,9 +122,12 @@ pub enum StartError {
         /// ZeroMQ's error.
         source: zmq::Error,
     },
-    /// The I/O thread could not be spawned.
-    #[error("spawning the I/O thread: {0}")]
+    /// A thread could not be spawned.
+    #[error("spawning a thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The Wasm engine could not be set up.
+    #[error("setting up the Wasm engine: {0:#}")]
+    Wasm(anyhow::Error),
 }
 
 /// Counters of what the node received and dropped.
@@ -123,7 +139,8 @@ pub struct Stats {
     pub malformed: AtomicU64,
     /// Peer frames larger than the frame limit.
     pub oversized: AtomicU64,
-    /// Well-formed messages dropped: from non-members, or replies to no outstanding read.
+    /// Well-formed messages dropped: from non-members, replies to no outstanding read,
+    /// module bytes nobody asked for.
     pub rejected: AtomicU64,
     /// Sends dropped because a peer's queue was full.
     pub send_dropped: AtomicU64,
@@ -131,6 +148,10 @@ pub struct Stats {
     pub control_malformed: AtomicU64,
     /// Global reads served for peers.
     pub served: AtomicU64,
+    /// Bytes of peer frames received.
+    pub bytes_in: AtomicU64,
+    /// Bytes of peer frames sent.
+    pub bytes_out: AtomicU64,
 }
 
 impl Stats {
@@ -145,6 +166,8 @@ impl Stats {
             ("send_dropped".into(), get(&self.send_dropped)),
             ("control_malformed".into(), get(&self.control_malformed)),
             ("served".into(), get(&self.served)),
+            ("bytes_in".into(), get(&self.bytes_in)),
+            ("bytes_out".into(), get(&self.bytes_out)),
         ]
     }
 }
@@ -155,19 +178,99 @@ fn bump(counter: &AtomicU64) -> u64 {
 
 type GlobalResult = Result<GlobalAnswer, GlobalError>;
 
+/// What other threads ask of the I/O thread.
 enum Command {
-    Global {
-        pattern: Pattern,
-        reducer: Builtin,
-        options: GlobalOptions,
-        reply: mpsc::Sender<GlobalResult>,
-    },
+    /// A library call's global read.
+    Global { pattern: Pattern, reducer: ReducerRef, options: GlobalOptions, reply: mpsc::Sender<GlobalResult> },
+    /// Leave the cluster and stop.
     Leave,
+    /// A worker finished a read's final reduction.
+    Finished { waiter: Waiter, result: GlobalResult },
+    /// A worker computed this node's own partial for read `id`.
+    LocalAnswer { id: u128, result: Result<Answer, String> },
+    /// A worker computed this node's partial for a peer's read.
+    PeerAnswer { to: String, id: u128, result: Result<Answer, String> },
+    /// A worker installed (or failed to install) a module fetched for push-down.
+    ModuleReady { hash: [u8; 32], result: Result<(), String> },
+    /// A worker finished a control request.
+    ControlDone { identity: Vec<u8>, reply: ControlReply },
 }
 
 enum Waiter {
     Api(mpsc::Sender<GlobalResult>),
     Control(Vec<u8>),
+}
+
+/// A read in flight: who waits, and how its answers are reduced.
+struct ReadCtx {
+    waiter: Waiter,
+    reducer: ReducerRef,
+    remote: bool,
+}
+
+/// A peer's pushed-down read, waiting for the module's bytes.
+struct AwaitingModule {
+    from: String,
+    id: u128,
+    items: Vec<Item>,
+    since: u64,
+}
+
+/// The way into the I/O thread: a command channel plus an `inproc` wake-up frame.
+struct Inbox {
+    commands: mpsc::Sender<Command>,
+    wake: Mutex<zmq::Socket>,
+}
+
+impl Inbox {
+    fn send(&self, cmd: Command) -> Result<(), GlobalError> {
+        self.commands.send(cmd).map_err(|_| GlobalError::Shutdown)?;
+        let wake = self.wake.lock().unwrap();
+        wake.send(&[][..], zmq::DONTWAIT).map_err(|_| GlobalError::Shutdown)
+    }
+}
+
+type Job = Box<dyn FnOnce() -> Command + Send>;
+
+/// A small pool that runs jobs (Wasm calls, compilation) and posts their results to
+/// the I/O thread.
+struct Workers {
+    jobs: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(n: usize, inbox: Arc<Inbox>, name: &str) -> std::io::Result<Workers> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let (rx, inbox) = (rx.clone(), inbox.clone());
+            let thread = thread::Builder::new().name(format!("estate-work-{name}-{i}")).spawn(move || {
+                loop {
+                    let job = rx.lock().unwrap().recv();
+                    let Ok(job) = job else { return };
+                    // A closed inbox means the node stopped; the result has no reader.
+                    let _ = inbox.send(job());
+                }
+            })?;
+            threads.push(thread);
+        }
+        Ok(Workers { jobs: Some(tx), threads })
+    }
+
+    fn submit(&self, job: impl FnOnce() -> Command + Send + 'static) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Box::new(job));
+        }
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A running estate node. Dropping it leaves the cluster, like [`Node::shutdown`].
@@ -177,8 +280,8 @@ pub struct Node {
     control_endpoint: Option<String>,
     store: Arc<Store>,
     default: Arc<TenantStore>,
-    commands: mpsc::Sender<Command>,
-    wake: Mutex<zmq::Socket>,
+    registry: Arc<Registry>,
+    inbox: Arc<Inbox>,
     view: Arc<RwLock<Vec<MemberView>>>,
     stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
@@ -186,10 +289,7 @@ pub struct Node {
 
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Node")
-            .field("id", &self.id)
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+        f.debug_struct("Node").field("id", &self.id).field("endpoint", &self.endpoint).finish_non_exhaustive()
     }
 }
 
@@ -197,33 +297,25 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn bind(
-    ctx: &zmq::Context,
-    kind: zmq::SocketType,
-    endpoint: &str,
-) -> Result<(zmq::Socket, String), StartError> {
-    let err = |what, source| StartError::Socket {
-        what,
-        endpoint: endpoint.to_string(),
-        source,
-    };
-    let socket = ctx
-        .socket(kind)
-        .map_err(|e| err("creating a socket for", e))?;
-    socket
-        .set_maxmsgsize(ZMQ_MAX_MSG)
-        .map_err(|e| err("configuring", e))?;
-    socket.set_linger(0).map_err(|e| err("configuring", e))?;
-    socket.bind(endpoint).map_err(|e| err("binding", e))?;
+fn socket_error<'a>(what: &'static str, endpoint: &'a str) -> impl FnOnce(zmq::Error) -> StartError + 'a {
+    move |source| StartError::Socket { what, endpoint: endpoint.to_string(), source }
+}
+
+fn bind(ctx: &zmq::Context, kind: zmq::SocketType, endpoint: &str) -> Result<(zmq::Socket, String), StartError> {
+    let socket = ctx.socket(kind).map_err(socket_error("creating a socket for", endpoint))?;
+    socket.set_maxmsgsize(ZMQ_MAX_MSG).map_err(socket_error("configuring", endpoint))?;
+    socket.set_linger(0).map_err(socket_error("configuring", endpoint))?;
+    socket.bind(endpoint).map_err(socket_error("binding", endpoint))?;
     let bound = socket
         .get_last_endpoint()
-        .map_err(|e| err("reading the bound endpoint of", e))?
+        .map_err(socket_error("reading the bound endpoint of", endpoint))?
         .unwrap_or_else(|_| endpoint.to_string());
     Ok((socket, bound))
 }
 
 impl Node {
-    /// Starts a node: binds its sockets, starts its I/O thread, and greets the seeds.
+    /// Starts a node: binds its sockets, starts its I/O thread and workers, and greets
+    /// the seeds.
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
         if !valid_id(&config.id) {
             return Err(StartError::InvalidId(config.id));
@@ -236,23 +328,18 @@ impl Node {
         };
         let wake_ep = format!("inproc://estate-wake-{:032x}", rand::random::<u128>());
         let (wake_rx, _) = bind(&ctx, zmq::PULL, &wake_ep)?;
-        let wake = ctx.socket(zmq::PUSH).map_err(|source| StartError::Socket {
-            what: "creating a socket for",
-            endpoint: wake_ep.clone(),
-            source,
-        })?;
-        wake.connect(&wake_ep)
-            .map_err(|source| StartError::Socket {
-                what: "connecting",
-                endpoint: wake_ep.clone(),
-                source,
-            })?;
+        let wake = ctx.socket(zmq::PUSH).map_err(socket_error("creating a socket for", &wake_ep))?;
+        wake.connect(&wake_ep).map_err(socket_error("connecting", &wake_ep))?;
 
         let store = Arc::new(Store::new(&config.id));
         let default = store.tenant(DEFAULT_TENANT);
+        let host = WasmHost::new(config.limits.clone()).map_err(StartError::Wasm)?;
+        let registry = Arc::new(Registry::new(Arc::new(host)));
         let view = Arc::new(RwLock::new(Vec::new()));
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel();
+        let inbox = Arc::new(Inbox { commands: tx, wake: Mutex::new(wake) });
+        let workers = Workers::start(WORKERS, inbox.clone(), &config.id)?;
         let control_endpoint = control.as_ref().map(|(_, ep)| ep.clone());
         let driver = Driver {
             membership: Membership::new(&config.id, &endpoint, config.join.clone(), config.timing),
@@ -265,6 +352,9 @@ impl Node {
             commands: rx,
             peers: HashMap::new(),
             store: store.clone(),
+            registry: registry.clone(),
+            workers,
+            awaiting: HashMap::new(),
             reads: GlobalReads::default(),
             patterns: HashMap::new(),
             view: view.clone(),
@@ -273,9 +363,7 @@ impl Node {
             leaving: false,
         };
         driver.refresh_view();
-        let thread = thread::Builder::new()
-            .name(format!("estate-io-{}", config.id))
-            .spawn(move || driver.run())?;
+        let thread = thread::Builder::new().name(format!("estate-io-{}", config.id)).spawn(move || driver.run())?;
         info!(id = %config.id, %endpoint, control = ?control_endpoint, "node started");
         Ok(Node {
             id: config.id,
@@ -283,8 +371,8 @@ impl Node {
             control_endpoint,
             store,
             default,
-            commands: tx,
-            wake: Mutex::new(wake),
+            registry,
+            inbox,
             view,
             stats,
             thread: Some(thread),
@@ -327,33 +415,41 @@ impl Node {
     }
 
     /// Reads every live member's items of the default tenant whose key matches
-    /// `pattern` and reduces them with `reducer`.
+    /// `pattern` and reduces them with the reducer named `reducer` (a built-in, or a
+    /// loaded Wasm reducer). With `options.remote`, each member reduces its own items
+    /// and sends a partial result.
     ///
     /// ```no_run
     /// # use estate::node::{Node, NodeConfig, GlobalOptions};
-    /// # use estate::reduce::Builtin;
     /// let node = Node::start(NodeConfig::new("n1", "tcp://127.0.0.1:*")).unwrap();
-    /// let answer = node.get_global("flow:.*", Builtin::Count, GlobalOptions::default()).unwrap();
+    /// let answer = node.get_global("flow:.*", "count", GlobalOptions::default()).unwrap();
     /// println!("{:?} (missing: {:?})", answer.result, answer.missing);
     /// ```
-    pub fn get_global(
-        &self,
-        pattern: &str,
-        reducer: Builtin,
-        options: GlobalOptions,
-    ) -> Result<GlobalAnswer, GlobalError> {
+    pub fn get_global(&self, pattern: &str, reducer: &str, options: GlobalOptions) -> GlobalResult {
         let pattern = Pattern::new(pattern).map_err(|e| GlobalError::Invalid(e.to_string()))?;
+        let reducer = self.registry.resolve(reducer).map_err(GlobalError::Invalid)?;
         let (tx, rx) = mpsc::channel();
-        self.send(Command::Global {
-            pattern,
-            reducer,
-            options,
-            reply: tx,
-        })?;
-        // The I/O thread completes every read at its deadline; the grace only covers a
-        // thread that died.
-        rx.recv_timeout(options.timeout + Duration::from_secs(5))
-            .map_err(|_| GlobalError::Shutdown)?
+        self.inbox.send(Command::Global { pattern, reducer, options, reply: tx })?;
+        // The I/O thread completes every read at its deadline (a final Wasm reduction
+        // runs under its own wall-time limit); the grace only covers a dead thread.
+        rx.recv_timeout(options.timeout + Duration::from_secs(10)).map_err(|_| GlobalError::Shutdown)?
+    }
+
+    /// Loads (or atomically replaces) the Wasm reducer `name`; reads in flight finish
+    /// on the module they started with.
+    pub fn load_reducer(&self, name: &str, bytes: Vec<u8>, limits: &LimitOverrides) -> Result<ReducerInfo, LoadError> {
+        let limits = limits.apply(self.registry.host().limits());
+        self.registry.load(name, bytes, Some(limits))
+    }
+
+    /// Unloads the Wasm reducer `name`; returns whether it was loaded.
+    pub fn unload_reducer(&self, name: &str) -> bool {
+        self.registry.unload(name)
+    }
+
+    /// Every reducer this node knows: built-ins, then loaded ones.
+    pub fn reducers(&self) -> Vec<ReducerInfo> {
+        self.registry.list()
     }
 
     /// The membership view: this node first, then the other members by id.
@@ -366,13 +462,6 @@ impl Node {
         &self.stats
     }
 
-    fn send(&self, cmd: Command) -> Result<(), GlobalError> {
-        self.commands.send(cmd).map_err(|_| GlobalError::Shutdown)?;
-        let wake = self.wake.lock().unwrap();
-        wake.send(&[][..], zmq::DONTWAIT)
-            .map_err(|_| GlobalError::Shutdown)
-    }
-
     /// Leaves the cluster (tells every member) and stops the I/O thread.
     pub fn shutdown(mut self) {
         self.stop();
@@ -380,7 +469,7 @@ impl Node {
 
     fn stop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            if self.send(Command::Leave).is_ok() {
+            if self.inbox.send(Command::Leave).is_ok() {
                 let _ = thread.join();
             }
             info!(id = %self.id, "node stopped");
@@ -406,9 +495,13 @@ struct Driver {
     /// One DEALER per peer endpoint we send to.
     peers: HashMap<String, zmq::Socket>,
     store: Arc<Store>,
+    registry: Arc<Registry>,
+    workers: Workers,
+    /// Peers' pushed-down reads waiting for a module's bytes, by module hash.
+    awaiting: HashMap<[u8; 32], Vec<AwaitingModule>>,
     membership: Membership,
-    reads: GlobalReads<Waiter>,
-    /// Compiled patterns of recent peer requests.
+    reads: GlobalReads<ReadCtx>,
+    /// Compiled patterns of recent requests.
     patterns: HashMap<String, Pattern>,
     view: Arc<RwLock<Vec<MemberView>>>,
     stats: Arc<Stats>,
@@ -416,7 +509,17 @@ struct Driver {
     leaving: bool,
 }
 
-const PATTERN_CACHE: usize = 256;
+/// Flattens the answers of a fetch-all read into items.
+fn items_of(parts: Vec<Answer>) -> Result<Vec<Item>, String> {
+    let mut items = Vec::new();
+    for part in parts {
+        match part {
+            Answer::Items(mut i) => items.append(&mut i),
+            _ => return Err("a member sent a partial where items were asked for".into()),
+        }
+    }
+    Ok(items)
+}
 
 impl Driver {
     fn now(&self) -> u64 {
@@ -432,26 +535,17 @@ impl Driver {
             let next = self
                 .reads
                 .next_deadline()
-                .map_or(self.membership.next_deadline(), |d| {
-                    d.min(self.membership.next_deadline())
-                });
+                .map_or(self.membership.next_deadline(), |d| d.min(self.membership.next_deadline()));
             let timeout = next.saturating_sub(now).min(1000) as i64;
             let (peer_ready, wake_ready, control_ready) = {
-                let mut items = vec![
-                    self.router.as_poll_item(zmq::POLLIN),
-                    self.wake.as_poll_item(zmq::POLLIN),
-                ];
+                let mut items = vec![self.router.as_poll_item(zmq::POLLIN), self.wake.as_poll_item(zmq::POLLIN)];
                 if let Some(c) = &self.control {
                     items.push(c.as_poll_item(zmq::POLLIN));
                 }
                 if let Err(e) = zmq::poll(&mut items, timeout) {
                     warn!("poll failed: {e}");
                 }
-                (
-                    items[0].is_readable(),
-                    items[1].is_readable(),
-                    items.get(2).is_some_and(|i| i.is_readable()),
-                )
+                (items[0].is_readable(), items[1].is_readable(), items.get(2).is_some_and(|i| i.is_readable()))
             };
             if peer_ready {
                 self.drain_peers();
@@ -467,12 +561,14 @@ impl Driver {
             self.membership.tick(now, &mut actions);
             self.apply(actions);
             for done in self.reads.expire(now) {
-                self.complete(done);
+                self.finish_read(done);
             }
+            self.expire_awaiting(now);
         }
-        for waiter in self.reads.abort() {
-            self.notify(waiter, Err(GlobalError::Shutdown));
+        for ctx in self.reads.abort() {
+            self.notify(ctx.waiter, Err(GlobalError::Shutdown));
         }
+        self.workers.stop();
         // Closing the peer sockets lets each deliver its queued `Leave` within the linger.
         for (_, socket) in self.peers.drain() {
             let _ = socket.set_linger(LINGER_MS);
@@ -490,14 +586,12 @@ impl Driver {
                 }
             };
             bump(&self.stats.frames);
+            let size: usize = parts.iter().map(Vec::len).sum();
+            self.stats.bytes_in.fetch_add(size as u64, Ordering::Relaxed);
             // ROUTER prepends the sender's routing id; a peer sends exactly one frame.
             let [_, frame] = parts.as_slice() else {
                 let n = bump(&self.stats.malformed);
-                warn!(
-                    parts = parts.len(),
-                    total = n,
-                    "dropped a peer message with an unexpected frame count"
-                );
+                warn!(parts = parts.len(), total = n, "dropped a peer message with an unexpected frame count");
                 continue;
             };
             match wire::decode(frame) {
@@ -508,72 +602,128 @@ impl Driver {
                 }
                 Err(e) => {
                     let n = bump(&self.stats.malformed);
-                    warn!(
-                        len = frame.len(),
-                        total = n,
-                        "dropped a malformed peer frame: {e}"
-                    );
+                    warn!(len = frame.len(), total = n, "dropped a malformed peer frame: {e}");
                 }
             }
         }
+    }
+
+    fn reject(&self, from: &str, what: &str) {
+        let n = bump(&self.stats.rejected);
+        debug!(%from, total = n, "dropped {what}");
     }
 
     fn on_envelope(&mut self, env: Envelope) {
         let now = self.now();
         self.store.clock().observe(env.clock);
         let from = env.from;
+        if let Body::Member(msg) = env.body {
+            let mut actions = Vec::new();
+            self.membership.handle(&from, msg, now, &mut actions);
+            self.apply(actions);
+            self.refresh_view();
+            return;
+        }
+        if !self.membership.is_live(&from) {
+            self.reject(&from, "a message from a non-member");
+            return;
+        }
+        self.membership.heard(&from, now);
         match env.body {
-            Body::Member(msg) => {
-                let mut actions = Vec::new();
-                self.membership.handle(&from, msg, now, &mut actions);
-                self.apply(actions);
-                self.refresh_view();
-            }
-            Body::GlobalRequest {
-                id,
-                tenant,
-                pattern,
-            } => {
-                if !self.membership.is_live(&from) {
-                    let n = bump(&self.stats.rejected);
-                    debug!(%from, total = n, "dropped a global request from a non-member");
-                    return;
-                }
-                self.membership.heard(&from, now);
-                let result = self.local_items(&tenant, &pattern);
+            Body::Member(_) => unreachable!("handled above"),
+            Body::GlobalRequest { id, tenant, pattern, reducer } => {
                 bump(&self.stats.served);
-                let mut reply = Body::GlobalReply { id, result };
-                // Never send a frame the other side will refuse: say so instead.
-                let size = wire::encode(&self.envelope(reply.clone())).len();
-                if size > MAX_FRAME {
-                    reply = Body::GlobalReply {
-                        id,
-                        result: Err(format!(
-                            "reply of {size} bytes exceeds the frame limit of {MAX_FRAME}"
-                        )),
-                    };
-                }
-                if let Some(ep) = self.membership.endpoint_of(&from).map(str::to_string) {
-                    self.send(&ep, reply);
-                }
+                self.serve(from, id, &tenant, &pattern, reducer);
             }
             Body::GlobalReply { id, result } => {
-                if !self.membership.is_live(&from) {
-                    bump(&self.stats.rejected);
+                if let Err(e) = &result {
+                    warn!(%from, "member could not answer a global read: {e}");
+                }
+                self.on_answer(id, &from, result);
+            }
+            Body::ModuleRequest { hash } => match self.registry.bytes(&hash) {
+                Some(bytes) => self.send_to_member(&from, Body::ModuleData { hash, bytes: bytes.to_vec() }),
+                None => warn!(%from, hash = %hex::encode(hash), "asked for a module this node does not have"),
+            },
+            Body::ModuleData { hash, bytes } => {
+                if !self.awaiting.contains_key(&hash) {
+                    self.reject(&from, "module bytes nobody asked for");
                     return;
                 }
-                self.membership.heard(&from, now);
-                if let Err(e) = &result {
-                    warn!(%from, "peer could not answer a global read: {e}");
-                }
-                match self.reads.reply(id, &from, result) {
-                    ReplyOutcome::Rejected => {
-                        let n = bump(&self.stats.rejected);
-                        debug!(%from, total = n, "dropped a reply to no outstanding read");
+                let registry = self.registry.clone();
+                self.workers.submit(move || Command::ModuleReady {
+                    hash,
+                    result: registry.install(&hash, bytes).map(drop).map_err(|e| e.to_string()),
+                });
+            }
+        }
+    }
+
+    /// Answers a member's global read: its items, or (push-down) their partial.
+    fn serve(&mut self, from: String, id: u128, tenant: &str, pattern: &str, reducer: Option<RemoteReducer>) {
+        let items = match self.local_items(tenant, pattern) {
+            Ok(items) => items,
+            Err(e) => return self.send_answer(&from, id, Err(e)),
+        };
+        match reducer {
+            None => self.send_answer(&from, id, Ok(Answer::Items(items))),
+            Some(RemoteReducer::Builtin(b)) => {
+                let result = reduce::partial(b, &self.id, items).map(Answer::Builtin).map_err(|e| e.to_string());
+                self.send_answer(&from, id, result);
+            }
+            Some(RemoteReducer::Wasm(hash)) => match self.registry.module(&hash) {
+                Some(_) => self.reduce_for_peer(from, id, hash, items),
+                None => {
+                    let first = !self.awaiting.contains_key(&hash);
+                    let since = self.now();
+                    self.awaiting.entry(hash).or_default().push(AwaitingModule {
+                        from: from.clone(),
+                        id,
+                        items,
+                        since,
+                    });
+                    if first {
+                        self.send_to_member(&from, Body::ModuleRequest { hash });
                     }
-                    ReplyOutcome::Recorded => {}
-                    ReplyOutcome::Complete(done) => self.complete(done),
                 }
+            },
+        }
+    }
+
+    fn reduce_for_peer(&self, to: String, id: u128, hash: [u8; 32], items: Vec<Item>) {
+        let registry = self.registry.clone();
+        self.workers.submit(move || {
+            let result = match registry.module(&hash) {
+                Some(module) => {
+                    registry.host().reduce(&module, &items, Phase::Items).map(Answer::Wasm).map_err(|e| e.to_string())
+                }
+                None => Err("the module was evicted before it ran".into()),
+            };
+            Command::PeerAnswer { to, id, result }
+        });
+    }
+
+    fn send_answer(&mut self, to: &str, id: u128, result: Result<Answer, String>) {
+        let mut reply = Body::GlobalReply { id, result };
+        // Never send a frame the other side will refuse: say so instead.
+        let size = wire::encode(&self.envelope(reply.clone())).len();
+        if size > MAX_FRAME {
+            let result = Err(format!("reply of {size} bytes exceeds the frame limit of {MAX_FRAME}"));
+            reply = Body::GlobalReply { id, result };
+        }
+        self.send_to_member(to, reply);
+    }
+
+    fn expire_awaiting(&mut self, now: u64) {
+        let expired: Vec<[u8; 32]> = self
+            .awaiting
+            .iter()
+            .filter(|(_, w)| w.iter().all(|a| now.saturating_sub(a.since) > MODULE_WAIT_MS))
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in expired {
+            for a in self.awaiting.remove(&hash).unwrap_or_default() {
+                self.send_answer(&a.from, a.id, Err("the module's bytes never arrived".into()));
             }
         }
     }
@@ -590,29 +740,16 @@ impl Driver {
         Ok(compiled)
     }
 
-    fn local_items(
-        &mut self,
-        tenant: &str,
-        pattern: &str,
-    ) -> Result<Vec<estate_guest::Item>, String> {
+    fn local_items(&mut self, tenant: &str, pattern: &str) -> Result<Vec<Item>, String> {
         let pattern = self.pattern(pattern)?;
-        Ok(self
-            .store
-            .existing_tenant(tenant)
-            .map(|t| t.matching(&pattern))
-            .unwrap_or_default())
+        Ok(self.store.existing_tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default())
     }
 
     fn drain_commands(&mut self) {
         while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Global {
-                    pattern,
-                    reducer,
-                    options,
-                    reply,
-                } => {
+                Command::Global { pattern, reducer, options, reply } => {
                     self.start_read(&pattern, reducer, options, Waiter::Api(reply));
                 }
                 Command::Leave => {
@@ -621,47 +758,150 @@ impl Driver {
                     self.apply(actions);
                     self.leaving = true;
                 }
+                Command::Finished { waiter, result } => self.notify(waiter, result),
+                Command::LocalAnswer { id, result } => {
+                    let me = self.id.clone();
+                    self.on_answer(id, &me, result);
+                }
+                Command::PeerAnswer { to, id, result } => self.send_answer(&to, id, result),
+                Command::ModuleReady { hash, result } => {
+                    for a in self.awaiting.remove(&hash).unwrap_or_default() {
+                        match &result {
+                            Ok(()) => self.reduce_for_peer(a.from, a.id, hash, a.items),
+                            Err(e) => self.send_answer(&a.from, a.id, Err(e.clone())),
+                        }
+                    }
+                }
+                Command::ControlDone { identity, reply } => self.reply_control(identity, &reply),
             }
         }
     }
 
-    fn start_read(
-        &mut self,
-        pattern: &Pattern,
-        reducer: Builtin,
-        options: GlobalOptions,
-        waiter: Waiter,
-    ) {
+    fn on_answer(&mut self, id: u128, from: &str, result: Result<Answer, String>) {
+        match self.reads.reply(id, from, result) {
+            ReplyOutcome::Rejected => self.reject(from, "a reply to no outstanding read"),
+            ReplyOutcome::Recorded => {}
+            ReplyOutcome::Complete(done) => self.finish_read(done),
+        }
+    }
+
+    fn start_read(&mut self, pattern: &Pattern, reducer: ReducerRef, options: GlobalOptions, waiter: Waiter) {
+        if options.remote && !reducer.combinable() {
+            let message = format!(
+                "reducer {} is not combinable, so it cannot be pushed down to the peers; run it without --remote",
+                reducer.name()
+            );
+            return self.notify(waiter, Err(GlobalError::Invalid(message)));
+        }
         let id: u128 = rand::random();
-        let local = self
-            .store
-            .existing_tenant(DEFAULT_TENANT)
-            .map(|t| t.matching(pattern))
-            .unwrap_or_default();
-        let asked: BTreeSet<String> = self.membership.live().map(|(id, _)| id.clone()).collect();
-        let source = pattern.source().to_string();
+        let mut asked: BTreeSet<String> = self.membership.live().map(|(id, _)| id.clone()).collect();
+        let remote = match (&reducer, options.remote) {
+            (_, false) => None,
+            (ReducerRef::Builtin(b), true) => Some(RemoteReducer::Builtin(*b)),
+            (ReducerRef::Wasm(l), true) => Some(RemoteReducer::Wasm(*l.module.hash())),
+        };
         for member in &asked {
-            if let Some(ep) = self.membership.endpoint_of(member).map(str::to_string) {
-                let body = Body::GlobalRequest {
-                    id,
-                    tenant: DEFAULT_TENANT.to_string(),
-                    pattern: source.clone(),
-                };
-                self.send(&ep, body);
+            let body = Body::GlobalRequest {
+                id,
+                tenant: DEFAULT_TENANT.to_string(),
+                pattern: pattern.source().to_string(),
+                reducer: remote.clone(),
+            };
+            self.send_to_member(member, body);
+        }
+        asked.insert(self.id.clone());
+        let deadline = self.now() + options.timeout.as_millis() as u64;
+        let local = self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
+        let ctx = ReadCtx { waiter, reducer: reducer.clone(), remote: options.remote };
+        self.reads.start(id, options.consistency, asked, deadline, ctx);
+        // This node answers its own read like any member; a Wasm partial is computed on
+        // a worker and arrives as a command.
+        match (reducer, options.remote) {
+            (_, false) => self.on_answer(id, &self.id.clone(), Ok(Answer::Items(local))),
+            (ReducerRef::Builtin(b), true) => {
+                let result = reduce::partial(b, &self.id, local).map(Answer::Builtin).map_err(|e| e.to_string());
+                self.on_answer(id, &self.id.clone(), result);
+            }
+            (ReducerRef::Wasm(loaded), true) => {
+                let host = self.registry.host().clone();
+                self.workers.submit(move || {
+                    let result =
+                        host.reduce(&loaded.module, &local, Phase::Items).map(Answer::Wasm).map_err(|e| e.to_string());
+                    Command::LocalAnswer { id, result }
+                });
             }
         }
-        let deadline = self.now() + options.timeout.as_millis() as u64;
-        if let Some(done) = self.reads.start(
-            id,
-            reducer,
-            options.consistency,
-            &self.id,
-            local,
-            asked,
-            deadline,
-            waiter,
-        ) {
-            self.complete(done);
+    }
+
+    /// Reduces a finished read's answers and tells its waiter (via a worker for Wasm).
+    fn finish_read(&mut self, (ctx, gathered): Completion<ReadCtx>) {
+        let Gathered { answered, missing, parts } = match gathered {
+            Ok(g) => g,
+            Err(e) => return self.notify(ctx.waiter, Err(e)),
+        };
+        let (name, remote) = (ctx.reducer.name().to_string(), ctx.remote);
+        let answer = move |result| GlobalAnswer { reducer: name, remote, result, answered, missing };
+        match ctx.reducer.clone() {
+            ReducerRef::Builtin(b) => {
+                let reduced = if ctx.remote {
+                    let mut partials = Vec::new();
+                    for part in parts {
+                        match part {
+                            Answer::Builtin(p) => partials.push(p),
+                            _ => {
+                                let e =
+                                    GlobalError::Invalid("a member sent items where a partial was asked for".into());
+                                return self.notify(ctx.waiter, Err(e));
+                            }
+                        }
+                    }
+                    reduce::combine(b, partials)
+                } else {
+                    match items_of(parts) {
+                        Ok(items) => reduce::reduce(b, items),
+                        Err(e) => return self.notify(ctx.waiter, Err(GlobalError::Invalid(e))),
+                    }
+                };
+                let result = reduced.map(answer).map_err(GlobalError::from);
+                self.notify(ctx.waiter, result);
+            }
+            ReducerRef::Wasm(loaded) => {
+                let host = self.registry.host().clone();
+                let (waiter, name) = (ctx.waiter, loaded.name.clone());
+                self.workers.submit(move || {
+                    let run = || -> Result<Option<Item>, String> {
+                        if remote {
+                            let mut partials = Vec::new();
+                            for part in parts {
+                                match part {
+                                    Answer::Wasm(Some(item)) => partials.push(item),
+                                    Answer::Wasm(None) => {}
+                                    _ => return Err("a member sent items where a partial was asked for".into()),
+                                }
+                            }
+                            if partials.is_empty() {
+                                return Ok(None);
+                            }
+                            let combined =
+                                host.reduce(&loaded.module, &partials, Phase::Partials).map_err(|e| e.to_string())?;
+                            match combined {
+                                Some(item) => host.finish(&loaded.module, item).map_err(|e| e.to_string()),
+                                None => Ok(None),
+                            }
+                        } else {
+                            host.reduce_all(&loaded.module, &items_of(parts)?).map_err(|e| e.to_string())
+                        }
+                    };
+                    let result = match run() {
+                        Ok(Some(item)) => Ok(answer(Reduced::Item(item))),
+                        Ok(None) => Ok(answer(Reduced::Nothing)),
+                        Err(message) => {
+                            Err(GlobalError::Member { member: format!("reducer {name} on this node"), message })
+                        }
+                    };
+                    Command::Finished { waiter, result }
+                });
+            }
         }
     }
 
@@ -675,10 +915,7 @@ impl Driver {
             // A REQ client sends [routing id, empty delimiter, request].
             let [identity, delimiter, frame] = parts.as_slice() else {
                 bump(&self.stats.control_malformed);
-                warn!(
-                    parts = parts.len(),
-                    "dropped a control message with an unexpected frame count"
-                );
+                warn!(parts = parts.len(), "dropped a control message with an unexpected frame count");
                 continue;
             };
             if !delimiter.is_empty() {
@@ -691,10 +928,7 @@ impl Driver {
                 Err(e) => {
                     bump(&self.stats.control_malformed);
                     warn!("malformed control request: {e}");
-                    self.reply_control(
-                        identity,
-                        &ControlReply::Error(format!("malformed request: {e}")),
-                    );
+                    self.reply_control(identity, &ControlReply::Error(format!("malformed request: {e}")));
                 }
             }
         }
@@ -707,29 +941,37 @@ impl Driver {
                 Ok(version) => ControlReply::Set(version),
                 Err(e) => ControlReply::Error(e.to_string()),
             },
-            ControlRequest::Get { key } => {
-                ControlReply::Value(tenant.get(&key).map(|v| (v.value, v.version)))
-            }
+            ControlRequest::Get { key } => ControlReply::Value(tenant.get(&key).map(|v| (v.value, v.version))),
             ControlRequest::Del { key } => ControlReply::Deleted(tenant.del(&key)),
             ControlRequest::Members => ControlReply::Members(self.view.read().unwrap().clone()),
             ControlRequest::Stats => ControlReply::Stats(self.stats.snapshot()),
-            ControlRequest::Global {
-                pattern,
-                reducer,
-                timeout_ms,
-                consistency,
-            } => {
-                let parsed = Builtin::from_str(&reducer).and_then(|r| {
-                    Pattern::new(&pattern)
-                        .map(|p| (r, p))
-                        .map_err(|e| e.to_string())
+            ControlRequest::ReducerList => ControlReply::Reducers(self.registry.list()),
+            ControlRequest::ReducerUnload { name } => ControlReply::Unloaded(self.registry.unload(&name)),
+            ControlRequest::ReducerLoad { name, bytes, limits } => {
+                // Compiling can take a while: off the I/O thread.
+                let registry = self.registry.clone();
+                self.workers.submit(move || {
+                    let limits = limits.apply(registry.host().limits());
+                    let reply = match registry.load(&name, bytes, Some(limits)) {
+                        Ok(info) => {
+                            info!(reducer = %info.name, hash = %info.hash, "reducer loaded");
+                            ControlReply::Loaded(info)
+                        }
+                        Err(e) => ControlReply::Error(e.to_string()),
+                    };
+                    Command::ControlDone { identity, reply }
                 });
+                return;
+            }
+            ControlRequest::Global { pattern, reducer, timeout_ms, consistency, remote } => {
+                let parsed = self
+                    .registry
+                    .resolve(&reducer)
+                    .and_then(|r| Pattern::new(&pattern).map(|p| (r, p)).map_err(|e| e.to_string()));
                 match parsed {
                     Ok((reducer, pattern)) => {
-                        let options = GlobalOptions {
-                            timeout: Duration::from_millis(timeout_ms),
-                            consistency,
-                        };
+                        let timeout = Duration::from_millis(timeout_ms);
+                        let options = GlobalOptions { timeout, consistency, remote };
                         self.start_read(&pattern, reducer, options, Waiter::Control(identity));
                         return;
                     }
@@ -749,10 +991,6 @@ impl Driver {
         }
     }
 
-    fn complete(&mut self, (waiter, result): Completion<Waiter>) {
-        self.notify(waiter, result);
-    }
-
     fn notify(&self, waiter: Waiter, result: GlobalResult) {
         match waiter {
             Waiter::Api(tx) => {
@@ -769,10 +1007,13 @@ impl Driver {
     }
 
     fn envelope(&self, body: Body) -> Envelope {
-        Envelope {
-            from: self.id.clone(),
-            clock: self.store.clock().tick(),
-            body,
+        Envelope { from: self.id.clone(), clock: self.store.clock().tick(), body }
+    }
+
+    fn send_to_member(&mut self, member: &str, body: Body) {
+        match self.membership.endpoint_of(member).map(str::to_string) {
+            Some(ep) => self.send(&ep, body),
+            None => debug!(%member, "not sent: no longer a member"),
         }
     }
 
@@ -789,10 +1030,16 @@ impl Driver {
                 }
             }
         }
+        let size = frame.len() as u64;
         let socket = &self.peers[endpoint];
-        if let Err(e) = socket.send(frame, zmq::DONTWAIT) {
-            let n = bump(&self.stats.send_dropped);
-            debug!(%endpoint, total = n, "send dropped: {e}");
+        match socket.send(frame, zmq::DONTWAIT) {
+            Ok(()) => {
+                self.stats.bytes_out.fetch_add(size, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let n = bump(&self.stats.send_dropped);
+                debug!(%endpoint, total = n, "send dropped: {e}");
+            }
         }
     }
 
@@ -822,15 +1069,11 @@ impl Driver {
                     changed = true;
                     // Close sockets to endpoints no member has any more (a seed's is
                     // opened again at its next greeting).
-                    let live_eps: BTreeSet<&str> = self
-                        .membership
-                        .members()
-                        .values()
-                        .map(|m| m.endpoint.as_str())
-                        .collect();
+                    let live_eps: BTreeSet<&str> =
+                        self.membership.members().values().map(|m| m.endpoint.as_str()).collect();
                     self.peers.retain(|ep, _| live_eps.contains(ep.as_str()));
                     for done in self.reads.member_down(&id) {
-                        self.complete(done);
+                        self.finish_read(done);
                     }
                 }
             }
@@ -841,11 +1084,8 @@ impl Driver {
     }
 
     fn refresh_view(&self) {
-        let mut view = vec![MemberView {
-            id: self.id.clone(),
-            endpoint: self.endpoint.clone(),
-            state: "self".into(),
-        }];
+        let me = MemberView { id: self.id.clone(), endpoint: self.endpoint.clone(), state: "self".into() };
+        let mut view = vec![me];
         view.extend(self.membership.members().iter().map(|(id, m)| MemberView {
             id: id.clone(),
             endpoint: m.endpoint.clone(),

@@ -46,23 +46,15 @@ impl Pattern {
             return Err(PatternError::TooLong(pattern.len()));
         }
         // Outside a character class, only these characters are special.
-        if !pattern.contains([
-            '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
-        ]) {
+        if !pattern.contains(['\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$']) {
             return Ok(Pattern::Exact(pattern.to_string()));
         }
         RegexBuilder::new(&format!("^(?:{pattern})$"))
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map(|regex| Pattern::Regex {
-                regex,
-                source: pattern.to_string(),
-            })
-            .map_err(|e| PatternError::Invalid {
-                pattern: pattern.to_string(),
-                reason: e.to_string(),
-            })
+            .map(|regex| Pattern::Regex { regex, source: pattern.to_string() })
+            .map_err(|e| PatternError::Invalid { pattern: pattern.to_string(), reason: e.to_string() })
     }
 
     /// Whether `key` matches.
@@ -97,10 +89,7 @@ mod tests {
     #[test]
     fn plain_keys_take_the_exact_path() {
         assert_eq!(Pattern::new("c").unwrap().exact(), Some("c"));
-        assert_eq!(
-            Pattern::new("flow_1-a:b").unwrap().exact(),
-            Some("flow_1-a:b")
-        );
+        assert_eq!(Pattern::new("flow_1-a:b").unwrap().exact(), Some("flow_1-a:b"));
         assert!(Pattern::new("flow:.*").unwrap().exact().is_none());
     }
 
@@ -117,17 +106,8 @@ mod tests {
 
     #[test]
     fn invalid_and_oversized_patterns_are_errors() {
-        assert!(matches!(
-            Pattern::new("flow:("),
-            Err(PatternError::Invalid { .. })
-        ));
-        assert!(matches!(
-            Pattern::new(&"a".repeat(2000)),
-            Err(PatternError::TooLong(2000))
-        ));
-        assert!(matches!(
-            Pattern::new("(a{1000}){1000}"),
-            Err(PatternError::Invalid { .. })
-        ));
+        assert!(matches!(Pattern::new("flow:("), Err(PatternError::Invalid { .. })));
+        assert!(matches!(Pattern::new(&"a".repeat(2000)), Err(PatternError::TooLong(2000))));
+        assert!(matches!(Pattern::new("(a{1000}){1000}"), Err(PatternError::Invalid { .. })));
     }
 }

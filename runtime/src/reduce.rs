@@ -36,15 +36,8 @@ pub enum Builtin {
 
 impl Builtin {
     /// Every built-in, in documentation order.
-    pub const ALL: [Builtin; 7] = [
-        Builtin::Latest,
-        Builtin::Sum,
-        Builtin::Avg,
-        Builtin::Min,
-        Builtin::Max,
-        Builtin::Count,
-        Builtin::List,
-    ];
+    pub const ALL: [Builtin; 7] =
+        [Builtin::Latest, Builtin::Sum, Builtin::Avg, Builtin::Min, Builtin::Max, Builtin::Count, Builtin::List];
 
     /// The reducer's name as users type it.
     pub fn name(self) -> &'static str {
@@ -70,16 +63,10 @@ impl FromStr for Builtin {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Builtin, String> {
-        Builtin::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
-                format!(
-                    "unknown reducer {s:?}; built-in reducers: {}",
-                    names.join(", ")
-                )
-            })
+        Builtin::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown reducer {s:?}; built-in reducers: {}", names.join(", "))
+        })
     }
 }
 
@@ -179,33 +166,108 @@ pub fn reduce(reducer: Builtin, mut items: Vec<Item>) -> Result<Reduced, ReduceE
             Reduced::Value(Value::Float(total / items.len() as f64))
         }
         Builtin::Min | Builtin::Max => {
-            let mut best: Option<(Num, &Item)> = None;
-            for item in &items {
-                let n = num(reducer, item)?;
-                let better = match &best {
-                    None => true,
-                    Some((b, _)) => {
-                        let ord = match (&n, b) {
-                            (Num::Int(x), Num::Int(y)) => x.cmp(y),
-                            (x, y) => as_f64(x).total_cmp(&as_f64(y)),
-                        };
-                        if reducer == Builtin::Min {
-                            ord.is_lt()
-                        } else {
-                            ord.is_gt()
-                        }
-                    }
-                };
-                if better {
-                    best = Some((n, item));
-                }
-            }
-            Reduced::Value(
-                best.map(|(_, item)| item.value.clone())
-                    .unwrap_or(Value::Int(0)),
-            )
+            Reduced::Value(extreme(reducer, &items)?.map(|item| item.value.clone()).unwrap_or(Value::Int(0)))
         }
     })
+}
+
+/// The item with the smallest (min) or largest (max) value.
+fn extreme(reducer: Builtin, items: &[Item]) -> Result<Option<&Item>, ReduceError> {
+    let mut best: Option<(Num, &Item)> = None;
+    for item in items {
+        let n = num(reducer, item)?;
+        let better = match &best {
+            None => true,
+            Some((b, _)) => {
+                let ord = match (&n, b) {
+                    (Num::Int(x), Num::Int(y)) => x.cmp(y),
+                    (x, y) => as_f64(x).total_cmp(&as_f64(y)),
+                };
+                if reducer == Builtin::Min { ord.is_lt() } else { ord.is_gt() }
+            }
+        };
+        if better {
+            best = Some((n, item));
+        }
+    }
+    Ok(best.map(|(_, item)| item))
+}
+
+/// One node's share of a pushed-down built-in reduction: small, whatever the number of
+/// items it stands for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Partial {
+    /// Representative items: the node's sum as one item (sum), its winner (min, max,
+    /// latest), or every item (list). Combined by the same reducer.
+    Items(Vec<Item>),
+    /// The node's count (count): combined by adding.
+    Count(u64),
+    /// The node's sum and count (avg).
+    Avg {
+        /// Sum of the node's values.
+        sum: f64,
+        /// Number of values.
+        count: u64,
+    },
+}
+
+/// Reduces one node's `items` to its [`Partial`] for `reducer`, on that node.
+pub fn partial(reducer: Builtin, node: &str, items: Vec<Item>) -> Result<Partial, ReduceError> {
+    Ok(match reducer {
+        Builtin::Count => Partial::Count(items.len() as u64),
+        Builtin::Avg => {
+            let mut sum = 0.0;
+            for item in &items {
+                sum += as_f64(&num(reducer, item)?);
+            }
+            Partial::Avg { sum, count: items.len() as u64 }
+        }
+        Builtin::List => Partial::Items(items),
+        Builtin::Sum => {
+            if items.is_empty() {
+                return Ok(Partial::Items(Vec::new()));
+            }
+            let version = items.iter().map(|i| i.version).max().unwrap_or(0);
+            let value = sum(&items)?;
+            Partial::Items(vec![Item {
+                key: format!("(sum of {} items)", items.len()),
+                value,
+                origin: node.into(),
+                version,
+            }])
+        }
+        Builtin::Latest => match reduce(reducer, items)? {
+            Reduced::Item(item) => Partial::Items(vec![item]),
+            _ => Partial::Items(Vec::new()),
+        },
+        Builtin::Min | Builtin::Max => Partial::Items(extreme(reducer, &items)?.into_iter().cloned().collect()),
+    })
+}
+
+/// Combines the partials of every node into the answer, on the requesting node.
+pub fn combine(reducer: Builtin, partials: Vec<Partial>) -> Result<Reduced, ReduceError> {
+    let mut items = Vec::new();
+    let (mut count, mut sum) = (0u64, 0.0);
+    for p in partials {
+        match p {
+            Partial::Items(mut i) => items.append(&mut i),
+            Partial::Count(n) => count += n,
+            Partial::Avg { sum: s, count: n } => {
+                sum += s;
+                count += n;
+            }
+        }
+    }
+    match reducer {
+        Builtin::Count => Ok(Reduced::Value(Value::Int(count as i64))),
+        Builtin::Avg if count == 0 => Ok(Reduced::Nothing),
+        Builtin::Avg => Ok(Reduced::Value(Value::Float(sum / count as f64))),
+        Builtin::Sum => match reduce(reducer, items)? {
+            Reduced::Value(v) => Ok(Reduced::Value(v)),
+            other => Ok(other),
+        },
+        _ => reduce(reducer, items),
+    }
 }
 
 fn sum(items: &[Item]) -> Result<Value, ReduceError> {
@@ -214,10 +276,9 @@ fn sum(items: &[Item]) -> Result<Value, ReduceError> {
     for item in items {
         match num(Builtin::Sum, item)? {
             Num::Int(v) => {
-                int = int.checked_add(v).ok_or_else(|| ReduceError::Overflow {
-                    key: item.key.clone(),
-                    origin: item.origin.clone(),
-                })?;
+                int = int
+                    .checked_add(v)
+                    .ok_or_else(|| ReduceError::Overflow { key: item.key.clone(), origin: item.origin.clone() })?;
             }
             Num::Float(v) => *float.get_or_insert(0.0) += v,
         }
@@ -233,38 +294,20 @@ mod tests {
     use super::*;
 
     fn it(key: &str, value: Value, origin: &str, version: u64) -> Item {
-        Item {
-            key: key.into(),
-            value,
-            origin: origin.into(),
-            version,
-        }
+        Item { key: key.into(), value, origin: origin.into(), version }
     }
 
     fn ints(values: &[i64]) -> Vec<Item> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| it("c", Value::Int(*v), &format!("n{i}"), i as u64))
-            .collect()
+        values.iter().enumerate().map(|(i, v)| it("c", Value::Int(*v), &format!("n{i}"), i as u64)).collect()
     }
 
     #[test]
     fn sum_is_exact() {
-        assert_eq!(
-            reduce(Builtin::Sum, ints(&[1_234_567, 1])).unwrap(),
-            Reduced::Value(Value::Int(1_234_568))
-        );
-        assert_eq!(
-            reduce(Builtin::Sum, ints(&[5, 5, 5])).unwrap(),
-            Reduced::Value(Value::Int(15))
-        );
+        assert_eq!(reduce(Builtin::Sum, ints(&[1_234_567, 1])).unwrap(), Reduced::Value(Value::Int(1_234_568)));
+        assert_eq!(reduce(Builtin::Sum, ints(&[5, 5, 5])).unwrap(), Reduced::Value(Value::Int(15)));
         // Past 2^53 a float sum would be wrong; the integer sum is not.
         let big = (1i64 << 53) + 1;
-        assert_eq!(
-            reduce(Builtin::Sum, ints(&[big, 2])).unwrap(),
-            Reduced::Value(Value::Int(big + 2))
-        );
+        assert_eq!(reduce(Builtin::Sum, ints(&[big, 2])).unwrap(), Reduced::Value(Value::Int(big + 2)));
     }
 
     #[test]
@@ -277,10 +320,7 @@ mod tests {
     fn mixed_sum_promotes_to_float() {
         let mut items = ints(&[1, 2]);
         items.push(it("c", Value::Float(0.5), "n9", 1));
-        assert_eq!(
-            reduce(Builtin::Sum, items).unwrap(),
-            Reduced::Value(Value::Float(3.5))
-        );
+        assert_eq!(reduce(Builtin::Sum, items).unwrap(), Reduced::Value(Value::Float(3.5)));
     }
 
     #[test]
@@ -289,79 +329,93 @@ mod tests {
         items.push(it("flow:7", Value::Text("x".into()), "node-b", 1));
         for r in [Builtin::Sum, Builtin::Avg, Builtin::Min, Builtin::Max] {
             let msg = reduce(r, items.clone()).unwrap_err().to_string();
-            assert!(
-                msg.contains("flow:7") && msg.contains("node-b") && msg.contains("text"),
-                "{msg}"
-            );
+            assert!(msg.contains("flow:7") && msg.contains("node-b") && msg.contains("text"), "{msg}");
         }
     }
 
     #[test]
     fn avg_min_max_count() {
-        assert_eq!(
-            reduce(Builtin::Avg, ints(&[1, 2])).unwrap(),
-            Reduced::Value(Value::Float(1.5))
-        );
-        assert_eq!(
-            reduce(Builtin::Min, ints(&[3, -7, 2])).unwrap(),
-            Reduced::Value(Value::Int(-7))
-        );
-        assert_eq!(
-            reduce(Builtin::Max, ints(&[3, -7, 2])).unwrap(),
-            Reduced::Value(Value::Int(3))
-        );
+        assert_eq!(reduce(Builtin::Avg, ints(&[1, 2])).unwrap(), Reduced::Value(Value::Float(1.5)));
+        assert_eq!(reduce(Builtin::Min, ints(&[3, -7, 2])).unwrap(), Reduced::Value(Value::Int(-7)));
+        assert_eq!(reduce(Builtin::Max, ints(&[3, -7, 2])).unwrap(), Reduced::Value(Value::Int(3)));
         let mut mixed = ints(&[3]);
         mixed.push(it("c", Value::Float(3.5), "n9", 0));
-        assert_eq!(
-            reduce(Builtin::Max, mixed).unwrap(),
-            Reduced::Value(Value::Float(3.5))
-        );
-        assert_eq!(
-            reduce(Builtin::Count, ints(&[3, 3, 3])).unwrap(),
-            Reduced::Value(Value::Int(3))
-        );
-        assert_eq!(
-            reduce(Builtin::Count, vec![]).unwrap(),
-            Reduced::Value(Value::Int(0))
-        );
+        assert_eq!(reduce(Builtin::Max, mixed).unwrap(), Reduced::Value(Value::Float(3.5)));
+        assert_eq!(reduce(Builtin::Count, ints(&[3, 3, 3])).unwrap(), Reduced::Value(Value::Int(3)));
+        assert_eq!(reduce(Builtin::Count, vec![]).unwrap(), Reduced::Value(Value::Int(0)));
         assert_eq!(reduce(Builtin::Sum, vec![]).unwrap(), Reduced::Nothing);
     }
 
     #[test]
     fn latest_uses_version_then_origin() {
-        let items = vec![
-            it("k", Value::Int(1), "a", 10),
-            it("k", Value::Int(2), "c", 12),
-            it("k", Value::Int(3), "b", 12),
-        ];
-        let Reduced::Item(item) = reduce(Builtin::Latest, items.clone()).unwrap() else {
-            panic!()
-        };
+        let items =
+            vec![it("k", Value::Int(1), "a", 10), it("k", Value::Int(2), "c", 12), it("k", Value::Int(3), "b", 12)];
+        let Reduced::Item(item) = reduce(Builtin::Latest, items.clone()).unwrap() else { panic!() };
         assert_eq!((item.value, item.origin.as_str()), (Value::Int(2), "c"));
         // The answer does not depend on the order the answers arrived in.
         let mut reversed = items;
         reversed.reverse();
-        let Reduced::Item(again) = reduce(Builtin::Latest, reversed).unwrap() else {
-            panic!()
-        };
+        let Reduced::Item(again) = reduce(Builtin::Latest, reversed).unwrap() else { panic!() };
         assert_eq!(again.origin, "c");
     }
 
     #[test]
     fn list_is_sorted() {
-        let items = vec![
-            it("b", Value::Int(1), "x", 1),
-            it("a", Value::Int(2), "y", 1),
-            it("a", Value::Int(3), "x", 1),
-        ];
-        let Reduced::Items(list) = reduce(Builtin::List, items).unwrap() else {
-            panic!()
-        };
-        let order: Vec<_> = list
-            .iter()
-            .map(|i| (i.key.as_str(), i.origin.as_str()))
-            .collect();
+        let items =
+            vec![it("b", Value::Int(1), "x", 1), it("a", Value::Int(2), "y", 1), it("a", Value::Int(3), "x", 1)];
+        let Reduced::Items(list) = reduce(Builtin::List, items).unwrap() else { panic!() };
+        let order: Vec<_> = list.iter().map(|i| (i.key.as_str(), i.origin.as_str())).collect();
         assert_eq!(order, [("a", "x"), ("a", "y"), ("b", "x")]);
+    }
+
+    /// Push-down (partial per node, then combine) gives what fetch-all gives, for every
+    /// built-in, over random items spread over random numbers of nodes.
+    #[test]
+    fn push_down_equals_fetch_all() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for case in 0..300 {
+            let nodes = 1 + (next() % 8) as usize;
+            let count = (next() % 40) as usize;
+            let floats = case % 3 == 0;
+            let items: Vec<Item> = (0..count)
+                .map(|i| {
+                    let v = (next() % 2001) as i64 - 1000;
+                    let value = if floats && i % 2 == 0 { Value::Float(v as f64 / 4.0) } else { Value::Int(v) };
+                    // A node's clock never repeats a version; across nodes, versions may tie.
+                    let node = next() % nodes as u64;
+                    it(
+                        &format!("k{}", next() % 10),
+                        value,
+                        &format!("n{node}"),
+                        (i as u64 / 2) * 64 + (i as u64 % 2) * 8 + node,
+                    )
+                })
+                .collect();
+            for b in Builtin::ALL {
+                let fetch = reduce(b, items.clone()).unwrap();
+                let mut by_node: Vec<Vec<Item>> = vec![Vec::new(); nodes];
+                for item in &items {
+                    let n: usize = item.origin[1..].parse().unwrap();
+                    by_node[n].push(item.clone());
+                }
+                let partials =
+                    by_node.into_iter().enumerate().map(|(n, i)| partial(b, &format!("n{n}"), i).unwrap()).collect();
+                let pushed = combine(b, partials).unwrap();
+                match (&fetch, &pushed) {
+                    (Reduced::Value(Value::Float(a)), Reduced::Value(Value::Float(b))) => {
+                        assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "case {case}: {a} vs {b}");
+                    }
+                    (Reduced::Items(a), Reduced::Items(b)) => assert_eq!(a.len(), b.len(), "case {case}"),
+                    _ => assert_eq!(fetch, pushed, "case {case} {b}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -78,11 +78,7 @@ pub struct Store {
 impl Store {
     /// An empty store of node `node` with the default tenant.
     pub fn new(node: &str) -> Store {
-        let store = Store {
-            node: node.into(),
-            clock: Arc::new(Hlc::new()),
-            tenants: RwLock::default(),
-        };
+        let store = Store { node: node.into(), clock: Arc::new(Hlc::new()), tenants: RwLock::default() };
         store.tenant(DEFAULT_TENANT);
         store
     }
@@ -107,11 +103,7 @@ impl Store {
         tenants
             .entry(tenant.to_string())
             .or_insert_with(|| {
-                Arc::new(TenantStore {
-                    node: self.node.clone(),
-                    clock: self.clock.clone(),
-                    items: RwLock::default(),
-                })
+                Arc::new(TenantStore { node: self.node.clone(), clock: self.clock.clone(), items: RwLock::default() })
             })
             .clone()
     }
@@ -179,30 +171,14 @@ impl TenantStore {
         let mut items = self.items.write().unwrap();
         let current = match items.get(key) {
             None => 0,
-            Some(Versioned {
-                value: Value::Int(v),
-                ..
-            }) => *v,
+            Some(Versioned { value: Value::Int(v), .. }) => *v,
             Some(other) => {
-                return Err(StoreError::NotAnInteger {
-                    key: key.to_string(),
-                    found: other.value.type_name(),
-                });
+                return Err(StoreError::NotAnInteger { key: key.to_string(), found: other.value.type_name() });
             }
         };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| StoreError::Overflow {
-                key: key.to_string(),
-            })?;
+        let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
         let version = self.clock.tick();
-        items.insert(
-            key.to_string(),
-            Versioned {
-                value: Value::Int(next),
-                version,
-            },
-        );
+        items.insert(key.to_string(), Versioned { value: Value::Int(next), version });
         Ok(next)
     }
 
@@ -227,11 +203,7 @@ impl TenantStore {
         };
         let mut found: Vec<Item> = match pattern.exact() {
             Some(key) => items.get(key).map(|v| item(key, v)).into_iter().collect(),
-            None => items
-                .iter()
-                .filter(|(k, _)| pattern.matches(k))
-                .map(|(k, v)| item(k, v))
-                .collect(),
+            None => items.iter().filter(|(k, _)| pattern.matches(k)).map(|(k, v)| item(k, v)).collect(),
         };
         drop(items);
         found.sort_by(|a, b| a.key.cmp(&b.key));
@@ -255,13 +227,7 @@ mod tests {
         let t = store.tenant(DEFAULT_TENANT);
         assert_eq!(t.get("k"), None);
         let v1 = t.set("k", Value::Int(5)).unwrap();
-        assert_eq!(
-            t.get("k"),
-            Some(Versioned {
-                value: Value::Int(5),
-                version: v1
-            })
-        );
+        assert_eq!(t.get("k"), Some(Versioned { value: Value::Int(5), version: v1 }));
         let v2 = t.set("k", Value::Text("x".into())).unwrap();
         assert!(v2 > v1);
         assert_eq!(t.get("k").unwrap().value, Value::Text("x".into()));
@@ -283,14 +249,8 @@ mod tests {
     fn limits_refuse_without_changing_state() {
         let t = Store::new("n1").tenant(DEFAULT_TENANT);
         t.set("k", Value::Int(1)).unwrap();
-        assert_eq!(
-            t.set(&"k".repeat(MAX_KEY_LEN + 1), Value::Int(1)),
-            Err(StoreError::KeyTooLong(MAX_KEY_LEN + 1))
-        );
-        assert!(matches!(
-            t.set("k", Value::Bytes(vec![0; MAX_VALUE_LEN + 1])),
-            Err(StoreError::ValueTooLarge(_))
-        ));
+        assert_eq!(t.set(&"k".repeat(MAX_KEY_LEN + 1), Value::Int(1)), Err(StoreError::KeyTooLong(MAX_KEY_LEN + 1)));
+        assert!(matches!(t.set("k", Value::Bytes(vec![0; MAX_VALUE_LEN + 1])), Err(StoreError::ValueTooLarge(_))));
         assert_eq!(t.get("k").unwrap().value, Value::Int(1));
     }
 
@@ -302,10 +262,7 @@ mod tests {
         t.set("m", Value::Int(i64::MAX)).unwrap();
         assert_eq!(t.add("m", 1), Err(StoreError::Overflow { key: "m".into() }));
         t.set("s", Value::Text("x".into())).unwrap();
-        assert!(matches!(
-            t.add("s", 1),
-            Err(StoreError::NotAnInteger { found: "text", .. })
-        ));
+        assert!(matches!(t.add("s", 1), Err(StoreError::NotAnInteger { found: "text", .. })));
     }
 
     #[test]
@@ -314,12 +271,7 @@ mod tests {
         for k in ["flow:1", "flow:2", "other", "flow"] {
             t.set(k, Value::Int(1)).unwrap();
         }
-        let keys = |p: &str| {
-            t.matching(&Pattern::new(p).unwrap())
-                .into_iter()
-                .map(|i| i.key)
-                .collect::<Vec<_>>()
-        };
+        let keys = |p: &str| t.matching(&Pattern::new(p).unwrap()).into_iter().map(|i| i.key).collect::<Vec<_>>();
         assert_eq!(keys("flow:.*"), ["flow:1", "flow:2"]);
         assert_eq!(keys("flow"), ["flow"]);
         assert_eq!(keys("missing"), Vec::<String>::new());
@@ -343,10 +295,7 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(
-            store.tenant(DEFAULT_TENANT).get("c").unwrap().value,
-            Value::Int(40_000)
-        );
+        assert_eq!(store.tenant(DEFAULT_TENANT).get("c").unwrap().value, Value::Int(40_000));
     }
 
     #[test]

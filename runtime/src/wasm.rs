@@ -18,8 +18,8 @@ use std::time::Duration;
 use estate_guest::codec::{self, Item};
 use estate_guest::{Phase, Verdict, status};
 use wasmtime::{
-    Caller, Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
+    Caller, Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits,
+    StoreLimitsBuilder, Trap, TypedFunc,
 };
 
 /// The guest ABI version this host speaks.
@@ -131,9 +131,7 @@ pub struct WasmHost {
 
 impl fmt::Debug for WasmHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WasmHost")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("WasmHost").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -155,23 +153,16 @@ impl WasmHost {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
-        thread::Builder::new()
-            .name("estate-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(EPOCH_TICK);
-                    match ticking.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
+        thread::Builder::new().name("estate-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
                 }
-            })?;
-        Ok(WasmHost {
-            engine,
-            linker,
-            limits,
-            ticker_stop,
-        })
+            }
+        })?;
+        Ok(WasmHost { engine, linker, limits, ticker_stop })
     }
 
     /// The default limits of this host.
@@ -187,39 +178,25 @@ impl WasmHost {
     /// Compiles and checks a reducer module that runs under `limits`. It must export
     /// `memory`, `estate_abi_version`, `estate_alloc` and `estate_reduce` with the ABI's
     /// types; `estate_reducer_flags` and `estate_finish` are optional.
-    pub fn load_reducer_with(
-        &self,
-        bytes: &[u8],
-        limits: Limits,
-    ) -> Result<ReducerModule, GuestError> {
+    pub fn load_reducer_with(&self, bytes: &[u8], limits: Limits) -> Result<ReducerModule, GuestError> {
         if bytes.len() > limits.module_bytes {
-            return Err(GuestError::ModuleSize {
-                size: bytes.len(),
-                limit: limits.module_bytes,
-            });
+            return Err(GuestError::ModuleSize { size: bytes.len(), limit: limits.module_bytes });
         }
         let module = self.compile(bytes, "estate_reduce")?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
         // Instantiate once now so a bad module fails at load time, not at first use.
         let mut store = self.store(&limits, None);
         let guest = self.instantiate(&mut store, &pre, &limits)?;
-        let _: TypedFunc<(i32, i32, i32), i32> =
-            typed(&guest.instance, &mut store, "estate_reduce")?;
+        let _: TypedFunc<(i32, i32, i32), i32> = typed(&guest.instance, &mut store, "estate_reduce")?;
         let has_finish = module.get_export("estate_finish").is_some();
         if has_finish {
-            let _: TypedFunc<(i32, i32), i32> =
-                typed(&guest.instance, &mut store, "estate_finish")?;
+            let _: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, "estate_finish")?;
         }
         let flags = match module.get_export("estate_reducer_flags") {
             None => 0,
             Some(_) => {
-                let f: TypedFunc<(), i32> =
-                    typed(&guest.instance, &mut store, "estate_reducer_flags")?;
-                f.call(&mut store, ())
-                    .map_err(|e| classify(e, &store, &limits))?
+                let f: TypedFunc<(), i32> = typed(&guest.instance, &mut store, "estate_reducer_flags")?;
+                f.call(&mut store, ()).map_err(|e| classify(e, &store, &limits))?
             }
         };
         Ok(ReducerModule {
@@ -234,26 +211,15 @@ impl WasmHost {
     /// Compiles and checks an NF module (exports `estate_on_packet`).
     pub fn load_nf(&self, bytes: &[u8]) -> Result<NfModule, GuestError> {
         if bytes.len() > self.limits.module_bytes {
-            return Err(GuestError::ModuleSize {
-                size: bytes.len(),
-                limit: self.limits.module_bytes,
-            });
+            return Err(GuestError::ModuleSize { size: bytes.len(), limit: self.limits.module_bytes });
         }
         let module = self.compile(bytes, "estate_on_packet")?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
         Ok(NfModule { pre })
     }
 
     /// Runs a reducer over `items` (store items, or its own partials).
-    pub fn reduce(
-        &self,
-        reducer: &ReducerModule,
-        items: &[Item],
-        phase: Phase,
-    ) -> Result<Option<Item>, GuestError> {
+    pub fn reduce(&self, reducer: &ReducerModule, items: &[Item], phase: Phase) -> Result<Option<Item>, GuestError> {
         let mut input = Vec::new();
         codec::encode_items(items, &mut input);
         let phase = match phase {
@@ -265,11 +231,7 @@ impl WasmHost {
 
     /// Turns a reducer's combined result into its answer (`estate_finish`; without
     /// that export, the result is the answer).
-    pub fn finish(
-        &self,
-        reducer: &ReducerModule,
-        partial: Item,
-    ) -> Result<Option<Item>, GuestError> {
+    pub fn finish(&self, reducer: &ReducerModule, partial: Item) -> Result<Option<Item>, GuestError> {
         if !reducer.has_finish {
             return Ok(Some(partial));
         }
@@ -279,11 +241,7 @@ impl WasmHost {
     }
 
     /// `finish(reduce(items))`: the whole reduction where all items are at hand.
-    pub fn reduce_all(
-        &self,
-        reducer: &ReducerModule,
-        items: &[Item],
-    ) -> Result<Option<Item>, GuestError> {
+    pub fn reduce_all(&self, reducer: &ReducerModule, items: &[Item]) -> Result<Option<Item>, GuestError> {
         match self.reduce(reducer, items, Phase::Items)? {
             Some(partial) => self.finish(reducer, partial),
             None => Ok(None),
@@ -303,10 +261,10 @@ impl WasmHost {
         let ptr = guest.write_input(&mut store, input, limits)?;
         let len = len_i32(input)?;
         let called = match phase {
-            Some(phase) => typed::<(i32, i32, i32), i32>(&guest.instance, &mut store, export)?
-                .call(&mut store, (ptr, len, phase)),
-            None => typed::<(i32, i32), i32>(&guest.instance, &mut store, export)?
-                .call(&mut store, (ptr, len)),
+            Some(phase) => {
+                typed::<(i32, i32, i32), i32>(&guest.instance, &mut store, export)?.call(&mut store, (ptr, len, phase))
+            }
+            None => typed::<(i32, i32), i32>(&guest.instance, &mut store, export)?.call(&mut store, (ptr, len)),
         };
         let code = called.map_err(|e| classify(e, &store, limits))?;
         let output = store.data_mut().result.take();
@@ -317,39 +275,24 @@ impl WasmHost {
                     .and_then(|item| r.finish().map(|()| Some(item)))
                     .map_err(|e| GuestError::Abi(format!("reducer returned a malformed item: {e}")))
             }
-            (status::ITEM, None) => Err(GuestError::Abi(
-                "reducer said ITEM but handed none back".into(),
-            )),
+            (status::ITEM, None) => Err(GuestError::Abi("reducer said ITEM but handed none back".into())),
             (status::NONE, _) => Ok(None),
             (status::ERROR, msg) => Err(GuestError::Guest(message(msg))),
-            (status::BAD_INPUT, msg) => Err(GuestError::Abi(format!(
-                "reducer rejected its input: {}",
-                message(msg)
-            ))),
+            (status::BAD_INPUT, msg) => Err(GuestError::Abi(format!("reducer rejected its input: {}", message(msg)))),
             (other, _) => Err(GuestError::Abi(format!("unknown reducer status {other}"))),
         }
     }
 
     /// Starts an NF: one instance whose memory persists across packets.
-    pub fn start_nf(
-        &self,
-        nf: &NfModule,
-        state: Arc<dyn NfState>,
-    ) -> Result<NfInstance, GuestError> {
+    pub fn start_nf(&self, nf: &NfModule, state: Arc<dyn NfState>) -> Result<NfInstance, GuestError> {
         let mut store = self.store(&self.limits, Some(state));
         let guest = self.instantiate(&mut store, &nf.pre, &self.limits)?;
         let on_packet = typed(&guest.instance, &mut store, "estate_on_packet")?;
-        Ok(NfInstance {
-            store,
-            guest,
-            on_packet,
-            limits: self.limits.clone(),
-        })
+        Ok(NfInstance { store, guest, on_packet, limits: self.limits.clone() })
     }
 
     fn compile(&self, bytes: &[u8], entry: &str) -> Result<Module, GuestError> {
-        let module =
-            Module::new(&self.engine, bytes).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
+        let module = Module::new(&self.engine, bytes).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
         for name in ["estate_abi_version", "estate_alloc", entry] {
             if module.get_export(name).is_none() {
                 return Err(GuestError::Invalid(format!("missing export `{name}`")));
@@ -384,13 +327,9 @@ impl WasmHost {
         pre: &InstancePre<GuestData>,
         limits: &Limits,
     ) -> Result<Guest, GuestError> {
-        let instance = pre
-            .instantiate(&mut *store)
-            .map_err(|e| classify(e, store, limits))?;
+        let instance = pre.instantiate(&mut *store).map_err(|e| classify(e, store, limits))?;
         let version: TypedFunc<(), i32> = typed(&instance, &mut *store, "estate_abi_version")?;
-        let found = version
-            .call(&mut *store, ())
-            .map_err(|e| classify(e, store, limits))?;
+        let found = version.call(&mut *store, ()).map_err(|e| classify(e, store, limits))?;
         if found != ABI_VERSION {
             return Err(GuestError::AbiVersion { found });
         }
@@ -398,11 +337,7 @@ impl WasmHost {
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| GuestError::Invalid("missing export `memory`".into()))?;
         let alloc = typed(&instance, &mut *store, "estate_alloc")?;
-        Ok(Guest {
-            instance,
-            memory,
-            alloc,
-        })
+        Ok(Guest { instance, memory, alloc })
     }
 }
 
@@ -470,27 +405,14 @@ struct Guest {
 
 impl Guest {
     /// Copies `input` into a buffer the guest allocated; returns the guest pointer.
-    fn write_input(
-        &self,
-        store: &mut Store<GuestData>,
-        input: &[u8],
-        limits: &Limits,
-    ) -> Result<i32, GuestError> {
-        let ptr = self
-            .alloc
-            .call(&mut *store, len_i32(input)?)
-            .map_err(|e| classify(e, store, limits))?;
+    fn write_input(&self, store: &mut Store<GuestData>, input: &[u8], limits: &Limits) -> Result<i32, GuestError> {
+        let ptr = self.alloc.call(&mut *store, len_i32(input)?).map_err(|e| classify(e, store, limits))?;
         if ptr == 0 {
-            return Err(GuestError::Abi(format!(
-                "estate_alloc({}) returned null",
-                input.len()
-            )));
+            return Err(GuestError::Abi(format!("estate_alloc({}) returned null", input.len())));
         }
         self.memory
             .write(&mut *store, ptr as u32 as usize, input)
-            .map_err(|_| {
-                GuestError::Abi(format!("estate_alloc returned {ptr}, outside guest memory"))
-            })?;
+            .map_err(|_| GuestError::Abi(format!("estate_alloc returned {ptr}, outside guest memory")))?;
         Ok(ptr)
     }
 }
@@ -505,9 +427,7 @@ pub struct NfInstance {
 
 impl fmt::Debug for NfInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NfInstance")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("NfInstance").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -515,9 +435,7 @@ impl NfInstance {
     /// Hands one packet to the NF and returns its verdict.
     pub fn on_packet(&mut self, packet: &[u8]) -> Result<Verdict, GuestError> {
         arm(&mut self.store, &self.limits);
-        let ptr = self
-            .guest
-            .write_input(&mut self.store, packet, &self.limits)?;
+        let ptr = self.guest.write_input(&mut self.store, packet, &self.limits)?;
         let code = self
             .on_packet
             .call(&mut self.store, (ptr, len_i32(packet)?))
@@ -534,21 +452,14 @@ impl NfInstance {
 fn arm(store: &mut Store<GuestData>, limits: &Limits) {
     // Fuel is enabled on the engine, so setting it cannot fail.
     store.set_fuel(limits.fuel).expect("fuel is enabled");
-    let ticks = limits
-        .wall_time
-        .as_millis()
-        .div_ceil(EPOCH_TICK.as_millis())
-        .max(1);
+    let ticks = limits.wall_time.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
     store.set_epoch_deadline(ticks as u64);
     store.epoch_deadline_trap();
 }
 
 fn classify(err: wasmtime::Error, store: &Store<GuestData>, limits: &Limits) -> GuestError {
     if let Some(size) = store.data().output_refused {
-        return GuestError::OutputLimit {
-            size,
-            limit: limits.output_bytes,
-        };
+        return GuestError::OutputLimit { size, limit: limits.output_bytes };
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => GuestError::OutOfFuel(limits.fuel),
@@ -557,9 +468,7 @@ fn classify(err: wasmtime::Error, store: &Store<GuestData>, limits: &Limits) -> 
         Some(trap) => GuestError::Trap(trap.to_string()),
         None => {
             let text = format!("{err:#}");
-            if text.contains("memory") && text.contains("limit")
-                || text.contains("forcing trap when growing")
-            {
+            if text.contains("memory") && text.contains("limit") || text.contains("forcing trap when growing") {
                 GuestError::MemoryLimit(limits.memory_bytes)
             } else {
                 GuestError::Trap(text)
@@ -568,11 +477,7 @@ fn classify(err: wasmtime::Error, store: &Store<GuestData>, limits: &Limits) -> 
     }
 }
 
-fn typed<P, R>(
-    instance: &Instance,
-    store: &mut Store<GuestData>,
-    name: &str,
-) -> Result<TypedFunc<P, R>, GuestError>
+fn typed<P, R>(instance: &Instance, store: &mut Store<GuestData>, name: &str) -> Result<TypedFunc<P, R>, GuestError>
 where
     P: wasmtime::WasmParams,
     R: wasmtime::WasmResults,
@@ -583,22 +488,15 @@ where
 }
 
 fn len_i32(buf: &[u8]) -> Result<i32, GuestError> {
-    i32::try_from(buf.len())
-        .map_err(|_| GuestError::Abi(format!("input of {} bytes is too large", buf.len())))
+    i32::try_from(buf.len()).map_err(|_| GuestError::Abi(format!("input of {} bytes is too large", buf.len())))
 }
 
 fn message(bytes: Option<Vec<u8>>) -> String {
-    bytes
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_else(|| "(no message)".into())
+    bytes.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_else(|| "(no message)".into())
 }
 
 /// Reads `len` bytes at `ptr` from the caller's memory, bounds-checked.
-fn guest_bytes(
-    caller: &mut Caller<'_, GuestData>,
-    ptr: u32,
-    len: u32,
-) -> wasmtime::Result<Vec<u8>> {
+fn guest_bytes(caller: &mut Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<Vec<u8>> {
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
         wasmtime::bail!("guest has no exported memory");
     };
@@ -624,21 +522,13 @@ fn host_result(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtim
 }
 
 /// `estate.counter_add(key_ptr, key_len, delta) -> i64`.
-fn host_counter_add(
-    mut caller: Caller<'_, GuestData>,
-    ptr: u32,
-    len: u32,
-    delta: i64,
-) -> wasmtime::Result<i64> {
+fn host_counter_add(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32, delta: i64) -> wasmtime::Result<i64> {
     let key = guest_bytes(&mut caller, ptr, len)?;
-    let key =
-        String::from_utf8(key).map_err(|_| wasmtime::format_err!("counter key is not UTF-8"))?;
+    let key = String::from_utf8(key).map_err(|_| wasmtime::format_err!("counter key is not UTF-8"))?;
     let Some(state) = caller.data().nf_state.clone() else {
         wasmtime::bail!("counter_add is only available to NF guests");
     };
-    state
-        .counter_add(&key, delta)
-        .map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
+    state.counter_add(&key, delta).map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
 }
 
 #[cfg(test)]
@@ -646,11 +536,7 @@ mod tests {
     use super::*;
 
     fn host() -> WasmHost {
-        WasmHost::new(Limits {
-            wall_time: Duration::from_millis(100),
-            ..Limits::default()
-        })
-        .unwrap()
+        WasmHost::new(Limits { wall_time: Duration::from_millis(100), ..Limits::default() }).unwrap()
     }
 
     /// A reducer shell in WAT whose `estate_reduce` body is `body`.
@@ -670,51 +556,26 @@ mod tests {
     fn infinite_loop_runs_out_of_fuel() {
         // A generous wall-time limit, so fuel is the limit that binds even on a loaded
         // machine.
-        let host = WasmHost::new(Limits {
-            fuel: 1_000_000,
-            wall_time: Duration::from_secs(30),
-            ..Limits::default()
-        })
-        .unwrap();
-        let r = host
-            .load_reducer(&wat_reducer("(loop (br 0)) i32.const 0"))
-            .unwrap();
-        assert!(matches!(
-            host.reduce_all(&r, &[]),
-            Err(GuestError::OutOfFuel(1_000_000))
-        ));
+        let host =
+            WasmHost::new(Limits { fuel: 1_000_000, wall_time: Duration::from_secs(30), ..Limits::default() }).unwrap();
+        let r = host.load_reducer(&wat_reducer("(loop (br 0)) i32.const 0")).unwrap();
+        assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::OutOfFuel(1_000_000))));
     }
 
     #[test]
     fn infinite_loop_without_fuel_pressure_hits_the_deadline() {
-        let host = WasmHost::new(Limits {
-            fuel: u64::MAX / 2,
-            wall_time: Duration::from_millis(30),
-            ..Limits::default()
-        })
-        .unwrap();
-        let r = host
-            .load_reducer(&wat_reducer("(loop (br 0)) i32.const 0"))
-            .unwrap();
-        assert!(matches!(
-            host.reduce_all(&r, &[]),
-            Err(GuestError::Timeout(_))
-        ));
+        let host =
+            WasmHost::new(Limits { fuel: u64::MAX / 2, wall_time: Duration::from_millis(30), ..Limits::default() })
+                .unwrap();
+        let r = host.load_reducer(&wat_reducer("(loop (br 0)) i32.const 0")).unwrap();
+        assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Timeout(_))));
     }
 
     #[test]
     fn memory_grow_bomb_hits_the_memory_limit() {
         let host = host();
-        let r = host
-            .load_reducer(&wat_reducer(
-                "(drop (memory.grow (i32.const 60000))) i32.const 1",
-            ))
-            .unwrap();
-        assert!(
-            matches!(host.reduce_all(&r, &[]), Err(GuestError::MemoryLimit(_))),
-            "{:?}",
-            host.reduce_all(&r, &[])
-        );
+        let r = host.load_reducer(&wat_reducer("(drop (memory.grow (i32.const 60000))) i32.const 1")).unwrap();
+        assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::MemoryLimit(_))), "{:?}", host.reduce_all(&r, &[]));
     }
 
     #[test]
@@ -727,26 +588,13 @@ mod tests {
     #[test]
     fn huge_output_is_refused() {
         let host = host();
-        let r = host
-            .load_reducer(&wat_reducer(
-                "(call $result (i32.const 0) (i32.const 65536)) i32.const 0",
-            ))
-            .unwrap();
+        let r = host.load_reducer(&wat_reducer("(call $result (i32.const 0) (i32.const 65536)) i32.const 0")).unwrap();
         let mut limits = host.limits().clone();
         limits.output_bytes = 100;
         let small = WasmHost::new(limits).unwrap();
-        let r2 = small
-            .load_reducer(&wat_reducer(
-                "(call $result (i32.const 0) (i32.const 65536)) i32.const 0",
-            ))
-            .unwrap();
-        assert!(matches!(
-            small.reduce_all(&r2, &[]),
-            Err(GuestError::OutputLimit {
-                size: 65536,
-                limit: 100
-            })
-        ));
+        let r2 =
+            small.load_reducer(&wat_reducer("(call $result (i32.const 0) (i32.const 65536)) i32.const 0")).unwrap();
+        assert!(matches!(small.reduce_all(&r2, &[]), Err(GuestError::OutputLimit { size: 65536, limit: 100 })));
         // Within the default limit the same bytes are a malformed value, not a crash.
         assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Abi(_))));
     }
@@ -754,11 +602,8 @@ mod tests {
     #[test]
     fn out_of_bounds_result_traps() {
         let host = host();
-        let r = host
-            .load_reducer(&wat_reducer(
-                "(call $result (i32.const 65530) (i32.const 100)) i32.const 0",
-            ))
-            .unwrap();
+        let r =
+            host.load_reducer(&wat_reducer("(call $result (i32.const 65530) (i32.const 100)) i32.const 0")).unwrap();
         assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Trap(_))));
     }
 
@@ -766,22 +611,13 @@ mod tests {
     fn missing_and_mistyped_exports_are_rejected_at_load() {
         let host = host();
         let missing = br#"(module (memory (export "memory") 1))"#;
-        assert!(matches!(
-            host.load_reducer(missing),
-            Err(GuestError::Invalid(_))
-        ));
+        assert!(matches!(host.load_reducer(missing), Err(GuestError::Invalid(_))));
         let mistyped = br#"(module (memory (export "memory") 1)
                 (func (export "estate_abi_version") (result i64) i64.const 1)
                 (func (export "estate_alloc") (param i32) (result i32) i32.const 0)
                 (func (export "estate_reduce") (param i32 i32) (result i32) i32.const 0))"#;
-        assert!(matches!(
-            host.load_reducer(mistyped),
-            Err(GuestError::Invalid(_))
-        ));
-        assert!(matches!(
-            host.load_reducer(b"not wasm"),
-            Err(GuestError::Invalid(_))
-        ));
+        assert!(matches!(host.load_reducer(mistyped), Err(GuestError::Invalid(_))));
+        assert!(matches!(host.load_reducer(b"not wasm"), Err(GuestError::Invalid(_))));
     }
 
     #[test]
@@ -791,9 +627,6 @@ mod tests {
                 (func (export "estate_abi_version") (result i32) i32.const 99)
                 (func (export "estate_alloc") (param i32) (result i32) i32.const 0)
                 (func (export "estate_reduce") (param i32 i32) (result i32) i32.const 0))"#;
-        assert!(matches!(
-            host.load_reducer(bytes),
-            Err(GuestError::AbiVersion { found: 99 })
-        ));
+        assert!(matches!(host.load_reducer(bytes), Err(GuestError::AbiVersion { found: 99 })));
     }
 }

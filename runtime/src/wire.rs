@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberMsg;
-use crate::reduce::{Builtin, Reduced};
+use crate::reduce::{Builtin, Partial, Reduced};
+use crate::registry::ReducerInfo;
 
 /// The protocol version spoken by this build.
 pub const VERSION: u8 = 1;
@@ -37,7 +38,8 @@ pub struct Envelope {
 pub enum Body {
     /// Membership: join, handshake, heartbeat, leave.
     Member(MemberMsg),
-    /// Asks for the items of `tenant` whose key matches `pattern`.
+    /// Asks for the items of `tenant` whose key matches `pattern`, or (push-down) for
+    /// their reduction by `reducer`.
     GlobalRequest {
         /// Unguessable id of the read (128 random bits).
         id: u128,
@@ -45,14 +47,48 @@ pub enum Body {
         tenant: String,
         /// Key pattern (a regular expression or an exact key).
         pattern: String,
+        /// `None`: send the items. `Some`: reduce them here and send the partial.
+        reducer: Option<RemoteReducer>,
     },
     /// The answer to a [`Body::GlobalRequest`].
     GlobalReply {
         /// The request's id.
         id: u128,
-        /// The matching items, or why the node could not answer.
-        result: Result<Vec<Item>, String>,
+        /// The items or partial, or why the node could not answer.
+        result: Result<Answer, String>,
     },
+    /// Asks the receiver for the bytes of the reducer module with this sha256.
+    ModuleRequest {
+        /// sha256 of the module.
+        hash: [u8; 32],
+    },
+    /// The bytes of a reducer module, answering [`Body::ModuleRequest`].
+    ModuleData {
+        /// sha256 the bytes must have.
+        hash: [u8; 32],
+        /// The module.
+        bytes: Vec<u8>,
+    },
+}
+
+/// A reducer shipped to peers for push-down.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RemoteReducer {
+    /// A built-in, by identity.
+    Builtin(Builtin),
+    /// A Wasm module, by content hash; a peer without it asks the requester for it.
+    Wasm([u8; 32]),
+}
+
+/// What a node contributes to a global read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    /// Its matching items (fetch-all).
+    Items(Vec<Item>),
+    /// Its partial for a pushed-down built-in.
+    Builtin(Partial),
+    /// Its partial for a pushed-down Wasm reducer (`None`: it had nothing to reduce).
+    Wasm(Option<Item>),
 }
 
 /// Consistency of a global read.
@@ -95,11 +131,62 @@ pub enum ControlRequest {
         timeout_ms: u64,
         /// Consistency.
         consistency: Consistency,
+        /// Push the reducer down to the peers.
+        remote: bool,
     },
     /// The membership view.
     Members,
+    /// Load (or replace) a Wasm reducer.
+    ReducerLoad {
+        /// Name to load it under.
+        name: String,
+        /// The module.
+        bytes: Vec<u8>,
+        /// Overrides of the node's default limits.
+        limits: LimitOverrides,
+    },
+    /// Unload a Wasm reducer.
+    ReducerUnload {
+        /// Its name.
+        name: String,
+    },
+    /// List the reducers.
+    ReducerList,
     /// The node's counters.
     Stats,
+}
+
+/// Per-reducer overrides of the node's default limits (`None`: the default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitOverrides {
+    /// Fuel per call.
+    pub fuel: Option<u64>,
+    /// Wall-clock limit per call, in milliseconds.
+    pub wall_ms: Option<u64>,
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Output limit in bytes.
+    pub output_bytes: Option<u64>,
+}
+
+impl LimitOverrides {
+    /// `base` with these overrides applied.
+    pub fn apply(&self, base: &crate::wasm::Limits) -> crate::wasm::Limits {
+        let mut l = base.clone();
+        if let Some(f) = self.fuel {
+            l.fuel = f;
+        }
+        if let Some(ms) = self.wall_ms {
+            l.wall_time = std::time::Duration::from_millis(ms);
+        }
+        if let Some(m) = self.memory_bytes {
+            l.memory_bytes = m as usize;
+        }
+        if let Some(o) = self.output_bytes {
+            l.output_bytes = o as usize;
+        }
+        l
+    }
 }
 
 /// A member as the membership view shows it.
@@ -117,7 +204,9 @@ pub struct MemberView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GlobalAnswer {
     /// The reducer that was applied.
-    pub reducer: Builtin,
+    pub reducer: String,
+    /// Whether it was pushed down to the peers.
+    pub remote: bool,
     /// The reduced result.
     pub result: Reduced,
     /// Members that answered, the node itself included, sorted.
@@ -142,6 +231,12 @@ pub enum ControlReply {
     Members(Vec<MemberView>),
     /// The node's counters, by name.
     Stats(Vec<(String, u64)>),
+    /// A reducer was loaded.
+    Loaded(ReducerInfo),
+    /// Whether an unloaded reducer existed.
+    Unloaded(bool),
+    /// The reducers.
+    Reducers(Vec<ReducerInfo>),
     /// The request failed.
     Error(String),
 }
@@ -190,13 +285,10 @@ fn decode_with<T: DeserializeOwned>(magic: [u8; 2], frame: &[u8]) -> Result<T, D
     if head[2] != VERSION {
         return Err(DecodeError::Version(head[2]));
     }
-    let (msg, used) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (msg, used) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if used != body.len() {
-        return Err(DecodeError::Malformed(format!(
-            "{} trailing bytes",
-            body.len() - used
-        )));
+        return Err(DecodeError::Malformed(format!("{} trailing bytes", body.len() - used)));
     }
     Ok(msg)
 }
@@ -242,12 +334,12 @@ mod tests {
             clock: 42,
             body: Body::GlobalReply {
                 id: 7,
-                result: Ok(vec![Item {
+                result: Ok(Answer::Items(vec![Item {
                     key: "k".into(),
                     value: Value::Int(-1),
                     origin: "n".into(),
                     version: 3,
-                }]),
+                }])),
             },
         }
     }
@@ -261,6 +353,7 @@ mod tests {
             reducer: "sum".into(),
             timeout_ms: 10,
             consistency: Consistency::All,
+            remote: true,
         };
         assert_eq!(decode_request(&encode_request(&req)).unwrap(), req);
     }
@@ -296,15 +389,9 @@ mod tests {
 
     #[test]
     fn oversized_magic_and_version_are_named() {
-        assert_eq!(
-            decode(&vec![0; MAX_FRAME + 1]),
-            Err(DecodeError::Oversized(MAX_FRAME + 1))
-        );
+        assert_eq!(decode(&vec![0; MAX_FRAME + 1]), Err(DecodeError::Oversized(MAX_FRAME + 1)));
         assert_eq!(decode(b"XX\x01"), Err(DecodeError::BadMagic));
         assert_eq!(decode(b"ES\x09abc"), Err(DecodeError::Version(9)));
-        assert_eq!(
-            decode_request(&encode(&sample())),
-            Err(DecodeError::BadMagic)
-        );
+        assert_eq!(decode_request(&encode(&sample())), Err(DecodeError::BadMagic));
     }
 }

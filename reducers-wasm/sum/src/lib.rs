@@ -22,9 +22,7 @@ fn sum(items: &[Item], _: Phase) -> ReduceResult {
                 item.value.type_name()
             ));
         };
-        total = total
-            .checked_add(v)
-            .ok_or_else(|| format!("sum: i64 overflow at {}", item.key))?;
+        total = total.checked_add(v).ok_or_else(|| format!("sum: i64 overflow at {}", item.key))?;
     }
     Ok(Some(Item::of(Value::Int(total))))
 }
