@@ -7,14 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Fast failure detection so tests do not wait long.
-pub const TIMING: [&str; 6] = [
-    "--heartbeat-ms",
-    "100",
-    "--suspect-ms",
-    "400",
-    "--remove-ms",
-    "1200",
-];
+pub const TIMING: [&str; 6] = ["--heartbeat-ms", "100", "--suspect-ms", "400", "--remove-ms", "1200"];
 
 /// One `estate node` process. Killed when dropped.
 pub struct NodeProc {
@@ -32,67 +25,36 @@ pub fn estate() -> Command {
 impl NodeProc {
     /// Starts node `id` on ephemeral ports, joining through `join`.
     pub fn start(id: &str, join: &[&str]) -> NodeProc {
-        let log = std::env::temp_dir().join(format!(
-            "estate-test-{}-{id}-{}.log",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let log = std::env::temp_dir().join(format!("estate-test-{}-{id}-{}.log", std::process::id(), rand_suffix()));
         let mut cmd = estate();
-        cmd.args([
-            "--control",
-            "tcp://127.0.0.1:*",
-            "node",
-            "--id",
-            id,
-            "--listen",
-            "tcp://127.0.0.1:*",
-        ]);
+        cmd.args(["--control", "tcp://127.0.0.1:*", "node", "--id", id, "--listen", "tcp://127.0.0.1:*"]);
         for j in join {
             cmd.args(["--join", j]);
         }
         cmd.args(TIMING);
         cmd.env("RUST_LOG", "debug");
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn estate node");
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("spawn estate node");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|f| f.strip_prefix(&format!("{name}=")))
                 .unwrap_or_else(|| panic!("no {name} in {line:?}"))
                 .to_string()
         };
-        NodeProc {
-            id: id.into(),
-            listen: field("listen"),
-            control: field("control"),
-            log,
-            child,
-        }
+        NodeProc { id: id.into(), listen: field("listen"), control: field("control"), log, child }
     }
 
     /// Runs `estate --control <this node> ARGS`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        estate()
-            .args(["--control", &self.control])
-            .args(args)
-            .output()
-            .unwrap()
+        estate().args(["--control", &self.control]).args(args).output().unwrap()
     }
 
     /// Runs the CLI, asserts success, returns trimmed stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "estate {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "estate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
@@ -126,11 +88,7 @@ impl NodeProc {
             if seen == want {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} sees {seen:?}, wanted {want:?}",
-                self.id
-            );
+            assert!(Instant::now() < deadline, "{} sees {seen:?}, wanted {want:?}", self.id);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
