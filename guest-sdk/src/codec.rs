@@ -127,8 +127,8 @@ pub fn encode_items(items: &[Item], out: &mut Vec<u8>) {
 pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
     let mut r = Reader::new(buf);
     let count = r.u32()? as usize;
-    // Every item takes at least 1 + 4 + 4 + 8 + 8 bytes, so a count larger than the
-    // buffer could hold is malformed; never reserve more than the input justifies.
+    // Every item takes at least MIN_ITEM_LEN bytes, so a count larger than the buffer
+    // could hold is malformed; never reserve more than the input justifies.
     if count > r.remaining() / MIN_ITEM_LEN {
         return Err(DecodeError::Truncated);
     }
@@ -140,7 +140,9 @@ pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
     Ok(items)
 }
 
-const MIN_ITEM_LEN: usize = 4 + 1 + 8 + 4 + 8;
+/// The smallest encoded item: empty key, an empty text or bytes value (tag and length),
+/// empty origin, version.
+const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 8;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -266,6 +268,15 @@ mod tests {
         }
         buf.push(0);
         assert_eq!(decode_items(&buf), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn smallest_items_round_trip() {
+        let items = vec![Item::of(Value::Text(String::new())), Item::of(Value::Bytes(Vec::new()))];
+        let mut buf = Vec::new();
+        encode_items(&items, &mut buf);
+        assert_eq!(buf.len(), 4 + 2 * MIN_ITEM_LEN);
+        assert_eq!(decode_items(&buf).unwrap(), items);
     }
 
     #[test]

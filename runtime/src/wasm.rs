@@ -10,8 +10,8 @@
 //! checks on every access (`docs/abi.md`).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -201,6 +201,7 @@ impl WasmHost {
         };
         Ok(ReducerModule {
             pre,
+            idle: Arc::default(),
             hash: sha256(bytes),
             combinable: flags & estate_guest::flags::COMBINABLE != 0,
             has_finish,
@@ -256,8 +257,22 @@ impl WasmHost {
         phase: Option<i32>,
     ) -> Result<Option<Item>, GuestError> {
         let limits = &reducer.limits;
-        let mut store = self.store(limits, None);
-        let guest = self.instantiate(&mut store, &reducer.pre, limits)?;
+        // A warm instance from an earlier call if there is one (no instantiation: the
+        // call then costs about what the guest's own work does), else a fresh one.
+        let warm = reducer.idle.lock().unwrap().pop();
+        let Warm { mut store, guest } = match warm {
+            Some(mut warm) => {
+                arm(&mut warm.store, limits);
+                warm
+            }
+            None => {
+                let mut store = self.store(limits, None);
+                let guest = self.instantiate(&mut store, &reducer.pre, limits)?;
+                arm(&mut store, limits);
+                Warm { store, guest }
+            }
+        };
+        store.data_mut().result = None;
         let ptr = guest.write_input(&mut store, input, limits)?;
         let len = len_i32(input)?;
         let called = match phase {
@@ -266,9 +281,10 @@ impl WasmHost {
             }
             None => typed::<(i32, i32), i32>(&guest.instance, &mut store, export)?.call(&mut store, (ptr, len)),
         };
+        // A trap leaves the instance in an unknown state: it is dropped, never reused.
         let code = called.map_err(|e| classify(e, &store, limits))?;
         let output = store.data_mut().result.take();
-        match (code, output) {
+        let answer = match (code, output) {
             (status::ITEM, Some(bytes)) => {
                 let mut r = codec::Reader::new(&bytes);
                 Item::decode(&mut r)
@@ -280,7 +296,15 @@ impl WasmHost {
             (status::ERROR, msg) => Err(GuestError::Guest(message(msg))),
             (status::BAD_INPUT, msg) => Err(GuestError::Abi(format!("reducer rejected its input: {}", message(msg)))),
             (other, _) => Err(GuestError::Abi(format!("unknown reducer status {other}"))),
+        };
+        // Only an instance that kept to the ABI goes back for reuse.
+        if matches!(answer, Ok(_) | Err(GuestError::Guest(_))) {
+            let mut idle = reducer.idle.lock().unwrap();
+            if idle.len() < MAX_IDLE_INSTANCES {
+                idle.push(Warm { store, guest });
+            }
         }
+        answer
     }
 
     /// Starts an NF: one instance whose memory persists across packets.
@@ -345,6 +369,8 @@ impl WasmHost {
 #[derive(Clone)]
 pub struct ReducerModule {
     pre: InstancePre<GuestData>,
+    /// Instances that finished a call cleanly, ready for the next one.
+    idle: Arc<Mutex<Vec<Warm>>>,
     hash: [u8; 32],
     combinable: bool,
     has_finish: bool,
@@ -396,6 +422,15 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub struct NfModule {
     pre: InstancePre<GuestData>,
 }
+
+/// An instance with its store, kept between reducer calls.
+struct Warm {
+    store: Store<GuestData>,
+    guest: Guest,
+}
+
+/// Warm instances kept per reducer module (one per worker thread is enough).
+const MAX_IDLE_INSTANCES: usize = 4;
 
 struct Guest {
     instance: Instance,

@@ -32,7 +32,7 @@ impl NodeProc {
             cmd.args(["--join", j]);
         }
         cmd.args(TIMING);
-        cmd.env("RUST_LOG", "debug");
+        cmd.env("RUST_LOG", "info,estate=debug");
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("spawn estate node");
         let mut line = String::new();

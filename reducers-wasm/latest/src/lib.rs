@@ -1,0 +1,36 @@
+//! `latest`: the most recently written item (combinable, no finish).
+//!
+//! The item with the largest `(version, origin)` wins: a larger version is newer, and equal
+//! versions are ordered by origin, as the store orders writes. Two items with equal
+//! version and origin (which the store never produces) are ordered by key, then by the
+//! value's encoding, so the answer is always deterministic. Any value type is accepted.
+//!
+//! Partial result: the winning item itself, unchanged (key, value, origin and version);
+//! reducing partials picks the latest of them again, and the combined partial is the
+//! answer.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::cmp::Ordering;
+use estate_guest::{Item, Phase, ReduceResult, Value};
+
+fn latest(items: &[Item], _: Phase) -> ReduceResult {
+    Ok(items.iter().max_by(|a, b| order(a, b)).cloned())
+}
+
+fn order(a: &Item, b: &Item) -> Ordering {
+    (a.version, &a.origin, &a.key)
+        .cmp(&(b.version, &b.origin, &b.key))
+        .then_with(|| encoded(&a.value).cmp(&encoded(&b.value)))
+}
+
+fn encoded(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    value.encode(&mut out);
+    out
+}
+
+estate_guest::reducer!(latest, combinable);

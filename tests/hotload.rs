@@ -1,0 +1,161 @@
+//! Wasm reducers hot-loaded into running `estate` processes: load, replace, unload,
+//! push-down to peers by content hash, and hostile modules that must fail cleanly while
+//! the node keeps serving.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use estate::guests;
+use serde_json::json;
+use support::{NodeProc, cluster};
+
+fn guest_path(name: &str) -> String {
+    guests::ALL.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("guest {name} not built")).1.to_string()
+}
+
+/// Writes a WAT reducer whose `estate_reduce` body is `body` to a temp file.
+fn wat_file(name: &str, body: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("estate-hotload-{}-{name}.wat", std::process::id()));
+    let text = format!(
+        r#"(module
+            (import "estate" "result" (func $result (param i32 i32)))
+            (memory (export "memory") 1)
+            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_reducer_flags") (result i32) i32.const 1)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_reduce") (param i32 i32 i32) (result i32) {body}))"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn err_of(node: &NodeProc, args: &[&str]) -> String {
+    let out = node.cli(args);
+    assert!(!out.status.success(), "estate {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn load_replace_unload_and_push_down() {
+    let nodes = cluster(3);
+    for (i, n) in nodes.iter().enumerate() {
+        n.ok(&["set", "c", &(5 * (i + 1)).to_string()]); // 5, 10, 15
+        n.ok(&["set", &format!("flow:{i}"), "1"]);
+    }
+    let loaded = nodes[0].ok(&["reducer", "load", "agg", &guest_path("reducer_sum")]);
+    assert!(loaded.starts_with("loaded agg sha256=") && loaded.ends_with("combinable=true"), "{loaded}");
+    let list: serde_json::Value = serde_json::from_str(&nodes[0].ok(&["reducer", "list", "--json"])).unwrap();
+    assert!(list.as_array().unwrap().iter().any(|r| r["name"] == "agg" && r["kind"] == "wasm"));
+
+    // Fetch-all: n1 runs the guest over every node's items.
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "agg"]), "30");
+    // Push-down: n2 and n3 have never seen the module; they fetch it from n1 by hash,
+    // check it, compile it, and each send one partial.
+    // (The deadline is generous: the peers compile the module first, in a debug build,
+    // possibly while the other test keeps a core busy.)
+    let pushed = nodes[0].global("c", "agg", &["--remote", "--timeout-ms", "20000"]);
+    assert_eq!(pushed["result"]["value"], json!(30), "{pushed}");
+    assert_eq!(pushed["remote"], json!(true));
+    assert_eq!(pushed["answered"], json!(["n1", "n2", "n3"]));
+    // Built-ins push down too, with the same answers as fetch-all.
+    for reducer in ["sum", "count", "avg", "min", "max", "latest"] {
+        let fetch = nodes[1].global("c|flow:.*", reducer, &[]);
+        let remote = nodes[1].global("c|flow:.*", reducer, &["--remote"]);
+        assert_eq!(fetch["result"], remote["result"], "{reducer}");
+    }
+
+    // A second version under the same name changes the answers; no node restarts.
+    nodes[0].ok(&["reducer", "load", "agg", &guest_path("reducer_mean")]);
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "agg"]), "10.0");
+    let pushed = nodes[0].global("c", "agg", &["--remote", "--timeout-ms", "20000"]);
+    assert_eq!(pushed["result"]["value"], json!(10.0), "{pushed}");
+
+    // A reducer that is not combinable is refused for push-down, with a clear error.
+    nodes[0].ok(&["reducer", "load", "med", &guest_path("reducer_median")]);
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "med"]), "10");
+    let err = err_of(&nodes[0], &["global", "c", "--reduce", "med", "--remote"]);
+    assert!(err.contains("not combinable"), "{err}");
+
+    // Unloaded: unknown again; the built-ins cannot be shadowed.
+    assert_eq!(nodes[0].ok(&["reducer", "unload", "agg"]), "1");
+    assert!(err_of(&nodes[0], &["global", "c", "--reduce", "agg"]).contains("unknown reducer"));
+    assert!(
+        err_of(&nodes[0], &["reducer", "load", "sum", &guest_path("reducer_sum")]).contains("invalid reducer name")
+    );
+}
+
+#[test]
+fn hostile_reducers_fail_cleanly_while_the_node_serves() {
+    let nodes = cluster(2);
+    nodes[0].ok(&["set", "c", "1"]);
+    nodes[1].ok(&["set", "c", "2"]);
+
+    // An infinite loop with plenty of fuel: the wall-time limit stops it. Meanwhile the
+    // node answers other requests, built-in global reads included.
+    let looping = wat_file("loop", "(loop (br 0)) i32.const 1");
+    let looping = looping.to_str().unwrap();
+    nodes[0].ok(&["reducer", "load", "spin", looping, "--fuel", "100000000000000", "--wall-ms", "1500"]);
+    let control = nodes[0].control.clone();
+    let started = Instant::now();
+    let hostile = std::thread::spawn(move || {
+        support::estate()
+            .args(["--control", &control, "global", "c", "--reduce", "spin", "--timeout-ms", "500"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut served = 0;
+    while !hostile.is_finished() {
+        assert_eq!(nodes[0].ok(&["get", "c"]), "1");
+        assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum"]), "3");
+        served += 1;
+    }
+    let out = hostile.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("wall-time limit"), "{err}");
+    assert!(served >= 2, "the node answered {served} requests while the guest ran");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // The default fuel budget stops the same loop, here pushed down to the peer.
+    nodes[0].ok(&["reducer", "load", "spin", looping]);
+    let err = err_of(&nodes[0], &["global", "c", "--reduce", "spin", "--remote", "--timeout-ms", "20000"]);
+    assert!(err.contains("fuel"), "{err}");
+
+    let cases = [
+        ("bomb", "(drop (memory.grow (i32.const 60000))) i32.const 1", "memory limit"),
+        ("trap", "unreachable", "trapped"),
+        ("huge", "(call $result (i32.const 0) (i32.const 65536)) i32.const 0", "output limit"),
+        ("bad-status", "i32.const 77", "unknown reducer status"),
+    ];
+    for (name, body, expected) in cases {
+        let file = wat_file(name, body);
+        let mut args = vec!["reducer", "load", name, file.to_str().unwrap()];
+        if name == "huge" {
+            args.extend(["--output-kb", "16"]);
+        }
+        nodes[0].ok(&args);
+        let err = err_of(&nodes[0], &["global", "c", "--reduce", name]);
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+
+    // Modules that are not reducers are refused at load, naming what is wrong.
+    let missing = std::env::temp_dir().join(format!("estate-hotload-{}-missing.wat", std::process::id()));
+    std::fs::write(&missing, r#"(module (memory (export "memory") 1))"#).unwrap();
+    let err = err_of(&nodes[0], &["reducer", "load", "missing", missing.to_str().unwrap()]);
+    assert!(err.contains("missing export"), "{err}");
+    let mistyped = wat_file("mistyped", "i32.const 0").to_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&mistyped).unwrap().replace("(param i32 i32 i32)", "(param i32)");
+    std::fs::write(&mistyped, text).unwrap();
+    assert!(err_of(&nodes[0], &["reducer", "load", "mistyped", &mistyped]).contains("invalid guest module"));
+    let garbage = std::env::temp_dir().join(format!("estate-hotload-{}-garbage.wasm", std::process::id()));
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0garbage").unwrap();
+    assert!(
+        err_of(&nodes[0], &["reducer", "load", "garbage", garbage.to_str().unwrap()]).contains("invalid guest module")
+    );
+
+    // Still healthy.
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]), "3");
+    assert_eq!(nodes[1].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]), "3");
+}
