@@ -2,18 +2,52 @@
 //! and, for every combinable one, that push-down (a partial per node, then the partials
 //! combined) answers exactly what fetch-all (every item reduced in one place) answers.
 
+use std::sync::OnceLock;
+use std::thread;
+
 use estate::guests;
 use estate::wasm::{GuestError, Limits, ReducerModule, WasmHost};
 use estate_guest::codec::decode_items;
 use estate_guest::{Item, Phase, Value};
 
-fn host() -> WasmHost {
-    WasmHost::new(Limits::default()).unwrap()
+/// One host with every reducer compiled once for all tests: compiling is the slow part,
+/// and sharing the modules also runs their warm instances from many threads.
+struct Fixture {
+    host: WasmHost,
+    reducers: Vec<(&'static str, ReducerModule)>,
 }
 
-fn load(host: &WasmHost, name: &str) -> ReducerModule {
+const NAMES: [&str; 6] = ["sum", "mean", "topk", "latest", "union", "median"];
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let host = WasmHost::new(Limits::default()).unwrap();
+        let reducers = thread::scope(|s| {
+            let host = &host;
+            // `map` on an array is eager: all six compile at once, then are joined.
+            NAMES
+                .map(|name| s.spawn(move || (name, compile(host, name))))
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .collect()
+        });
+        Fixture { host, reducers }
+    })
+}
+
+fn compile(host: &WasmHost, name: &str) -> ReducerModule {
     let bytes = guests::require(&format!("reducer_{name}")).unwrap();
     host.load_reducer(&bytes).unwrap_or_else(|e| panic!("loading reducer_{name}: {e}"))
+}
+
+fn host() -> &'static WasmHost {
+    &fixture().host
+}
+
+fn load(name: &str) -> ReducerModule {
+    let found = fixture().reducers.iter().find(|(n, _)| *n == name);
+    found.map(|(_, r)| r.clone()).unwrap_or_else(|| panic!("no reducer {name}"))
 }
 
 fn item(key: &str, value: Value, origin: &str, version: u64) -> Item {
@@ -65,18 +99,17 @@ fn mean_partial(sum: f64, count: i64) -> Value {
 
 #[test]
 fn combinable_flags() {
-    let host = host();
     for name in ["sum", "mean", "topk", "latest", "union"] {
-        assert!(load(&host, name).combinable(), "{name} should be combinable");
+        assert!(load(name).combinable(), "{name} should be combinable");
     }
-    assert!(!load(&host, "median").combinable());
+    assert!(!load("median").combinable());
 }
 
 #[test]
 fn empty_input_is_no_answer() {
     let host = host();
     for name in ["sum", "mean", "topk", "latest", "union", "median"] {
-        let r = load(&host, name);
+        let r = load(name);
         assert_eq!(host.reduce_all(&r, &[]).unwrap(), None, "{name}");
         assert_eq!(host.reduce(&r, &[], Phase::Items).unwrap(), None, "{name}");
         if r.combinable() {
@@ -88,7 +121,7 @@ fn empty_input_is_no_answer() {
 #[test]
 fn sum_reduces_items_and_partials() {
     let host = host();
-    let sum = load(&host, "sum");
+    let sum = load("sum");
     let items = [int("a", 40, "n1"), int("b", -2, "n2"), int("c", 4, "n3")];
     assert_eq!(answer(host.reduce_all(&sum, &items)), Value::Int(42));
     let partials = [partial(Value::Int(10)), partial(Value::Int(-3))];
@@ -98,7 +131,7 @@ fn sum_reduces_items_and_partials() {
 #[test]
 fn mean_of_numbers() {
     let host = host();
-    let mean = load(&host, "mean");
+    let mean = load("mean");
     let items = [int("a", 1, "n1"), int("b", 2, "n2"), int("c", 4, "n1")];
     assert_eq!(answer(host.reduce_all(&mean, &items)), Value::Float(7.0 / 3.0));
     let mixed = [int("a", 1, "n1"), float("b", 2.5, "n2")];
@@ -109,7 +142,7 @@ fn mean_of_numbers() {
 #[test]
 fn mean_partials_are_sum_and_count() {
     let host = host();
-    let mean = load(&host, "mean");
+    let mean = load("mean");
     let items = [int("a", 3, "n1"), float("b", 0.5, "n1")];
     let p = host.reduce(&mean, &items, Phase::Items).unwrap().unwrap();
     assert_eq!(p.value, mean_partial(3.5, 2));
@@ -123,7 +156,7 @@ fn mean_partials_are_sum_and_count() {
 #[test]
 fn mean_errors_name_the_item() {
     let host = host();
-    let mean = load(&host, "mean");
+    let mean = load("mean");
     let bad = [int("a", 1, "n1"), text("flow:9", "x", "n7")];
     assert_guest_error(host.reduce_all(&mean, &bad), &["flow:9", "n7", "text"]);
     let bytes = [item("blob", Value::Bytes(vec![1; 16]), "n3", 1)];
@@ -144,7 +177,7 @@ fn mean_errors_name_the_item() {
 #[test]
 fn topk_keeps_the_three_largest() {
     let host = host();
-    let topk = load(&host, "topk");
+    let topk = load("topk");
     let items = [
         int("a", 5, "n1"),
         int("c", 9, "n2"),
@@ -162,7 +195,7 @@ fn topk_keeps_the_three_largest() {
 #[test]
 fn topk_breaks_ties_by_key_then_origin() {
     let host = host();
-    let topk = load(&host, "topk");
+    let topk = load("topk");
     let items = [int("k", 2, "n2"), float("k", 2.0, "n1"), int("z", 3, "n9"), int("m", 2, "n0"), int("k", 2, "n3")];
     // Int(2) and Float(2.0) are equal values; the key, then the origin decides.
     assert_eq!(answer(host.reduce_all(&topk, &items)), Value::Text("z n9 3\nk n1 2.0\nk n2 2".into()));
@@ -178,7 +211,7 @@ fn topk_breaks_ties_by_key_then_origin() {
 #[test]
 fn topk_partials_are_encoded_items() {
     let host = host();
-    let topk = load(&host, "topk");
+    let topk = load("topk");
     let node1 = [item("a", Value::Int(5), "n1", 11), item("b", Value::Int(1), "n1", 12)];
     let node2 = [
         item("c", Value::Int(7), "n2", 21),
@@ -203,7 +236,7 @@ fn topk_partials_are_encoded_items() {
 #[test]
 fn topk_errors_name_the_item() {
     let host = host();
-    let topk = load(&host, "topk");
+    let topk = load("topk");
     let bad = [int("a", 1, "n1"), text("flow:3", "x", "n4")];
     assert_guest_error(host.reduce_all(&topk, &bad), &["flow:3", "n4", "text"]);
     let nan = [float("flow:5", f64::NAN, "n6")];
@@ -217,7 +250,7 @@ fn topk_errors_name_the_item() {
 #[test]
 fn latest_is_the_largest_version_then_origin() {
     let host = host();
-    let latest = load(&host, "latest");
+    let latest = load("latest");
     let items = [
         item("a", Value::Int(1), "n1", 10),
         item("b", Value::Text("new".into()), "n2", 30),
@@ -238,7 +271,7 @@ fn latest_is_the_largest_version_then_origin() {
 #[test]
 fn union_of_texts() {
     let host = host();
-    let union = load(&host, "union");
+    let union = load("union");
     let items = [text("a", "web", "n1"), text("b", "dns", "n2"), text("c", "web", "n3"), text("d", "ssh\nntp", "n1")];
     assert_eq!(answer(host.reduce_all(&union, &items)), Value::Text("dns\nntp\nssh\nweb".into()));
     let with_empty = [text("a", "", "n1"), text("b", "x", "n1")];
@@ -250,7 +283,7 @@ fn union_of_texts() {
 #[test]
 fn union_errors_name_the_item() {
     let host = host();
-    let union = load(&host, "union");
+    let union = load("union");
     let bad = [text("a", "x", "n1"), int("flow:2", 5, "n8")];
     assert_guest_error(host.reduce_all(&union, &bad), &["flow:2", "n8", "int"]);
     assert_guest_error(
@@ -262,7 +295,7 @@ fn union_errors_name_the_item() {
 #[test]
 fn median_of_numbers() {
     let host = host();
-    let median = load(&host, "median");
+    let median = load("median");
     let odd = [int("a", 3, "n1"), int("b", 1, "n2"), int("c", 2, "n3")];
     assert_eq!(answer(host.reduce_all(&median, &odd)), Value::Int(2));
     let even = [int("a", 4, "n1"), int("b", 1, "n2"), int("c", 3, "n3"), int("d", 2, "n1")];
@@ -278,7 +311,7 @@ fn median_of_numbers() {
 #[test]
 fn median_errors_name_the_item() {
     let host = host();
-    let median = load(&host, "median");
+    let median = load("median");
     let bad = [int("a", 1, "n1"), text("flow:1", "x", "n5")];
     assert_guest_error(host.reduce_all(&median, &bad), &["flow:1", "n5", "text"]);
     let nan = [float("flow:4", f64::NAN, "n2")];
@@ -374,7 +407,7 @@ fn check_push_down(
     same: fn(&Option<Item>, &Option<Item>) -> bool,
 ) {
     let host = host();
-    let r = load(&host, name);
+    let r = load(name);
     let mut rng = Rng(seed);
     for case in 0..200 {
         let items = random_items(&mut rng, value);
@@ -383,8 +416,8 @@ fn check_push_down(
         for item in &items {
             nodes[rng.below(node_count as u64) as usize].push(item.clone());
         }
-        let all = fetch_all(&host, &r, &items);
-        let pushed = push_down(&host, &r, &nodes);
+        let all = fetch_all(host, &r, &items);
+        let pushed = push_down(host, &r, &nodes);
         assert!(
             same(&all, &pushed),
             "{name}, case {case}: fetch-all {all:?} but push-down {pushed:?}\nnodes: {nodes:?}"

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::global::{Completion, Gathered, GlobalError, GlobalReads, ReplyOutcome};
 use crate::membership::{Action, Membership, Timing};
 use crate::pattern::Pattern;
-use crate::reduce::{self, Reduced};
+use crate::reduce::{self, Builtin, PartialBuilder, Reduced};
 use crate::registry::{LoadError, ReducerInfo, ReducerRef, Registry};
 use crate::store::{DEFAULT_TENANT, Store, StoreError, TenantStore, Versioned};
 use crate::wasm::{Limits, WasmHost};
@@ -661,16 +661,18 @@ impl Driver {
 
     /// Answers a member's global read: its items, or (push-down) their partial.
     fn serve(&mut self, from: String, id: u128, tenant: &str, pattern: &str, reducer: Option<RemoteReducer>) {
-        let items = match self.local_items(tenant, pattern) {
-            Ok(items) => items,
+        let pattern = match self.pattern(pattern) {
+            Ok(p) => p,
             Err(e) => return self.send_answer(&from, id, Err(e)),
         };
+        if let Some(RemoteReducer::Builtin(b)) = reducer {
+            let result = self.builtin_partial(tenant, &pattern, b);
+            return self.send_answer(&from, id, result);
+        }
+        let items = self.store.existing_tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default();
         match reducer {
             None => self.send_answer(&from, id, Ok(Answer::Items(items))),
-            Some(RemoteReducer::Builtin(b)) => {
-                let result = reduce::partial(b, &self.id, items).map(Answer::Builtin).map_err(|e| e.to_string());
-                self.send_answer(&from, id, result);
-            }
+            Some(RemoteReducer::Builtin(_)) => unreachable!("handled above"),
             Some(RemoteReducer::Wasm(hash)) => match self.registry.module(&hash) {
                 Some(_) => self.reduce_for_peer(from, id, hash, items),
                 None => {
@@ -688,6 +690,15 @@ impl Driver {
                 }
             },
         }
+    }
+
+    /// This node's partial of a pushed-down built-in, straight from the store.
+    fn builtin_partial(&self, tenant: &str, pattern: &Pattern, reducer: Builtin) -> Result<Answer, String> {
+        let mut builder = PartialBuilder::new(reducer, &self.id);
+        if let Some(t) = self.store.existing_tenant(tenant) {
+            t.for_each_matching(pattern, |key, v| builder.push(key, &v.value, v.version)).map_err(|e| e.to_string())?;
+        }
+        Ok(Answer::Builtin(builder.finish()))
     }
 
     fn reduce_for_peer(&self, to: String, id: u128, hash: [u8; 32], items: Vec<Item>) {
@@ -738,11 +749,6 @@ impl Driver {
         }
         self.patterns.insert(pattern.to_string(), compiled.clone());
         Ok(compiled)
-    }
-
-    fn local_items(&mut self, tenant: &str, pattern: &str) -> Result<Vec<Item>, String> {
-        let pattern = self.pattern(pattern)?;
-        Ok(self.store.existing_tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default())
     }
 
     fn drain_commands(&mut self) {
@@ -811,18 +817,23 @@ impl Driver {
         }
         asked.insert(self.id.clone());
         let deadline = self.now() + options.timeout.as_millis() as u64;
-        let local = self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
+        let fetch_local =
+            || self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
         let ctx = ReadCtx { waiter, reducer: reducer.clone(), remote: options.remote };
         self.reads.start(id, options.consistency, asked, deadline, ctx);
         // This node answers its own read like any member; a Wasm partial is computed on
         // a worker and arrives as a command.
         match (reducer, options.remote) {
-            (_, false) => self.on_answer(id, &self.id.clone(), Ok(Answer::Items(local))),
+            (_, false) => {
+                let local = fetch_local();
+                self.on_answer(id, &self.id.clone(), Ok(Answer::Items(local)));
+            }
             (ReducerRef::Builtin(b), true) => {
-                let result = reduce::partial(b, &self.id, local).map(Answer::Builtin).map_err(|e| e.to_string());
+                let result = self.builtin_partial(DEFAULT_TENANT, pattern, b);
                 self.on_answer(id, &self.id.clone(), result);
             }
             (ReducerRef::Wasm(loaded), true) => {
+                let local = fetch_local();
                 let host = self.registry.host().clone();
                 self.workers.submit(move || {
                     let result =

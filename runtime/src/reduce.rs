@@ -213,35 +213,117 @@ pub enum Partial {
 
 /// Reduces one node's `items` to its [`Partial`] for `reducer`, on that node.
 pub fn partial(reducer: Builtin, node: &str, items: Vec<Item>) -> Result<Partial, ReduceError> {
-    Ok(match reducer {
-        Builtin::Count => Partial::Count(items.len() as u64),
-        Builtin::Avg => {
-            let mut sum = 0.0;
-            for item in &items {
-                sum += as_f64(&num(reducer, item)?);
-            }
-            Partial::Avg { sum, count: items.len() as u64 }
+    let mut builder = PartialBuilder::new(reducer, node);
+    for item in &items {
+        builder.push(&item.key, &item.value, item.version)?;
+    }
+    Ok(builder.finish())
+}
+
+/// Builds one node's [`Partial`] from borrowed entries, cloning only what the partial
+/// keeps (one item at most, except for `list`), so a push-down read scans the store
+/// without copying it.
+#[derive(Debug)]
+pub struct PartialBuilder<'a> {
+    reducer: Builtin,
+    node: &'a str,
+    count: u64,
+    int: i64,
+    float: Option<f64>,
+    max_version: u64,
+    best: Option<Item>,
+    list: Vec<Item>,
+}
+
+impl<'a> PartialBuilder<'a> {
+    /// An empty partial of `reducer` on node `node`.
+    pub fn new(reducer: Builtin, node: &'a str) -> Self {
+        PartialBuilder { reducer, node, count: 0, int: 0, float: None, max_version: 0, best: None, list: Vec::new() }
+    }
+
+    fn item(&self, key: &str, value: &Value, version: u64) -> Item {
+        Item { key: key.to_string(), value: value.clone(), origin: self.node.to_string(), version }
+    }
+
+    fn num(&self, key: &str, value: &Value) -> Result<Num, ReduceError> {
+        match *value {
+            Value::Int(v) => Ok(Num::Int(v)),
+            Value::Float(v) => Ok(Num::Float(v)),
+            ref other => Err(ReduceError::NotNumeric {
+                reducer: self.reducer.name().into(),
+                key: key.to_string(),
+                origin: self.node.to_string(),
+                found: other.type_name().into(),
+            }),
         }
-        Builtin::List => Partial::Items(items),
-        Builtin::Sum => {
-            if items.is_empty() {
-                return Ok(Partial::Items(Vec::new()));
+    }
+
+    /// Adds one entry of this node.
+    pub fn push(&mut self, key: &str, value: &Value, version: u64) -> Result<(), ReduceError> {
+        self.count += 1;
+        self.max_version = self.max_version.max(version);
+        match self.reducer {
+            Builtin::Count => {}
+            Builtin::List => self.list.push(self.item(key, value, version)),
+            Builtin::Sum | Builtin::Avg => match self.num(key, value)? {
+                Num::Int(v) if self.reducer == Builtin::Sum => {
+                    self.int = self
+                        .int
+                        .checked_add(v)
+                        .ok_or_else(|| ReduceError::Overflow { key: key.to_string(), origin: self.node.to_string() })?;
+                }
+                n => *self.float.get_or_insert(0.0) += as_f64(&n),
+            },
+            Builtin::Latest => {
+                // Versions of one node never repeat; the first of equals stays.
+                if self.best.as_ref().is_none_or(|b| version > b.version) {
+                    self.best = Some(self.item(key, value, version));
+                }
             }
-            let version = items.iter().map(|i| i.version).max().unwrap_or(0);
-            let value = sum(&items)?;
-            Partial::Items(vec![Item {
-                key: format!("(sum of {} items)", items.len()),
-                value,
-                origin: node.into(),
-                version,
-            }])
+            Builtin::Min | Builtin::Max => {
+                let n = self.num(key, value)?;
+                let better = match &self.best {
+                    None => true,
+                    Some(b) => {
+                        let ord = match (&n, &b.value) {
+                            (Num::Int(x), Value::Int(y)) => x.cmp(y),
+                            (x, Value::Float(y)) => as_f64(x).total_cmp(y),
+                            (x, Value::Int(y)) => as_f64(x).total_cmp(&(*y as f64)),
+                            _ => unreachable!("only numbers are kept"),
+                        };
+                        if self.reducer == Builtin::Min { ord.is_lt() } else { ord.is_gt() }
+                    }
+                };
+                if better {
+                    self.best = Some(self.item(key, value, version));
+                }
+            }
         }
-        Builtin::Latest => match reduce(reducer, items)? {
-            Reduced::Item(item) => Partial::Items(vec![item]),
-            _ => Partial::Items(Vec::new()),
-        },
-        Builtin::Min | Builtin::Max => Partial::Items(extreme(reducer, &items)?.into_iter().cloned().collect()),
-    })
+        Ok(())
+    }
+
+    /// The partial.
+    pub fn finish(self) -> Partial {
+        match self.reducer {
+            Builtin::Count => Partial::Count(self.count),
+            Builtin::Avg => Partial::Avg { sum: self.float.unwrap_or(0.0), count: self.count },
+            Builtin::List => Partial::Items(self.list),
+            Builtin::Sum if self.count == 0 => Partial::Items(Vec::new()),
+            Builtin::Sum => {
+                let value = match self.float {
+                    None => Value::Int(self.int),
+                    Some(f) => Value::Float(f + self.int as f64),
+                };
+                Partial::Items(vec![Item {
+                    key: format!("(sum of {} items)", self.count),
+                    value,
+                    origin: self.node.to_string(),
+                    version: self.max_version,
+                }])
+            }
+            Builtin::Latest | Builtin::Min | Builtin::Max => Partial::Items(self.best.into_iter().collect()),
+        }
+    }
 }
 
 /// Combines the partials of every node into the answer, on the requesting node.

@@ -89,12 +89,15 @@ pub enum LoadError {
     Guest(#[from] GuestError),
 }
 
+/// A compiled module and its bytes.
+type Cached = (ReducerModule, Arc<Vec<u8>>);
+
 /// Reducers of one node.
 #[derive(Debug)]
 pub struct Registry {
     host: Arc<WasmHost>,
     by_name: RwLock<HashMap<String, Arc<Loaded>>>,
-    by_hash: Mutex<HashMap<[u8; 32], (ReducerModule, Arc<Vec<u8>>)>>,
+    by_hash: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
 fn valid_name(name: &str) -> bool {

@@ -192,7 +192,22 @@ impl TenantStore {
         self.len() == 0
     }
 
-    /// Every item whose key matches `pattern`, as items of this node, sorted by key.
+    /// Calls `f` with every entry whose key matches `pattern`, under the read lock
+    /// (keep `f` short), stopping at the first error.
+    pub fn for_each_matching<E>(
+        &self,
+        pattern: &Pattern,
+        mut f: impl FnMut(&str, &Versioned) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let items = self.items.read().unwrap();
+        match pattern.exact() {
+            Some(key) => items.get_key_value(key).map_or(Ok(()), |(k, v)| f(k, v)),
+            None => items.iter().filter(|(k, _)| pattern.matches(k)).try_for_each(|(k, v)| f(k, v)),
+        }
+    }
+
+    /// Every item whose key matches `pattern`, as items of this node, in no particular
+    /// order.
     pub fn matching(&self, pattern: &Pattern) -> Vec<Item> {
         let items = self.items.read().unwrap();
         let item = |key: &str, v: &Versioned| Item {
@@ -201,13 +216,10 @@ impl TenantStore {
             origin: self.node.to_string(),
             version: v.version,
         };
-        let mut found: Vec<Item> = match pattern.exact() {
+        match pattern.exact() {
             Some(key) => items.get(key).map(|v| item(key, v)).into_iter().collect(),
             None => items.iter().filter(|(k, _)| pattern.matches(k)).map(|(k, v)| item(k, v)).collect(),
-        };
-        drop(items);
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        found
+        }
     }
 }
 
@@ -271,7 +283,11 @@ mod tests {
         for k in ["flow:1", "flow:2", "other", "flow"] {
             t.set(k, Value::Int(1)).unwrap();
         }
-        let keys = |p: &str| t.matching(&Pattern::new(p).unwrap()).into_iter().map(|i| i.key).collect::<Vec<_>>();
+        let keys = |p: &str| {
+            let mut keys: Vec<String> = t.matching(&Pattern::new(p).unwrap()).into_iter().map(|i| i.key).collect();
+            keys.sort();
+            keys
+        };
         assert_eq!(keys("flow:.*"), ["flow:1", "flow:2"]);
         assert_eq!(keys("flow"), ["flow"]);
         assert_eq!(keys("missing"), Vec::<String>::new());
