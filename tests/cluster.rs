@@ -252,5 +252,9 @@ fn the_readme_demo_computes_its_answers() {
     assert!(text.contains("global \"c\" --reduce sum = Int(1234578)   (answered: n1, n2, n3)"), "{text}");
     assert!(text.contains("wasm reducer_sum over global list of \"c\" (3 items) = Some(Int(1234578))"), "{text}");
     assert!(text.contains("global \"flow:.*\" --reduce count = Int(6)"), "{text}");
+    // Six flow values: 100, 101 (n1), 100, 101, 102 (n2), 100 (n3): mean 604 / 6.
+    let mean = format!("{:?}", 604.0 / 6.0);
+    assert!(text.contains(&format!("--reduce mean (fetch-all) = Float({mean})")), "{text}");
+    assert!(text.contains(&format!("--reduce mean (push-down) = Float({mean})")), "{text}");
     assert!(text.contains("= Int(1234568)   (answered: n1, n2; missing: [])"), "{text}");
 }

@@ -26,6 +26,7 @@ fn show(r: &Reduced) -> String {
     match r {
         Reduced::Nothing => "(nothing)".into(),
         Reduced::Value(v) => format!("{v:?}"),
+        Reduced::Item(i) if i.origin.is_empty() => format!("{:?}", i.value),
         Reduced::Item(i) => format!("{:?} (from {}, version {})", i.value, i.origin, i.version),
         Reduced::Items(items) => format!("{} items", items.len()),
     }
@@ -74,6 +75,16 @@ pub fn run() -> anyhow::Result<()> {
     };
     let total = host.reduce_all(&sum, &items)?.map(|item| item.value);
     println!("n2: wasm reducer_sum over global list of \"c\" ({} items) = {total:?}", items.len());
+
+    // Hot-load a Wasm reducer into the running n1 and push it down: n2 and n3 fetch the
+    // module from n1 by hash, and each sends one partial (sum, count) instead of items.
+    let info = nodes[0].load_reducer("mean", guests::require("reducer_mean")?, &Default::default())?;
+    println!("n1: reducer load mean (sha256 {}…, combinable: {})", &info.hash[..12], info.combinable);
+    let remote = GlobalOptions { remote: true, timeout: Duration::from_secs(10), ..opts };
+    for (pattern, options, mode) in [("flow:.*", opts, "fetch-all"), ("flow:.*", remote, "push-down")] {
+        let answer = nodes[0].get_global(pattern, "mean", options)?;
+        println!("n1: global {pattern:?} --reduce mean ({mode}) = {}", show(&answer.result));
+    }
 
     let n3 = nodes.pop().expect("three nodes");
     n3.shutdown();
