@@ -123,6 +123,37 @@ pub fn encode_items(items: &[Item], out: &mut Vec<u8>) {
     }
 }
 
+/// Builds an encoded item list from borrowed parts, without building [`Item`]s first
+/// (the host encodes store entries straight into a guest's input this way).
+#[derive(Debug)]
+pub struct ItemsWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl Default for ItemsWriter {
+    fn default() -> Self {
+        ItemsWriter { buf: alloc::vec![0; 4], count: 0 }
+    }
+}
+
+impl ItemsWriter {
+    /// Appends one item.
+    pub fn push(&mut self, key: &str, value: &Value, origin: &str, version: u64) {
+        put_bytes(&mut self.buf, key.as_bytes());
+        value.encode(&mut self.buf);
+        put_bytes(&mut self.buf, origin.as_bytes());
+        self.buf.extend_from_slice(&version.to_le_bytes());
+        self.count += 1;
+    }
+
+    /// The encoded list (the same bytes [`encode_items`] makes).
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[..4].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}
+
 /// Decodes a buffer that holds exactly one list of items.
 pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
     let mut r = Reader::new(buf);
@@ -257,6 +288,17 @@ mod tests {
         let mut buf = Vec::new();
         encode_items(&sample(), &mut buf);
         assert_eq!(decode_items(&buf).unwrap(), sample());
+    }
+
+    #[test]
+    fn writer_matches_encode_items() {
+        let mut w = ItemsWriter::default();
+        for i in sample() {
+            w.push(&i.key, &i.value, &i.origin, i.version);
+        }
+        let mut buf = Vec::new();
+        encode_items(&sample(), &mut buf);
+        assert_eq!(w.finish(), buf);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! the only way in).
 
 use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use estate_guest::codec::ItemsWriter;
 use estate_guest::{Item, Phase, Value};
 use tracing::{debug, info, warn};
 
@@ -212,7 +214,8 @@ struct ReadCtx {
 struct AwaitingModule {
     from: String,
     id: u128,
-    items: Vec<Item>,
+    /// The matching items, already in the guest encoding.
+    items: Vec<u8>,
     since: u64,
 }
 
@@ -669,13 +672,19 @@ impl Driver {
             let result = self.builtin_partial(tenant, &pattern, b);
             return self.send_answer(&from, id, result);
         }
-        let items = self.store.existing_tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default();
         match reducer {
-            None => self.send_answer(&from, id, Ok(Answer::Items(items))),
+            None => {
+                let items = self.store.existing_tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default();
+                self.send_answer(&from, id, Ok(Answer::Items(items)));
+            }
             Some(RemoteReducer::Builtin(_)) => unreachable!("handled above"),
             Some(RemoteReducer::Wasm(hash)) => match self.registry.module(&hash) {
-                Some(_) => self.reduce_for_peer(from, id, hash, items),
+                Some(_) => {
+                    let items = self.encoded_items(tenant, &pattern);
+                    self.reduce_for_peer(from, id, hash, items);
+                }
                 None => {
+                    let items = self.encoded_items(tenant, &pattern);
                     let first = !self.awaiting.contains_key(&hash);
                     let since = self.now();
                     self.awaiting.entry(hash).or_default().push(AwaitingModule {
@@ -701,13 +710,28 @@ impl Driver {
         Ok(Answer::Builtin(builder.finish()))
     }
 
-    fn reduce_for_peer(&self, to: String, id: u128, hash: [u8; 32], items: Vec<Item>) {
+    /// The matching items of `tenant`, encoded for a guest straight from the store.
+    fn encoded_items(&self, tenant: &str, pattern: &Pattern) -> Vec<u8> {
+        let mut writer = ItemsWriter::default();
+        if let Some(t) = self.store.existing_tenant(tenant) {
+            let pushed: Result<(), Infallible> = t.for_each_matching(pattern, |key, v| {
+                writer.push(key, &v.value, &self.id, v.version);
+                Ok(())
+            });
+            let Ok(()) = pushed;
+        }
+        writer.finish()
+    }
+
+    fn reduce_for_peer(&self, to: String, id: u128, hash: [u8; 32], items: Vec<u8>) {
         let registry = self.registry.clone();
         self.workers.submit(move || {
             let result = match registry.module(&hash) {
-                Some(module) => {
-                    registry.host().reduce(&module, &items, Phase::Items).map(Answer::Wasm).map_err(|e| e.to_string())
-                }
+                Some(module) => registry
+                    .host()
+                    .reduce_encoded(&module, &items, Phase::Items)
+                    .map(Answer::Wasm)
+                    .map_err(|e| e.to_string()),
                 None => Err("the module was evicted before it ran".into()),
             };
             Command::PeerAnswer { to, id, result }
@@ -817,15 +841,13 @@ impl Driver {
         }
         asked.insert(self.id.clone());
         let deadline = self.now() + options.timeout.as_millis() as u64;
-        let fetch_local =
-            || self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
         let ctx = ReadCtx { waiter, reducer: reducer.clone(), remote: options.remote };
         self.reads.start(id, options.consistency, asked, deadline, ctx);
         // This node answers its own read like any member; a Wasm partial is computed on
         // a worker and arrives as a command.
         match (reducer, options.remote) {
             (_, false) => {
-                let local = fetch_local();
+                let local = self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
                 self.on_answer(id, &self.id.clone(), Ok(Answer::Items(local)));
             }
             (ReducerRef::Builtin(b), true) => {
@@ -833,11 +855,13 @@ impl Driver {
                 self.on_answer(id, &self.id.clone(), result);
             }
             (ReducerRef::Wasm(loaded), true) => {
-                let local = fetch_local();
+                let local = self.encoded_items(DEFAULT_TENANT, pattern);
                 let host = self.registry.host().clone();
                 self.workers.submit(move || {
-                    let result =
-                        host.reduce(&loaded.module, &local, Phase::Items).map(Answer::Wasm).map_err(|e| e.to_string());
+                    let result = host
+                        .reduce_encoded(&loaded.module, &local, Phase::Items)
+                        .map(Answer::Wasm)
+                        .map_err(|e| e.to_string());
                     Command::LocalAnswer { id, result }
                 });
             }

@@ -223,11 +223,21 @@ impl WasmHost {
     pub fn reduce(&self, reducer: &ReducerModule, items: &[Item], phase: Phase) -> Result<Option<Item>, GuestError> {
         let mut input = Vec::new();
         codec::encode_items(items, &mut input);
+        self.reduce_encoded(reducer, &input, phase)
+    }
+
+    /// [`WasmHost::reduce`] over an item list already in the guest encoding.
+    pub fn reduce_encoded(
+        &self,
+        reducer: &ReducerModule,
+        input: &[u8],
+        phase: Phase,
+    ) -> Result<Option<Item>, GuestError> {
         let phase = match phase {
             Phase::Items => 0,
             Phase::Partials => 1,
         };
-        self.call_reducer(reducer, "estate_reduce", &input, Some(phase))
+        self.call_reducer(reducer, "estate_reduce", input, Some(phase))
     }
 
     /// Turns a reducer's combined result into its answer (`estate_finish`; without
