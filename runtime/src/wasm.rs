@@ -666,6 +666,35 @@ mod tests {
     }
 
     #[test]
+    fn oversized_modules_are_refused_naming_the_limit() {
+        let host = host();
+        let bytes = wat_reducer("i32.const 1");
+        let limits = Limits { module_bytes: bytes.len() - 1, ..host.limits().clone() };
+        let err = host.load_reducer_with(&bytes, limits).unwrap_err();
+        assert!(matches!(err, GuestError::ModuleSize { .. }), "{err}");
+        assert!(err.to_string().contains("module size limit"), "{err}");
+    }
+
+    #[test]
+    fn warm_instances_are_reused_and_stay_correct() {
+        let host = host();
+        let sum = host.load_reducer(&crate::guests::require("reducer_sum").unwrap()).unwrap();
+        for n in 1..=20i64 {
+            let items: Vec<Item> = (1..=n)
+                .map(|i| Item {
+                    key: format!("k{i}"),
+                    value: estate_guest::Value::Int(i),
+                    origin: "a".into(),
+                    version: 1,
+                })
+                .collect();
+            let answer = host.reduce_all(&sum, &items).unwrap().unwrap();
+            assert_eq!(answer.value, estate_guest::Value::Int(n * (n + 1) / 2));
+        }
+        assert_eq!(sum.idle.lock().unwrap().len(), 1, "one warm instance served every call");
+    }
+
+    #[test]
     fn wrong_abi_version_is_rejected() {
         let host = host();
         let bytes = br#"(module (memory (export "memory") 1)
