@@ -131,7 +131,7 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let c = clock.clone();
-                std::thread::spawn(move || (0..10_000).map(|_| c.tick()).collect::<Vec<_>>())
+                thread::spawn(move || (0..10_000).map(|_| c.tick()).collect::<Vec<_>>())
             })
             .collect();
         let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
