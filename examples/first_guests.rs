@@ -3,25 +3,10 @@
 //!
 //! Run it with `cargo run --release --example first_guests`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-
 use estate::guests;
-use estate::wasm::{Limits, NfState, WasmHost};
-use estate_guest::{Item, Value};
-
-/// The NF's state: here a plain map; in a node, the node's local store.
-#[derive(Default)]
-struct Counters(Mutex<BTreeMap<String, i64>>);
-
-impl NfState for Counters {
-    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String> {
-        let mut map = self.0.lock().map_err(|_| "poisoned")?;
-        let v = map.entry(key.to_string()).or_default();
-        *v = v.checked_add(delta).ok_or("overflow")?;
-        Ok(*v)
-    }
-}
+use estate::store::{DEFAULT_TENANT, Store};
+use estate::wasm::{Limits, WasmHost};
+use estate_guest::{Direction, Item, Packet, Value};
 
 fn main() -> anyhow::Result<()> {
     // One host per node: an engine, a linker and default budgets for every call.
@@ -42,16 +27,27 @@ fn main() -> anyhow::Result<()> {
         None => println!("sum over no items: nothing"),
     }
 
-    // An NF instance keeps its memory across packets and writes state through the host.
+    // An NF instance keeps its memory across packets and writes state through the host,
+    // here into a node store of its own.
     let nf = host.load_nf(&guests::require("nf_count")?)?;
-    let state = Arc::new(Counters::default());
-    let mut running = host.start_nf(&nf, state.clone())?;
-    for len in [60, 1500, 40, 0] {
-        let verdict = running.on_packet(&vec![0u8; len])?;
-        println!("packet of {len:>4} bytes: {verdict:?}");
+    let store = Store::new("node1");
+    let tenant = store.tenant(DEFAULT_TENANT);
+    let mut running = host.start_nf(&nf, tenant.clone(), "max_payload = 1000")?;
+    for len in [60, 1500, 40] {
+        let payload = vec![0u8; len];
+        let packet = Packet {
+            proto: 17,
+            src: ([10, 0, 0, 1], 5353),
+            dst: ([10, 0, 0, 2], 53),
+            direction: Direction::Forward,
+            moved: false,
+            flow: "17:10.0.0.1:5353-10.0.0.2:53",
+            payload: &payload,
+        };
+        println!("packet of {len:>4} bytes: {:?}", running.on_packet(&packet)?);
     }
-    for (key, value) in state.0.lock().unwrap().iter() {
-        println!("NF state {key} = {value}");
+    for key in ["count:packets", "count:bytes", "count:dropped"] {
+        println!("NF state {key} = {:?}", tenant.get(key).map(|v| v.value));
     }
     Ok(())
 }

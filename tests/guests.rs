@@ -1,12 +1,10 @@
 //! The first guests run through the whole pipeline: built from `reducers-wasm/` and
 //! `nfs-wasm/` by the build script, loaded by the runtime, run under wasmtime.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use estate::guests;
-use estate::wasm::{GuestError, Limits, NfState, WasmHost};
-use estate_guest::{Item, Value, Verdict};
+use estate::store::{DEFAULT_TENANT, Store};
+use estate::wasm::{GuestError, Limits, WasmHost};
+use estate_guest::{Direction, Item, Packet, Value, Verdict};
 
 fn item(key: &str, value: Value, origin: &str) -> Item {
     Item { key: key.into(), value, origin: origin.into(), version: 1 }
@@ -39,33 +37,47 @@ fn sum_reducer_reports_errors_as_values() {
     assert!(matches!(host.reduce_all(&sum, &overflow), Err(GuestError::Guest(m)) if m.contains("overflow")));
 }
 
-#[derive(Default)]
-struct Counters(Mutex<HashMap<String, i64>>);
-
-impl NfState for Counters {
-    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String> {
-        let mut map = self.0.lock().unwrap();
-        let v = map.entry(key.to_string()).or_default();
-        *v = v.checked_add(delta).ok_or("overflow")?;
-        Ok(*v)
+fn packet<'a>(flow: &'a str, payload: &'a [u8]) -> Packet<'a> {
+    Packet {
+        proto: 6,
+        src: ([10, 0, 0, 1], 40000),
+        dst: ([10, 0, 0, 2], 443),
+        direction: Direction::Forward,
+        moved: false,
+        flow,
+        payload,
     }
 }
 
 #[test]
-fn count_nf_counts_packets_and_bytes_in_host_state() {
+fn count_nf_counts_packets_and_bytes_in_the_node_store() {
     let host = WasmHost::new(Limits::default()).unwrap();
     let nf = host.load_nf(&guests::require("nf_count").unwrap()).unwrap();
-    let state = Arc::new(Counters::default());
-    let mut running = host.start_nf(&nf, state.clone()).unwrap();
-    let packets: Vec<Vec<u8>> = (1..=50).map(|n| vec![0xab; n]).collect();
-    for p in &packets {
-        assert_eq!(running.on_packet(p).unwrap(), Verdict::Forward);
+    let store = Store::new("n1");
+    let tenant = store.tenant(DEFAULT_TENANT);
+    let mut running = host.start_nf(&nf, tenant.clone(), "max_payload = 40").unwrap();
+    for n in 1..=50usize {
+        let flow = if n % 2 == 0 { "6:a-b" } else { "6:c-d" };
+        let expected = if n > 40 { Verdict::Drop } else { Verdict::Forward };
+        assert_eq!(running.on_packet(&packet(flow, &vec![0xab; n])).unwrap(), expected);
     }
-    assert_eq!(running.on_packet(&[]).unwrap(), Verdict::Drop);
-    let map = state.0.lock().unwrap();
-    assert_eq!(map["count:packets"], 50);
-    assert_eq!(map["count:bytes"], (1..=50).sum::<i64>());
-    assert_eq!(map["count:dropped"], 1);
+    let int = |k: &str| tenant.get(k).map(|v| v.value);
+    assert_eq!(int("count:packets"), Some(Value::Int(40)));
+    assert_eq!(int("count:bytes"), Some(Value::Int((1..=40).sum())));
+    assert_eq!(int("count:dropped"), Some(Value::Int(10)));
+    assert_eq!(int("flow:6:a-b:packets"), Some(Value::Int(20)));
+    assert_eq!(int("flow:6:c-d:packets"), Some(Value::Int(20)));
+}
+
+#[test]
+fn nf_configuration_errors_are_values() {
+    let host = WasmHost::new(Limits::default()).unwrap();
+    let nf = host.load_nf(&guests::require("nf_count").unwrap()).unwrap();
+    let tenant = Store::new("n1").tenant(DEFAULT_TENANT);
+    match host.start_nf(&nf, tenant, "max_payload = lots") {
+        Err(GuestError::Guest(msg)) => assert!(msg.contains("max_payload"), "{msg}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
 }
 
 #[test]

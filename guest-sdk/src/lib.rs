@@ -27,8 +27,10 @@
 extern crate alloc;
 
 pub mod codec;
+pub mod nf;
 
 pub use codec::{Item, Value};
+pub use nf::{Direction, Nf, Packet};
 
 /// The guest ABI version this SDK implements; exported as `estate_abi_version`.
 pub const ABI_VERSION: i32 = 1;
@@ -139,47 +141,177 @@ macro_rules! reducer {
     };
 }
 
-/// Wires an NF function `fn(&[u8]) -> Verdict` to the guest ABI exports.
+/// Wires a type implementing [`Nf`] to the guest ABI exports: `estate_nf_init` builds
+/// it from the configuration, `estate_on_packet` hands it each packet.
 #[macro_export]
 macro_rules! nf {
-    ($on_packet:path) => {
+    ($ty:ty) => {
         $crate::__common_exports!();
-        /// Handles one packet; returns its verdict.
+        static ESTATE_NF: $crate::__private::NfCell<$ty> = $crate::__private::NfCell::new();
+        /// Builds the NF from its configuration.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn estate_nf_init(ptr: i32, len: i32) -> i32 {
+            $crate::__private::nf_init(&ESTATE_NF, ptr, len)
+        }
+        /// Handles one packet record; returns its verdict.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_on_packet(ptr: i32, len: i32) -> i32 {
-            $crate::__private::on_packet(ptr, len, $on_packet)
+            $crate::__private::nf_on_packet(&ESTATE_NF, ptr, len)
         }
     };
 }
 
-/// State of the node the guest runs in.
+/// The node's state and services, for NF guests. Keys and values live in the node's
+/// local store (the NF's tenant); `global` asks the whole cluster.
 #[cfg(target_arch = "wasm32")]
 pub mod state {
-    /// Adds `delta` to the integer counter `key` in the node's local state (a missing
-    /// key counts as 0) and returns the new value.
+    use crate::codec::{self, Item, Value};
+    use crate::hostcalls as h;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    /// The value at `key`, if any.
+    pub fn get(key: &str) -> Option<Value> {
+        if h::state_get(key) == 0 {
+            return None;
+        }
+        // The host encodes values itself; a value it cannot encode would be a host bug.
+        Value::decode_exact(&h::staged()).ok()
+    }
+
+    /// Sets `key` to `value`; an error says why the node refused (e.g. too large).
+    pub fn set(key: &str, value: &Value) -> Result<(), String> {
+        let mut buf = Vec::new();
+        value.encode(&mut buf);
+        match h::state_set(key, &buf) {
+            0 => Ok(()),
+            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub fn del(key: &str) -> bool {
+        h::state_del(key) == 1
+    }
+
+    /// Adds `delta` to the integer counter `key` (a missing key counts as 0) and returns
+    /// the new value. A non-integer at `key`, or an overflow, traps the guest.
     pub fn counter_add(key: &str, delta: i64) -> i64 {
-        crate::hostcalls::counter_add(key, delta)
+        h::counter_add(key, delta)
+    }
+
+    /// A global read across the cluster (`pattern` a regex or exact key, `reducer` a
+    /// built-in or loaded reducer name), waiting at most `timeout_ms`.
+    pub fn global(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
+        match h::global(pattern, reducer, timeout_ms) {
+            0 => Ok(None),
+            1 => {
+                let bytes = h::staged();
+                let mut r = codec::Reader::new(&bytes);
+                Item::decode(&mut r).map(Some).map_err(|e| alloc::format!("malformed global answer: {e}"))
+            }
+            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, from the node's clock.
+    pub fn now_ms() -> i64 {
+        h::now_ms()
+    }
+
+    /// Adds `delta` to the NF metric `name` (reported by the node).
+    pub fn metric_add(name: &str, delta: i64) {
+        h::metric_add(name, delta)
+    }
+
+    /// Emits an event (an alert, a log line) to the node.
+    pub fn emit(event: &str) {
+        h::emit(event)
     }
 }
 
 #[cfg(target_arch = "wasm32")]
 mod hostcalls {
+    use alloc::vec::Vec;
+
     #[link(wasm_import_module = "estate")]
     unsafe extern "C" {
         #[link_name = "result"]
         fn estate_result(ptr: *const u8, len: usize);
         #[link_name = "counter_add"]
         fn estate_counter_add(key_ptr: *const u8, key_len: usize, delta: i64) -> i64;
+        #[link_name = "staged_len"]
+        fn estate_staged_len() -> i32;
+        #[link_name = "staged_read"]
+        fn estate_staged_read(ptr: *mut u8, len: usize);
+        #[link_name = "state_get"]
+        fn estate_state_get(key_ptr: *const u8, key_len: usize) -> i32;
+        #[link_name = "state_set"]
+        fn estate_state_set(key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize) -> i32;
+        #[link_name = "state_del"]
+        fn estate_state_del(key_ptr: *const u8, key_len: usize) -> i32;
+        #[link_name = "global"]
+        fn estate_global(
+            pat_ptr: *const u8,
+            pat_len: usize,
+            red_ptr: *const u8,
+            red_len: usize,
+            timeout_ms: u32,
+        ) -> i32;
+        #[link_name = "now_ms"]
+        fn estate_now_ms() -> i64;
+        #[link_name = "metric_add"]
+        fn estate_metric_add(name_ptr: *const u8, name_len: usize, delta: i64);
+        #[link_name = "emit"]
+        fn estate_emit(ptr: *const u8, len: usize);
     }
 
+    // SAFETY (every call below): the host reads exactly `len` bytes at each `ptr` it is
+    // given, which the slices passed cover, and writes only into `staged_read`'s
+    // buffer, whose `len` bytes the Vec owns.
+
     pub(crate) fn result(bytes: &[u8]) {
-        // SAFETY: the host only reads `len` bytes at `ptr`, which `bytes` covers.
         unsafe { estate_result(bytes.as_ptr(), bytes.len()) }
     }
 
     pub(crate) fn counter_add(key: &str, delta: i64) -> i64 {
-        // SAFETY: the host only reads `key.len()` bytes at `key.as_ptr()`.
         unsafe { estate_counter_add(key.as_ptr(), key.len(), delta) }
+    }
+
+    /// The bytes the last host call staged (a value, an item or an error message).
+    pub(crate) fn staged() -> Vec<u8> {
+        let len = unsafe { estate_staged_len() }.max(0) as usize;
+        let mut buf = alloc::vec![0u8; len];
+        unsafe { estate_staged_read(buf.as_mut_ptr(), len) };
+        buf
+    }
+
+    pub(crate) fn state_get(key: &str) -> i32 {
+        unsafe { estate_state_get(key.as_ptr(), key.len()) }
+    }
+
+    pub(crate) fn state_set(key: &str, value: &[u8]) -> i32 {
+        unsafe { estate_state_set(key.as_ptr(), key.len(), value.as_ptr(), value.len()) }
+    }
+
+    pub(crate) fn state_del(key: &str) -> i32 {
+        unsafe { estate_state_del(key.as_ptr(), key.len()) }
+    }
+
+    pub(crate) fn global(pattern: &str, reducer: &str, timeout_ms: u32) -> i32 {
+        unsafe { estate_global(pattern.as_ptr(), pattern.len(), reducer.as_ptr(), reducer.len(), timeout_ms) }
+    }
+
+    pub(crate) fn now_ms() -> i64 {
+        unsafe { estate_now_ms() }
+    }
+
+    pub(crate) fn metric_add(name: &str, delta: i64) {
+        unsafe { estate_metric_add(name.as_ptr(), name.len(), delta) }
+    }
+
+    pub(crate) fn emit(event: &str) {
+        unsafe { estate_emit(event.as_ptr(), event.len()) }
     }
 }
 
@@ -277,9 +409,59 @@ pub mod __private {
         answer(f(item))
     }
 
-    pub fn on_packet(ptr: i32, len: i32, f: fn(&[u8]) -> Verdict) -> i32 {
-        let packet = take_input(ptr, len);
-        match f(&packet) {
+    /// The NF value of a guest. Wasm guests are single-threaded, so a `RefCell` in a
+    /// static is sound; the wrapper only asserts `Sync` for that.
+    pub struct NfCell<T>(core::cell::RefCell<Option<T>>);
+
+    // SAFETY: wasm32 guests run on one thread (no `atomics` target feature is enabled),
+    // so the cell is never touched concurrently.
+    unsafe impl<T> Sync for NfCell<T> {}
+
+    impl<T> NfCell<T> {
+        pub const fn new() -> Self {
+            NfCell(core::cell::RefCell::new(None))
+        }
+    }
+
+    impl<T> core::fmt::Debug for NfCell<T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("NfCell")
+        }
+    }
+
+    impl<T> Default for NfCell<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    pub fn nf_init<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {
+        let input = take_input(ptr, len);
+        let Ok(config) = core::str::from_utf8(&input) else {
+            return bad_input("configuration is not UTF-8");
+        };
+        match T::init(config) {
+            Ok(nf) => {
+                *cell.0.borrow_mut() = Some(nf);
+                0
+            }
+            Err(message) => {
+                hostcalls::result(message.as_bytes());
+                status::ERROR
+            }
+        }
+    }
+
+    pub fn nf_on_packet<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {
+        let input = take_input(ptr, len);
+        let Ok(packet) = crate::nf::Packet::decode(&input) else {
+            return bad_input("malformed packet record");
+        };
+        let mut nf = cell.0.borrow_mut();
+        let Some(nf) = nf.as_mut() else {
+            return bad_input("estate_nf_init was not called");
+        };
+        match nf.on_packet(&packet) {
             Verdict::Forward => 0,
             Verdict::Drop => 1,
         }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use estate_guest::codec::{self, Item};
+use estate_guest::codec::{self, Item, Value};
+use estate_guest::nf::Packet;
 use estate_guest::{Phase, Verdict, status};
 use wasmtime::{
     Caller, Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits,
@@ -108,6 +109,40 @@ pub trait NfState: Send + Sync {
     /// Adds `delta` to the integer at `key` (a missing key counts as 0); returns the new
     /// value, or an error message (e.g. the key holds a non-integer, or overflow).
     fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String>;
+
+    /// The value at `key`.
+    fn get(&self, key: &str) -> Option<Value> {
+        let _ = key;
+        None
+    }
+
+    /// Sets `key`; an error says why it was refused.
+    fn set(&self, key: &str, value: Value) -> Result<(), String> {
+        let _ = (key, value);
+        Err("this NF has no writable state".into())
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    fn del(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
+
+    /// A global read across the cluster.
+    fn global(&self, pattern: &str, reducer: &str, timeout: Duration) -> Result<Option<Item>, String> {
+        let _ = (pattern, reducer, timeout);
+        Err("global reads are not available to this NF".into())
+    }
+
+    /// Adds to an NF metric.
+    fn metric_add(&self, name: &str, delta: i64) {
+        let _ = (name, delta);
+    }
+
+    /// Receives an event (alert, log line) the NF emitted.
+    fn emit(&self, event: &str) {
+        let _ = event;
+    }
 }
 
 /// Per-store host data.
@@ -119,6 +154,8 @@ struct GuestData {
     /// Set when `estate.result` was refused for size, to report it precisely.
     output_refused: Option<usize>,
     nf_state: Option<Arc<dyn NfState>>,
+    /// Bytes a host call staged for the guest to read (`estate.staged_read`).
+    staged: Vec<u8>,
 }
 
 /// The engine, linker and epoch ticker shared by every guest of a node.
@@ -150,6 +187,17 @@ impl WasmHost {
         let mut linker = Linker::new(&engine);
         linker.func_wrap("estate", "result", host_result)?;
         linker.func_wrap("estate", "counter_add", host_counter_add)?;
+        linker.func_wrap("estate", "staged_len", |c: Caller<'_, GuestData>| c.data().staged.len() as i32)?;
+        linker.func_wrap("estate", "staged_read", host_staged_read)?;
+        linker.func_wrap("estate", "state_get", host_state_get)?;
+        linker.func_wrap("estate", "state_set", host_state_set)?;
+        linker.func_wrap("estate", "state_del", host_state_del)?;
+        linker.func_wrap("estate", "global", host_global)?;
+        linker.func_wrap("estate", "now_ms", |_: Caller<'_, GuestData>| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        })?;
+        linker.func_wrap("estate", "metric_add", host_metric_add)?;
+        linker.func_wrap("estate", "emit", host_emit)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
@@ -215,6 +263,9 @@ impl WasmHost {
             return Err(GuestError::ModuleSize { size: bytes.len(), limit: self.limits.module_bytes });
         }
         let module = self.compile(bytes, "estate_on_packet")?;
+        if module.get_export("estate_nf_init").is_none() {
+            return Err(GuestError::Invalid("missing export `estate_nf_init`".into()));
+        }
         let pre = self.linker.instantiate_pre(&module).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
         Ok(NfModule { pre })
     }
@@ -318,11 +369,22 @@ impl WasmHost {
     }
 
     /// Starts an NF: one instance whose memory persists across packets.
-    pub fn start_nf(&self, nf: &NfModule, state: Arc<dyn NfState>) -> Result<NfInstance, GuestError> {
+    /// Starts an NF: one instance whose memory persists across packets, built from
+    /// `config` by its `estate_nf_init`.
+    pub fn start_nf(&self, nf: &NfModule, state: Arc<dyn NfState>, config: &str) -> Result<NfInstance, GuestError> {
         let mut store = self.store(&self.limits, Some(state));
         let guest = self.instantiate(&mut store, &nf.pre, &self.limits)?;
         let on_packet = typed(&guest.instance, &mut store, "estate_on_packet")?;
-        Ok(NfInstance { store, guest, on_packet, limits: self.limits.clone() })
+        let init: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, "estate_nf_init")?;
+        let ptr = guest.write_input(&mut store, config.as_bytes(), &self.limits)?;
+        let code =
+            init.call(&mut store, (ptr, len_i32(config.as_bytes())?)).map_err(|e| classify(e, &store, &self.limits))?;
+        let output = store.data_mut().result.take();
+        match code {
+            0 => Ok(NfInstance { store, guest, on_packet, limits: self.limits.clone() }),
+            status::ERROR => Err(GuestError::Guest(message(output))),
+            other => Err(GuestError::Abi(format!("estate_nf_init returned {other}: {}", message(output)))),
+        }
     }
 
     fn compile(&self, bytes: &[u8], entry: &str) -> Result<Module, GuestError> {
@@ -348,6 +410,7 @@ impl WasmHost {
             result: None,
             output_refused: None,
             nf_state,
+            staged: Vec::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -477,17 +540,23 @@ impl fmt::Debug for NfInstance {
 }
 
 impl NfInstance {
-    /// Hands one packet to the NF and returns its verdict.
-    pub fn on_packet(&mut self, packet: &[u8]) -> Result<Verdict, GuestError> {
+    /// Hands one packet to the NF and returns its verdict. After an error the instance
+    /// may be in any state: the caller applies its fail policy and should restart it.
+    pub fn on_packet(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
         arm(&mut self.store, &self.limits);
-        let ptr = self.guest.write_input(&mut self.store, packet, &self.limits)?;
+        let mut record = Vec::with_capacity(32 + packet.flow.len() + packet.payload.len());
+        packet.encode(&mut record);
+        let ptr = self.guest.write_input(&mut self.store, &record, &self.limits)?;
         let code = self
             .on_packet
-            .call(&mut self.store, (ptr, len_i32(packet)?))
+            .call(&mut self.store, (ptr, len_i32(&record)?))
             .map_err(|e| classify(e, &self.store, &self.limits))?;
         match code {
             0 => Ok(Verdict::Forward),
             1 => Ok(Verdict::Drop),
+            status::BAD_INPUT => {
+                Err(GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take()))))
+            }
             other => Err(GuestError::Abi(format!("unknown verdict {other}"))),
         }
     }
@@ -574,6 +643,105 @@ fn host_counter_add(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32, delta
         wasmtime::bail!("counter_add is only available to NF guests");
     };
     state.counter_add(&key, delta).map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
+}
+
+fn nf_state(caller: &Caller<'_, GuestData>, call: &str) -> wasmtime::Result<Arc<dyn NfState>> {
+    caller.data().nf_state.clone().ok_or_else(|| wasmtime::format_err!("{call} is only available to NF guests"))
+}
+
+fn guest_str(caller: &mut Caller<'_, GuestData>, ptr: u32, len: u32, what: &str) -> wasmtime::Result<String> {
+    String::from_utf8(guest_bytes(caller, ptr, len)?).map_err(|_| wasmtime::format_err!("{what} is not UTF-8"))
+}
+
+/// `estate.staged_read(ptr, len)`: copies the staged bytes into guest memory.
+fn host_staged_read(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<()> {
+    let staged = std::mem::take(&mut caller.data_mut().staged);
+    if len as usize != staged.len() {
+        wasmtime::bail!("staged_read of {len} bytes, {} staged", staged.len());
+    }
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        wasmtime::bail!("guest has no exported memory");
+    };
+    memory
+        .write(&mut caller, ptr as usize, &staged)
+        .map_err(|_| wasmtime::format_err!("staged_read buffer {ptr}+{len} is outside guest memory"))
+}
+
+/// `estate.state_get(key_ptr, key_len) -> i32`: 1 and the value staged, or 0.
+fn host_state_get(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
+    let key = guest_str(&mut caller, ptr, len, "state key")?;
+    let state = nf_state(&caller, "state_get")?;
+    Ok(match state.get(&key) {
+        Some(value) => {
+            let mut staged = Vec::new();
+            value.encode(&mut staged);
+            caller.data_mut().staged = staged;
+            1
+        }
+        None => 0,
+    })
+}
+
+/// `estate.state_set(key_ptr, key_len, val_ptr, val_len) -> i32`: 0, or 1 and an error
+/// message staged. A value that is not a valid encoding traps (a guest bug).
+fn host_state_set(mut caller: Caller<'_, GuestData>, kp: u32, kl: u32, vp: u32, vl: u32) -> wasmtime::Result<i32> {
+    let key = guest_str(&mut caller, kp, kl, "state key")?;
+    let value = Value::decode_exact(&guest_bytes(&mut caller, vp, vl)?)
+        .map_err(|e| wasmtime::format_err!("state_set({key}): malformed value: {e}"))?;
+    let state = nf_state(&caller, "state_set")?;
+    Ok(match state.set(&key, value) {
+        Ok(()) => 0,
+        Err(message) => {
+            caller.data_mut().staged = message.into_bytes();
+            1
+        }
+    })
+}
+
+/// `estate.state_del(key_ptr, key_len) -> i32`: 1 if the key existed, else 0.
+fn host_state_del(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
+    let key = guest_str(&mut caller, ptr, len, "state key")?;
+    Ok(nf_state(&caller, "state_del")?.del(&key) as i32)
+}
+
+/// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32`: 0 no item, 1
+/// an encoded item staged, 2 an error message staged.
+fn host_global(
+    mut caller: Caller<'_, GuestData>,
+    pp: u32,
+    pl: u32,
+    rp: u32,
+    rl: u32,
+    timeout_ms: u32,
+) -> wasmtime::Result<i32> {
+    let pattern = guest_str(&mut caller, pp, pl, "global pattern")?;
+    let reducer = guest_str(&mut caller, rp, rl, "reducer name")?;
+    let state = nf_state(&caller, "global")?;
+    let (code, staged) = match state.global(&pattern, &reducer, Duration::from_millis(timeout_ms.into())) {
+        Ok(None) => (0, Vec::new()),
+        Ok(Some(item)) => {
+            let mut staged = Vec::new();
+            item.encode(&mut staged);
+            (1, staged)
+        }
+        Err(message) => (2, message.into_bytes()),
+    };
+    caller.data_mut().staged = staged;
+    Ok(code)
+}
+
+/// `estate.metric_add(name_ptr, name_len, delta)`.
+fn host_metric_add(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32, delta: i64) -> wasmtime::Result<()> {
+    let name = guest_str(&mut caller, ptr, len, "metric name")?;
+    nf_state(&caller, "metric_add")?.metric_add(&name, delta);
+    Ok(())
+}
+
+/// `estate.emit(ptr, len)`: an event from the NF.
+fn host_emit(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<()> {
+    let event = guest_str(&mut caller, ptr, len, "event")?;
+    nf_state(&caller, "emit")?.emit(&event);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -681,15 +849,10 @@ mod tests {
         let sum = host.load_reducer(&crate::guests::require("reducer_sum").unwrap()).unwrap();
         for n in 1..=20i64 {
             let items: Vec<Item> = (1..=n)
-                .map(|i| Item {
-                    key: format!("k{i}"),
-                    value: estate_guest::Value::Int(i),
-                    origin: "a".into(),
-                    version: 1,
-                })
+                .map(|i| Item { key: format!("k{i}"), value: Value::Int(i), origin: "a".into(), version: 1 })
                 .collect();
             let answer = host.reduce_all(&sum, &items).unwrap().unwrap();
-            assert_eq!(answer.value, estate_guest::Value::Int(n * (n + 1) / 2));
+            assert_eq!(answer.value, Value::Int(n * (n + 1) / 2));
         }
         assert_eq!(sum.idle.lock().unwrap().len(), 1, "one warm instance served every call");
     }

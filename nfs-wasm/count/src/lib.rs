@@ -1,18 +1,44 @@
-//! `count`: forwards every packet and counts packets and bytes in the node's state
-//! (`count:packets`, `count:bytes`). Drops empty packets, which are malformed.
+//! `count`: forwards every packet and counts packets and payload bytes in the node's
+//! state, in total (`count:packets`, `count:bytes`) and per flow (`flow:<key>:packets`).
+//! Drops packets whose payload is larger than the configured `max_payload` (default:
+//! no limit), counting them in `count:dropped`.
 #![no_std]
 #![forbid(unsafe_code)]
 
-use estate_guest::{Verdict, state};
+extern crate alloc;
 
-fn on_packet(packet: &[u8]) -> Verdict {
-    if packet.is_empty() {
-        state::counter_add("count:dropped", 1);
-        return Verdict::Drop;
-    }
-    state::counter_add("count:packets", 1);
-    state::counter_add("count:bytes", packet.len() as i64);
-    Verdict::Forward
+use alloc::format;
+use alloc::string::String;
+use estate_guest::{Nf, Packet, Verdict, state};
+
+struct Count {
+    max_payload: Option<usize>,
 }
 
-estate_guest::nf!(on_packet);
+impl Nf for Count {
+    fn init(config: &str) -> Result<Self, String> {
+        let mut max_payload = None;
+        for line in config.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("max_payload", v)) => {
+                    max_payload = Some(v.parse().map_err(|_| format!("count: bad max_payload {v:?}"))?);
+                }
+                _ => return Err(format!("count: unknown configuration line {line:?}")),
+            }
+        }
+        Ok(Count { max_payload })
+    }
+
+    fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
+        if self.max_payload.is_some_and(|max| packet.payload.len() > max) {
+            state::counter_add("count:dropped", 1);
+            return Verdict::Drop;
+        }
+        state::counter_add("count:packets", 1);
+        state::counter_add("count:bytes", packet.payload.len() as i64);
+        state::counter_add(&format!("flow:{}:packets", packet.flow), 1);
+        Verdict::Forward
+    }
+}
+
+estate_guest::nf!(Count);
