@@ -27,5 +27,6 @@ pub mod pattern;
 pub mod reduce;
 pub mod registry;
 pub mod store;
+pub mod traffic;
 pub mod wasm;
 pub mod wire;
