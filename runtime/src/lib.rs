@@ -22,6 +22,7 @@ pub mod global;
 pub mod guests;
 pub mod hlc;
 pub mod membership;
+pub mod nfrun;
 pub mod node;
 pub mod pattern;
 pub mod reduce;

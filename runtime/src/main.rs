@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use estate::membership::Timing;
+use estate::nfrun::FailPolicy;
 use estate::node::{Node, NodeConfig};
 use estate::reduce::Reduced;
+use estate::traffic::{self, OwnedPacket, SynthConfig};
 use estate::wasm::Limits;
 use estate::wire::{self, Consistency, ControlReply, ControlRequest, GlobalAnswer, LimitOverrides, MemberView};
 use estate_guest::{Item, Value};
@@ -56,6 +58,8 @@ enum Command {
         remove_ms: u64,
         #[command(flatten)]
         limits: NodeLimits,
+        #[command(flatten)]
+        nf: NfArgs,
     },
     /// Sets KEY to VALUE (an integer if it parses as i64, a float if f64, else text).
     Set { key: String, value: String },
@@ -136,6 +140,23 @@ enum ReducerAction {
     Unload { name: String },
 }
 
+/// An NF to run in the node, and its packet source.
+#[derive(clap::Args, Debug)]
+struct NfArgs {
+    /// NF module (wasm32) to run over the input.
+    #[arg(long, value_name = "FILE.wasm", requires = "input")]
+    nf: Option<std::path::PathBuf>,
+    /// The NF's configuration file (its format is the NF's own).
+    #[arg(long, value_name = "FILE", requires = "nf")]
+    nf_config: Option<std::path::PathBuf>,
+    /// Packet source: `synth:seed=1,flows=100,packets=10000,share=0.1,patterns=a|b`.
+    #[arg(long, value_name = "SPEC", requires = "nf")]
+    input: Option<String>,
+    /// What a packet gets when the NF faults on it.
+    #[arg(long, value_parser = ["open", "closed"], default_value = "open")]
+    fail: String,
+}
+
 /// Default budgets of Wasm reducer calls on a node.
 #[derive(clap::Args, Debug)]
 struct NodeLimits {
@@ -186,10 +207,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits } = cli.command {
+    if let Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits, nf } = cli.command {
         let timing = Timing { heartbeat_ms, suspect_ms, remove_ms, rejoin_ms: Timing::default().rejoin_ms };
         let config = NodeConfig { id, listen, join, control: cli.control, timing, limits: limits.limits() };
-        return run_node(config);
+        return run_node(config, nf);
     }
     if let Command::Demo = cli.command {
         return demo::run().map(|()| ExitCode::SUCCESS);
@@ -241,7 +262,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     print_reply(&cli.command, reply)
 }
 
-fn run_node(config: NodeConfig) -> anyhow::Result<ExitCode> {
+/// Starts the NF of `args` in `node`, if one was asked for.
+fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<()> {
+    let (Some(file), Some(input)) = (&args.nf, &args.input) else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let config = match &args.nf_config {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => String::new(),
+    };
+    let packets: Box<dyn Iterator<Item = OwnedPacket> + Send> = match input.split_once(':') {
+        Some(("synth", spec)) => {
+            Box::new(traffic::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?))
+        }
+        _ => bail!("unsupported input {input:?}: this build reads synth:SPEC"),
+    };
+    let fail: FailPolicy = args.fail.parse().map_err(anyhow::Error::msg)?;
+    node.run_nf(&bytes, &config, packets, fail).with_context(|| format!("starting the NF {}", file.display()))?;
+    tracing::info!(nf = %file.display(), %input, %fail, "NF running");
+    Ok(())
+}
+
+fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -255,6 +298,7 @@ fn run_node(config: NodeConfig) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
     let node = Node::start(config)?;
+    start_nf(&node, &nf)?;
     // One line on stdout with the bound endpoints, for scripts that asked for port `*`.
     println!("ready id={} listen={} control={}", node.id(), node.endpoint(), node.control_endpoint().unwrap_or("-"));
     while !stop.load(Ordering::Relaxed) {

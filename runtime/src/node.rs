@@ -31,11 +31,13 @@ use tracing::{debug, info, warn};
 
 use crate::global::{Completion, Gathered, GlobalError, GlobalReads, ReplyOutcome};
 use crate::membership::{Action, Membership, Timing};
+use crate::nfrun::{FailPolicy, NfCounters, NfRun};
 use crate::pattern::Pattern;
 use crate::reduce::{self, Builtin, PartialBuilder, Reduced};
 use crate::registry::{LoadError, ReducerInfo, ReducerRef, Registry};
 use crate::store::{DEFAULT_TENANT, Store, StoreError, TenantStore, Versioned};
-use crate::wasm::{Limits, WasmHost};
+use crate::traffic::OwnedPacket;
+use crate::wasm::{GuestError, Limits, NfState, WasmHost};
 use crate::wire::{
     self, Answer, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, LimitOverrides, MAX_FRAME,
     MemberView, RemoteReducer,
@@ -287,7 +289,73 @@ pub struct Node {
     inbox: Arc<Inbox>,
     view: Arc<RwLock<Vec<MemberView>>>,
     stats: Arc<Stats>,
+    nf_counters: Arc<NfCounters>,
+    nf: Mutex<Option<NfRun>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What an NF guest reaches through its host calls: the node's default tenant, global
+/// reads over the cluster, and the node's NF counters.
+struct NfContext {
+    tenant: Arc<TenantStore>,
+    inbox: Arc<Inbox>,
+    registry: Arc<Registry>,
+    counters: Arc<NfCounters>,
+}
+
+impl NfState for NfContext {
+    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String> {
+        self.tenant.add(key, delta).map_err(|e| e.to_string())
+    }
+
+    fn get(&self, key: &str) -> Option<Value> {
+        self.tenant.get(key).map(|v| v.value)
+    }
+
+    fn set(&self, key: &str, value: Value) -> Result<(), String> {
+        self.tenant.set(key, value).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn del(&self, key: &str) -> bool {
+        self.tenant.del(key)
+    }
+
+    fn global(&self, pattern: &str, reducer: &str, timeout: Duration) -> Result<Option<Item>, String> {
+        let options = GlobalOptions { timeout, ..GlobalOptions::default() };
+        let answer = global_read(&self.inbox, &self.registry, pattern, reducer, options).map_err(|e| e.to_string())?;
+        match answer.result {
+            Reduced::Nothing => Ok(None),
+            Reduced::Value(v) => Ok(Some(Item::of(v))),
+            Reduced::Item(item) => Ok(Some(item)),
+            Reduced::Items(_) => Err(format!("reducer {reducer} returns a list; NFs take one item")),
+        }
+    }
+
+    fn metric_add(&self, name: &str, delta: i64) {
+        *self.counters.metrics.lock().unwrap().entry(name.to_string()).or_default() += delta;
+    }
+
+    fn emit(&self, event: &str) {
+        self.counters.events.fetch_add(1, Ordering::Relaxed);
+        info!(target: "estate::nf", "{event}");
+    }
+}
+
+/// A global read on behalf of a library call or an NF.
+fn global_read(
+    inbox: &Inbox,
+    registry: &Registry,
+    pattern: &str,
+    reducer: &str,
+    options: GlobalOptions,
+) -> GlobalResult {
+    let pattern = Pattern::new(pattern).map_err(|e| GlobalError::Invalid(e.to_string()))?;
+    let reducer = registry.resolve(reducer).map_err(GlobalError::Invalid)?;
+    let (tx, rx) = mpsc::channel();
+    inbox.send(Command::Global { pattern, reducer, options, reply: tx })?;
+    // The I/O thread completes every read at its deadline (a final Wasm reduction runs
+    // under its own wall-time limit); the grace only covers a dead thread.
+    rx.recv_timeout(options.timeout + Duration::from_secs(10)).map_err(|_| GlobalError::Shutdown)?
 }
 
 impl fmt::Debug for Node {
@@ -340,6 +408,7 @@ impl Node {
         let registry = Arc::new(Registry::new(Arc::new(host)));
         let view = Arc::new(RwLock::new(Vec::new()));
         let stats = Arc::new(Stats::default());
+        let nf_counters = Arc::new(NfCounters::default());
         let (tx, rx) = mpsc::channel();
         let inbox = Arc::new(Inbox { commands: tx, wake: Mutex::new(wake) });
         let workers = Workers::start(WORKERS, inbox.clone(), &config.id)?;
@@ -362,6 +431,7 @@ impl Node {
             patterns: HashMap::new(),
             view: view.clone(),
             stats: stats.clone(),
+            nf_counters: nf_counters.clone(),
             started: Instant::now(),
             leaving: false,
         };
@@ -378,6 +448,8 @@ impl Node {
             inbox,
             view,
             stats,
+            nf_counters,
+            nf: Mutex::new(None),
             thread: Some(thread),
         })
     }
@@ -429,13 +501,41 @@ impl Node {
     /// println!("{:?} (missing: {:?})", answer.result, answer.missing);
     /// ```
     pub fn get_global(&self, pattern: &str, reducer: &str, options: GlobalOptions) -> GlobalResult {
-        let pattern = Pattern::new(pattern).map_err(|e| GlobalError::Invalid(e.to_string()))?;
-        let reducer = self.registry.resolve(reducer).map_err(GlobalError::Invalid)?;
-        let (tx, rx) = mpsc::channel();
-        self.inbox.send(Command::Global { pattern, reducer, options, reply: tx })?;
-        // The I/O thread completes every read at its deadline (a final Wasm reduction
-        // runs under its own wall-time limit); the grace only covers a dead thread.
-        rx.recv_timeout(options.timeout + Duration::from_secs(10)).map_err(|_| GlobalError::Shutdown)?
+        global_read(&self.inbox, &self.registry, pattern, reducer, options)
+    }
+
+    /// Runs the NF module `bytes`, built from `config`, over `packets`, with `fail` for
+    /// guest faults; it replaces an NF already running. Its state lives in the default
+    /// tenant; its counters appear in [`Node::nf_counters`] and `stats`.
+    pub fn run_nf(
+        &self,
+        bytes: &[u8],
+        config: &str,
+        packets: Box<dyn Iterator<Item = OwnedPacket> + Send>,
+        fail: FailPolicy,
+    ) -> Result<(), GuestError> {
+        let host = self.registry.host().clone();
+        let module = host.load_nf(bytes)?;
+        let context = NfContext {
+            tenant: self.default.clone(),
+            inbox: self.inbox.clone(),
+            registry: self.registry.clone(),
+            counters: self.nf_counters.clone(),
+        };
+        let run =
+            NfRun::start(host, module, config.to_string(), Arc::new(context), packets, fail, self.nf_counters.clone())?;
+        *self.nf.lock().unwrap() = Some(run);
+        Ok(())
+    }
+
+    /// Counters of the node's NF.
+    pub fn nf_counters(&self) -> &NfCounters {
+        &self.nf_counters
+    }
+
+    /// Whether the NF (if any) has finished its input.
+    pub fn nf_finished(&self) -> bool {
+        self.nf.lock().unwrap().as_ref().is_none_or(NfRun::is_finished)
     }
 
     /// Loads (or atomically replaces) the Wasm reducer `name`; reads in flight finish
@@ -471,6 +571,8 @@ impl Node {
     }
 
     fn stop(&mut self) {
+        // The NF first: it may be waiting on a global read through the I/O thread.
+        drop(self.nf.lock().unwrap().take());
         if let Some(thread) = self.thread.take() {
             if self.inbox.send(Command::Leave).is_ok() {
                 let _ = thread.join();
@@ -508,6 +610,7 @@ struct Driver {
     patterns: HashMap<String, Pattern>,
     view: Arc<RwLock<Vec<MemberView>>>,
     stats: Arc<Stats>,
+    nf_counters: Arc<NfCounters>,
     started: Instant,
     leaving: bool,
 }
@@ -979,7 +1082,11 @@ impl Driver {
             ControlRequest::Get { key } => ControlReply::Value(tenant.get(&key).map(|v| (v.value, v.version))),
             ControlRequest::Del { key } => ControlReply::Deleted(tenant.del(&key)),
             ControlRequest::Members => ControlReply::Members(self.view.read().unwrap().clone()),
-            ControlRequest::Stats => ControlReply::Stats(self.stats.snapshot()),
+            ControlRequest::Stats => {
+                let mut rows = self.stats.snapshot();
+                rows.extend(self.nf_counters.snapshot());
+                ControlReply::Stats(rows)
+            }
             ControlRequest::ReducerList => ControlReply::Reducers(self.registry.list()),
             ControlRequest::ReducerUnload { name } => ControlReply::Unloaded(self.registry.unload(&name)),
             ControlRequest::ReducerLoad { name, bytes, limits } => {

@@ -39,15 +39,35 @@ pub enum PatternError {
     },
 }
 
+/// Outside a character class, only these characters are special.
+const META: [char; 14] = ['\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$'];
+
+/// The key a pattern stands for if it has no unescaped metacharacter (`flow:10\.0\.0\.1`
+/// is the exact key `flow:10.0.0.1`), else `None`.
+fn literal(pattern: &str) -> Option<String> {
+    let mut key = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped) if META.contains(&escaped) => key.push(escaped),
+                _ => return None,
+            },
+            c if META.contains(&c) => return None,
+            c => key.push(c),
+        }
+    }
+    Some(key)
+}
+
 impl Pattern {
     /// Compiles `pattern`. A pattern without regex metacharacters is an exact key.
     pub fn new(pattern: &str) -> Result<Pattern, PatternError> {
         if pattern.len() > MAX_PATTERN_LEN {
             return Err(PatternError::TooLong(pattern.len()));
         }
-        // Outside a character class, only these characters are special.
-        if !pattern.contains(['\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$']) {
-            return Ok(Pattern::Exact(pattern.to_string()));
+        if let Some(key) = literal(pattern) {
+            return Ok(Pattern::Exact(key));
         }
         RegexBuilder::new(&format!("^(?:{pattern})$"))
             .size_limit(REGEX_SIZE_LIMIT)
@@ -91,6 +111,8 @@ mod tests {
         assert_eq!(Pattern::new("c").unwrap().exact(), Some("c"));
         assert_eq!(Pattern::new("flow_1-a:b").unwrap().exact(), Some("flow_1-a:b"));
         assert!(Pattern::new("flow:.*").unwrap().exact().is_none());
+        assert_eq!(Pattern::new(r"flow:6:10\.0\.0\.1:80").unwrap().exact(), Some("flow:6:10.0.0.1:80"));
+        assert!(Pattern::new(r"a\d").unwrap().exact().is_none());
     }
 
     #[test]

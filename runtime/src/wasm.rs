@@ -19,7 +19,7 @@ use estate_guest::codec::{self, Item, Value};
 use estate_guest::nf::Packet;
 use estate_guest::{Phase, Verdict, status};
 use wasmtime::{
-    Caller, Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits,
+    AsContextMut, Caller, Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc,
 };
 
@@ -156,6 +156,8 @@ struct GuestData {
     nf_state: Option<Arc<dyn NfState>>,
     /// Bytes a host call staged for the guest to read (`estate.staged_read`).
     staged: Vec<u8>,
+    /// The call's wall-time budget in epoch ticks.
+    wall_ticks: u64,
 }
 
 /// The engine, linker and epoch ticker shared by every guest of a node.
@@ -411,6 +413,7 @@ impl WasmHost {
             output_refused: None,
             nf_state,
             staged: Vec::new(),
+            wall_ticks: wall_ticks(limits),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -566,9 +569,12 @@ impl NfInstance {
 fn arm(store: &mut Store<GuestData>, limits: &Limits) {
     // Fuel is enabled on the engine, so setting it cannot fail.
     store.set_fuel(limits.fuel).expect("fuel is enabled");
-    let ticks = limits.wall_time.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
-    store.set_epoch_deadline(ticks as u64);
+    store.set_epoch_deadline(wall_ticks(limits));
     store.epoch_deadline_trap();
+}
+
+fn wall_ticks(limits: &Limits) -> u64 {
+    limits.wall_time.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64
 }
 
 fn classify(err: wasmtime::Error, store: &Store<GuestData>, limits: &Limits) -> GuestError {
@@ -717,7 +723,12 @@ fn host_global(
     let pattern = guest_str(&mut caller, pp, pl, "global pattern")?;
     let reducer = guest_str(&mut caller, rp, rl, "reducer name")?;
     let state = nf_state(&caller, "global")?;
-    let (code, staged) = match state.global(&pattern, &reducer, Duration::from_millis(timeout_ms.into())) {
+    let answer = state.global(&pattern, &reducer, Duration::from_millis(timeout_ms.into()));
+    // Time spent waiting on the cluster (bounded by `timeout_ms`) is not the guest's
+    // own: its wall-time budget starts again when control returns to it.
+    let ticks = caller.data().wall_ticks;
+    caller.as_context_mut().set_epoch_deadline(ticks);
+    let (code, staged) = match answer {
         Ok(None) => (0, Vec::new()),
         Ok(Some(item)) => {
             let mut staged = Vec::new();

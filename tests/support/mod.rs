@@ -25,6 +25,11 @@ pub fn estate() -> Command {
 impl NodeProc {
     /// Starts node `id` on ephemeral ports, joining through `join`.
     pub fn start(id: &str, join: &[&str]) -> NodeProc {
+        NodeProc::start_with(id, join, &[])
+    }
+
+    /// Like [`NodeProc::start`], with more `estate node` arguments.
+    pub fn start_with(id: &str, join: &[&str], extra: &[&str]) -> NodeProc {
         let log = std::env::temp_dir().join(format!("estate-test-{}-{id}-{}.log", std::process::id(), rand_suffix()));
         let mut cmd = estate();
         cmd.args(["--control", "tcp://127.0.0.1:*", "node", "--id", id, "--listen", "tcp://127.0.0.1:*"]);
@@ -32,6 +37,7 @@ impl NodeProc {
             cmd.args(["--join", j]);
         }
         cmd.args(TIMING);
+        cmd.args(extra);
         cmd.env("RUST_LOG", "info,estate=debug");
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("spawn estate node");
@@ -89,6 +95,19 @@ impl NodeProc {
                 return;
             }
             assert!(Instant::now() < deadline, "{} sees {seen:?}, wanted {want:?}", self.id);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until the counter `name` reaches `value`; returns all counters.
+    pub fn wait_stat(&self, name: &str, value: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = self.stats();
+            if stats[name].as_u64() >= Some(value) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "{name} never reached {value}: {stats}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

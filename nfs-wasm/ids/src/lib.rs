@@ -1,0 +1,403 @@
+//! `ids`: the intrusion detection NF. It scans every packet's payload for a set of byte
+//! patterns, counts packets and matches in the node's state, per flow and in total, and
+//! raises one alert per flow and node once the flow's match count *across the cluster*
+//! reaches a threshold. It only observes: every packet is forwarded.
+//!
+//! The logic ([`Ids`]) is plain `no_std` Rust that reaches its host only through the
+//! [`IdsEnv`] trait, so the same code runs in two forms:
+//!
+//! - as a Wasm guest (`wasm32`): the crate's `cdylib` is an NF on the estate guest ABI,
+//!   where the environment is the node's state through `estate_guest::state`;
+//! - natively (any other target): a host links the `rlib` and drives [`Ids`] with an
+//!   [`IdsEnv`] of its own, e.g. to compare both forms on the same traffic.
+//!
+//! # Configuration
+//!
+//! UTF-8 text, one `key = value` setting per line; blank lines and lines starting with
+//! `#` are ignored:
+//!
+//! - `pattern = <bytes>` (repeatable, at least one): a byte pattern to look for. The
+//!   value is trimmed; `\\` stands for a backslash and `\xHH` for the byte `0xHH`, so
+//!   binary patterns and patterns with outer spaces can be written. Empty patterns are
+//!   refused.
+//! - `threshold = <n>` (at most once, `n >= 1`, default 5): alert when a flow's global
+//!   match count reaches `n`.
+//!
+//! Anything else (an unknown setting, a line without `=`, a bad value, no pattern at all)
+//! is a configuration error whose message names the offending line.
+//!
+//! Matches are counted non-overlapping, leftmost-first: scanning from the start of the
+//! payload, the earliest match wins, among matches at the same position the pattern
+//! configured first wins, and the scan resumes after the match.
+//!
+//! # State keys
+//!
+//! Integer counters in the node's local store (`<flow>` is the packet's flow key):
+//!
+//! | key                    | added per packet                              |
+//! |------------------------|-----------------------------------------------|
+//! | `ids:packets`          | 1                                             |
+//! | `flow:<flow>:packets`  | 1                                             |
+//! | `ids:matches`          | its number of matches (only if > 0)           |
+//! | `flow:<flow>:matches`  | its number of matches (only if > 0)           |
+//! | `ids:alerts`           | 1 for each alert raised                       |
+//!
+//! Keys are only written when they change, so a flow without matches has no
+//! `flow:<flow>:matches` key.
+//!
+//! # Alert rule
+//!
+//! After counting the matches of a packet that has any, the NF reads the flow's global
+//! match count: the `sum` of `flow:<flow>:matches` over every node of the cluster (a
+//! global read with a timeout of [`GLOBAL_TIMEOUT_MS`]). If that read fails, it uses this
+//! node's own count instead. When the count is at least the threshold and this node has
+//! not alerted for the flow yet, it emits the event `ids alert flow=<flow> matches=<n>`
+//! (`n` the count it compared) and adds 1 to `ids:alerts`. Each node alerts at most once
+//! per flow for as long as the NF runs; packets without matches never alert. Given the
+//! same packets and the same answers from its environment, the NF does the same writes
+//! and raises the same alerts, in the same order.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+// A native build also links the `cdylib` crate type, which needs std's panic handler.
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
+use alloc::collections::BTreeSet;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use estate_guest::{Packet, Verdict};
+
+/// Threshold used when the configuration sets none.
+pub const DEFAULT_THRESHOLD: i64 = 5;
+
+/// How long the Wasm form waits for the global read of a flow's match count.
+pub const GLOBAL_TIMEOUT_MS: u32 = 500;
+
+/// Everything the IDS logic needs from its host.
+pub trait IdsEnv {
+    /// Adds `delta` to the local integer counter `key` (missing counts as 0); returns
+    /// the new value.
+    fn counter_add(&mut self, key: &str, delta: i64) -> i64;
+
+    /// The sum of the integer `key` over every node of the cluster; an error if the
+    /// read failed (then the IDS falls back to its local count).
+    fn global_sum(&mut self, key: &str) -> Result<i64, String>;
+
+    /// Emits an event (an alert) to the host.
+    fn emit(&mut self, event: &str);
+}
+
+/// The IDS: its patterns, its threshold and the flows it has alerted for.
+#[derive(Clone, Debug)]
+pub struct Ids {
+    matcher: AhoCorasick,
+    threshold: i64,
+    /// Flows this instance has alerted for (ordered, so iteration is deterministic).
+    alerted: BTreeSet<String>,
+}
+
+impl Ids {
+    /// Builds the IDS from its configuration (see the crate documentation for the
+    /// format); the error names the offending line.
+    pub fn from_config(config: &str) -> Result<Ids, String> {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut threshold = None;
+        for (index, raw) in config.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |reason: &str| format!("ids: line {} {line:?}: {reason}", index + 1);
+            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+                return Err(bad("expected `pattern = <bytes>` or `threshold = <n>`"));
+            };
+            match key {
+                "pattern" => {
+                    let pattern = unescape(value).map_err(|e| bad(&e))?;
+                    if pattern.is_empty() {
+                        return Err(bad("empty pattern"));
+                    }
+                    patterns.push(pattern);
+                }
+                "threshold" => {
+                    if threshold.is_some() {
+                        return Err(bad("threshold given twice"));
+                    }
+                    match value.parse::<i64>() {
+                        Ok(n) if n >= 1 => threshold = Some(n),
+                        _ => return Err(bad("threshold must be an integer >= 1")),
+                    }
+                }
+                _ => return Err(bad("unknown setting (expected `pattern` or `threshold`)")),
+            }
+        }
+        if patterns.is_empty() {
+            return Err("ids: no pattern configured (add a line `pattern = <bytes>`)".into());
+        }
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&patterns)
+            .map_err(|e| format!("ids: cannot build the pattern matcher: {e}"))?;
+        Ok(Ids { matcher, threshold: threshold.unwrap_or(DEFAULT_THRESHOLD), alerted: BTreeSet::new() })
+    }
+
+    /// The alert threshold.
+    pub fn threshold(&self) -> i64 {
+        self.threshold
+    }
+
+    /// The number of configured patterns.
+    pub fn pattern_count(&self) -> usize {
+        self.matcher.patterns_len()
+    }
+
+    /// The number of non-overlapping, leftmost-first matches in `payload`.
+    pub fn count_matches(&self, payload: &[u8]) -> usize {
+        self.matcher.find_iter(payload).count()
+    }
+
+    /// Handles one packet: counts it and its matches, and alerts per the alert rule.
+    /// Always forwards.
+    pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl IdsEnv) -> Verdict {
+        let matches = self.count_matches(p.payload) as i64;
+        env.counter_add("ids:packets", 1);
+        env.counter_add(&format!("flow:{}:packets", p.flow), 1);
+        if matches > 0 {
+            env.counter_add("ids:matches", matches);
+            let key = format!("flow:{}:matches", p.flow);
+            let local = env.counter_add(&key, matches);
+            let total = env.global_sum(&key).unwrap_or(local);
+            if total >= self.threshold && !self.alerted.contains(p.flow) {
+                self.alerted.insert(p.flow.into());
+                env.emit(&format!("ids alert flow={} matches={total}", p.flow));
+                env.counter_add("ids:alerts", 1);
+            }
+        }
+        Verdict::Forward
+    }
+}
+
+/// Decodes a configured pattern: `\\` is a backslash, `\xHH` the byte `0xHH`.
+fn unescape(value: &str) -> Result<Vec<u8>, String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            Some(b'x') => {
+                let hex = bytes.get(i + 2..i + 4).and_then(|h| core::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => out.push(byte),
+                    None => return Err("`\\x` must be followed by two hex digits".into()),
+                }
+                i += 4;
+            }
+            _ => return Err("unknown escape (use `\\\\` or `\\xHH`)".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// A global-read pattern that matches exactly `key`: the characters the node's key
+/// patterns treat as regex syntax are escaped, and a key without any stays a plain key.
+pub fn exact_pattern(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 8);
+    for c in key.chars() {
+        if matches!(c, '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The Wasm form: the node's state as the environment, wired to the NF ABI.
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    use alloc::format;
+    use alloc::string::String;
+    use estate_guest::{Nf, Packet, Value, Verdict, state};
+
+    use crate::{GLOBAL_TIMEOUT_MS, Ids, IdsEnv, exact_pattern};
+
+    /// The node's state, through the guest ABI's host calls.
+    #[derive(Debug)]
+    pub struct WasmEnv;
+
+    impl IdsEnv for WasmEnv {
+        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
+            state::counter_add(key, delta)
+        }
+
+        fn global_sum(&mut self, key: &str) -> Result<i64, String> {
+            match state::global(&exact_pattern(key), "sum", GLOBAL_TIMEOUT_MS)? {
+                None => Ok(0),
+                Some(item) => match item.value {
+                    Value::Int(n) => Ok(n),
+                    other => Err(format!("global sum of {key} is {}, not an integer", other.type_name())),
+                },
+            }
+        }
+
+        fn emit(&mut self, event: &str) {
+            state::emit(event)
+        }
+    }
+
+    /// [`Ids`] as an [`Nf`].
+    #[derive(Debug)]
+    pub struct IdsNf(Ids);
+
+    impl Nf for IdsNf {
+        fn init(config: &str) -> Result<Self, String> {
+            Ids::from_config(config).map(IdsNf)
+        }
+
+        fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
+            self.0.on_packet(packet, &mut WasmEnv)
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use guest::{IdsNf, WasmEnv};
+
+#[cfg(target_arch = "wasm32")]
+estate_guest::nf!(IdsNf);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+    use alloc::string::ToString;
+    use alloc::vec;
+    use estate_guest::Direction;
+
+    /// One node's counters, with a configurable answer for global reads.
+    #[derive(Default)]
+    struct Env {
+        counters: BTreeMap<String, i64>,
+        /// Added to the local value to answer `global_sum` (other nodes' counts); `None`
+        /// makes global reads fail.
+        others: Option<i64>,
+        events: Vec<String>,
+    }
+
+    impl IdsEnv for Env {
+        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
+            let v = self.counters.entry(key.to_string()).or_default();
+            *v += delta;
+            *v
+        }
+
+        fn global_sum(&mut self, key: &str) -> Result<i64, String> {
+            let local = self.counters.get(key).copied().unwrap_or(0);
+            self.others.map(|o| o + local).ok_or_else(|| "no peers".to_string())
+        }
+
+        fn emit(&mut self, event: &str) {
+            self.events.push(event.to_string());
+        }
+    }
+
+    fn packet<'a>(flow: &'a str, payload: &'a [u8]) -> Packet<'a> {
+        Packet {
+            proto: 6,
+            src: ([10, 0, 0, 1], 40000),
+            dst: ([10, 0, 0, 2], 443),
+            direction: Direction::Forward,
+            moved: false,
+            flow,
+            payload,
+        }
+    }
+
+    #[test]
+    fn configuration_parses_and_errors_name_the_line() {
+        let ids = Ids::from_config("# rules\npattern = attack\n\n  pattern = \\x00\\\\x  \nthreshold = 3\n").unwrap();
+        assert_eq!((ids.pattern_count(), ids.threshold()), (2, 3));
+        assert_eq!(ids.count_matches(b"attack \x00\\x attack"), 3);
+        assert_eq!(Ids::from_config("pattern = a").unwrap().threshold(), DEFAULT_THRESHOLD);
+        for (config, needle) in [
+            ("pattern = a\nthreshold = x", "line 2 \"threshold = x\""),
+            ("pattern = a\nthreshold = 0", "threshold = 0"),
+            ("pattern = a\nthreshold = 2\nthreshold = 3", "twice"),
+            ("pattern = a\nbogus = 1", "line 2 \"bogus = 1\""),
+            ("pattern a", "line 1 \"pattern a\""),
+            ("pattern = ", "empty pattern"),
+            ("pattern = \\xZZ", "hex digits"),
+            ("pattern = \\q", "unknown escape"),
+            ("threshold = 5", "no pattern"),
+            ("", "no pattern"),
+        ] {
+            let err = Ids::from_config(config).unwrap_err();
+            assert!(err.contains(needle), "{config:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn matches_are_non_overlapping_and_leftmost_first() {
+        let ids = Ids::from_config("pattern = abcd\npattern = bc\npattern = aa").unwrap();
+        assert_eq!(ids.count_matches(b"aaaa"), 2);
+        assert_eq!(ids.count_matches(b"abcd"), 1);
+        assert_eq!(ids.count_matches(b"xbcabcdbc"), 3);
+        assert_eq!(ids.count_matches(b""), 0);
+    }
+
+    #[test]
+    fn counts_and_alerts_once_per_flow_on_the_global_count() {
+        let mut ids = Ids::from_config("pattern = evil\nthreshold = 4").unwrap();
+        // Other nodes have seen 2 matches of every flow.
+        let mut env = Env { others: Some(2), ..Env::default() };
+        assert_eq!(ids.on_packet(&packet("f1", b"evil"), &mut env), Verdict::Forward);
+        assert!(env.events.is_empty());
+        assert_eq!(ids.on_packet(&packet("f1", b"nothing"), &mut env), Verdict::Forward);
+        assert_eq!(ids.on_packet(&packet("f1", b"evil evil"), &mut env), Verdict::Forward);
+        assert_eq!(env.events, vec!["ids alert flow=f1 matches=5".to_string()]);
+        ids.on_packet(&packet("f1", b"evil"), &mut env);
+        ids.on_packet(&packet("f2", b"x"), &mut env);
+        assert_eq!(env.events.len(), 1);
+        let c = |k: &str| env.counters.get(k).copied();
+        assert_eq!(c("ids:packets"), Some(5));
+        assert_eq!(c("ids:matches"), Some(4));
+        assert_eq!(c("ids:alerts"), Some(1));
+        assert_eq!(c("flow:f1:packets"), Some(4));
+        assert_eq!(c("flow:f1:matches"), Some(4));
+        assert_eq!(c("flow:f2:packets"), Some(1));
+        assert_eq!(c("flow:f2:matches"), None);
+    }
+
+    #[test]
+    fn a_failed_global_read_falls_back_to_the_local_count() {
+        let mut ids = Ids::from_config("pattern = evil\nthreshold = 2").unwrap();
+        let mut env = Env { others: None, ..Env::default() };
+        ids.on_packet(&packet("f", b"evil"), &mut env);
+        assert!(env.events.is_empty());
+        ids.on_packet(&packet("f", b"evil"), &mut env);
+        assert_eq!(env.events, vec!["ids alert flow=f matches=2".to_string()]);
+    }
+
+    #[test]
+    fn exact_patterns_escape_regex_syntax_only() {
+        assert_eq!(exact_pattern("flow:6:a-b:matches"), "flow:6:a-b:matches");
+        assert_eq!(
+            exact_pattern("flow:6:10.0.0.1:5-10.0.0.2:4:matches"),
+            "flow:6:10\\.0\\.0\\.1:5-10\\.0\\.0\\.2:4:matches"
+        );
+        assert_eq!(exact_pattern("a*b(c)[d]{e}|^$?+\\"), "a\\*b\\(c\\)\\[d\\]\\{e\\}\\|\\^\\$\\?\\+\\\\");
+    }
+}

@@ -1,0 +1,104 @@
+//! NF guests running in real `estate node` processes over the synthetic packet source:
+//! state written through host calls, read back globally, and hostile NF guests that get
+//! the fail policy while the node keeps serving.
+
+mod support;
+
+use std::path::PathBuf;
+
+use estate::guests;
+use support::NodeProc;
+
+fn guest_path(name: &str) -> String {
+    guests::ALL.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("guest {name} not built")).1.to_string()
+}
+
+/// Writes a WAT NF whose `estate_on_packet` body is `body` to a temp file.
+fn wat_nf(name: &str, body: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("estate-nf-{}-{name}.wat", std::process::id()));
+    let text = format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32) {body}))"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn count_nf_runs_over_synthetic_traffic() {
+    let nf = guest_path("nf_count");
+    let input = "synth:seed=3,flows=20,packets=2000,share=0";
+    let node = NodeProc::start_with("n1", &[], &["--nf", &nf, "--input", input]);
+    let stats = node.wait_stat("nf_packets", 2000);
+    assert_eq!(stats["nf_forwarded"], 2000, "{stats}");
+    assert_eq!(stats["nf_faults"], 0, "{stats}");
+    assert_eq!(node.ok(&["get", "count:packets"]), "2000");
+    // Per-flow counters written by the guest add up to the total.
+    assert_eq!(node.ok(&["global", "flow:.*:packets", "--reduce", "sum"]), "2000");
+    assert_eq!(node.ok(&["global", "flow:.*:packets", "--reduce", "count"]), "20");
+}
+
+#[test]
+fn nf_configuration_is_read_and_errors_stop_the_node_clearly() {
+    let nf = guest_path("nf_count");
+    let config = std::env::temp_dir().join(format!("estate-nf-{}-count.conf", std::process::id()));
+    std::fs::write(&config, "max_payload = 100\n").unwrap();
+    let node = NodeProc::start_with(
+        "n1",
+        &[],
+        &["--nf", &nf, "--nf-config", config.to_str().unwrap(), "--input", "synth:seed=5,packets=500,share=0"],
+    );
+    let stats = node.wait_stat("nf_packets", 500);
+    let (fwd, drop) = (stats["nf_forwarded"].as_u64().unwrap(), stats["nf_dropped"].as_u64().unwrap());
+    assert_eq!(fwd + drop, 500);
+    assert!(drop > 0 && fwd > 0, "payloads of 16..512 bytes, limit 100: {stats}");
+    assert_eq!(node.ok(&["get", "count:dropped"]), drop.to_string());
+
+    std::fs::write(&config, "max_payload = lots\n").unwrap();
+    let out = support::estate()
+        .args(["node", "--id", "n2", "--listen", "tcp://127.0.0.1:*", "--nf", &nf])
+        .args(["--nf-config", config.to_str().unwrap(), "--input", "synth:packets=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_payload"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn hostile_nf_guests_get_the_fail_policy_and_the_node_keeps_serving() {
+    let cases = [
+        ("loop", "(loop (br 0)) i32.const 0", "closed"),
+        ("bomb", "(drop (memory.grow (i32.const 60000))) i32.const 0", "open"),
+        ("trap", "unreachable", "closed"),
+    ];
+    for (name, body, policy) in cases {
+        let nf = wat_nf(name, body);
+        let node = NodeProc::start_with(
+            "n1",
+            &[],
+            &[
+                "--nf",
+                nf.to_str().unwrap(),
+                "--input",
+                "synth:packets=20,share=0",
+                "--fail",
+                policy,
+                "--reducer-fuel",
+                "2000000",
+            ],
+        );
+        node.ok(&["set", "c", "7"]);
+        let stats = node.wait_stat("nf_packets", 20);
+        assert_eq!(stats["nf_faults"], 20, "{name}: {stats}");
+        let (expect_fwd, expect_drop) = if policy == "open" { (20, 0) } else { (0, 20) };
+        assert_eq!(stats["nf_forwarded"], expect_fwd, "{name}: {stats}");
+        assert_eq!(stats["nf_dropped"], expect_drop, "{name}: {stats}");
+        assert!(stats["nf_restarts"].as_u64() >= Some(1), "{name}: {stats}");
+        assert_eq!(node.ok(&["global", "c", "--reduce", "sum"]), "7", "{name}");
+        assert!(node.log_text().contains("NF fault"), "{name}");
+    }
+}
