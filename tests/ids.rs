@@ -130,6 +130,7 @@ fn traffic() -> Vec<OwnedPacket> {
         packets: 5000,
         pattern_share: 0.2,
         patterns: vec!["attack".into(), "evil".into()],
+        ..SynthConfig::default()
     };
     synthetic(&config).collect()
 }

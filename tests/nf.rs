@@ -102,3 +102,73 @@ fn hostile_nf_guests_get_the_fail_policy_and_the_node_keeps_serving() {
         assert!(node.log_text().contains("NF fault"), "{name}");
     }
 }
+
+/// `flow:<key>:matches` → value, as one node holds them.
+fn flow_matches(node: &NodeProc) -> std::collections::BTreeMap<String, i64> {
+    let answer = node.global("flow:.*:matches", "list", &[]);
+    answer["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["origin"] == node.id.as_str())
+        .map(|i| (i["key"].as_str().unwrap().to_string(), i["value"].as_i64().unwrap()))
+        .collect()
+}
+
+fn int(node: &NodeProc, key: &str) -> i64 {
+    node.ok(&["get", key]).parse().unwrap()
+}
+
+/// Node A runs ids over 20 flows; node B joins, and flows 10..20 move to it (every
+/// packet B gets is marked moved). With `take`, B's per-flow counters continue from A's
+/// and A gives its copies up; with `off` (baseline) they restart at 0. One test, both
+/// runs, the same traffic.
+#[test]
+fn scale_out_moved_flows_continue_from_the_old_node() {
+    let ids = guest_path("nf_ids");
+    let config = std::env::temp_dir().join(format!("estate-nf-{}-ids.conf", std::process::id()));
+    std::fs::write(&config, "pattern = attack\npattern = evil\nthreshold = 1000000\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let a_input = "synth:seed=1,flows=20,packets=3000,share=0.3";
+    let b_input = "synth:seed=2,first=10,flows=10,packets=1500,share=0.3,moved=1";
+
+    let run = |mode: &str| {
+        let a = NodeProc::start_with("a", &[], &["--nf", &ids, "--nf-config", &config, "--input", a_input]);
+        a.wait_stat("nf_packets", 3000);
+        let a_before = flow_matches(&a);
+        let b = NodeProc::start_with(
+            "b",
+            &[&a.listen],
+            &["--nf", &ids, "--nf-config", &config, "--input", b_input, "--flow-state", mode],
+        );
+        let stats = b.wait_stat("nf_packets", 1500);
+        (a, b, a_before, stats)
+    };
+
+    let (a, b, a_before, stats) = run("take");
+    assert_eq!(stats["nf_flows_adopted"], 10, "{stats}");
+    let b_after = flow_matches(&b);
+    let moved: Vec<&String> = b_after.keys().collect();
+    assert_eq!(moved.len(), 10, "{b_after:?}");
+    for key in &moved {
+        assert!(b_after[*key] >= a_before[*key], "{key}: {} < {}", b_after[*key], a_before[*key]);
+        assert!(!a.cli(&["get", key]).status.success(), "{key} was taken from a");
+    }
+    // Nothing counted twice, nothing lost: the flows' counters add up to every match
+    // either node found.
+    let total: i64 = a.ok(&["global", "flow:.*:matches", "--reduce", "sum"]).parse().unwrap();
+    assert_eq!(total, int(&a, "ids:matches") + int(&b, "ids:matches"));
+    drop((a, b));
+
+    let (a, b, a_before_baseline, stats) = run("off");
+    assert_eq!(a_before_baseline, a_before, "the same traffic");
+    assert_eq!(stats["nf_flows_adopted"], 0, "{stats}");
+    let b_baseline = flow_matches(&b);
+    for key in &moved {
+        // Baseline: B counts only its own matches, which are exactly what it added on
+        // top of A's values with estate.
+        assert_eq!(b_baseline[*key] + a_before[*key], b_after[*key], "{key}");
+        assert!(a.cli(&["get", key]).status.success(), "{key} stays on a in baseline");
+    }
+    assert!(moved.iter().any(|k| a_before[*k] > 0));
+}

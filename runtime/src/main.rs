@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use estate::membership::Timing;
-use estate::nfrun::FailPolicy;
+use estate::nfrun::{FailPolicy, FlowState};
 use estate::node::{Node, NodeConfig};
 use estate::reduce::Reduced;
 use estate::traffic::{self, OwnedPacket, SynthConfig};
@@ -155,6 +155,10 @@ struct NfArgs {
     /// What a packet gets when the NF faults on it.
     #[arg(long, value_parser = ["open", "closed"], default_value = "open")]
     fail: String,
+    /// State of a moved flow: `take` moves it here (no double counting), `copy` fetches
+    /// the newest values (the paper's way), `off` shares nothing (baseline).
+    #[arg(long, value_parser = ["take", "copy", "off"], default_value = "take")]
+    flow_state: String,
 }
 
 /// Default budgets of Wasm reducer calls on a node.
@@ -279,7 +283,9 @@ fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<()> {
         _ => bail!("unsupported input {input:?}: this build reads synth:SPEC"),
     };
     let fail: FailPolicy = args.fail.parse().map_err(anyhow::Error::msg)?;
-    node.run_nf(&bytes, &config, packets, fail).with_context(|| format!("starting the NF {}", file.display()))?;
+    let flows: FlowState = args.flow_state.parse().map_err(anyhow::Error::msg)?;
+    node.run_nf(&bytes, &config, packets, fail, flows)
+        .with_context(|| format!("starting the NF {}", file.display()))?;
     tracing::info!(nf = %file.display(), %input, %fail, "NF running");
     Ok(())
 }
@@ -297,7 +303,19 @@ fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
+    let joining = !config.join.is_empty();
     let node = Node::start(config)?;
+    if joining && nf.nf.is_some() {
+        // A moved flow's first packet reads the cluster: join it before the NF starts.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !node.members().iter().any(|m| m.state == "alive") {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!("no member reached within 10 s; starting the NF alone");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     start_nf(&node, &nf)?;
     // One line on stdout with the bound endpoints, for scripts that asked for port `*`.
     println!("ready id={} listen={} control={}", node.id(), node.endpoint(), node.control_endpoint().unwrap_or("-"));

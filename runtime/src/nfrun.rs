@@ -6,7 +6,7 @@
 //! is rebuilt from its configuration before the next packet, since a guest that
 //! faulted may have left its memory in any state. State in the node's store survives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +49,40 @@ impl fmt::Display for FailPolicy {
     }
 }
 
+/// What happens to a moved flow's state when its first packet reaches this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// Move: this node takes the flow's keys over; the old owners delete theirs, so
+    /// global sums never count the flow twice.
+    Take,
+    /// The paper's copy: fetch the newest value of each key; the old copies stay.
+    Copy,
+    /// No state sharing (baseline): the flow starts from nothing here.
+    Off,
+}
+
+impl FromStr for FlowState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "take" => Ok(FlowState::Take),
+            "copy" => Ok(FlowState::Copy),
+            "off" => Ok(FlowState::Off),
+            other => Err(format!("flow state {other:?}: expected take, copy or off")),
+        }
+    }
+}
+
+/// How a running NF treats faults and moved flows.
+#[derive(Clone, Copy, Debug)]
+pub struct NfSettings {
+    /// What a packet gets when the NF faults on it.
+    pub fail: FailPolicy,
+    /// What happens to a moved flow's state.
+    pub flows: FlowState,
+}
+
 /// Counters of a running NF.
 #[derive(Debug, Default)]
 pub struct NfCounters {
@@ -64,6 +98,12 @@ pub struct NfCounters {
     pub restarts: AtomicU64,
     /// Events the NF emitted.
     pub events: AtomicU64,
+    /// Moved flows whose state was fetched before their first packet here.
+    pub flows_adopted: AtomicU64,
+    /// Keys those flows brought along.
+    pub keys_adopted: AtomicU64,
+    /// Moved flows whose state could not be fetched (they started from nothing).
+    pub adopt_failures: AtomicU64,
     /// The NF's own metrics (`metric_add`).
     pub metrics: Mutex<BTreeMap<String, i64>>,
 }
@@ -79,6 +119,9 @@ impl NfCounters {
             ("nf_faults".to_string(), get(&self.faults)),
             ("nf_restarts".to_string(), get(&self.restarts)),
             ("nf_events".to_string(), get(&self.events)),
+            ("nf_flows_adopted".to_string(), get(&self.flows_adopted)),
+            ("nf_keys_adopted".to_string(), get(&self.keys_adopted)),
+            ("nf_adopt_failures".to_string(), get(&self.adopt_failures)),
         ];
         for (name, value) in self.metrics.lock().unwrap().iter() {
             rows.push((format!("nf_metric:{name}"), (*value).max(0) as u64));
@@ -103,9 +146,11 @@ impl NfRun {
         config: String,
         state: Arc<dyn NfState>,
         packets: Box<dyn Iterator<Item = OwnedPacket> + Send>,
-        fail: FailPolicy,
+        settings: NfSettings,
         counters: Arc<NfCounters>,
     ) -> Result<NfRun, GuestError> {
+        let NfSettings { fail, flows } = settings;
+        let mut adopted: HashSet<String> = HashSet::new();
         let mut instance = host.start_nf(&module, state.clone(), &config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -117,6 +162,19 @@ impl NfRun {
                         return;
                     }
                     counters.packets.fetch_add(1, Ordering::Relaxed);
+                    // The first packet of a moved flow: its state comes first.
+                    if packet.moved && flows != FlowState::Off && adopted.insert(packet.flow.clone()) {
+                        match state.adopt_flow(&packet.flow, flows) {
+                            Ok(keys) => {
+                                counters.flows_adopted.fetch_add(1, Ordering::Relaxed);
+                                counters.keys_adopted.fetch_add(keys as u64, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                counters.adopt_failures.fetch_add(1, Ordering::Relaxed);
+                                warn!(flow = %packet.flow, "could not fetch a moved flow's state: {e}");
+                            }
+                        }
+                    }
                     let verdict = match instance.on_packet(&packet.as_packet()) {
                         Ok(v) => v,
                         Err(e) => {

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::global::{Completion, Gathered, GlobalError, GlobalReads, ReplyOutcome};
 use crate::membership::{Action, Membership, Timing};
-use crate::nfrun::{FailPolicy, NfCounters, NfRun};
+use crate::nfrun::{FailPolicy, FlowState, NfCounters, NfRun};
 use crate::pattern::Pattern;
 use crate::reduce::{self, Builtin, PartialBuilder, Reduced};
 use crate::registry::{LoadError, ReducerInfo, ReducerRef, Registry};
@@ -102,11 +102,19 @@ pub struct GlobalOptions {
     pub consistency: Consistency,
     /// Push the reducer down: each member reduces its own items and sends a partial.
     pub remote: bool,
+    /// Move the matching items here: every member sends them and deletes its copy
+    /// (fetch-all only).
+    pub take: bool,
 }
 
 impl Default for GlobalOptions {
     fn default() -> Self {
-        GlobalOptions { timeout: Duration::from_millis(1000), consistency: Consistency::BestEffort, remote: false }
+        GlobalOptions {
+            timeout: Duration::from_millis(1000),
+            consistency: Consistency::BestEffort,
+            remote: false,
+            take: false,
+        }
     }
 }
 
@@ -331,6 +339,35 @@ impl NfState for NfContext {
         }
     }
 
+    fn adopt_flow(&self, flow: &str, mode: FlowState) -> Result<usize, String> {
+        if mode == FlowState::Off {
+            return Ok(0);
+        }
+        // Every key of the flow, on any member: `flow:<key>:…` with the key escaped.
+        let pattern = format!("flow:{}:.*", regex::escape(flow));
+        let options = GlobalOptions { take: mode == FlowState::Take, ..GlobalOptions::default() };
+        let answer = global_read(&self.inbox, &self.registry, &pattern, "list", options).map_err(|e| e.to_string())?;
+        let Reduced::Items(items) = answer.result else {
+            return Ok(0);
+        };
+        // The newest version of each key wins (a flow that moved twice may have left
+        // copies on two nodes); this node's own items are already here.
+        let mut newest: HashMap<String, Item> = HashMap::new();
+        for item in items.into_iter().filter(|i| i.origin != self.tenant.node()) {
+            match newest.get(&item.key) {
+                Some(have) if !crate::store::newer(item.version, &item.origin, have.version, &have.origin) => {}
+                _ => {
+                    newest.insert(item.key.clone(), item);
+                }
+            }
+        }
+        let adopted = newest.len();
+        for (key, item) in newest {
+            self.tenant.set(&key, item.value).map_err(|e| e.to_string())?;
+        }
+        Ok(adopted)
+    }
+
     fn metric_add(&self, name: &str, delta: i64) {
         *self.counters.metrics.lock().unwrap().entry(name.to_string()).or_default() += delta;
     }
@@ -513,6 +550,7 @@ impl Node {
         config: &str,
         packets: Box<dyn Iterator<Item = OwnedPacket> + Send>,
         fail: FailPolicy,
+        flows: FlowState,
     ) -> Result<(), GuestError> {
         let host = self.registry.host().clone();
         let module = host.load_nf(bytes)?;
@@ -522,8 +560,16 @@ impl Node {
             registry: self.registry.clone(),
             counters: self.nf_counters.clone(),
         };
-        let run =
-            NfRun::start(host, module, config.to_string(), Arc::new(context), packets, fail, self.nf_counters.clone())?;
+        let settings = crate::nfrun::NfSettings { fail, flows };
+        let run = NfRun::start(
+            host,
+            module,
+            config.to_string(),
+            Arc::new(context),
+            packets,
+            settings,
+            self.nf_counters.clone(),
+        )?;
         *self.nf.lock().unwrap() = Some(run);
         Ok(())
     }
@@ -737,9 +783,9 @@ impl Driver {
         self.membership.heard(&from, now);
         match env.body {
             Body::Member(_) => unreachable!("handled above"),
-            Body::GlobalRequest { id, tenant, pattern, reducer } => {
+            Body::GlobalRequest { id, tenant, pattern, reducer, take } => {
                 bump(&self.stats.served);
-                self.serve(from, id, &tenant, &pattern, reducer);
+                self.serve(from, id, &tenant, &pattern, reducer, take);
             }
             Body::GlobalReply { id, result } => {
                 if let Err(e) = &result {
@@ -766,11 +812,27 @@ impl Driver {
     }
 
     /// Answers a member's global read: its items, or (push-down) their partial.
-    fn serve(&mut self, from: String, id: u128, tenant: &str, pattern: &str, reducer: Option<RemoteReducer>) {
+    fn serve(
+        &mut self,
+        from: String,
+        id: u128,
+        tenant: &str,
+        pattern: &str,
+        reducer: Option<RemoteReducer>,
+        take: bool,
+    ) {
         let pattern = match self.pattern(pattern) {
             Ok(p) => p,
             Err(e) => return self.send_answer(&from, id, Err(e)),
         };
+        if take {
+            if reducer.is_some() {
+                return self.send_answer(&from, id, Err("take cannot be pushed down".into()));
+            }
+            let items = self.store.tenant(tenant).take_matching(&pattern);
+            info!(%from, items = items.len(), "items taken over by a member");
+            return self.send_answer(&from, id, Ok(Answer::Items(items)));
+        }
         if let Some(RemoteReducer::Builtin(b)) = reducer {
             let result = self.builtin_partial(tenant, &pattern, b);
             return self.send_answer(&from, id, result);
@@ -919,6 +981,9 @@ impl Driver {
     }
 
     fn start_read(&mut self, pattern: &Pattern, reducer: ReducerRef, options: GlobalOptions, waiter: Waiter) {
+        if options.remote && options.take {
+            return self.notify(waiter, Err(GlobalError::Invalid("take cannot be combined with push-down".into())));
+        }
         if options.remote && !reducer.combinable() {
             let message = format!(
                 "reducer {} is not combinable, so it cannot be pushed down to the peers; run it without --remote",
@@ -939,6 +1004,7 @@ impl Driver {
                 tenant: DEFAULT_TENANT.to_string(),
                 pattern: pattern.source().to_string(),
                 reducer: remote.clone(),
+                take: options.take,
             };
             self.send_to_member(member, body);
         }
@@ -1113,7 +1179,7 @@ impl Driver {
                 match parsed {
                     Ok((reducer, pattern)) => {
                         let timeout = Duration::from_millis(timeout_ms);
-                        let options = GlobalOptions { timeout, consistency, remote };
+                        let options = GlobalOptions { timeout, consistency, remote, take: false };
                         self.start_read(&pattern, reducer, options, Waiter::Control(identity));
                         return;
                     }

@@ -133,6 +133,11 @@ fn value_len(value: &Value) -> usize {
 }
 
 impl TenantStore {
+    /// The id of the node whose store this is.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Sets `key` to `value`; returns the new version.
     pub fn set(&self, key: &str, value: Value) -> Result<u64, StoreError> {
         if key.len() > MAX_KEY_LEN {
@@ -180,6 +185,22 @@ impl TenantStore {
         let version = self.clock.tick();
         items.insert(key.to_string(), Versioned { value: Value::Int(next), version });
         Ok(next)
+    }
+
+    /// Removes every item whose key matches `pattern` and returns them (move semantics:
+    /// another node takes them over), atomically under the write lock.
+    pub fn take_matching(&self, pattern: &Pattern) -> Vec<Item> {
+        let mut items = self.items.write().unwrap();
+        let keys: Vec<String> = match pattern.exact() {
+            Some(key) => items.contains_key(key).then(|| key.to_string()).into_iter().collect(),
+            None => items.keys().filter(|k| pattern.matches(k)).cloned().collect(),
+        };
+        keys.into_iter()
+            .filter_map(|key| {
+                let v = items.remove(&key)?;
+                Some(Item { key, value: v.value, origin: self.node.to_string(), version: v.version })
+            })
+            .collect()
     }
 
     /// Number of items.

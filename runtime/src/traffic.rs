@@ -65,6 +65,12 @@ pub struct SynthConfig {
     pub pattern_share: f64,
     /// Byte patterns planted in payloads.
     pub patterns: Vec<String>,
+    /// Index of the first flow used: `first=10,flows=10` is flows 10..20 of the same
+    /// deterministic flow set, so two sources can share some flows and not others.
+    pub first: usize,
+    /// Mark every packet as belonging to a moved flow (as the fabric does for flows
+    /// it moved to this node).
+    pub moved: bool,
 }
 
 impl Default for SynthConfig {
@@ -75,6 +81,8 @@ impl Default for SynthConfig {
             packets: 10_000,
             pattern_share: 0.1,
             patterns: vec!["attack".into(), "evil".into()],
+            first: 0,
+            moved: false,
         }
     }
 }
@@ -92,6 +100,8 @@ impl FromStr for SynthConfig {
                 "flows" => c.flows = v.parse().map_err(|_| bad("flows"))?,
                 "packets" => c.packets = v.parse().map_err(|_| bad("packets"))?,
                 "share" => c.pattern_share = v.parse().map_err(|_| bad("share"))?,
+                "first" => c.first = v.parse().map_err(|_| bad("first"))?,
+                "moved" => c.moved = v.parse::<u8>().map_err(|_| bad("moved"))? != 0,
                 "patterns" => c.patterns = v.split('|').filter(|p| !p.is_empty()).map(String::from).collect(),
                 other => return Err(format!("synthetic input: unknown setting {other:?}")),
             }
@@ -110,12 +120,14 @@ impl fmt::Display for SynthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed={},flows={},packets={},share={},patterns={}",
+            "seed={},flows={},packets={},share={},patterns={},first={},moved={}",
             self.seed,
             self.flows,
             self.packets,
             self.pattern_share,
-            self.patterns.join("|")
+            self.patterns.join("|"),
+            self.first,
+            self.moved as u8
         )
     }
 }
@@ -133,7 +145,7 @@ struct Flow {
 /// `pattern_share` of them with one pattern planted at a random offset.
 pub fn synthetic(config: &SynthConfig) -> impl Iterator<Item = OwnedPacket> + use<> {
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let flows: Vec<Flow> = (0..config.flows)
+    let flows: Vec<Flow> = (config.first..config.first + config.flows)
         .map(|i| Flow {
             proto: if i % 5 == 4 { 17 } else { 6 },
             client: ([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 20_000 + (i % 40_000) as u16),
@@ -158,7 +170,9 @@ pub fn synthetic(config: &SynthConfig) -> impl Iterator<Item = OwnedPacket> + us
         } else {
             (flow.server, flow.client, Direction::Reverse)
         };
-        OwnedPacket::new(flow.proto, src, dst, direction, payload)
+        let mut packet = OwnedPacket::new(flow.proto, src, dst, direction, payload);
+        packet.moved = config.moved;
+        packet
     })
 }
 

@@ -134,6 +134,14 @@ pub trait NfState: Send + Sync {
         Err("global reads are not available to this NF".into())
     }
 
+    /// Brings the state of `flow` (keys `flow:<flow>:…`) to this node from wherever it
+    /// is in the cluster, before the NF sees the flow's first packet here; returns the
+    /// number of keys adopted.
+    fn adopt_flow(&self, flow: &str, mode: crate::nfrun::FlowState) -> Result<usize, String> {
+        let _ = (flow, mode);
+        Ok(0)
+    }
+
     /// Adds to an NF metric.
     fn metric_add(&self, name: &str, delta: i64) {
         let _ = (name, delta);

@@ -49,6 +49,9 @@ pub enum Body {
         pattern: String,
         /// `None`: send the items. `Some`: reduce them here and send the partial.
         reducer: Option<RemoteReducer>,
+        /// Move semantics (a flow moved to the requester): send the items and delete
+        /// them here, so the requester becomes their only owner.
+        take: bool,
     },
     /// The answer to a [`Body::GlobalRequest`].
     GlobalReply {
