@@ -19,7 +19,7 @@ use estate_guest::codec::{self, Item, Value};
 use estate_guest::nf::Packet;
 use estate_guest::{Phase, Verdict, status};
 use wasmtime::{
-    AsContextMut, Caller, Config, Engine, Extern, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits,
+    AsContextMut, Caller, Config, Engine, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits,
     StoreLimitsBuilder, Trap, TypedFunc,
 };
 
@@ -166,6 +166,8 @@ struct GuestData {
     staged: Vec<u8>,
     /// The call's wall-time budget in epoch ticks.
     wall_ticks: u64,
+    /// The guest's exported memory, once instantiated.
+    memory: Option<Memory>,
 }
 
 /// The engine, linker and epoch ticker shared by every guest of a node.
@@ -422,6 +424,7 @@ impl WasmHost {
             nf_state,
             staged: Vec::new(),
             wall_ticks: wall_ticks(limits),
+            memory: None,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -444,6 +447,7 @@ impl WasmHost {
         let memory = instance
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| GuestError::Invalid("missing export `memory`".into()))?;
+        store.data_mut().memory = Some(memory);
         let alloc = typed(&instance, &mut *store, "estate_alloc")?;
         Ok(Guest { instance, memory, alloc })
     }
@@ -625,7 +629,8 @@ fn message(bytes: Option<Vec<u8>>) -> String {
 
 /// Reads `len` bytes at `ptr` from the caller's memory, bounds-checked.
 fn guest_bytes(caller: &mut Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<Vec<u8>> {
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+    // Cached at instantiation: a by-name export lookup on every host call is not free.
+    let Some(memory) = caller.data().memory else {
         wasmtime::bail!("guest has no exported memory");
     };
     let (start, len) = (ptr as usize, len as usize);
@@ -673,7 +678,8 @@ fn host_staged_read(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wa
     if len as usize != staged.len() {
         wasmtime::bail!("staged_read of {len} bytes, {} staged", staged.len());
     }
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+    // Cached at instantiation: a by-name export lookup on every host call is not free.
+    let Some(memory) = caller.data().memory else {
         wasmtime::bail!("guest has no exported memory");
     };
     memory
