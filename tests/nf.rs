@@ -172,3 +172,46 @@ fn scale_out_moved_flows_continue_from_the_old_node() {
     }
     assert!(moved.iter().any(|k| a_before[*k] > 0));
 }
+
+/// An NF hot-loaded onto a node's held input, replaced by another NF while packets
+/// flow (the state stays), a bad replacement refused without disturbing the running
+/// one, then unloaded.
+#[test]
+fn nf_load_replace_unload_while_packets_flow() {
+    let node = NodeProc::start_with("n1", &[], &["--input", "synth:seed=4,flows=10,packets=400000,share=0.3"]);
+    assert_eq!(node.ok(&["nf", "status"]), "waiting");
+    assert_eq!(node.ok(&["nf", "load", &guest_path("nf_count")]), "started");
+    node.wait_stat("nf_packets", 1000);
+    assert_eq!(node.ok(&["nf", "status"]), "running");
+
+    let config = std::env::temp_dir().join(format!("estate-nf-{}-hot-ids.conf", std::process::id()));
+    std::fs::write(&config, "pattern = attack\npattern = evil\n").unwrap();
+    assert_eq!(node.ok(&["nf", "load", &guest_path("nf_ids"), "--config", config.to_str().unwrap()]), "replaced");
+    node.wait_stat("nf_replacements", 1);
+    let counted: i64 = node.ok(&["get", "count:packets"]).parse().unwrap();
+    assert!(counted >= 1000);
+    // ids now sees the packets; count's state is still there and no longer grows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !node.cli(&["get", "ids:packets"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "ids never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let later: i64 = node.ok(&["get", "count:packets"]).parse().unwrap();
+    assert_eq!(later, counted, "the old NF stopped at the switch");
+
+    // A bad module is refused and the running NF carries on.
+    let garbage = std::env::temp_dir().join(format!("estate-nf-{}-garbage.wasm", std::process::id()));
+    std::fs::write(&garbage, b"\0asm garbage").unwrap();
+    let out = node.cli(&["nf", "load", garbage.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid guest module"));
+    let before = node.stats()["nf_packets"].as_u64().unwrap();
+    node.wait_stat("nf_packets", before + 100);
+    assert_eq!(node.stats()["nf_replacements"], 1);
+
+    assert_eq!(node.ok(&["nf", "unload"]), "unloaded");
+    assert_eq!(node.ok(&["nf", "status"]), "none");
+    let stopped = node.stats()["nf_packets"].as_u64().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(node.stats()["nf_packets"].as_u64().unwrap(), stopped);
+    assert!(stopped < 400_000);
+}

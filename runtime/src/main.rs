@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use estate::membership::Timing;
-use estate::nfrun::{FailPolicy, FlowState};
+use estate::nfrun::{FailPolicy, FlowState, NfSettings};
 use estate::node::{Node, NodeConfig};
 use estate::reduce::Reduced;
 use estate::traffic::{self, OwnedPacket, SynthConfig};
@@ -94,6 +94,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Loads (or hot-replaces), unloads and shows the node's NF.
+    Nf {
+        #[command(subcommand)]
+        action: NfAction,
+    },
     /// Loads, lists and unloads Wasm reducers in the running node.
     Reducer {
         #[command(subcommand)]
@@ -109,6 +114,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum NfAction {
+    /// Loads FILE as the node's NF: it replaces a running NF between two packets (the
+    /// state in the store stays), or starts on the node's held input.
+    Load {
+        file: std::path::PathBuf,
+        /// The NF's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Stops the NF (the rest of its input is not processed).
+    Unload,
+    /// Prints running, finished, waiting (input held) or none.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,8 +170,9 @@ struct NfArgs {
     /// The NF's configuration file (its format is the NF's own).
     #[arg(long, value_name = "FILE", requires = "nf")]
     nf_config: Option<std::path::PathBuf>,
-    /// Packet source: `synth:seed=1,flows=100,packets=10000,share=0.1,patterns=a|b`.
-    #[arg(long, value_name = "SPEC", requires = "nf")]
+    /// Packet source: `synth:seed=1,flows=100,packets=10000,share=0.1,patterns=a|b`
+    /// (also `first=N`, `moved=1`). Without `--nf` the input waits for `nf load`.
+    #[arg(long, value_name = "SPEC")]
     input: Option<String>,
     /// What a packet gets when the NF faults on it.
     #[arg(long, value_parser = ["open", "closed"], default_value = "open")]
@@ -231,6 +253,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Del { key } => (ControlRequest::Del { key: key.clone() }, Duration::from_secs(5)),
         Command::Members { .. } => (ControlRequest::Members, Duration::from_secs(5)),
         Command::Stats { .. } => (ControlRequest::Stats, Duration::from_secs(5)),
+        Command::Nf { action: NfAction::Status } => (ControlRequest::NfStatus, Duration::from_secs(5)),
+        Command::Nf { action: NfAction::Unload } => (ControlRequest::NfUnload, Duration::from_secs(10)),
+        Command::Nf { action: NfAction::Load { file, config } } => {
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let config = match config {
+                Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+                None => String::new(),
+            };
+            (ControlRequest::NfLoad { bytes, config }, Duration::from_secs(30))
+        }
         Command::Reducer { action: ReducerAction::List { .. } } => {
             (ControlRequest::ReducerList, Duration::from_secs(5))
         }
@@ -268,10 +300,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Starts the NF of `args` in `node`, if one was asked for.
 fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<()> {
-    let (Some(file), Some(input)) = (&args.nf, &args.input) else {
+    let Some(input) = &args.input else {
         return Ok(());
     };
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let config = match &args.nf_config {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => String::new(),
@@ -284,6 +315,12 @@ fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<()> {
     };
     let fail: FailPolicy = args.fail.parse().map_err(anyhow::Error::msg)?;
     let flows: FlowState = args.flow_state.parse().map_err(anyhow::Error::msg)?;
+    let Some(file) = &args.nf else {
+        node.nf().hold_input(packets, NfSettings { fail, flows });
+        tracing::info!(%input, "input held until an NF is loaded (estate … nf load)");
+        return Ok(());
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     node.run_nf(&bytes, &config, packets, fail, flows)
         .with_context(|| format!("starting the NF {}", file.display()))?;
     tracing::info!(nf = %file.display(), %input, %fail, "NF running");
@@ -384,6 +421,7 @@ fn print_reply(command: &Command, reply: ControlReply) -> anyhow::Result<ExitCod
         }
         ControlReply::Global(answer) => print_global(&answer, json),
         ControlReply::Members(members) => print_members(&members, json),
+        ControlReply::Nf(text) => println!("{text}"),
         ControlReply::Loaded(info) => {
             println!("loaded {} sha256={} size={} combinable={}", info.name, info.hash, info.size, info.combinable);
         }

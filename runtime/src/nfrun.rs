@@ -17,7 +17,7 @@ use estate_guest::Verdict;
 use tracing::{info, warn};
 
 use crate::traffic::OwnedPacket;
-use crate::wasm::{GuestError, NfModule, NfState, WasmHost};
+use crate::wasm::{GuestError, NfInstance, NfModule, NfState, WasmHost};
 
 /// What a packet gets when the NF faults on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +92,8 @@ pub struct NfCounters {
     pub forwarded: AtomicU64,
     /// Packets dropped (by the NF, or by fail-closed).
     pub dropped: AtomicU64,
+    /// Times the NF was replaced by another module while running.
+    pub replacements: AtomicU64,
     /// Packets on which the guest faulted.
     pub faults: AtomicU64,
     /// Times the instance was rebuilt after a fault.
@@ -118,6 +120,7 @@ impl NfCounters {
             ("nf_dropped".to_string(), get(&self.dropped)),
             ("nf_faults".to_string(), get(&self.faults)),
             ("nf_restarts".to_string(), get(&self.restarts)),
+            ("nf_replacements".to_string(), get(&self.replacements)),
             ("nf_events".to_string(), get(&self.events)),
             ("nf_flows_adopted".to_string(), get(&self.flows_adopted)),
             ("nf_keys_adopted".to_string(), get(&self.keys_adopted)),
@@ -130,11 +133,27 @@ impl NfCounters {
     }
 }
 
+/// A packet source.
+pub type Packets = Box<dyn Iterator<Item = OwnedPacket> + Send>;
+
+/// A new module and instance waiting to take over at the next packet.
+struct Swap {
+    module: NfModule,
+    config: String,
+    instance: NfInstance,
+}
+
 /// A running NF. Dropping it stops the packet thread after the current packet.
-#[derive(Debug)]
 pub struct NfRun {
     stop: Arc<AtomicBool>,
+    swap: Arc<Mutex<Option<Swap>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for NfRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NfRun").field("finished", &self.is_finished()).finish_non_exhaustive()
+    }
 }
 
 impl NfRun {
@@ -151,15 +170,25 @@ impl NfRun {
     ) -> Result<NfRun, GuestError> {
         let NfSettings { fail, flows } = settings;
         let mut adopted: HashSet<String> = HashSet::new();
+        let (mut module, mut config) = (module, config);
         let mut instance = host.start_nf(&module, state.clone(), &config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let swap: Arc<Mutex<Option<Swap>>> = Arc::default();
+        let swapping = swap.clone();
         let thread = thread::Builder::new()
             .name("estate-nf".into())
             .spawn(move || {
                 for packet in packets {
                     if stopping.load(Ordering::Relaxed) {
                         return;
+                    }
+                    // Hot replacement: the new instance takes over between packets; state
+                    // in the store is untouched.
+                    if let Some(new) = swapping.lock().unwrap().take() {
+                        (module, config, instance) = (new.module, new.config, new.instance);
+                        counters.replacements.fetch_add(1, Ordering::Relaxed);
+                        info!("NF replaced");
                     }
                     counters.packets.fetch_add(1, Ordering::Relaxed);
                     // The first packet of a moved flow: its state comes first.
@@ -202,7 +231,11 @@ impl NfRun {
                 info!(packets = counters.packets.load(Ordering::Relaxed), "NF input finished");
             })
             .map_err(|e| GuestError::Abi(format!("spawning the NF thread: {e}")))?;
-        Ok(NfRun { stop, thread: Some(thread) })
+        Ok(NfRun { stop, swap, thread: Some(thread) })
+    }
+
+    fn replace(&self, module: NfModule, config: String, instance: NfInstance) {
+        *self.swap.lock().unwrap() = Some(Swap { module, config, instance });
     }
 
     /// Waits until the input is exhausted.
@@ -224,5 +257,90 @@ impl Drop for NfRun {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The NF place of a node: at most one NF, its input, and hot loading, replacement and
+/// unloading of the NF while the node runs.
+pub struct NfSlot {
+    host: Arc<WasmHost>,
+    state: Arc<dyn NfState>,
+    counters: Arc<NfCounters>,
+    run: Mutex<Option<NfRun>>,
+    /// An input given without an NF, waiting for `load`.
+    held: Mutex<Option<(Packets, NfSettings)>>,
+}
+
+impl fmt::Debug for NfSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NfSlot").field("status", &self.status()).finish_non_exhaustive()
+    }
+}
+
+impl NfSlot {
+    /// An empty slot whose NFs run on `host` with `state`.
+    pub fn new(host: Arc<WasmHost>, state: Arc<dyn NfState>, counters: Arc<NfCounters>) -> NfSlot {
+        NfSlot { host, state, counters, run: Mutex::new(None), held: Mutex::new(None) }
+    }
+
+    /// Starts the NF `bytes` over `packets` now (replacing any NF and held input).
+    pub fn start(&self, bytes: &[u8], config: &str, packets: Packets, settings: NfSettings) -> Result<(), GuestError> {
+        let module = self.host.load_nf(bytes)?;
+        let run = NfRun::start(
+            self.host.clone(),
+            module,
+            config.to_string(),
+            self.state.clone(),
+            packets,
+            settings,
+            self.counters.clone(),
+        )?;
+        *self.held.lock().unwrap() = None;
+        *self.run.lock().unwrap() = Some(run);
+        Ok(())
+    }
+
+    /// Keeps `packets` until an NF is loaded.
+    pub fn hold_input(&self, packets: Packets, settings: NfSettings) {
+        *self.held.lock().unwrap() = Some((packets, settings));
+    }
+
+    /// Loads the NF `bytes`: it replaces the running NF between two packets (the state
+    /// in the store stays), or starts on the held input. The new instance is built here,
+    /// so a bad module or configuration is an error and changes nothing.
+    pub fn load(&self, bytes: &[u8], config: &str) -> Result<&'static str, String> {
+        let module = self.host.load_nf(bytes).map_err(|e| e.to_string())?;
+        let running = self.run.lock().unwrap();
+        if let Some(run) = running.as_ref().filter(|r| !r.is_finished()) {
+            let instance = self.host.start_nf(&module, self.state.clone(), config).map_err(|e| e.to_string())?;
+            run.replace(module, config.to_string(), instance);
+            return Ok("replaced");
+        }
+        drop(running);
+        let Some((packets, settings)) = self.held.lock().unwrap().take() else {
+            return Err("no NF input on this node: start it with --input".into());
+        };
+        self.start(bytes, config, packets, settings).map_err(|e| e.to_string())?;
+        Ok("started")
+    }
+
+    /// Stops the NF; the rest of its input is not processed. Returns whether one ran.
+    pub fn unload(&self) -> bool {
+        self.run.lock().unwrap().take().is_some()
+    }
+
+    /// `running`, `finished` (input exhausted), `waiting` (input held, no NF) or `none`.
+    pub fn status(&self) -> &'static str {
+        match self.run.lock().unwrap().as_ref() {
+            Some(run) if !run.is_finished() => "running",
+            Some(_) => "finished",
+            None if self.held.lock().unwrap().is_some() => "waiting",
+            None => "none",
+        }
+    }
+
+    /// Whether no NF is processing packets.
+    pub fn finished(&self) -> bool {
+        self.run.lock().unwrap().as_ref().is_none_or(NfRun::is_finished)
     }
 }

@@ -31,12 +31,11 @@ use tracing::{debug, info, warn};
 
 use crate::global::{Completion, Gathered, GlobalError, GlobalReads, ReplyOutcome};
 use crate::membership::{Action, Membership, Timing};
-use crate::nfrun::{FailPolicy, FlowState, NfCounters, NfRun};
+use crate::nfrun::{FailPolicy, FlowState, NfCounters, NfSettings, NfSlot, Packets};
 use crate::pattern::Pattern;
 use crate::reduce::{self, Builtin, PartialBuilder, Reduced};
 use crate::registry::{LoadError, ReducerInfo, ReducerRef, Registry};
 use crate::store::{DEFAULT_TENANT, Store, StoreError, TenantStore, Versioned};
-use crate::traffic::OwnedPacket;
 use crate::wasm::{GuestError, Limits, NfState, WasmHost};
 use crate::wire::{
     self, Answer, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, LimitOverrides, MAX_FRAME,
@@ -298,7 +297,7 @@ pub struct Node {
     view: Arc<RwLock<Vec<MemberView>>>,
     stats: Arc<Stats>,
     nf_counters: Arc<NfCounters>,
-    nf: Mutex<Option<NfRun>>,
+    nf: Arc<NfSlot>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -448,6 +447,16 @@ impl Node {
         let nf_counters = Arc::new(NfCounters::default());
         let (tx, rx) = mpsc::channel();
         let inbox = Arc::new(Inbox { commands: tx, wake: Mutex::new(wake) });
+        let nf = Arc::new(NfSlot::new(
+            registry.host().clone(),
+            Arc::new(NfContext {
+                tenant: default.clone(),
+                inbox: inbox.clone(),
+                registry: registry.clone(),
+                counters: nf_counters.clone(),
+            }),
+            nf_counters.clone(),
+        ));
         let workers = Workers::start(WORKERS, inbox.clone(), &config.id)?;
         let control_endpoint = control.as_ref().map(|(_, ep)| ep.clone());
         let driver = Driver {
@@ -469,6 +478,7 @@ impl Node {
             view: view.clone(),
             stats: stats.clone(),
             nf_counters: nf_counters.clone(),
+            nf: nf.clone(),
             started: Instant::now(),
             leaving: false,
         };
@@ -486,7 +496,7 @@ impl Node {
             view,
             stats,
             nf_counters,
-            nf: Mutex::new(None),
+            nf,
             thread: Some(thread),
         })
     }
@@ -548,30 +558,16 @@ impl Node {
         &self,
         bytes: &[u8],
         config: &str,
-        packets: Box<dyn Iterator<Item = OwnedPacket> + Send>,
+        packets: Packets,
         fail: FailPolicy,
         flows: FlowState,
     ) -> Result<(), GuestError> {
-        let host = self.registry.host().clone();
-        let module = host.load_nf(bytes)?;
-        let context = NfContext {
-            tenant: self.default.clone(),
-            inbox: self.inbox.clone(),
-            registry: self.registry.clone(),
-            counters: self.nf_counters.clone(),
-        };
-        let settings = crate::nfrun::NfSettings { fail, flows };
-        let run = NfRun::start(
-            host,
-            module,
-            config.to_string(),
-            Arc::new(context),
-            packets,
-            settings,
-            self.nf_counters.clone(),
-        )?;
-        *self.nf.lock().unwrap() = Some(run);
-        Ok(())
+        self.nf.start(bytes, config, packets, NfSettings { fail, flows })
+    }
+
+    /// The node's NF place: hot loading, replacement, unloading, status.
+    pub fn nf(&self) -> &NfSlot {
+        &self.nf
     }
 
     /// Counters of the node's NF.
@@ -581,7 +577,7 @@ impl Node {
 
     /// Whether the NF (if any) has finished its input.
     pub fn nf_finished(&self) -> bool {
-        self.nf.lock().unwrap().as_ref().is_none_or(NfRun::is_finished)
+        self.nf.finished()
     }
 
     /// Loads (or atomically replaces) the Wasm reducer `name`; reads in flight finish
@@ -618,7 +614,7 @@ impl Node {
 
     fn stop(&mut self) {
         // The NF first: it may be waiting on a global read through the I/O thread.
-        drop(self.nf.lock().unwrap().take());
+        self.nf.unload();
         if let Some(thread) = self.thread.take() {
             if self.inbox.send(Command::Leave).is_ok() {
                 let _ = thread.join();
@@ -657,6 +653,7 @@ struct Driver {
     view: Arc<RwLock<Vec<MemberView>>>,
     stats: Arc<Stats>,
     nf_counters: Arc<NfCounters>,
+    nf: Arc<NfSlot>,
     started: Instant,
     leaving: bool,
 }
@@ -1154,6 +1151,20 @@ impl Driver {
                 ControlReply::Stats(rows)
             }
             ControlRequest::ReducerList => ControlReply::Reducers(self.registry.list()),
+            ControlRequest::NfStatus => ControlReply::Nf(self.nf.status().to_string()),
+            ControlRequest::NfUnload => ControlReply::Nf(if self.nf.unload() { "unloaded" } else { "none" }.into()),
+            ControlRequest::NfLoad { bytes, config } => {
+                // Compiling and building the instance can take a while: off the I/O thread.
+                let nf = self.nf.clone();
+                self.workers.submit(move || {
+                    let reply = match nf.load(&bytes, &config) {
+                        Ok(what) => ControlReply::Nf(what.into()),
+                        Err(e) => ControlReply::Error(e),
+                    };
+                    Command::ControlDone { identity, reply }
+                });
+                return;
+            }
             ControlRequest::ReducerUnload { name } => ControlReply::Unloaded(self.registry.unload(&name)),
             ControlRequest::ReducerLoad { name, bytes, limits } => {
                 // Compiling can take a while: off the I/O thread.

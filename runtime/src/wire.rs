@@ -155,6 +155,18 @@ pub enum ControlRequest {
     },
     /// List the reducers.
     ReducerList,
+    /// Load an NF: replace the running one between two packets, or start it on the
+    /// node's held input.
+    NfLoad {
+        /// The module.
+        bytes: Vec<u8>,
+        /// Its configuration.
+        config: String,
+    },
+    /// Stop the NF.
+    NfUnload,
+    /// The NF's status.
+    NfStatus,
     /// The node's counters.
     Stats,
 }
@@ -240,6 +252,8 @@ pub enum ControlReply {
     Unloaded(bool),
     /// The reducers.
     Reducers(Vec<ReducerInfo>),
+    /// What an NF request did, or the NF's status.
+    Nf(String),
     /// The request failed.
     Error(String),
 }
