@@ -215,3 +215,55 @@ fn nf_load_replace_unload_while_packets_flow() {
     assert_eq!(node.stats()["nf_packets"].as_u64().unwrap(), stopped);
     assert!(stopped < 400_000);
 }
+
+/// The ids alert of a flow whose matches cross the threshold only when the counts from
+/// before the move (node A) and after it (node B) are added: with estate (take) B
+/// fires it; in baseline (no state sharing) nobody does. The threshold is computed from
+/// the traffic itself, with the same matcher as the NF.
+#[test]
+fn an_alert_needing_counts_from_both_sides_of_a_move_fires_only_with_estate() {
+    use estate::traffic::{SynthConfig, synthetic};
+    use std::collections::BTreeMap;
+
+    let ids_config = |threshold: i64| format!("pattern = attack\npattern = evil\nthreshold = {threshold}\n");
+    let matcher = nf_ids::Ids::from_config(&ids_config(1)).unwrap();
+    let a_spec = "seed=11,flows=20,packets=3000,share=0.3";
+    let b_spec = "seed=12,first=10,flows=10,packets=1500,share=0.3,moved=1";
+    let per_flow = |spec: &str| {
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for p in synthetic(&spec.parse::<SynthConfig>().unwrap()) {
+            *counts.entry(p.flow.clone()).or_default() += matcher.count_matches(&p.payload) as i64;
+        }
+        counts
+    };
+    let (a_counts, b_counts) = (per_flow(a_spec), per_flow(b_spec));
+    // Above what any moved flow reaches on one side alone …
+    let threshold = b_counts.keys().map(|f| a_counts[f].max(b_counts[f])).max().unwrap() + 1;
+    // … and reached by some moved flow with both sides together.
+    let crossing: Vec<&String> = b_counts.keys().filter(|f| a_counts[*f] + b_counts[*f] >= threshold).collect();
+    assert!(!crossing.is_empty(), "pick other seeds: no flow crosses {threshold}");
+
+    let config = std::env::temp_dir().join(format!("estate-nf-{}-alert.conf", std::process::id()));
+    std::fs::write(&config, ids_config(threshold)).unwrap();
+    let (config, ids) = (config.to_str().unwrap().to_string(), guest_path("nf_ids"));
+    let alerts_on_b = |mode: &str| {
+        let a_input = format!("synth:{a_spec}");
+        let args = ["--nf", &ids, "--nf-config", &config, "--input", &a_input, "--flow-state", mode];
+        let a = NodeProc::start_with("a", &[], &args);
+        a.wait_stat("nf_packets", 3000);
+        let b_input = format!("synth:{b_spec}");
+        let args = ["--nf", &ids, "--nf-config", &config, "--input", &b_input, "--flow-state", mode];
+        let b = NodeProc::start_with("b", &[&a.listen], &args);
+        b.wait_stat("nf_packets", 1500);
+        let alerts = b.cli(&["get", "ids:alerts"]);
+        let n: i64 = String::from_utf8_lossy(&alerts.stdout).trim().parse().unwrap_or(0);
+        (n, b.log_text())
+    };
+    let (with_estate, log) = alerts_on_b("take");
+    assert_eq!(with_estate, crossing.len() as i64, "threshold {threshold}, crossing {crossing:?}");
+    for flow in &crossing {
+        assert!(log.contains(&format!("ids alert flow={flow} ")), "{flow} not in the log");
+    }
+    let (baseline, _) = alerts_on_b("off");
+    assert_eq!(baseline, 0, "no alert without state sharing (threshold {threshold})");
+}

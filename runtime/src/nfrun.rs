@@ -57,8 +57,42 @@ pub enum FlowState {
     Take,
     /// The paper's copy: fetch the newest value of each key; the old copies stay.
     Copy,
-    /// No state sharing (baseline): the flow starts from nothing here.
+    /// No state sharing (baseline): a moved flow starts from nothing here, and the
+    /// NF's global reads are refused (it sees only what it counted itself).
     Off,
+}
+
+/// The NF state of a run without state sharing: everything local, no global reads.
+struct Unshared(Arc<dyn NfState>);
+
+impl NfState for Unshared {
+    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String> {
+        self.0.counter_add(key, delta)
+    }
+
+    fn get(&self, key: &str) -> Option<estate_guest::Value> {
+        self.0.get(key)
+    }
+
+    fn set(&self, key: &str, value: estate_guest::Value) -> Result<(), String> {
+        self.0.set(key, value)
+    }
+
+    fn del(&self, key: &str) -> bool {
+        self.0.del(key)
+    }
+
+    fn global(&self, _: &str, _: &str, _: std::time::Duration) -> Result<Option<estate_guest::Item>, String> {
+        Err("state sharing is off on this node".into())
+    }
+
+    fn metric_add(&self, name: &str, delta: i64) {
+        self.0.metric_add(name, delta)
+    }
+
+    fn emit(&self, event: &str) {
+        self.0.emit(event)
+    }
 }
 
 impl FromStr for FlowState {
@@ -267,6 +301,8 @@ pub struct NfSlot {
     state: Arc<dyn NfState>,
     counters: Arc<NfCounters>,
     run: Mutex<Option<NfRun>>,
+    /// The state the running NF sees (shared, or unshared for a baseline run).
+    run_state: Mutex<Option<Arc<dyn NfState>>>,
     /// An input given without an NF, waiting for `load`.
     held: Mutex<Option<(Packets, NfSettings)>>,
 }
@@ -280,22 +316,27 @@ impl fmt::Debug for NfSlot {
 impl NfSlot {
     /// An empty slot whose NFs run on `host` with `state`.
     pub fn new(host: Arc<WasmHost>, state: Arc<dyn NfState>, counters: Arc<NfCounters>) -> NfSlot {
-        NfSlot { host, state, counters, run: Mutex::new(None), held: Mutex::new(None) }
+        NfSlot { host, state, counters, run: Mutex::new(None), run_state: Mutex::new(None), held: Mutex::new(None) }
     }
 
     /// Starts the NF `bytes` over `packets` now (replacing any NF and held input).
     pub fn start(&self, bytes: &[u8], config: &str, packets: Packets, settings: NfSettings) -> Result<(), GuestError> {
         let module = self.host.load_nf(bytes)?;
+        let state: Arc<dyn NfState> = match settings.flows {
+            FlowState::Off => Arc::new(Unshared(self.state.clone())),
+            _ => self.state.clone(),
+        };
         let run = NfRun::start(
             self.host.clone(),
             module,
             config.to_string(),
-            self.state.clone(),
+            state.clone(),
             packets,
             settings,
             self.counters.clone(),
         )?;
         *self.held.lock().unwrap() = None;
+        *self.run_state.lock().unwrap() = Some(state);
         *self.run.lock().unwrap() = Some(run);
         Ok(())
     }
@@ -312,7 +353,8 @@ impl NfSlot {
         let module = self.host.load_nf(bytes).map_err(|e| e.to_string())?;
         let running = self.run.lock().unwrap();
         if let Some(run) = running.as_ref().filter(|r| !r.is_finished()) {
-            let instance = self.host.start_nf(&module, self.state.clone(), config).map_err(|e| e.to_string())?;
+            let state = self.run_state.lock().unwrap().clone().unwrap_or_else(|| self.state.clone());
+            let instance = self.host.start_nf(&module, state, config).map_err(|e| e.to_string())?;
             run.replace(module, config.to_string(), instance);
             return Ok("replaced");
         }
