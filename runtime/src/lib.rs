@@ -25,6 +25,7 @@ pub mod membership;
 pub mod nfrun;
 pub mod node;
 pub mod pattern;
+pub mod pcap;
 pub mod reduce;
 pub mod registry;
 pub mod store;

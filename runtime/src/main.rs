@@ -94,6 +94,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Traffic tools: `pcap` writes a synthetic stream to a pcap file.
+    Traffic {
+        #[command(subcommand)]
+        action: TrafficAction,
+    },
     /// Loads (or hot-replaces), unloads and shows the node's NF.
     Nf {
         #[command(subcommand)]
@@ -113,6 +118,20 @@ enum Command {
     Stats {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TrafficAction {
+    /// Writes the synthetic stream SPEC (see `--input synth:`) to a pcap file: Ethernet,
+    /// IPv4, TCP/UDP; moved flows carry a VLAN tag, as the paper's fabric marks them.
+    Pcap {
+        /// The pcap file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The synthetic stream, e.g. `seed=1,flows=100,packets=10000,share=0.1`.
+        #[arg(long)]
+        synth: String,
     },
 }
 
@@ -171,7 +190,8 @@ struct NfArgs {
     #[arg(long, value_name = "FILE", requires = "nf")]
     nf_config: Option<std::path::PathBuf>,
     /// Packet source: `synth:seed=1,flows=100,packets=10000,share=0.1,patterns=a|b`
-    /// (also `first=N`, `moved=1`). Without `--nf` the input waits for `nf load`.
+    /// (also `first=N`, `moved=1`), or `pcap:FILE`. Without `--nf` the input waits for
+    /// `nf load`.
     #[arg(long, value_name = "SPEC")]
     input: Option<String>,
     /// What a packet gets when the NF faults on it.
@@ -238,6 +258,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let config = NodeConfig { id, listen, join, control: cli.control, timing, limits: limits.limits() };
         return run_node(config, nf);
     }
+    if let Command::Traffic { action: TrafficAction::Pcap { out, synth } } = &cli.command {
+        let config: SynthConfig = synth.parse().map_err(anyhow::Error::msg)?;
+        let n = estate::pcap::write(out, traffic::synthetic(&config)).map_err(anyhow::Error::msg)?;
+        println!("wrote {n} packets to {}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Demo = cli.command {
         return demo::run().map(|()| ExitCode::SUCCESS);
     }
@@ -245,7 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         bail!("--control ENDPOINT is required to talk to a node");
     };
     let (request, wait) = match &cli.command {
-        Command::Node { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Node { .. } | Command::Demo | Command::Traffic { .. } => unreachable!("handled above"),
         Command::Set { key, value } => {
             (ControlRequest::Set { key: key.clone(), value: parse_value(value) }, Duration::from_secs(5))
         }
@@ -311,7 +337,8 @@ fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<()> {
         Some(("synth", spec)) => {
             Box::new(traffic::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?))
         }
-        _ => bail!("unsupported input {input:?}: this build reads synth:SPEC"),
+        Some(("pcap", path)) => Box::new(estate::pcap::read(std::path::Path::new(path)).map_err(anyhow::Error::msg)?),
+        _ => bail!("unsupported input {input:?}: expected synth:SPEC or pcap:FILE"),
     };
     let fail: FailPolicy = args.fail.parse().map_err(anyhow::Error::msg)?;
     let flows: FlowState = args.flow_state.parse().map_err(anyhow::Error::msg)?;
