@@ -257,4 +257,14 @@ fn the_readme_demo_computes_its_answers() {
     assert!(text.contains(&format!("--reduce mean (fetch-all) = Float({mean})")), "{text}");
     assert!(text.contains(&format!("--reduce mean (push-down) = Float({mean})")), "{text}");
     assert!(text.contains("= Int(1234568)   (answered: n1, n2; missing: [])"), "{text}");
+    // The moved flow's counter continues on n2 and is gone from n1.
+    let before = text.lines().find(|l| l.starts_with("ids on n1:")).expect("ids line");
+    let after = text.lines().find(|l| l.starts_with("flows 10..20 moved to n2")).expect("move line");
+    let int = |line: &str, at: &str| -> i64 {
+        let from = line.find(at).unwrap() + at.len();
+        line[from..].split(')').next().unwrap().parse().unwrap()
+    };
+    assert!(int(after, "= Int(") > int(before, "= Int("), "{before}\n{after}");
+    assert!(after.ends_with(", - on n1"), "{after}");
+    assert!(text.contains("(every match counted once)"), "{text}");
 }

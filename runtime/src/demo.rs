@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use estate::guests;
+use estate::nfrun::{FailPolicy, FlowState};
 use estate::node::{GlobalOptions, Node, NodeConfig};
 use estate::reduce::Reduced;
+use estate::traffic::{SynthConfig, synthetic};
 use estate::wasm::{Limits, WasmHost};
 use estate_guest::Value;
 
@@ -85,6 +87,32 @@ pub fn run() -> anyhow::Result<()> {
         let answer = nodes[0].get_global(pattern, "mean", options)?;
         println!("n1: global {pattern:?} --reduce mean ({mode}) = {}", show(&answer.result));
     }
+
+    // The paper's scenario: the ids NF (a Wasm guest) runs on n1 over 20 flows; then
+    // flows 10..20 move to n2 (the fabric marks them), and n2 takes their state over
+    // before it sees their first packet, so the per-flow counters continue.
+    let ids = guests::require("nf_ids")?;
+    let config = "pattern = attack\npattern = evil\nthreshold = 1000000\n";
+    let run = |node: &Node, spec: &str| -> anyhow::Result<()> {
+        let packets = synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?);
+        node.run_nf(&ids, config, Box::new(packets), FailPolicy::Open, FlowState::Take)?;
+        while !node.nf_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    };
+    run(&nodes[0], "seed=1,flows=20,packets=2000,share=0.3")?;
+    let moved_flow = synthetic(&"first=15,flows=1,packets=1".parse::<SynthConfig>().map_err(anyhow::Error::msg)?)
+        .next()
+        .map(|p| p.flow)
+        .unwrap_or_default();
+    let key = format!("flow:{moved_flow}:matches");
+    let on = |node: &Node| node.get(&key).map_or("-".to_string(), |v| format!("{:?}", v.value));
+    println!("ids on n1: 2000 packets, 20 flows; {key} = {} on n1", on(&nodes[0]));
+    run(&nodes[1], "seed=2,first=10,flows=10,packets=1000,share=0.3,moved=1")?;
+    println!("flows 10..20 moved to n2 (1000 packets): {key} = {} on n2, {} on n1", on(&nodes[1]), on(&nodes[0]));
+    let total = nodes[0].get_global("flow:.*:matches", "sum", opts)?;
+    println!("n1: global \"flow:.*:matches\" --reduce sum = {}   (every match counted once)", show(&total.result));
 
     let n3 = nodes.pop().expect("three nodes");
     n3.shutdown();
