@@ -7,13 +7,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use estate::guests;
 use serde_json::json;
-use support::{NodeProc, cluster};
-
-fn guest_path(name: &str) -> String {
-    guests::ALL.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("guest {name} not built")).1.to_string()
-}
+use support::{NodeProc, cluster, guest_path};
 
 /// Writes a WAT reducer whose `estate_reduce` body is `body` to a temp file.
 fn wat_file(name: &str, body: &str) -> PathBuf {

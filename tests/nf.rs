@@ -6,12 +6,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use estate::guests;
-use support::NodeProc;
-
-fn guest_path(name: &str) -> String {
-    guests::ALL.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("guest {name} not built")).1.to_string()
-}
+use support::{NodeProc, guest_path};
 
 /// Writes a WAT NF whose `estate_on_packet` body is `body` to a temp file.
 fn wat_nf(name: &str, body: &str) -> PathBuf {

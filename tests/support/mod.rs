@@ -170,3 +170,13 @@ impl NodeProc {
         self.child.id()
     }
 }
+
+/// The path of a built guest module (`reducer_sum`, `nf_ids`, …).
+pub fn guest_path(name: &str) -> String {
+    estate::guests::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("guest {name} not built"))
+        .1
+        .to_string()
+}
