@@ -65,7 +65,7 @@ impl NfState for Node {
         NfState::del(&*self.tenant, key)
     }
 
-    fn global(&self, pattern: &str, reducer: &str, _timeout: Duration) -> Result<Option<Item>, String> {
+    fn global(&self, pattern: &str, reducer: &str, _: Duration, _: bool) -> Result<Option<Item>, String> {
         if reducer != "sum" {
             return Err(format!("this test node only sums, not {reducer:?}"));
         }

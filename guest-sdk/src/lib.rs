@@ -158,6 +158,11 @@ macro_rules! nf {
         pub extern "C" fn estate_on_packet(ptr: i32, len: i32) -> i32 {
             $crate::__private::nf_on_packet(&ESTATE_NF, ptr, len)
         }
+        /// Tells the NF a flow moved here (its state already brought over).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn estate_on_flow_moved(ptr: i32, len: i32) -> i32 {
+            $crate::__private::nf_on_flow_moved(&ESTATE_NF, ptr, len)
+        }
     };
 }
 
@@ -203,7 +208,27 @@ pub mod state {
     /// A global read across the cluster (`pattern` a regex or exact key, `reducer` a
     /// built-in or loaded reducer name), waiting at most `timeout_ms`.
     pub fn global(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
-        match h::global(pattern, reducer, timeout_ms) {
+        answer(h::global(pattern, reducer, timeout_ms, false))
+    }
+
+    /// [`global`] with consistency `all`: an error unless every live member of the
+    /// cluster answered within `timeout_ms`.
+    pub fn global_all(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
+        answer(h::global(pattern, reducer, timeout_ms, true))
+    }
+
+    /// Moves every key matching `pattern` (a regex over whole keys, or an exact key)
+    /// from the other members of the cluster to this node: the newest version of each
+    /// is stored here and the members delete theirs. Returns the number of keys brought.
+    pub fn take(pattern: &str) -> Result<u32, String> {
+        match h::take(pattern) {
+            n if n >= 0 => Ok(n as u32),
+            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
+        }
+    }
+
+    fn answer(code: i32) -> Result<Option<Item>, String> {
+        match code {
             0 => Ok(None),
             1 => {
                 let bytes = h::staged();
@@ -258,6 +283,16 @@ mod hostcalls {
             red_len: usize,
             timeout_ms: u32,
         ) -> i32;
+        #[link_name = "global_all"]
+        fn estate_global_all(
+            pat_ptr: *const u8,
+            pat_len: usize,
+            red_ptr: *const u8,
+            red_len: usize,
+            timeout_ms: u32,
+        ) -> i32;
+        #[link_name = "take"]
+        fn estate_take(pat_ptr: *const u8, pat_len: usize) -> i64;
         #[link_name = "now_ms"]
         fn estate_now_ms() -> i64;
         #[link_name = "metric_add"]
@@ -298,8 +333,17 @@ mod hostcalls {
         unsafe { estate_state_del(key.as_ptr(), key.len()) }
     }
 
-    pub(crate) fn global(pattern: &str, reducer: &str, timeout_ms: u32) -> i32 {
-        unsafe { estate_global(pattern.as_ptr(), pattern.len(), reducer.as_ptr(), reducer.len(), timeout_ms) }
+    pub(crate) fn global(pattern: &str, reducer: &str, timeout_ms: u32, all: bool) -> i32 {
+        let (p, r) = (pattern, reducer);
+        if all {
+            unsafe { estate_global_all(p.as_ptr(), p.len(), r.as_ptr(), r.len(), timeout_ms) }
+        } else {
+            unsafe { estate_global(p.as_ptr(), p.len(), r.as_ptr(), r.len(), timeout_ms) }
+        }
+    }
+
+    pub(crate) fn take(pattern: &str) -> i64 {
+        unsafe { estate_take(pattern.as_ptr(), pattern.len()) }
     }
 
     pub(crate) fn now_ms() -> i64 {
@@ -450,6 +494,19 @@ pub mod __private {
                 status::ERROR
             }
         }
+    }
+
+    pub fn nf_on_flow_moved<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {
+        let input = take_input(ptr, len);
+        let Ok(flow) = core::str::from_utf8(&input) else {
+            return bad_input("flow key is not UTF-8");
+        };
+        let mut nf = cell.0.borrow_mut();
+        let Some(nf) = nf.as_mut() else {
+            return bad_input("estate_nf_init was not called");
+        };
+        nf.on_flow_moved(flow);
+        0
     }
 
     pub fn nf_on_packet<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {

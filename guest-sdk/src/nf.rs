@@ -93,6 +93,14 @@ pub trait Nf: Sized {
 
     /// Handles one packet and decides its fate.
     fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict;
+
+    /// `flow` was moved to this node by the fabric. The host has already brought the
+    /// flow's state (keys `flow:<flow>:…`) here; this runs before the flow's first
+    /// packet here, so the NF can bring anything else it keys differently (see
+    /// `state::take`). Not called when the node runs without state sharing.
+    fn on_flow_moved(&mut self, flow: &str) {
+        let _ = flow;
+    }
 }
 
 #[cfg(test)]

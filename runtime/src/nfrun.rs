@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use estate_guest::Verdict;
 use tracing::{info, warn};
@@ -36,6 +37,16 @@ impl FromStr for FailPolicy {
             "open" => Ok(FailPolicy::Open),
             "closed" => Ok(FailPolicy::Closed),
             other => Err(format!("fail policy {other:?}: expected open or closed")),
+        }
+    }
+}
+
+impl FailPolicy {
+    /// The verdict a packet gets under this policy when the NF faults.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            FailPolicy::Open => Verdict::Forward,
+            FailPolicy::Closed => Verdict::Drop,
         }
     }
 }
@@ -82,7 +93,11 @@ impl NfState for Unshared {
         self.0.del(key)
     }
 
-    fn global(&self, _: &str, _: &str, _: std::time::Duration) -> Result<Option<estate_guest::Item>, String> {
+    fn global(&self, _: &str, _: &str, _: Duration, _: bool) -> Result<Option<estate_guest::Item>, String> {
+        Err("state sharing is off on this node".into())
+    }
+
+    fn take(&self, _: &str) -> Result<usize, String> {
         Err("state sharing is off on this node".into())
     }
 
@@ -237,30 +252,24 @@ impl NfRun {
                                 warn!(flow = %packet.flow, "could not fetch a moved flow's state: {e}");
                             }
                         }
+                        // A fault here is handled like one on the packet itself.
+                        let moved = instance.on_flow_moved(&packet.flow);
+                        if let Err(e) = moved {
+                            let fresh = host.start_nf(&module, state.clone(), &config);
+                            fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);
+                            count_verdict(&counters, fail.verdict());
+                            continue;
+                        }
                     }
                     let verdict = match instance.on_packet(&packet.as_packet()) {
                         Ok(v) => v,
                         Err(e) => {
-                            let n = counters.faults.fetch_add(1, Ordering::Relaxed) + 1;
-                            warn!(flow = %packet.flow, faults = n, policy = %fail, "NF fault: {e}");
-                            match host.start_nf(&module, state.clone(), &config) {
-                                Ok(fresh) => {
-                                    instance = fresh;
-                                    counters.restarts.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Err(e) => warn!("NF could not be rebuilt, keeping the old instance: {e}"),
-                            }
-                            match fail {
-                                FailPolicy::Open => Verdict::Forward,
-                                FailPolicy::Closed => Verdict::Drop,
-                            }
+                            let fresh = host.start_nf(&module, state.clone(), &config);
+                            fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);
+                            fail.verdict()
                         }
                     };
-                    let counter = match verdict {
-                        Verdict::Forward => &counters.forwarded,
-                        Verdict::Drop => &counters.dropped,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    count_verdict(&counters, verdict);
                 }
                 info!(packets = counters.packets.load(Ordering::Relaxed), "NF input finished");
             })
@@ -283,6 +292,35 @@ impl NfRun {
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
+}
+
+/// Counts a guest fault and swaps in the rebuilt instance (a guest that faulted may
+/// have left its memory in any state).
+fn fault(
+    counters: &NfCounters,
+    flow: &str,
+    fail: FailPolicy,
+    error: &GuestError,
+    fresh: Result<NfInstance, GuestError>,
+    instance: &mut NfInstance,
+) {
+    let n = counters.faults.fetch_add(1, Ordering::Relaxed) + 1;
+    warn!(flow, faults = n, policy = %fail, "NF fault: {error}");
+    match fresh {
+        Ok(fresh) => {
+            *instance = fresh;
+            counters.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => warn!("NF could not be rebuilt, keeping the old instance: {e}"),
+    }
+}
+
+fn count_verdict(counters: &NfCounters, verdict: Verdict) {
+    let counter = match verdict {
+        Verdict::Forward => &counters.forwarded,
+        Verdict::Drop => &counters.dropped,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Drop for NfRun {

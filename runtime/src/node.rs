@@ -327,8 +327,9 @@ impl NfState for NfContext {
         self.tenant.del(key)
     }
 
-    fn global(&self, pattern: &str, reducer: &str, timeout: Duration) -> Result<Option<Item>, String> {
-        let options = GlobalOptions { timeout, ..GlobalOptions::default() };
+    fn global(&self, pattern: &str, reducer: &str, timeout: Duration, all: bool) -> Result<Option<Item>, String> {
+        let consistency = if all { Consistency::All } else { Consistency::BestEffort };
+        let options = GlobalOptions { timeout, consistency, ..GlobalOptions::default() };
         let answer = global_read(&self.inbox, &self.registry, pattern, reducer, options).map_err(|e| e.to_string())?;
         match answer.result {
             Reduced::Nothing => Ok(None),
@@ -338,14 +339,34 @@ impl NfState for NfContext {
         }
     }
 
+    fn take(&self, pattern: &str) -> Result<usize, String> {
+        self.bring(pattern, true)
+    }
+
     fn adopt_flow(&self, flow: &str, mode: FlowState) -> Result<usize, String> {
         if mode == FlowState::Off {
             return Ok(0);
         }
         // Every key of the flow, on any member: `flow:<key>:…` with the key escaped.
-        let pattern = format!("flow:{}:.*", regex::escape(flow));
-        let options = GlobalOptions { take: mode == FlowState::Take, ..GlobalOptions::default() };
-        let answer = global_read(&self.inbox, &self.registry, &pattern, "list", options).map_err(|e| e.to_string())?;
+        self.bring(&format!("flow:{}:.*", regex::escape(flow)), mode == FlowState::Take)
+    }
+
+    fn metric_add(&self, name: &str, delta: i64) {
+        *self.counters.metrics.lock().unwrap().entry(name.to_string()).or_default() += delta;
+    }
+
+    fn emit(&self, event: &str) {
+        self.counters.events.fetch_add(1, Ordering::Relaxed);
+        info!(target: "estate::nf", "{event}");
+    }
+}
+
+impl NfContext {
+    /// Brings the keys matching `pattern` here from the other members: the newest
+    /// version of each key is stored locally; with `take`, the members delete theirs.
+    fn bring(&self, pattern: &str, take: bool) -> Result<usize, String> {
+        let options = GlobalOptions { take, ..GlobalOptions::default() };
+        let answer = global_read(&self.inbox, &self.registry, pattern, "list", options).map_err(|e| e.to_string())?;
         let Reduced::Items(items) = answer.result else {
             return Ok(0);
         };
@@ -365,15 +386,6 @@ impl NfState for NfContext {
             self.tenant.set(&key, item.value).map_err(|e| e.to_string())?;
         }
         Ok(adopted)
-    }
-
-    fn metric_add(&self, name: &str, delta: i64) {
-        *self.counters.metrics.lock().unwrap().entry(name.to_string()).or_default() += delta;
-    }
-
-    fn emit(&self, event: &str) {
-        self.counters.events.fetch_add(1, Ordering::Relaxed);
-        info!(target: "estate::nf", "{event}");
     }
 }
 

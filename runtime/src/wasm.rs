@@ -128,10 +128,18 @@ pub trait NfState: Send + Sync {
         false
     }
 
-    /// A global read across the cluster.
-    fn global(&self, pattern: &str, reducer: &str, timeout: Duration) -> Result<Option<Item>, String> {
-        let _ = (pattern, reducer, timeout);
+    /// A global read across the cluster. With `all`, an error unless every live member
+    /// answered (consistency `all`).
+    fn global(&self, pattern: &str, reducer: &str, timeout: Duration, all: bool) -> Result<Option<Item>, String> {
+        let _ = (pattern, reducer, timeout, all);
         Err("global reads are not available to this NF".into())
+    }
+
+    /// Moves every key matching `pattern` from the other members to this node (their
+    /// copies are deleted); returns the number of keys brought.
+    fn take(&self, pattern: &str) -> Result<usize, String> {
+        let _ = pattern;
+        Err("take is not available to this NF".into())
     }
 
     /// Brings the state of `flow` (keys `flow:<flow>:…`) to this node from wherever it
@@ -205,6 +213,8 @@ impl WasmHost {
         linker.func_wrap("estate", "state_set", host_state_set)?;
         linker.func_wrap("estate", "state_del", host_state_del)?;
         linker.func_wrap("estate", "global", host_global)?;
+        linker.func_wrap("estate", "global_all", host_global_all)?;
+        linker.func_wrap("estate", "take", host_take)?;
         linker.func_wrap("estate", "now_ms", |_: Caller<'_, GuestData>| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
         })?;
@@ -387,13 +397,18 @@ impl WasmHost {
         let mut store = self.store(&self.limits, Some(state));
         let guest = self.instantiate(&mut store, &nf.pre, &self.limits)?;
         let on_packet = typed(&guest.instance, &mut store, "estate_on_packet")?;
+        // Optional: NFs that do not care about moved flows need not export it.
+        let on_flow_moved = match guest.instance.get_export(&mut store, "estate_on_flow_moved") {
+            Some(_) => Some(typed(&guest.instance, &mut store, "estate_on_flow_moved")?),
+            None => None,
+        };
         let init: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, "estate_nf_init")?;
         let ptr = guest.write_input(&mut store, config.as_bytes(), &self.limits)?;
         let code =
             init.call(&mut store, (ptr, len_i32(config.as_bytes())?)).map_err(|e| classify(e, &store, &self.limits))?;
         let output = store.data_mut().result.take();
         match code {
-            0 => Ok(NfInstance { store, guest, on_packet, limits: self.limits.clone() }),
+            0 => Ok(NfInstance { store, guest, on_packet, on_flow_moved, limits: self.limits.clone() }),
             status::ERROR => Err(GuestError::Guest(message(output))),
             other => Err(GuestError::Abi(format!("estate_nf_init returned {other}: {}", message(output)))),
         }
@@ -545,6 +560,7 @@ pub struct NfInstance {
     store: Store<GuestData>,
     guest: Guest,
     on_packet: TypedFunc<(i32, i32), i32>,
+    on_flow_moved: Option<TypedFunc<(i32, i32), i32>>,
     limits: Limits,
 }
 
@@ -573,6 +589,26 @@ impl NfInstance {
                 Err(GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take()))))
             }
             other => Err(GuestError::Abi(format!("unknown verdict {other}"))),
+        }
+    }
+
+    /// Tells the NF that `flow` moved here (its state has been brought over), before the
+    /// flow's first packet here. A no-op for NFs without `estate_on_flow_moved`.
+    pub fn on_flow_moved(&mut self, flow: &str) -> Result<(), GuestError> {
+        let Some(callback) = self.on_flow_moved.clone() else {
+            return Ok(());
+        };
+        arm(&mut self.store, &self.limits);
+        let ptr = self.guest.write_input(&mut self.store, flow.as_bytes(), &self.limits)?;
+        let code = callback
+            .call(&mut self.store, (ptr, len_i32(flow.as_bytes())?))
+            .map_err(|e| classify(e, &self.store, &self.limits))?;
+        match code {
+            0 => Ok(()),
+            other => Err(GuestError::Abi(format!(
+                "estate_on_flow_moved returned {other}: {}",
+                message(self.store.data_mut().result.take())
+            ))),
         }
     }
 }
@@ -726,22 +762,56 @@ fn host_state_del(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasm
 
 /// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32`: 0 no item, 1
 /// an encoded item staged, 2 an error message staged.
-fn host_global(
-    mut caller: Caller<'_, GuestData>,
+fn host_global(caller: Caller<'_, GuestData>, pp: u32, pl: u32, rp: u32, rl: u32, timeout_ms: u32) -> wasmtime::Result<i32> {
+    global_call(caller, (pp, pl), (rp, rl), timeout_ms, false)
+}
+
+/// `estate.global_all(…)`: `estate.global` with consistency `all`.
+fn host_global_all(
+    caller: Caller<'_, GuestData>,
     pp: u32,
     pl: u32,
     rp: u32,
     rl: u32,
     timeout_ms: u32,
 ) -> wasmtime::Result<i32> {
+    global_call(caller, (pp, pl), (rp, rl), timeout_ms, true)
+}
+
+/// Time spent waiting on the cluster is not the guest's own: its wall-time budget
+/// starts again when control returns to it.
+fn rearm_wall_time(caller: &mut Caller<'_, GuestData>) {
+    let ticks = caller.data().wall_ticks;
+    caller.as_context_mut().set_epoch_deadline(ticks);
+}
+
+/// `estate.take(pat_ptr, pat_len) -> i64`: the number of keys brought here, or -1 and
+/// an error message staged.
+fn host_take(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i64> {
+    let pattern = guest_str(&mut caller, ptr, len, "take pattern")?;
+    let answer = nf_state(&caller, "take")?.take(&pattern);
+    rearm_wall_time(&mut caller);
+    Ok(match answer {
+        Ok(n) => n as i64,
+        Err(message) => {
+            caller.data_mut().staged = message.into_bytes();
+            -1
+        }
+    })
+}
+
+fn global_call(
+    mut caller: Caller<'_, GuestData>,
+    (pp, pl): (u32, u32),
+    (rp, rl): (u32, u32),
+    timeout_ms: u32,
+    all: bool,
+) -> wasmtime::Result<i32> {
     let pattern = guest_str(&mut caller, pp, pl, "global pattern")?;
     let reducer = guest_str(&mut caller, rp, rl, "reducer name")?;
     let state = nf_state(&caller, "global")?;
-    let answer = state.global(&pattern, &reducer, Duration::from_millis(timeout_ms.into()));
-    // Time spent waiting on the cluster (bounded by `timeout_ms`) is not the guest's
-    // own: its wall-time budget starts again when control returns to it.
-    let ticks = caller.data().wall_ticks;
-    caller.as_context_mut().set_epoch_deadline(ticks);
+    let answer = state.global(&pattern, &reducer, Duration::from_millis(timeout_ms.into()), all);
+    rearm_wall_time(&mut caller);
     let (code, staged) = match answer {
         Ok(None) => (0, Vec::new()),
         Ok(Some(item)) => {
