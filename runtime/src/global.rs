@@ -124,6 +124,11 @@ impl<W> GlobalReads<W> {
         self.pending.insert(id, pending);
     }
 
+    /// Whether read `id` is still waiting for answers.
+    pub fn is_outstanding(&self, id: u128) -> bool {
+        self.pending.contains_key(&id)
+    }
+
     /// Records `from`'s answer to read `id`. An error answer fails the read.
     pub fn reply(&mut self, id: u128, from: &str, result: Result<Answer, String>) -> ReplyOutcome<W> {
         let Some(p) = self.pending.get_mut(&id) else {

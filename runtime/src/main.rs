@@ -119,6 +119,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Graceful scale-in: the node stops its NF, hands all its state to the other
+    /// members, leaves the cluster and exits. If the hand-off fails, it keeps its
+    /// state and stays, and this command fails saying why.
+    Leave {
+        /// How long the members may take to acknowledge the state.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,6 +290,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Members { .. } => (ControlRequest::Members, Duration::from_secs(5)),
         Command::Stats { .. } => (ControlRequest::Stats, Duration::from_secs(5)),
         Command::Nf { action: NfAction::Status } => (ControlRequest::NfStatus, Duration::from_secs(5)),
+        Command::Leave { timeout_ms, .. } => {
+            (ControlRequest::Leave { timeout_ms: *timeout_ms }, Duration::from_millis(*timeout_ms) + Duration::from_secs(15))
+        }
         Command::Nf { action: NfAction::Unload } => (ControlRequest::NfUnload, Duration::from_secs(10)),
         Command::Nf { action: NfAction::Load { file, config } } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -384,9 +397,17 @@ fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
     // One line on stdout with the bound endpoints, for scripts that asked for port `*`.
     println!("ready id={} listen={} control={}", node.id(), node.endpoint(), node.control_endpoint().unwrap_or("-"));
     while !stop.load(Ordering::Relaxed) {
+        if node.has_left() {
+            tracing::info!("left the cluster on request; exiting");
+            return Ok(ExitCode::SUCCESS);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    tracing::info!("signal received; leaving the cluster");
+    // Graceful scale-in: hand the state over first; a lone node has nobody to hand to.
+    tracing::info!("signal received; handing state over and leaving the cluster");
+    if let Err(e) = node.leave(Duration::from_secs(10)) {
+        tracing::warn!("leaving without handing state over: {e}");
+    }
     node.shutdown();
     Ok(ExitCode::SUCCESS)
 }
@@ -423,6 +444,7 @@ fn print_reply(command: &Command, reply: ControlReply) -> anyhow::Result<ExitCod
         | Command::Global { json, .. }
         | Command::Members { json }
         | Command::Stats { json }
+        | Command::Leave { json, .. }
         | Command::Reducer { action: ReducerAction::List { json } } => *json,
         _ => false,
     };
@@ -449,6 +471,14 @@ fn print_reply(command: &Command, reply: ControlReply) -> anyhow::Result<ExitCod
         ControlReply::Global(answer) => print_global(&answer, json),
         ControlReply::Members(members) => print_members(&members, json),
         ControlReply::Nf(text) => println!("{text}"),
+        ControlReply::Left(report) if json => println!(
+            "{}",
+            json!({ "items": report.items, "micros": report.micros, "members": report.members })
+        ),
+        ControlReply::Left(report) => {
+            let to: Vec<String> = report.members.iter().map(|(m, n)| format!("{m}={n}")).collect();
+            println!("left: handed {} items over in {} µs ({})", report.items, report.micros, to.join(" "));
+        }
         ControlReply::Loaded(info) => {
             println!("loaded {} sha256={} size={} combinable={}", info.name, info.hash, info.size, info.combinable);
         }

@@ -16,7 +16,7 @@
 //! message from a node that is not a live member is dropped and counted (a `Hello` is
 //! the only way in).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,11 +35,11 @@ use crate::nfrun::{FailPolicy, FlowState, NfCounters, NfSettings, NfSlot, Packet
 use crate::pattern::Pattern;
 use crate::reduce::{self, Builtin, PartialBuilder, Reduced};
 use crate::registry::{LoadError, ReducerInfo, ReducerRef, Registry};
-use crate::store::{DEFAULT_TENANT, Store, StoreError, TenantStore, Versioned};
+use crate::store::{DEFAULT_TENANT, Moving, Store, StoreError, TenantStore, Versioned};
 use crate::wasm::{GuestError, Limits, NfState, WasmHost};
 use crate::wire::{
-    self, Answer, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, LimitOverrides, MAX_FRAME,
-    MemberView, RemoteReducer,
+    self, Answer, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, HandoffReport, LimitOverrides,
+    MAX_FRAME, MemberView, RemoteReducer,
 };
 
 pub use crate::wire::Consistency;
@@ -163,6 +163,10 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes of peer frames sent.
     pub bytes_out: AtomicU64,
+    /// Items this node handed to members when it left.
+    pub handoff_out: AtomicU64,
+    /// Items leaving members handed to this node.
+    pub handoff_in: AtomicU64,
 }
 
 impl Stats {
@@ -179,6 +183,8 @@ impl Stats {
             ("served".into(), get(&self.served)),
             ("bytes_in".into(), get(&self.bytes_in)),
             ("bytes_out".into(), get(&self.bytes_out)),
+            ("handoff_out".into(), get(&self.handoff_out)),
+            ("handoff_in".into(), get(&self.handoff_in)),
         ]
     }
 }
@@ -205,11 +211,42 @@ enum Command {
     ModuleReady { hash: [u8; 32], result: Result<(), String> },
     /// A worker finished a control request.
     ControlDone { identity: Vec<u8>, reply: ControlReply },
+    /// Move the items matching `pattern` here from the other members.
+    Take { pattern: Pattern, timeout: Duration, reply: mpsc::Sender<Result<Vec<Moving>, GlobalError>> },
+    /// Hand every item to the other members, then leave (the NF is stopped already).
+    HandOff { timeout: Duration, waiter: HandoffWaiter },
 }
 
 enum Waiter {
     Api(mpsc::Sender<GlobalResult>),
     Control(Vec<u8>),
+    Take(mpsc::Sender<Result<Vec<Moving>, GlobalError>>),
+}
+
+/// Who waits for a hand-off.
+enum HandoffWaiter {
+    Api(mpsc::Sender<Result<HandoffReport, String>>),
+    Control(Vec<u8>),
+}
+
+/// Largest number of items in one hand-off batch.
+const HANDOFF_BATCH_ITEMS: usize = 16_384;
+/// Largest (estimated) size of one hand-off batch, well under the frame limit.
+const HANDOFF_BATCH_BYTES: usize = 4 << 20;
+
+/// A hand-off in progress: batches sent and not yet acknowledged.
+struct Handoff {
+    waiter: HandoffWaiter,
+    started: Instant,
+    /// Deadline, in the driver's milliseconds.
+    deadline: u64,
+    /// Unacknowledged batches by id: the member, the tenant and the items (kept to be
+    /// put back if the batch is refused or never acknowledged).
+    pending: HashMap<u128, (String, String, Vec<Moving>)>,
+    /// Items stored by each member.
+    stored: BTreeMap<String, u64>,
+    /// Why batches came back.
+    failures: Vec<String>,
 }
 
 /// A read in flight: who waits, and how its answers are reduced.
@@ -362,10 +399,27 @@ impl NfState for NfContext {
 }
 
 impl NfContext {
-    /// Brings the keys matching `pattern` here from the other members: the newest
-    /// version of each key is stored locally; with `take`, the members delete theirs.
+    /// Brings the keys matching `pattern` here from the other members. With `take`,
+    /// the members give their items up and each is merged into this node's (counters
+    /// add up, otherwise the newest wins); without, the newest version of each key is
+    /// copied here and the members keep theirs.
     fn bring(&self, pattern: &str, take: bool) -> Result<usize, String> {
-        let options = GlobalOptions { take, ..GlobalOptions::default() };
+        if take {
+            let pattern = Pattern::new(pattern).map_err(|e| e.to_string())?;
+            let timeout = GlobalOptions::default().timeout;
+            let (tx, rx) = mpsc::channel();
+            self.inbox.send(Command::Take { pattern, timeout, reply: tx }).map_err(|e| e.to_string())?;
+            let taken = rx
+                .recv_timeout(timeout + Duration::from_secs(10))
+                .map_err(|_| GlobalError::Shutdown.to_string())?
+                .map_err(|e| e.to_string())?;
+            let brought = taken.len();
+            for moving in taken {
+                self.tenant.merge(moving).map_err(|e| e.to_string())?;
+            }
+            return Ok(brought);
+        }
+        let options = GlobalOptions::default();
         let answer = global_read(&self.inbox, &self.registry, pattern, "list", options).map_err(|e| e.to_string())?;
         let Reduced::Items(items) = answer.result else {
             return Ok(0);
@@ -493,6 +547,7 @@ impl Node {
             nf: nf.clone(),
             started: Instant::now(),
             leaving: false,
+            handoff: None,
         };
         driver.refresh_view();
         let thread = thread::Builder::new().name(format!("estate-io-{}", config.id)).spawn(move || driver.run())?;
@@ -624,6 +679,31 @@ impl Node {
         self.stop();
     }
 
+    /// Graceful scale-in: stops the NF, hands every item to the live members (each
+    /// flow's keys to one member; counters are added into the member's own, other
+    /// values merge newest-wins), waits at most `timeout` for their acknowledgements,
+    /// then leaves the cluster. On success the node has stopped ([`Node::has_left`]).
+    /// On failure (no live member, a refusal, a missing acknowledgement) it keeps its
+    /// state, stays a member, and says why.
+    pub fn leave(&self, timeout: Duration) -> Result<HandoffReport, String> {
+        self.nf.unload();
+        let (tx, rx) = mpsc::channel();
+        self.inbox.send(Command::HandOff { timeout, waiter: HandoffWaiter::Api(tx) }).map_err(|e| e.to_string())?;
+        let report = rx.recv_timeout(timeout + Duration::from_secs(10)).map_err(|_| "the node stopped".to_string())??;
+        // The I/O thread exits once its `Leave` messages are queued.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.has_left() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(report)
+    }
+
+    /// Whether the node has left the cluster (its I/O thread stopped), e.g. after a
+    /// graceful leave asked for over the control socket.
+    pub fn has_left(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     fn stop(&mut self) {
         // The NF first: it may be waiting on a global read through the I/O thread.
         self.nf.unload();
@@ -668,6 +748,31 @@ struct Driver {
     nf: Arc<NfSlot>,
     started: Instant,
     leaving: bool,
+    handoff: Option<Handoff>,
+}
+
+/// The member a leaving node hands `key` to: rendezvous hashing over `members` (not
+/// empty), with all keys of one flow (`flow:<flow>:<name>`) hashed as one.
+fn successor<'a>(members: &'a [String], key: &str) -> &'a str {
+    use std::hash::{Hash, Hasher};
+    let group = match key.strip_prefix("flow:").and_then(|rest| rest.rsplit_once(':')) {
+        Some((flow, _)) => flow,
+        None => key,
+    };
+    let score = |member: &String| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (group, member).hash(&mut h);
+        h.finish()
+    };
+    members.iter().max_by_key(|m| score(m)).expect("members is not empty")
+}
+
+fn value_size(value: &Value) -> usize {
+    match value {
+        Value::Int(_) | Value::Float(_) => 8,
+        Value::Text(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+    }
 }
 
 /// Flattens the answers of a fetch-all read into items.
@@ -676,6 +781,7 @@ fn items_of(parts: Vec<Answer>) -> Result<Vec<Item>, String> {
     for part in parts {
         match part {
             Answer::Items(mut i) => items.append(&mut i),
+            Answer::Taken(taken) => items.extend(taken.into_iter().map(|m| m.item)),
             _ => return Err("a member sent a partial where items were asked for".into()),
         }
     }
@@ -725,6 +831,7 @@ impl Driver {
                 self.finish_read(done);
             }
             self.expire_awaiting(now);
+            self.check_handoff();
         }
         for ctx in self.reads.abort() {
             self.notify(ctx.waiter, Err(GlobalError::Shutdown));
@@ -733,6 +840,10 @@ impl Driver {
         // Closing the peer sockets lets each deliver its queued `Leave` within the linger.
         for (_, socket) in self.peers.drain() {
             let _ = socket.set_linger(LINGER_MS);
+        }
+        // And the control socket its last reply (a `leave`'s report).
+        if let Some(control) = &self.control {
+            let _ = control.set_linger(LINGER_MS);
         }
     }
 
@@ -806,6 +917,21 @@ impl Driver {
                 Some(bytes) => self.send_to_member(&from, Body::ModuleData { hash, bytes: bytes.to_vec() }),
                 None => warn!(%from, hash = %hex::encode(hash), "asked for a module this node does not have"),
             },
+            Body::Handoff { id, tenant, items } => {
+                let (n, store) = (items.len(), self.store.tenant(&tenant));
+                let mut refused = Vec::new();
+                for moving in items {
+                    let key = moving.item.key.clone();
+                    if let Err(e) = store.merge(moving) {
+                        refused.push((key, e.to_string()));
+                    }
+                }
+                let stored = (n - refused.len()) as u64;
+                self.stats.handoff_in.fetch_add(stored, Ordering::Relaxed);
+                info!(%from, %tenant, stored, refused = refused.len(), "state handed over by a leaving member");
+                self.send_to_member(&from, Body::HandoffAck { id, stored, refused });
+            }
+            Body::HandoffAck { id, stored, refused } => self.on_handoff_ack(&from, id, stored, refused),
             Body::ModuleData { hash, bytes } => {
                 if !self.awaiting.contains_key(&hash) {
                     self.reject(&from, "module bytes nobody asked for");
@@ -838,9 +964,20 @@ impl Driver {
             if reducer.is_some() {
                 return self.send_answer(&from, id, Err("take cannot be pushed down".into()));
             }
-            let items = self.store.tenant(tenant).take_matching(&pattern);
+            let store = self.store.tenant(tenant);
+            let items = store.take_matching(&pattern);
             info!(%from, items = items.len(), "items taken over by a member");
-            return self.send_answer(&from, id, Ok(Answer::Items(items)));
+            let size = wire::encode(&self.envelope(Body::GlobalReply { id, result: Ok(Answer::Taken(items.clone())) })).len();
+            if size > MAX_FRAME {
+                // Too large to send: nothing moves. Not an error answer, which would
+                // fail the whole take and lose what other members already gave up.
+                warn!(%from, size, "items to give up exceed the frame limit; they stay here");
+                for moving in items {
+                    let _ = store.merge(moving);
+                }
+                return self.send_answer(&from, id, Ok(Answer::Taken(Vec::new())));
+            }
+            return self.send_answer(&from, id, Ok(Answer::Taken(items)));
         }
         if let Some(RemoteReducer::Builtin(b)) = reducer {
             let result = self.builtin_partial(tenant, &pattern, b);
@@ -912,6 +1049,147 @@ impl Driver {
         });
     }
 
+    /// Graceful scale-in: gives every item of every tenant to the live members, in
+    /// batches, and leaves once all are acknowledged. The keys of one flow
+    /// (`flow:<flow>:…`) go to the same member, chosen by rendezvous hashing so the
+    /// state spreads evenly; a flow that later moves elsewhere is taken from there like
+    /// from any member. Refused or unacknowledged batches are put back: the node then
+    /// reports the failure and stays, with its state.
+    fn start_handoff(&mut self, timeout: Duration, waiter: HandoffWaiter) {
+        if self.handoff.is_some() {
+            return self.finish_waiter(waiter, Err("a hand-off is already in progress".into()));
+        }
+        let members: Vec<String> = self.membership.live().map(|(id, _)| id.clone()).collect();
+        let tenants = self.store.tenants();
+        let total: usize = tenants.iter().map(|(_, t)| t.len()).sum();
+        if members.is_empty() && total > 0 {
+            let message = format!("no live member to hand {total} items to; this node keeps them and stays");
+            return self.finish_waiter(waiter, Err(message));
+        }
+        let mut handoff = Handoff {
+            waiter,
+            started: Instant::now(),
+            deadline: self.now() + timeout.as_millis() as u64,
+            pending: HashMap::new(),
+            stored: BTreeMap::new(),
+            failures: Vec::new(),
+        };
+        let mut batches: Vec<(String, String, Vec<Moving>)> = Vec::new();
+        for (name, tenant) in tenants {
+            let mut by_member: HashMap<&str, (Vec<Moving>, usize)> = HashMap::new();
+            for moving in tenant.take_all() {
+                let member = successor(&members, &moving.item.key);
+                let (batch, bytes) = by_member.entry(member).or_default();
+                *bytes += moving.item.key.len() + value_size(&moving.item.value) + 32;
+                batch.push(moving);
+                if batch.len() >= HANDOFF_BATCH_ITEMS || *bytes >= HANDOFF_BATCH_BYTES {
+                    batches.push((member.to_string(), name.clone(), std::mem::take(batch)));
+                    *bytes = 0;
+                }
+            }
+            for (member, (batch, _)) in by_member {
+                if !batch.is_empty() {
+                    batches.push((member.to_string(), name.clone(), batch));
+                }
+            }
+        }
+        info!(items = total, batches = batches.len(), members = members.len(), "handing state over before leaving");
+        for (member, tenant, items) in batches {
+            let id: u128 = rand::random();
+            self.send_to_member(&member, Body::Handoff { id, tenant: tenant.clone(), items: items.clone() });
+            handoff.pending.insert(id, (member, tenant, items));
+        }
+        self.handoff = Some(handoff);
+        self.check_handoff();
+    }
+
+    fn on_handoff_ack(&mut self, from: &str, id: u128, stored: u64, refused: Vec<(String, String)>) {
+        let Some(handoff) = self.handoff.as_mut() else {
+            return self.reject(from, "a hand-off acknowledgement nobody waits for");
+        };
+        match handoff.pending.get(&id) {
+            Some((member, _, _)) if member == from => {}
+            _ => return self.reject(from, "a hand-off acknowledgement for no batch of its own"),
+        }
+        let (member, tenant, items) = handoff.pending.remove(&id).expect("checked above");
+        *handoff.stored.entry(member.clone()).or_default() += stored;
+        if let Some((key, why)) = refused.first() {
+            // Put back what the member did not store.
+            warn!(%member, refused = refused.len(), "a member refused handed-over items, e.g. {key}: {why}");
+            handoff.failures.push(format!("{member} refused {} items, e.g. {key}: {why}", refused.len()));
+            let refused: BTreeSet<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
+            let store = self.store.tenant(&tenant);
+            for moving in items.into_iter().filter(|m| refused.contains(m.item.key.as_str())) {
+                let _ = store.merge(moving);
+            }
+        }
+        self.check_handoff();
+    }
+
+    /// Ends the hand-off once nothing is pending (or at its deadline): leaves the
+    /// cluster if everything was stored, else reports and stays.
+    fn check_handoff(&mut self) {
+        let now = self.now();
+        let Some(handoff) = self.handoff.as_mut() else {
+            return;
+        };
+        if !handoff.pending.is_empty() && now < handoff.deadline {
+            return;
+        }
+        let mut handoff = self.handoff.take().expect("checked above");
+        for (_, (member, tenant, items)) in handoff.pending.drain() {
+            // Never acknowledged: the member may or may not have stored them. Keeping
+            // them may count them twice; dropping them may lose them. They are kept.
+            handoff.failures.push(format!("{member} did not acknowledge {} items in time", items.len()));
+            let store = self.store.tenant(&tenant);
+            for moving in items {
+                let _ = store.merge(moving);
+            }
+        }
+        let items: u64 = handoff.stored.values().sum();
+        self.stats.handoff_out.fetch_add(items, Ordering::Relaxed);
+        if !handoff.failures.is_empty() {
+            let message = format!("hand-off incomplete, the node stays: {}", handoff.failures.join("; "));
+            return self.finish_waiter(handoff.waiter, Err(message));
+        }
+        let report = HandoffReport {
+            items,
+            members: handoff.stored.into_iter().collect(),
+            micros: handoff.started.elapsed().as_micros() as u64,
+        };
+        info!(items, micros = report.micros, "state handed over; leaving");
+        self.finish_waiter(handoff.waiter, Ok(report));
+        let mut actions = Vec::new();
+        self.membership.leave(&mut actions);
+        self.apply(actions);
+        self.leaving = true;
+    }
+
+    fn finish_waiter(&self, waiter: HandoffWaiter, result: Result<HandoffReport, String>) {
+        match waiter {
+            HandoffWaiter::Api(tx) => {
+                let _ = tx.send(result);
+            }
+            HandoffWaiter::Control(identity) => {
+                let reply = match result {
+                    Ok(report) => ControlReply::Left(report),
+                    Err(e) => ControlReply::Error(e),
+                };
+                self.reply_control(identity, &reply);
+            }
+        }
+    }
+
+    /// Stores items given up to this node (by a take nobody waits for any more).
+    fn keep_taken(&self, items: Vec<Moving>) {
+        let tenant = self.store.tenant(DEFAULT_TENANT);
+        for moving in items {
+            if let Err(e) = tenant.merge(moving) {
+                warn!("could not keep a taken item: {e}");
+            }
+        }
+    }
+
     fn send_answer(&mut self, to: &str, id: u128, result: Result<Answer, String>) {
         let mut reply = Body::GlobalReply { id, result };
         // Never send a frame the other side will refuse: say so instead.
@@ -977,11 +1255,26 @@ impl Driver {
                     }
                 }
                 Command::ControlDone { identity, reply } => self.reply_control(identity, &reply),
+                Command::Take { pattern, timeout, reply } => {
+                    let options = GlobalOptions { timeout, take: true, ..GlobalOptions::default() };
+                    self.start_read(&pattern, ReducerRef::Builtin(Builtin::List), options, Waiter::Take(reply));
+                }
+                Command::HandOff { timeout, waiter } => self.start_handoff(timeout, waiter),
             }
         }
     }
 
     fn on_answer(&mut self, id: u128, from: &str, result: Result<Answer, String>) {
+        // A take's items arriving after its deadline were deleted at the sender: they
+        // are kept here rather than lost.
+        let late = match &result {
+            Ok(Answer::Taken(items)) if !items.is_empty() && !self.reads.is_outstanding(id) => Some(items.clone()),
+            _ => None,
+        };
+        if let Some(items) = late {
+            warn!(%from, items = items.len(), "a member's take answer arrived late; keeping its items");
+            return self.keep_taken(items);
+        }
         match self.reads.reply(id, from, result) {
             ReplyOutcome::Rejected => self.reject(from, "a reply to no outstanding read"),
             ReplyOutcome::Recorded => {}
@@ -1024,6 +1317,8 @@ impl Driver {
         // This node answers its own read like any member; a Wasm partial is computed on
         // a worker and arrives as a command.
         match (reducer, options.remote) {
+            // A take leaves this node's own items where they are.
+            (_, false) if options.take => self.on_answer(id, &self.id.clone(), Ok(Answer::Taken(Vec::new()))),
             (_, false) => {
                 let local = self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
                 self.on_answer(id, &self.id.clone(), Ok(Answer::Items(local)));
@@ -1052,6 +1347,20 @@ impl Driver {
             Ok(g) => g,
             Err(e) => return self.notify(ctx.waiter, Err(e)),
         };
+        if let Waiter::Take(tx) = ctx.waiter {
+            let mut taken = Vec::new();
+            for part in parts {
+                match part {
+                    Answer::Taken(mut items) => taken.append(&mut items),
+                    _ => warn!("a member answered a take with something else"),
+                }
+            }
+            if let Err(mpsc::SendError(Ok(items))) = tx.send(Ok(taken)) {
+                // The taker gave up waiting: the items are this node's now all the same.
+                self.keep_taken(items);
+            }
+            return;
+        }
         let (name, remote) = (ctx.reducer.name().to_string(), ctx.remote);
         let answer = move |result| GlobalAnswer { reducer: name, remote, result, answered, missing };
         match ctx.reducer.clone() {
@@ -1164,7 +1473,23 @@ impl Driver {
             }
             ControlRequest::ReducerList => ControlReply::Reducers(self.registry.list()),
             ControlRequest::NfStatus => ControlReply::Nf(self.nf.status().to_string()),
-            ControlRequest::NfUnload => ControlReply::Nf(if self.nf.unload() { "unloaded" } else { "none" }.into()),
+            ControlRequest::NfUnload => {
+                // Off the I/O thread: the NF may be waiting on a global read through it.
+                let nf = self.nf.clone();
+                self.workers.submit(move || {
+                    let reply = ControlReply::Nf(if nf.unload() { "unloaded" } else { "none" }.into());
+                    Command::ControlDone { identity, reply }
+                });
+                return;
+            }
+            ControlRequest::Leave { timeout_ms } => {
+                let (nf, timeout) = (self.nf.clone(), Duration::from_millis(timeout_ms));
+                self.workers.submit(move || {
+                    nf.unload();
+                    Command::HandOff { timeout, waiter: HandoffWaiter::Control(identity) }
+                });
+                return;
+            }
             ControlRequest::NfLoad { bytes, config } => {
                 // Compiling and building the instance can take a while: off the I/O thread.
                 let nf = self.nf.clone();
@@ -1224,6 +1549,10 @@ impl Driver {
 
     fn notify(&self, waiter: Waiter, result: GlobalResult) {
         match waiter {
+            Waiter::Take(tx) => {
+                // Completed takes are answered by `finish_read`; only failures come here.
+                let _ = tx.send(result.map(|_| Vec::new()));
+            }
             Waiter::Api(tx) => {
                 let _ = tx.send(result);
             }

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use estate_guest::{Item, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
 use crate::pattern::Pattern;
@@ -34,6 +35,19 @@ pub struct Versioned {
     pub value: Value,
     /// Hybrid logical clock timestamp of the write.
     pub version: u64,
+    /// Whether the last write was an [`TenantStore::add`]: the value is this node's
+    /// contribution to a count, so two nodes' values for the key add up.
+    pub counter: bool,
+}
+
+/// An item leaving its node for another (a take, a hand-off), with how the receiver
+/// merges it into its own value for the key (see [`TenantStore::merge`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Moving {
+    /// The item, with its version and origin.
+    pub item: Item,
+    /// The item is a counter contribution ([`Versioned::counter`]).
+    pub counter: bool,
 }
 
 /// Why a write was refused. The store is unchanged.
@@ -112,6 +126,11 @@ impl Store {
     pub fn existing_tenant(&self, tenant: &str) -> Option<Arc<TenantStore>> {
         self.tenants.read().unwrap().get(tenant).cloned()
     }
+
+    /// Every tenant, by name.
+    pub fn tenants(&self) -> Vec<(String, Arc<TenantStore>)> {
+        self.tenants.read().unwrap().iter().map(|(name, t)| (name.clone(), t.clone())).collect()
+    }
 }
 
 /// One tenant's items on one node.
@@ -150,9 +169,9 @@ impl TenantStore {
         // Tick under the lock so that versions of one key increase in write order.
         let version = self.clock.tick();
         match items.get_mut(key) {
-            Some(slot) => *slot = Versioned { value, version },
+            Some(slot) => *slot = Versioned { value, version, counter: false },
             None => {
-                items.insert(key.to_string(), Versioned { value, version });
+                items.insert(key.to_string(), Versioned { value, version, counter: false });
             }
         }
         Ok(version)
@@ -183,13 +202,39 @@ impl TenantStore {
         };
         let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
         let version = self.clock.tick();
-        items.insert(key.to_string(), Versioned { value: Value::Int(next), version });
+        items.insert(key.to_string(), Versioned { value: Value::Int(next), version, counter: true });
         Ok(next)
+    }
+
+    /// Merges an item that another node gave up into this node's value for its key:
+    /// two counters add up (each was its node's share of the count, so the cluster's
+    /// sum is unchanged); otherwise the newer version wins (a key this node does not
+    /// have is simply stored). Returns whether the store changed.
+    pub fn merge(&self, moving: Moving) -> Result<bool, StoreError> {
+        let Moving { item, counter } = moving;
+        if item.key.len() > MAX_KEY_LEN {
+            return Err(StoreError::KeyTooLong(item.key.len()));
+        }
+        if value_len(&item.value) > MAX_VALUE_LEN {
+            return Err(StoreError::ValueTooLarge(value_len(&item.value)));
+        }
+        let mut items = self.items.write().unwrap();
+        let value = match (items.get(&item.key), &item.value) {
+            (None, _) => item.value,
+            (Some(Versioned { value: Value::Int(have), counter: true, .. }), Value::Int(add)) if counter => {
+                Value::Int(have.checked_add(*add).ok_or_else(|| StoreError::Overflow { key: item.key.clone() })?)
+            }
+            (Some(have), _) if !newer(item.version, &item.origin, have.version, &self.node) => return Ok(false),
+            (Some(_), _) => item.value,
+        };
+        let version = self.clock.tick();
+        items.insert(item.key, Versioned { value, version, counter });
+        Ok(true)
     }
 
     /// Removes every item whose key matches `pattern` and returns them (move semantics:
     /// another node takes them over), atomically under the write lock.
-    pub fn take_matching(&self, pattern: &Pattern) -> Vec<Item> {
+    pub fn take_matching(&self, pattern: &Pattern) -> Vec<Moving> {
         let mut items = self.items.write().unwrap();
         let keys: Vec<String> = match pattern.exact() {
             Some(key) => items.contains_key(key).then(|| key.to_string()).into_iter().collect(),
@@ -198,7 +243,20 @@ impl TenantStore {
         keys.into_iter()
             .filter_map(|key| {
                 let v = items.remove(&key)?;
-                Some(Item { key, value: v.value, origin: self.node.to_string(), version: v.version })
+                let item = Item { key, value: v.value, origin: self.node.to_string(), version: v.version };
+                Some(Moving { item, counter: v.counter })
+            })
+            .collect()
+    }
+
+    /// Removes every item and returns them (a hand-off), atomically.
+    pub fn take_all(&self) -> Vec<Moving> {
+        let items = std::mem::take(&mut *self.items.write().unwrap());
+        items
+            .into_iter()
+            .map(|(key, v)| Moving {
+                item: Item { key, value: v.value, origin: self.node.to_string(), version: v.version },
+                counter: v.counter,
             })
             .collect()
     }
@@ -267,12 +325,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn merge_adds_counters_and_keeps_the_newest_register() {
+        let (a, b) = (Store::new("a").tenant(DEFAULT_TENANT), Store::new("b").tenant(DEFAULT_TENANT));
+        a.add("hits", 5).unwrap();
+        b.add("hits", 3).unwrap();
+        b.set("port", Value::Int(20001)).unwrap();
+        a.set("port", Value::Int(7)).unwrap();
+        b.set("only-b", Value::Text("x".into())).unwrap();
+        let moving = b.take_matching(&Pattern::new(".*").unwrap());
+        assert!(b.is_empty());
+        for m in moving {
+            a.merge(m).unwrap();
+        }
+        // Counters are shares of one count: they add up, and stay counters.
+        assert_eq!(a.get("hits").map(|v| (v.value, v.counter)), Some((Value::Int(8), true)));
+        // A register: the newer write wins (a's, made after b's).
+        assert_eq!(a.get("port").unwrap().value, Value::Int(7));
+        assert_eq!(a.get("only-b").unwrap().value, Value::Text("x".into()));
+        // A register set over a counter is not a counter any more.
+        a.set("hits", Value::Int(1)).unwrap();
+        let c = Store::new("c").tenant(DEFAULT_TENANT);
+        c.add("hits", 2).unwrap();
+        for m in c.take_matching(&Pattern::new("hits").unwrap()) {
+            a.merge(m).unwrap();
+        }
+        assert_eq!(a.get("hits").unwrap().value, Value::Int(2), "newer wins over a non-counter");
+    }
+
+    #[test]
     fn set_get_del_are_consistent() {
         let store = Store::new("n1");
         let t = store.tenant(DEFAULT_TENANT);
         assert_eq!(t.get("k"), None);
         let v1 = t.set("k", Value::Int(5)).unwrap();
-        assert_eq!(t.get("k"), Some(Versioned { value: Value::Int(5), version: v1 }));
+        assert_eq!(t.get("k"), Some(Versioned { value: Value::Int(5), version: v1, counter: false }));
         let v2 = t.set("k", Value::Text("x".into())).unwrap();
         assert!(v2 > v1);
         assert_eq!(t.get("k").unwrap().value, Value::Text("x".into()));

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::membership::MemberMsg;
 use crate::reduce::{Builtin, Partial, Reduced};
 use crate::registry::ReducerInfo;
+use crate::store::Moving;
 
 /// The protocol version spoken by this build.
 pub const VERSION: u8 = 1;
@@ -72,6 +73,25 @@ pub enum Body {
         /// The module.
         bytes: Vec<u8>,
     },
+    /// A leaving node hands part of its state to the receiver (graceful scale-in); the
+    /// receiver merges the items into its own store and acknowledges.
+    Handoff {
+        /// Id of this batch (128 random bits).
+        id: u128,
+        /// Tenant the items belong to.
+        tenant: String,
+        /// The items, with how to merge each.
+        items: Vec<Moving>,
+    },
+    /// The answer to a [`Body::Handoff`]: every item was stored except `refused`.
+    HandoffAck {
+        /// The batch's id.
+        id: u128,
+        /// Items stored.
+        stored: u64,
+        /// Keys that could not be stored, with why (the sender keeps those items).
+        refused: Vec<(String, String)>,
+    },
 }
 
 /// A reducer shipped to peers for push-down.
@@ -88,6 +108,8 @@ pub enum RemoteReducer {
 pub enum Answer {
     /// Its matching items (fetch-all).
     Items(Vec<Item>),
+    /// Its matching items, given up to the requester (take): deleted on this node.
+    Taken(Vec<Moving>),
     /// Its partial for a pushed-down built-in.
     Builtin(Partial),
     /// Its partial for a pushed-down Wasm reducer (`None`: it had nothing to reduce).
@@ -169,6 +191,23 @@ pub enum ControlRequest {
     NfStatus,
     /// The node's counters.
     Stats,
+    /// Graceful scale-in: stop the NF, hand every item to the other members, leave the
+    /// cluster and exit. If the hand-off fails the node keeps its state and stays.
+    Leave {
+        /// How long the members may take to acknowledge, in milliseconds.
+        timeout_ms: u64,
+    },
+}
+
+/// What a graceful leave handed over.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffReport {
+    /// Items handed over, in total.
+    pub items: u64,
+    /// Items stored by each member, by member id.
+    pub members: Vec<(String, u64)>,
+    /// Time from the start of the hand-off to the last acknowledgement, in microseconds.
+    pub micros: u64,
 }
 
 /// Per-reducer overrides of the node's default limits (`None`: the default).
@@ -254,6 +293,8 @@ pub enum ControlReply {
     Reducers(Vec<ReducerInfo>),
     /// What an NF request did, or the NF's status.
     Nf(String),
+    /// The node handed its state over and is leaving.
+    Left(HandoffReport),
     /// The request failed.
     Error(String),
 }

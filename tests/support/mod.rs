@@ -180,3 +180,17 @@ pub fn guest_path(name: &str) -> String {
         .1
         .to_string()
 }
+
+impl NodeProc {
+    /// Waits (bounded) for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {within:?}", self.id);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
