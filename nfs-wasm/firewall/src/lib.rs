@@ -1,0 +1,382 @@
+//! `firewall`: a stateful firewall with connection tracking. Hosts on the configured
+//! inside networks may open flows to anywhere; traffic from outside passes only on a
+//! flow an inside host opened (the return traffic of an established flow).
+//!
+//! The logic ([`Firewall`]) is plain `no_std` Rust that reaches its host only through
+//! the [`FirewallEnv`] trait, so the same code runs as a Wasm guest (`wasm32`, where the
+//! environment is the node's state through `estate_guest::state`) and natively (a host
+//! links the `rlib` and drives [`Firewall`] with an environment of its own, as the unit
+//! tests do).
+//!
+//! # Configuration
+//!
+//! UTF-8 text, one `key = value` setting per line; blank lines and lines starting with
+//! `#` are ignored:
+//!
+//! - `inside = <address>/<prefix length>` (repeatable, at least one): an inside network,
+//!   e.g. `10.0.0.0/8`. A bare address is a `/32`. An address with bits set beyond the
+//!   prefix (`10.1.0.0/8`) is refused rather than silently widened.
+//!
+//! Anything else (an unknown setting, a line without `=`, a bad network, no `inside` at
+//! all) is a configuration error whose message names the offending line.
+//!
+//! # Rule
+//!
+//! For each packet, by its source address (not by its direction within the flow: the
+//! first packet a node sees of a flow that moved to it is not necessarily the flow's
+//! first packet):
+//!
+//! - source inside: the flow's conntrack entry is opened, or refreshed if it exists, and
+//!   the packet is forwarded;
+//! - source outside: the packet is forwarded if the flow's conntrack entry exists, and
+//!   dropped otherwise.
+//!
+//! There is no close handling and no idle timeout: the packet records the host hands an
+//! NF carry no TCP flags (no SYN, FIN or RST to track), so an entry lives until its key
+//! is deleted (e.g. `estate del`). A timeout would need the clock and is left out of this
+//! version.
+//!
+//! # State keys
+//!
+//! Integer counters in the node's local store (`<flow>` is the packet's flow key):
+//!
+//! | key              | meaning                                                        |
+//! |------------------|----------------------------------------------------------------|
+//! | `flow:<flow>:ct` | the conntrack entry: packets the flow's inside end has sent     |
+//! | `fw:opened`      | conntrack entries this node created                             |
+//! | `fw:passed`      | packets forwarded                                               |
+//! | `fw:dropped`     | packets dropped                                                 |
+//!
+//! The entry lives under `flow:<flow>:…`, so when a flow moves to another node the host
+//! brings the entry along before the flow's first packet there (`--flow-state take` or
+//! `copy`): return traffic keeps passing across the move. Without state sharing
+//! (`--flow-state off`) the new node drops it until the inside end sends again.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+// A native build also links the `cdylib` crate type, which needs std's panic handler.
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use estate_guest::{Packet, Verdict};
+
+/// Everything the firewall logic needs from its host.
+pub trait FirewallEnv {
+    /// Adds `delta` to the local integer counter `key` (missing counts as 0); returns
+    /// the new value.
+    fn counter_add(&mut self, key: &str, delta: i64) -> i64;
+
+    /// Whether `key` exists in the local store.
+    fn exists(&mut self, key: &str) -> bool;
+}
+
+/// An IPv4 network: the addresses whose first `len` bits equal those of `net`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: u32,
+    len: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/len` (or a bare address, a `/32`).
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, len) = match text.split_once('/') {
+            Some((addr, len)) => {
+                let len = match len.parse::<u8>() {
+                    Ok(n) if n <= 32 => n,
+                    _ => return Err(format!("prefix length {len:?} is not 0..=32")),
+                };
+                (addr, len)
+            }
+            None => (text, 32),
+        };
+        let net = u32::from_be_bytes(parse_ipv4(addr).ok_or_else(|| format!("{addr:?} is not an IPv4 address"))?);
+        let cidr = Cidr { net, len };
+        if net & !cidr.mask() != 0 {
+            let base = (net & cidr.mask()).to_be_bytes();
+            return Err(format!(
+                "{addr} has bits set beyond the /{len} prefix (the network is {}.{}.{}.{}/{len})",
+                base[0], base[1], base[2], base[3]
+            ));
+        }
+        Ok(cidr)
+    }
+
+    fn mask(self) -> u32 {
+        if self.len == 0 { 0 } else { u32::MAX << (32 - self.len) }
+    }
+
+    /// Whether `ip` is in this network.
+    pub fn contains(self, ip: [u8; 4]) -> bool {
+        u32::from_be_bytes(ip) & self.mask() == self.net
+    }
+}
+
+/// Parses a dotted-quad IPv4 address.
+fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = text.split('.');
+    for byte in &mut out {
+        let part = parts.next()?;
+        // Digits only: `u8::from_str` would also take a leading `+`.
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *byte = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// The firewall: its inside networks.
+#[derive(Clone, Debug)]
+pub struct Firewall {
+    inside: Vec<Cidr>,
+}
+
+/// The conntrack key of a flow.
+pub fn ct_key(flow: &str) -> String {
+    format!("flow:{flow}:ct")
+}
+
+impl Firewall {
+    /// Builds the firewall from its configuration (see the crate documentation for the
+    /// format); the error names the offending line.
+    pub fn from_config(config: &str) -> Result<Firewall, String> {
+        let mut inside = Vec::new();
+        for (index, raw) in config.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |reason: &str| format!("firewall: line {} {line:?}: {reason}", index + 1);
+            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+                return Err(bad("expected `inside = <address>/<prefix length>`"));
+            };
+            match key {
+                "inside" => inside.push(Cidr::parse(value).map_err(|e| bad(&e))?),
+                _ => return Err(bad("unknown setting (expected `inside`)")),
+            }
+        }
+        if inside.is_empty() {
+            return Err("firewall: no inside network configured (add a line `inside = 10.0.0.0/8`)".into());
+        }
+        Ok(Firewall { inside })
+    }
+
+    /// The configured inside networks.
+    pub fn inside(&self) -> &[Cidr] {
+        &self.inside
+    }
+
+    /// Whether `ip` is in one of the inside networks.
+    pub fn is_inside(&self, ip: [u8; 4]) -> bool {
+        self.inside.iter().any(|c| c.contains(ip))
+    }
+
+    /// Handles one packet per the rule in the crate documentation.
+    pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl FirewallEnv) -> Verdict {
+        let ct = ct_key(p.flow);
+        let verdict = if self.is_inside(p.src.0) {
+            if env.counter_add(&ct, 1) == 1 {
+                env.counter_add("fw:opened", 1);
+            }
+            Verdict::Forward
+        } else if env.exists(&ct) {
+            Verdict::Forward
+        } else {
+            Verdict::Drop
+        };
+        env.counter_add(if verdict == Verdict::Forward { "fw:passed" } else { "fw:dropped" }, 1);
+        verdict
+    }
+}
+
+/// The Wasm form: the node's state as the environment, wired to the NF ABI.
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    use alloc::string::String;
+    use estate_guest::{Nf, Packet, Verdict, state};
+
+    use crate::{Firewall, FirewallEnv};
+
+    /// The node's state, through the guest ABI's host calls.
+    #[derive(Debug)]
+    pub struct WasmEnv;
+
+    impl FirewallEnv for WasmEnv {
+        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
+            state::counter_add(key, delta)
+        }
+
+        fn exists(&mut self, key: &str) -> bool {
+            state::get(key).is_some()
+        }
+    }
+
+    /// [`Firewall`] as an [`Nf`].
+    #[derive(Debug)]
+    pub struct FirewallNf(Firewall);
+
+    impl Nf for FirewallNf {
+        fn init(config: &str) -> Result<Self, String> {
+            Firewall::from_config(config).map(FirewallNf)
+        }
+
+        fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
+            self.0.on_packet(packet, &mut WasmEnv)
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use guest::{FirewallNf, WasmEnv};
+
+#[cfg(target_arch = "wasm32")]
+estate_guest::nf!(FirewallNf);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+    use alloc::string::ToString;
+    use estate_guest::Direction;
+
+    /// One node's counters.
+    #[derive(Default)]
+    struct Env {
+        counters: BTreeMap<String, i64>,
+    }
+
+    impl Env {
+        fn get(&self, key: &str) -> Option<i64> {
+            self.counters.get(key).copied()
+        }
+    }
+
+    impl FirewallEnv for Env {
+        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
+            let v = self.counters.entry(key.to_string()).or_default();
+            *v += delta;
+            *v
+        }
+
+        fn exists(&mut self, key: &str) -> bool {
+            self.counters.contains_key(key)
+        }
+    }
+
+    const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 40000);
+    const SERVER: ([u8; 4], u16) = ([192, 168, 0, 1], 443);
+
+    fn packet(src: ([u8; 4], u16), dst: ([u8; 4], u16), flow: &str) -> Packet<'_> {
+        Packet { proto: 6, src, dst, direction: Direction::Forward, moved: false, flow, payload: b"x" }
+    }
+
+    #[test]
+    fn configuration_parses_and_errors_name_the_line() {
+        let fw =
+            Firewall::from_config("# nets\ninside = 10.0.0.0/8\n\n  inside=192.168.1.7  \ninside = 0.0.0.0/0").unwrap();
+        assert_eq!(fw.inside().len(), 3);
+        for (config, needle) in [
+            ("inside = 10.0.0.0/8\ninside = 10.1.0.0/8", "line 2 \"inside = 10.1.0.0/8\": 10.1.0.0 has bits set"),
+            ("inside = 10.0.0.0/33", "line 1 \"inside = 10.0.0.0/33\": prefix length \"33\""),
+            ("inside = 10.0.0/8", "\"10.0.0\" is not an IPv4 address"),
+            ("inside = 10.0.0.256/32", "\"10.0.0.256\" is not an IPv4 address"),
+            ("inside = +10.0.0.0/8", "is not an IPv4 address"),
+            ("inside = 10.0.0.0/", "prefix length \"\""),
+            ("inside = ", "\"\" is not an IPv4 address"),
+            ("inside = 10.0.0.0/8\noutside = 1.2.3.4", "line 2 \"outside = 1.2.3.4\": unknown setting"),
+            ("inside 10.0.0.0/8", "line 1 \"inside 10.0.0.0/8\": expected `inside ="),
+            ("# nothing", "no inside network"),
+            ("", "no inside network"),
+        ] {
+            let err = Firewall::from_config(config).unwrap_err();
+            assert!(err.starts_with("firewall: "), "{config:?}: {err}");
+            assert!(err.contains(needle), "{config:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn networks_match_by_prefix() {
+        let fw = Firewall::from_config("inside = 10.0.0.0/8\ninside = 172.16.0.0/12\ninside = 192.0.2.9").unwrap();
+        for (ip, inside) in [
+            ([10, 0, 0, 0], true),
+            ([10, 255, 255, 255], true),
+            ([11, 0, 0, 0], false),
+            ([9, 255, 255, 255], false),
+            ([172, 31, 255, 255], true),
+            ([172, 32, 0, 0], false),
+            ([172, 15, 255, 255], false),
+            ([192, 0, 2, 9], true),
+            ([192, 0, 2, 8], false),
+        ] {
+            assert_eq!(fw.is_inside(ip), inside, "{ip:?}");
+        }
+        let all = Firewall::from_config("inside = 0.0.0.0/0").unwrap();
+        assert!(all.is_inside([255, 255, 255, 255]) && all.is_inside([0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn outside_first_is_dropped_and_return_traffic_of_an_opened_flow_passes() {
+        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
+        let mut env = Env::default();
+        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
+        // The server speaks first: no entry, dropped, and no entry is created.
+        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
+        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
+        assert_eq!(env.get(&ct_key(flow)), None);
+        // The client opens the flow; the server's answers pass from then on.
+        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
+        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
+        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
+        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
+        // Another flow of the same server is not opened by the first one.
+        let other = "6:10.0.0.2:40001-192.168.0.1:443";
+        assert_eq!(fw.on_packet(&packet(SERVER, ([10, 0, 0, 2], 40001), other), &mut env), Verdict::Drop);
+        assert_eq!(env.get(&ct_key(flow)), Some(2), "refreshed by each inside packet");
+        assert_eq!(env.get(&ct_key(other)), None);
+        assert_eq!(env.get("fw:opened"), Some(1));
+        assert_eq!(env.get("fw:passed"), Some(4));
+        assert_eq!(env.get("fw:dropped"), Some(3));
+    }
+
+    #[test]
+    fn an_entry_brought_from_another_node_lets_return_traffic_pass_at_once() {
+        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
+        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
+        // The host adopted the flow's entry before its first packet here.
+        let mut env = Env::default();
+        env.counters.insert(ct_key(flow), 7);
+        let mut p = packet(SERVER, CLIENT, flow);
+        p.moved = true;
+        p.direction = Direction::Reverse;
+        assert_eq!(fw.on_packet(&p, &mut env), Verdict::Forward);
+        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
+        assert_eq!(env.get(&ct_key(flow)), Some(8));
+        assert_eq!(env.get("fw:opened"), None, "the entry was not created here");
+        // Without the entry (no state sharing), the same packet is dropped.
+        let mut bare = Env::default();
+        assert_eq!(fw.on_packet(&p, &mut bare), Verdict::Drop);
+    }
+
+    #[test]
+    fn inside_to_inside_passes_and_outside_to_outside_never_does() {
+        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
+        let mut env = Env::default();
+        let a = ([10, 0, 0, 1], 1000);
+        let b = ([10, 0, 0, 2], 2000);
+        assert_eq!(fw.on_packet(&packet(b, a, "f1"), &mut env), Verdict::Forward);
+        assert_eq!(fw.on_packet(&packet(a, b, "f1"), &mut env), Verdict::Forward);
+        let x = ([8, 8, 8, 8], 53);
+        let y = ([1, 1, 1, 1], 53);
+        assert_eq!(fw.on_packet(&packet(x, y, "f2"), &mut env), Verdict::Drop);
+        assert_eq!(fw.on_packet(&packet(y, x, "f2"), &mut env), Verdict::Drop);
+        assert_eq!(env.get(&ct_key("f1")), Some(2));
+        assert_eq!(env.get(&ct_key("f2")), None);
+    }
+}

@@ -1,0 +1,481 @@
+//! `nat`: the port allocation of a NAT. Each new flow gets an external port from a
+//! range shared by every NAT instance of the cluster, and no two flows anywhere get the
+//! same port — without a central controller: instances claim blocks of the range through
+//! their own state and a cluster-wide read.
+//!
+//! The guest ABI has no packet rewriting: an NF sees a packet's metadata and decides to
+//! forward or drop it. So this NF does not translate packets. It decides and records each
+//! flow's mapping (`flow:<flow>:nat = <port>`, and an event `nat map flow=<flow>
+//! port=<port>` when the mapping is made), forwards the packets of mapped flows, and
+//! drops the packets it cannot map. A data plane that rewrites would read the mapping.
+//!
+//! The logic ([`Nat`]) is plain `no_std` Rust that reaches its host only through the
+//! [`NatEnv`] trait, so the same code runs as a Wasm guest (`wasm32`) and natively (the
+//! unit tests run several instances over one simulated cluster).
+//!
+//! # Configuration
+//!
+//! UTF-8 text, one `key = value` setting per line; blank lines and lines starting with
+//! `#` are ignored:
+//!
+//! - `ports = LO-HI` (required): the external port range shared by all instances,
+//!   `1 <= LO <= HI <= 65535`, e.g. `20000-59999`. Every instance of the cluster must be
+//!   given the same range and block size.
+//! - `block = N` (default [`DEFAULT_BLOCK`], `1 <= N <= 65535`): ports per block. The
+//!   range is cut into blocks of `N` ports from `LO` on; the last block may be shorter.
+//!
+//! Anything else is a configuration error whose message names the offending line (or the
+//! missing setting).
+//!
+//! # Allocation
+//!
+//! A packet whose flow has a mapping (`flow:<flow>:nat` in the node's store) is
+//! forwarded. That includes a flow that moved here from another node: the mapping lives
+//! under the flow's keys, so the host brings it along before the flow's first packet
+//! here (`--flow-state take` or `copy`), and the flow keeps its port.
+//!
+//! A packet of a flow without a mapping gets the next unused port of the block this
+//! instance allocates from (its *active* block), and the mapping is stored. When there is
+//! no active block, or it is used up, the instance claims a new block:
+//!
+//! 1. It picks a candidate block: the first one is the block of a hash of the flow key
+//!    that asked for a port (so instances do not all start at block 0); then the
+//!    following blocks in order; after a conflict, a block of a fresh hash (of the flow
+//!    key, the clock and the attempt). Blocks it has claimed before (its own keys
+//!    `nat:block:<b>`, in use or used up) are skipped without asking anyone.
+//! 2. It writes its claim to its own store: `nat:block:<b> = 0`.
+//! 3. It counts the claims of that block in the whole cluster: a global read of the
+//!    exact key `nat:block:<b>` with the reducer `count` and consistency `all` (an error
+//!    unless every member answered), waiting at most [`CLAIM_TIMEOUT_MS`].
+//! 4. A count of exactly 1 (its own claim) makes the block its own; it allocates from
+//!    it. A larger count (another instance claims it, now or from before) is a conflict:
+//!    it deletes its claim and tries another candidate. A failed read (a member did not
+//!    answer) also withdraws the claim and ends the attempt: the block is not used.
+//!
+//! An attempt asks the cluster at most [`MAX_CLAIM_READS`] times. When it finds no block,
+//! the packet is dropped and counted in `nat:exhausted`, and for [`CLAIM_RETRY_MS`] the
+//! packets of unmapped flows are dropped (and counted) without a new attempt, so an
+//! exhausted range or an unreachable member does not cost every new flow a round of
+//! cluster reads.
+//!
+//! # Why two instances never use the same block
+//!
+//! Suppose instances A and B both use block `b`. Each stored its claim before it sent its
+//! read, kept the claim while using the block, and read a count of 1. Say B's store
+//! answered A's read before A's store answered B's read (one of the two answers came
+//! first). B's answer to A did not contain B's claim (A counted 1), so B wrote its claim
+//! after answering A — and B sent its own read after writing its claim. A's store
+//! therefore answered B's read after A's read had started, hence after A's claim was
+//! stored, and A's claim was still there (A keeps it, since it uses the block): B counted
+//! at least 2. A contradiction; the other order is symmetric. Each store is a single
+//! local map that reads and writes in order, and a read with consistency `all` asks every
+//! member, so no claim is missed.
+//!
+//! Two instances that claim the same block at the same time may both see 2 and both
+//! withdraw: the block stays free for a later claim. No instance ever uses a block it saw
+//! contested.
+//!
+//! The argument assumes every claimer counts the other as a member: start the NAT on a
+//! node after it has joined the cluster and sees the other members (a node that one side
+//! does not know yet is not asked). A node that goes away without handing its keys to
+//! another member (a crash) takes its claims with it: its blocks become claimable again,
+//! while the flows that moved away from it keep their ports from those blocks — in this
+//! version those ports may then be handed out a second time.
+//!
+//! Ports are not reused in this version: a port stays allocated after its flow ends (the
+//! packet records carry no TCP flags, so the end of a flow is not seen), and a used-up
+//! block stays claimed for as long as its node runs.
+//!
+//! Without state sharing (`--flow-state off`) the global read is refused, no block can be
+//! claimed, and every packet of an unmapped flow is dropped.
+//!
+//! # State keys
+//!
+//! Integers in the node's local store:
+//!
+//! | key               | meaning                                                        |
+//! |-------------------|----------------------------------------------------------------|
+//! | `flow:<flow>:nat` | the flow's external port                                       |
+//! | `nat:block:<b>`   | this node's claim of block `b`: the number of its ports handed out |
+//! | `nat:active`      | the block this node allocates from (a restarted instance resumes from it) |
+//! | `nat:allocated`   | ports handed out                                               |
+//! | `nat:claimed`     | blocks claimed                                                 |
+//! | `nat:conflicts`   | claims withdrawn because another instance claimed the block    |
+//! | `nat:claim_errors`| claims withdrawn because the cluster read failed               |
+//! | `nat:exhausted`   | packets dropped because no port could be allocated             |
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+// A native build also links the `cdylib` crate type, which needs std's panic handler.
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
+use alloc::format;
+use alloc::string::String;
+
+use estate_guest::{Packet, Value, Verdict};
+
+/// Ports per block when the configuration sets none.
+pub const DEFAULT_BLOCK: u32 = 256;
+
+/// How long the Wasm form waits for the cluster to count a block's claims.
+pub const CLAIM_TIMEOUT_MS: u32 = 500;
+
+/// Cluster reads per attempt to claim a block, at most.
+pub const MAX_CLAIM_READS: u32 = 8;
+
+/// After an attempt that found no block, how long unmapped flows are dropped before the
+/// next attempt.
+pub const CLAIM_RETRY_MS: i64 = 100;
+
+/// The key of this node's block cursor.
+pub const ACTIVE_KEY: &str = "nat:active";
+
+/// Everything the NAT logic needs from its host.
+pub trait NatEnv {
+    /// The current time, ms since the Unix epoch.
+    fn now_ms(&mut self) -> i64;
+
+    /// The value at the local `key`.
+    fn get(&mut self, key: &str) -> Option<Value>;
+
+    /// Sets the local `key`; an error says why the store refused.
+    fn set(&mut self, key: &str, value: Value) -> Result<(), String>;
+
+    /// Deletes the local `key`; whether it existed.
+    fn del(&mut self, key: &str) -> bool;
+
+    /// Adds `delta` to the local integer counter `key` (missing counts as 0); returns
+    /// the new value.
+    fn counter_add(&mut self, key: &str, delta: i64) -> i64;
+
+    /// How many members of the cluster (this one included) hold `key`: a global read with
+    /// consistency `all`, an error unless every member answered.
+    fn count_all(&mut self, key: &str) -> Result<i64, String>;
+
+    /// Emits an event to the host.
+    fn emit(&mut self, event: &str);
+}
+
+/// The mapping key of a flow.
+pub fn nat_key(flow: &str) -> String {
+    format!("flow:{flow}:nat")
+}
+
+/// The claim key of block `b`.
+pub fn block_key(b: u32) -> String {
+    format!("nat:block:{b}")
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// splitmix64's finaliser: spreads `x` over all 64 bits.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The block this instance allocates from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Active {
+    block: u32,
+    /// Ports of the block handed out so far.
+    used: u32,
+}
+
+/// The NAT: its port range, its blocks, and where it is in its active block.
+#[derive(Clone, Debug)]
+pub struct Nat {
+    lo: u16,
+    hi: u16,
+    block: u32,
+    blocks: u32,
+    active: Option<Active>,
+    /// Whether the active block was looked up in the store (after a start or restart).
+    resumed: bool,
+    /// No attempt to claim a block before this time.
+    retry_at: Option<i64>,
+}
+
+impl Nat {
+    /// Builds the NAT from its configuration (see the crate documentation for the
+    /// format); the error names the offending line or the missing setting.
+    pub fn from_config(config: &str) -> Result<Nat, String> {
+        let (mut ports, mut block) = (None, None);
+        for (index, raw) in config.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |reason: &str| format!("nat: line {} {line:?}: {reason}", index + 1);
+            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+                return Err(bad("expected `ports = LO-HI` or `block = N`"));
+            };
+            let number = |s: &str| -> Option<u32> {
+                let s = s.trim();
+                if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                s.parse().ok()
+            };
+            match key {
+                "ports" => {
+                    if ports.is_some() {
+                        return Err(bad("ports given twice"));
+                    }
+                    let range = value.split_once('-').and_then(|(lo, hi)| Some((number(lo)?, number(hi)?)));
+                    match range {
+                        Some((lo, hi)) if 1 <= lo && lo <= hi && hi <= 65535 => ports = Some((lo as u16, hi as u16)),
+                        _ => return Err(bad("ports must be a range LO-HI with 1 <= LO <= HI <= 65535")),
+                    }
+                }
+                "block" => {
+                    if block.is_some() {
+                        return Err(bad("block given twice"));
+                    }
+                    match number(value) {
+                        Some(n) if (1..=65535).contains(&n) => block = Some(n),
+                        _ => return Err(bad("block must be an integer from 1 to 65535")),
+                    }
+                }
+                _ => return Err(bad("unknown setting (expected `ports` or `block`)")),
+            }
+        }
+        let (lo, hi) = ports.ok_or("nat: no port range configured (add a line `ports = LO-HI`)")?;
+        let block = block.unwrap_or(DEFAULT_BLOCK);
+        let size = u32::from(hi) - u32::from(lo) + 1;
+        Ok(Nat { lo, hi, block, blocks: size.div_ceil(block), active: None, resumed: false, retry_at: None })
+    }
+
+    /// The port range, inclusive.
+    pub fn ports(&self) -> (u16, u16) {
+        (self.lo, self.hi)
+    }
+
+    /// Ports per block.
+    pub fn block_size(&self) -> u32 {
+        self.block
+    }
+
+    /// The number of blocks in the range.
+    pub fn blocks(&self) -> u32 {
+        self.blocks
+    }
+
+    /// The first port of block `b` and its number of ports.
+    pub fn block_ports(&self, b: u32) -> (u16, u32) {
+        let first = u32::from(self.lo) + b * self.block;
+        (first as u16, self.block.min(u32::from(self.hi) + 1 - first))
+    }
+
+    /// The block `port` belongs to, if it is in the range.
+    pub fn block_of(&self, port: u16) -> Option<u32> {
+        (self.lo..=self.hi).contains(&port).then(|| (u32::from(port) - u32::from(self.lo)) / self.block)
+    }
+
+    /// Handles one packet: forwards it if its flow has a port (allocating one for a new
+    /// flow), drops it if no port could be allocated.
+    pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl NatEnv) -> Verdict {
+        let key = nat_key(p.flow);
+        if let Some(Value::Int(_)) = env.get(&key) {
+            return Verdict::Forward;
+        }
+        let Some(port) = self.allocate(p.flow, env) else {
+            env.counter_add("nat:exhausted", 1);
+            return Verdict::Drop;
+        };
+        if env.set(&key, Value::Int(i64::from(port))).is_err() {
+            // The store refused the mapping (full): the port is spent, the flow unmapped.
+            env.counter_add("nat:exhausted", 1);
+            return Verdict::Drop;
+        }
+        env.counter_add("nat:allocated", 1);
+        env.emit(&format!("nat map flow={} port={port}", p.flow));
+        Verdict::Forward
+    }
+
+    /// A fresh port for `flow`, claiming a block if needed.
+    fn allocate(&mut self, flow: &str, env: &mut impl NatEnv) -> Option<u16> {
+        self.resume(env);
+        if let Some(port) = self.next_port(env) {
+            return Some(port);
+        }
+        let now = env.now_ms();
+        if self.retry_at.is_some_and(|at| now < at) {
+            return None;
+        }
+        match self.claim(flow, now, env) {
+            Some(b) => {
+                self.active = Some(Active { block: b, used: 0 });
+                self.retry_at = None;
+                // Only a hint for a restarted instance; without it a restart claims anew.
+                let _ = env.set(ACTIVE_KEY, Value::Int(i64::from(b)));
+                self.next_port(env)
+            }
+            None => {
+                self.retry_at = Some(now.saturating_add(CLAIM_RETRY_MS));
+                None
+            }
+        }
+    }
+
+    /// After a start or restart of the instance, continues the active block recorded in
+    /// the store, where the last instance left it.
+    fn resume(&mut self, env: &mut impl NatEnv) {
+        if self.resumed {
+            return;
+        }
+        self.resumed = true;
+        let Some(Value::Int(b)) = env.get(ACTIVE_KEY) else { return };
+        let Some(b) = u32::try_from(b).ok().filter(|b| *b < self.blocks) else { return };
+        if let Some(Value::Int(used)) = env.get(&block_key(b)) {
+            let used = u32::try_from(used.max(0)).unwrap_or(u32::MAX).min(self.block_ports(b).1);
+            self.active = Some(Active { block: b, used });
+        }
+    }
+
+    /// The next port of the active block, if it has one left.
+    fn next_port(&mut self, env: &mut impl NatEnv) -> Option<u16> {
+        let (first, len) = self.block_ports(self.active?.block);
+        let active = self.active.as_mut()?;
+        if active.used >= len {
+            return None;
+        }
+        // The claim key counts the block's ports handed out, so a restarted instance
+        // continues after the last port handed out.
+        let used = env.counter_add(&block_key(active.block), 1);
+        active.used = u32::try_from(used).unwrap_or(u32::MAX);
+        // Only a store changed behind the NF's back can put the count out of bounds.
+        (1..=len).contains(&active.used).then(|| first + (active.used - 1) as u16)
+    }
+
+    /// One attempt to claim a block (the protocol in the crate documentation).
+    fn claim(&mut self, flow: &str, now: i64, env: &mut impl NatEnv) -> Option<u32> {
+        let n = u64::from(self.blocks);
+        let seed = fnv1a(flow.as_bytes());
+        let mut candidate = (seed % n) as u32;
+        let mut reads = 0;
+        for _ in 0..self.blocks {
+            let b = candidate;
+            candidate = (candidate + 1) % self.blocks;
+            let key = block_key(b);
+            if env.get(&key).is_some() {
+                // Ours already: in use or used up.
+                continue;
+            }
+            if reads == MAX_CLAIM_READS {
+                break;
+            }
+            reads += 1;
+            if env.set(&key, Value::Int(0)).is_err() {
+                env.counter_add("nat:claim_errors", 1);
+                return None;
+            }
+            match env.count_all(&key) {
+                Ok(1) => {
+                    env.counter_add("nat:claimed", 1);
+                    return Some(b);
+                }
+                Ok(count) if count > 1 => {
+                    env.del(&key);
+                    env.counter_add("nat:conflicts", 1);
+                    candidate = (mix(seed ^ mix(now as u64) ^ u64::from(reads)) % n) as u32;
+                }
+                // Zero (our own claim missing) or a failed read: not usable, and another
+                // read now would most likely fail the same way.
+                _ => {
+                    env.del(&key);
+                    env.counter_add("nat:claim_errors", 1);
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The Wasm form: the node's state as the environment, wired to the NF ABI.
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    use alloc::format;
+    use alloc::string::String;
+    use estate_guest::{Nf, Packet, Value, Verdict, state};
+
+    use crate::{CLAIM_TIMEOUT_MS, Nat, NatEnv};
+
+    /// The node's state, clock and cluster, through the guest ABI's host calls.
+    #[derive(Debug)]
+    pub struct WasmEnv;
+
+    impl NatEnv for WasmEnv {
+        fn now_ms(&mut self) -> i64 {
+            state::now_ms()
+        }
+
+        fn get(&mut self, key: &str) -> Option<Value> {
+            state::get(key)
+        }
+
+        fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
+            state::set(key, &value)
+        }
+
+        fn del(&mut self, key: &str) -> bool {
+            state::del(key)
+        }
+
+        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
+            state::counter_add(key, delta)
+        }
+
+        fn count_all(&mut self, key: &str) -> Result<i64, String> {
+            // Claim keys (`nat:block:<b>`) have no regex metacharacters: the pattern is
+            // the exact key.
+            match state::global_all(key, "count", CLAIM_TIMEOUT_MS)? {
+                None => Ok(0),
+                Some(item) => match item.value {
+                    Value::Int(n) => Ok(n),
+                    other => Err(format!("count of {key} is {}, not an integer", other.type_name())),
+                },
+            }
+        }
+
+        fn emit(&mut self, event: &str) {
+            state::emit(event)
+        }
+    }
+
+    /// [`Nat`] as an [`Nf`].
+    #[derive(Debug)]
+    pub struct NatNf(Nat);
+
+    impl Nf for NatNf {
+        fn init(config: &str) -> Result<Self, String> {
+            Nat::from_config(config).map(NatNf)
+        }
+
+        fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
+            self.0.on_packet(packet, &mut WasmEnv)
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+pub use guest::{NatNf, WasmEnv};
+
+#[cfg(target_arch = "wasm32")]
+estate_guest::nf!(NatNf);
+
+#[cfg(test)]
+mod tests;
