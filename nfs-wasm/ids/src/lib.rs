@@ -47,12 +47,18 @@
 //!
 //! # Alert rule
 //!
-//! After counting the matches of a packet that has any, the NF reads the flow's global
-//! match count: the `sum` of `flow:<flow>:matches` over every node of the cluster (a
-//! global read with a timeout of [`GLOBAL_TIMEOUT_MS`]). If that read fails, it uses this
-//! node's own count instead. When the count is at least the threshold and this node has
-//! not alerted for the flow yet, it emits the event `ids alert flow=<flow> matches=<n>`
-//! (`n` the count it compared) and adds 1 to `ids:alerts`. Each node alerts at most once
+//! After counting the matches of a packet that has any (for a flow this node has not
+//! alerted for yet), the NF needs the flow's global match count: the `sum` of
+//! `flow:<flow>:matches` over every node of the cluster. It estimates it as its own count
+//! plus the other nodes' share, and reads the real count (a global read with a timeout
+//! of [`GLOBAL_TIMEOUT_MS`]) when that estimate reaches the threshold, so an alert is
+//! always confirmed by a fresh read. The other nodes' share is 0 for a flow the fabric
+//! never moved (packets not marked moved); for a moved flow it is read the first time
+//! the flow has matches here (and again after each move here), then remembered as the
+//! answer minus this node's count.
+//! If a read fails, it uses this node's own count instead. When the count is at least
+//! the threshold, it emits the event `ids alert flow=<flow> matches=<n>` (`n` the count
+//! it compared) and adds 1 to `ids:alerts`. Each node alerts at most once
 //! per flow for as long as the NF runs; packets without matches never alert. Given the
 //! same packets and the same answers from its environment, the NF does the same writes
 //! and raises the same alerts, in the same order.
@@ -64,7 +70,7 @@ extern crate alloc;
 #[cfg(not(target_arch = "wasm32"))]
 extern crate std;
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -99,6 +105,8 @@ pub struct Ids {
     threshold: i64,
     /// Flows this instance has alerted for (ordered, so iteration is deterministic).
     alerted: BTreeSet<String>,
+    /// Per flow: the other nodes' share of its match count at the last global read.
+    remote: BTreeMap<String, i64>,
 }
 
 impl Ids {
@@ -143,7 +151,8 @@ impl Ids {
             .match_kind(MatchKind::LeftmostFirst)
             .build(&patterns)
             .map_err(|e| format!("ids: cannot build the pattern matcher: {e}"))?;
-        Ok(Ids { matcher, threshold: threshold.unwrap_or(DEFAULT_THRESHOLD), alerted: BTreeSet::new() })
+        let threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
+        Ok(Ids { matcher, threshold, alerted: BTreeSet::new(), remote: BTreeMap::new() })
     }
 
     /// The alert threshold.
@@ -161,6 +170,11 @@ impl Ids {
         self.matcher.find_iter(payload).count()
     }
 
+    /// `flow` moved to this node: what the other nodes hold of it is not known any more.
+    pub fn flow_moved(&mut self, flow: &str) {
+        self.remote.remove(flow);
+    }
+
     /// Handles one packet: counts it and its matches, and alerts per the alert rule.
     /// Always forwards.
     pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl IdsEnv) -> Verdict {
@@ -171,8 +185,25 @@ impl Ids {
             env.counter_add("ids:matches", matches);
             let key = format!("flow:{}:matches", p.flow);
             let local = env.counter_add(&key, matches);
-            let total = env.global_sum(&key).unwrap_or(local);
-            if total >= self.threshold && !self.alerted.contains(p.flow) {
+            if self.alerted.contains(p.flow) {
+                return Verdict::Forward;
+            }
+            // The cluster is asked only when the answer could matter: when the estimate
+            // reaches the threshold, and for a moved flow the first time it has matches
+            // here. A flow the fabric never moved was never counted anywhere else.
+            let remote = self.remote.get(p.flow).copied().or((!p.moved).then_some(0));
+            let estimate = remote.map(|remote| local + remote);
+            let total = match estimate {
+                Some(total) if total < self.threshold => total,
+                _ => match env.global_sum(&key) {
+                    Ok(total) => {
+                        self.remote.insert(p.flow.into(), total - local);
+                        total
+                    }
+                    Err(_) => local,
+                },
+            };
+            if total >= self.threshold {
                 self.alerted.insert(p.flow.into());
                 env.emit(&format!("ids alert flow={} matches={total}", p.flow));
                 env.counter_add("ids:alerts", 1);
@@ -270,6 +301,10 @@ mod guest {
         fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
             self.0.on_packet(packet, &mut WasmEnv)
         }
+
+        fn on_flow_moved(&mut self, flow: &str) {
+            self.0.flow_moved(flow)
+        }
     }
 }
 
@@ -295,6 +330,8 @@ mod tests {
         /// makes global reads fail.
         others: Option<i64>,
         events: Vec<String>,
+        /// Global reads asked for.
+        reads: usize,
     }
 
     impl IdsEnv for Env {
@@ -305,6 +342,7 @@ mod tests {
         }
 
         fn global_sum(&mut self, key: &str) -> Result<i64, String> {
+            self.reads += 1;
             let local = self.counters.get(key).copied().unwrap_or(0);
             self.others.map(|o| o + local).ok_or_else(|| "no peers".to_string())
         }
@@ -359,9 +397,47 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_is_asked_only_when_the_answer_could_matter() {
+        let mut ids = Ids::from_config("pattern = evil\nthreshold = 10").unwrap();
+        let mut env = Env { others: Some(3), ..Env::default() };
+        let moved = |flow| Packet { moved: true, ..packet(flow, b"evil") };
+        ids.on_packet(&moved("f1"), &mut env);
+        assert_eq!(env.reads, 1, "first matches of a moved flow: the cluster is asked");
+        for _ in 0..5 {
+            ids.on_packet(&moved("f1"), &mut env);
+        }
+        assert_eq!(env.reads, 1, "6 + 3 < 10: the estimate suffices");
+        assert!(env.events.is_empty());
+        // Another node counted meanwhile: the estimate (7 + 3) reaches the threshold,
+        // and the fresh read confirms it with the real share.
+        env.others = Some(5);
+        ids.on_packet(&packet("f1", b"evil"), &mut env);
+        assert_eq!(env.reads, 2);
+        assert_eq!(env.events, vec!["ids alert flow=f1 matches=12".to_string()]);
+        // Alerted: no more reads for the flow. A moved flow is asked about again.
+        ids.on_packet(&packet("f1", b"evil"), &mut env);
+        assert_eq!(env.reads, 2);
+        ids.on_packet(&moved("f2"), &mut env);
+        ids.on_packet(&moved("f2"), &mut env);
+        assert_eq!(env.reads, 3);
+        ids.flow_moved("f2");
+        ids.on_packet(&moved("f2"), &mut env);
+        assert_eq!(env.reads, 4);
+        // A flow never moved: nobody else counted it, no read until the threshold.
+        for _ in 0..9 {
+            ids.on_packet(&packet("f3", b"evil"), &mut env);
+        }
+        assert_eq!(env.reads, 4);
+        ids.on_packet(&packet("f3", b"evil"), &mut env);
+        assert_eq!(env.reads, 5, "the alert is confirmed by a read");
+        assert_eq!(env.events.last().unwrap(), "ids alert flow=f3 matches=15");
+    }
+
+    #[test]
     fn counts_and_alerts_once_per_flow_on_the_global_count() {
         let mut ids = Ids::from_config("pattern = evil\nthreshold = 4").unwrap();
-        // Other nodes have seen 2 matches of every flow.
+        // Other nodes have seen 2 matches of every flow (moved flows, so they ask).
+        let packet = |flow, payload| Packet { moved: true, ..packet(flow, payload) };
         let mut env = Env { others: Some(2), ..Env::default() };
         assert_eq!(ids.on_packet(&packet("f1", b"evil"), &mut env), Verdict::Forward);
         assert!(env.events.is_empty());
