@@ -96,7 +96,7 @@ pub trait Nf: Sized {
 
     /// `flow` was moved to this node by the fabric. The host has already brought the
     /// flow's state (keys `flow:<flow>:…`) here; this runs before the flow's first
-    /// packet here, so the NF can bring anything else it keys differently (see
+    /// packet after each move here, so the NF can bring anything else it keys differently (see
     /// `state::take`). Not called when the node runs without state sharing.
     fn on_flow_moved(&mut self, flow: &str) {
         let _ = flow;

@@ -29,6 +29,7 @@ pub mod pcap;
 pub mod reduce;
 pub mod registry;
 pub mod store;
+pub mod switch;
 pub mod traffic;
 pub mod wasm;
 pub mod wire;

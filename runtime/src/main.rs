@@ -10,10 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use estate::membership::Timing;
-use estate::nfrun::{FailPolicy, FlowState, NfSettings};
+use estate::nfrun::{FailPolicy, FlowState, Input, NfSettings, Packets};
 use estate::node::{Node, NodeConfig};
 use estate::reduce::Reduced;
-use estate::traffic::{self, OwnedPacket, SynthConfig};
+use estate::switch::{self, Assignment, Event, Schedule, SteerSource, ZmqFabric};
+use estate::traffic::{self, SynthConfig};
 use estate::wasm::Limits;
 use estate::wire::{self, Consistency, ControlReply, ControlRequest, GlobalAnswer, LimitOverrides, MemberView};
 use estate_guest::{Item, Value};
@@ -94,7 +95,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Traffic tools: `pcap` writes a synthetic stream to a pcap file.
+    /// Traffic tools: `pcap` writes a synthetic stream to a pcap file; `switch` sends a
+    /// stream to nodes' steered inputs and moves flows between them.
     Traffic {
         #[command(subcommand)]
         action: TrafficAction,
@@ -142,6 +144,52 @@ enum TrafficAction {
         /// The synthetic stream, e.g. `seed=1,flows=100,packets=10000,share=0.1`.
         #[arg(long)]
         synth: String,
+    },
+    /// Emulates the fabric of a scale-out or scale-in: sends each packet of a stream as an
+    /// Ethernet frame to its flow's node (the node's `--input steer:` endpoint), moves
+    /// flows between nodes on a schedule and tags moved flows' packets with a VLAN id
+    /// that changes with every move. Prints a summary at the end.
+    #[command(group(clap::ArgGroup::new("stream").required(true).args(["pcap", "synth"])))]
+    Switch {
+        /// A pcap file to send.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<std::path::PathBuf>,
+        /// A synthetic stream to send (as `--input synth:`), e.g. `seed=1,flows=40,packets=6000`.
+        #[arg(long, value_name = "SPEC")]
+        synth: Option<String>,
+        /// A node: its name and the `steer=` endpoint of its ready line (repeatable; the
+        /// order is the nodes' order).
+        #[arg(long = "node", value_name = "NAME=ENDPOINT", required = true)]
+        nodes: Vec<String>,
+        /// A node's control endpoint (repeatable): before flows move away from the node,
+        /// the switch waits until its NF has handled every packet sent to it, so no
+        /// packet of a moved flow is still queued at the old node.
+        #[arg(long = "node-control", value_name = "NAME=ENDPOINT")]
+        controls: Vec<String>,
+        /// The nodes new flows are spread over, by a hash of the flow key (default: the
+        /// first node).
+        #[arg(long, value_name = "NAME,NAME", value_delimiter = ',')]
+        start: Vec<String>,
+        /// A step (repeatable): `N:move:FRACTION:FROM:TO` moves FRACTION (0..1] of the
+        /// flows FROM has after N packets to TO; `N:drain:FROM:TO` moves all of them and
+        /// ends FROM's input.
+        #[arg(long = "at", value_name = "SPEC")]
+        at: Vec<String>,
+        /// Send at most this many packets per second.
+        #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u32).range(1..=i64::from(switch::MAX_RATE)))]
+        rate: Option<u32>,
+        /// How long a frame may wait for a node to take it before it counts as
+        /// undeliverable (and the node as down until it takes one again).
+        #[arg(long, default_value_t = 2000)]
+        send_timeout_ms: u64,
+        /// How long to wait for a node (`--node-control`) to handle its packets before a
+        /// move; the move goes ahead after that.
+        #[arg(long, default_value_t = 10_000)]
+        settle_timeout_ms: u64,
+        /// Writes every flow (key, packets, final node, path over the nodes) and the
+        /// summary as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        flows_out: Option<std::path::PathBuf>,
     },
 }
 
@@ -200,8 +248,9 @@ struct NfArgs {
     #[arg(long, value_name = "FILE", requires = "nf")]
     nf_config: Option<std::path::PathBuf>,
     /// Packet source: `synth:seed=1,flows=100,packets=10000,share=0.1,patterns=a|b`
-    /// (also `first=N`, `moved=1`), or `pcap:FILE`. Without `--nf` the input waits for
-    /// `nf load`.
+    /// (also `first=N`, `moved=1`), `pcap:FILE`, or `steer:ENDPOINT` (frames pushed by
+    /// `estate traffic switch`; the bound endpoint is printed as `steer=` in the ready
+    /// line). Without `--nf` the input waits for `nf load`.
     #[arg(long, value_name = "SPEC")]
     input: Option<String>,
     /// What a packet gets when the NF faults on it.
@@ -274,6 +323,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("wrote {n} packets to {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Traffic { action: TrafficAction::Switch { .. } } = &cli.command {
+        return run_switch(cli.command);
+    }
     if let Command::Demo = cli.command {
         return demo::run().map(|()| ExitCode::SUCCESS);
     }
@@ -290,9 +342,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Members { .. } => (ControlRequest::Members, Duration::from_secs(5)),
         Command::Stats { .. } => (ControlRequest::Stats, Duration::from_secs(5)),
         Command::Nf { action: NfAction::Status } => (ControlRequest::NfStatus, Duration::from_secs(5)),
-        Command::Leave { timeout_ms, .. } => {
-            (ControlRequest::Leave { timeout_ms: *timeout_ms }, Duration::from_millis(*timeout_ms) + Duration::from_secs(15))
-        }
+        Command::Leave { timeout_ms, .. } => (
+            ControlRequest::Leave { timeout_ms: *timeout_ms },
+            Duration::from_millis(*timeout_ms) + Duration::from_secs(15),
+        ),
         Command::Nf { action: NfAction::Unload } => (ControlRequest::NfUnload, Duration::from_secs(10)),
         Command::Nf { action: NfAction::Load { file, config } } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -337,34 +390,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     print_reply(&cli.command, reply)
 }
 
-/// Starts the NF of `args` in `node`, if one was asked for.
-fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<()> {
+/// Starts the NF of `args` in `node`, if one was asked for; returns the bound endpoint
+/// of a steered input.
+fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<Option<String>> {
     let Some(input) = &args.input else {
-        return Ok(());
+        return Ok(None);
     };
     let config = match &args.nf_config {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => String::new(),
     };
-    let packets: Box<dyn Iterator<Item = OwnedPacket> + Send> = match input.split_once(':') {
+    let mut steer = None;
+    let packets: Input = match input.split_once(':') {
         Some(("synth", spec)) => {
-            Box::new(traffic::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?))
+            let packets: Packets =
+                Box::new(traffic::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?));
+            packets.into()
         }
-        Some(("pcap", path)) => Box::new(estate::pcap::read(std::path::Path::new(path)).map_err(anyhow::Error::msg)?),
-        _ => bail!("unsupported input {input:?}: expected synth:SPEC or pcap:FILE"),
+        Some(("pcap", path)) => {
+            let packets: Packets =
+                Box::new(estate::pcap::read(std::path::Path::new(path)).map_err(anyhow::Error::msg)?);
+            packets.into()
+        }
+        Some(("steer", endpoint)) => {
+            let source = SteerSource::bind(endpoint, node.nf().counters())?;
+            steer = Some(source.endpoint().to_string());
+            source.into_input()
+        }
+        _ => bail!("unsupported input {input:?}: expected synth:SPEC, pcap:FILE or steer:ENDPOINT"),
     };
     let fail: FailPolicy = args.fail.parse().map_err(anyhow::Error::msg)?;
     let flows: FlowState = args.flow_state.parse().map_err(anyhow::Error::msg)?;
     let Some(file) = &args.nf else {
         node.nf().hold_input(packets, NfSettings { fail, flows });
         tracing::info!(%input, "input held until an NF is loaded (estate … nf load)");
-        return Ok(());
+        return Ok(steer);
     };
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    node.run_nf(&bytes, &config, packets, fail, flows)
+    node.nf()
+        .start(&bytes, &config, packets, NfSettings { fail, flows })
         .with_context(|| format!("starting the NF {}", file.display()))?;
     tracing::info!(nf = %file.display(), %input, %fail, "NF running");
-    Ok(())
+    Ok(steer)
 }
 
 fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
@@ -393,9 +460,15 @@ fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    start_nf(&node, &nf)?;
+    let steer = start_nf(&node, &nf)?;
     // One line on stdout with the bound endpoints, for scripts that asked for port `*`.
-    println!("ready id={} listen={} control={}", node.id(), node.endpoint(), node.control_endpoint().unwrap_or("-"));
+    let steer = steer.map(|e| format!(" steer={e}")).unwrap_or_default();
+    println!(
+        "ready id={} listen={} control={}{steer}",
+        node.id(),
+        node.endpoint(),
+        node.control_endpoint().unwrap_or("-")
+    );
     while !stop.load(Ordering::Relaxed) {
         if node.has_left() {
             tracing::info!("left the cluster on request; exiting");
@@ -409,6 +482,92 @@ fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("leaving without handing state over: {e}");
     }
     node.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Splits a `NAME=ENDPOINT` argument of `flag`.
+fn name_and_endpoint(flag: &str, arg: &str) -> anyhow::Result<(String, String)> {
+    match arg.split_once('=') {
+        Some((name, endpoint)) if !name.is_empty() && !endpoint.is_empty() => {
+            Ok((name.to_string(), endpoint.to_string()))
+        }
+        _ => bail!("{flag} {arg:?}: expected NAME=ENDPOINT"),
+    }
+}
+
+/// `estate traffic switch`: sends the stream, prints the summary, writes `--flows-out`.
+fn run_switch(command: Command) -> anyhow::Result<ExitCode> {
+    let Command::Traffic {
+        action:
+            TrafficAction::Switch {
+                pcap,
+                synth,
+                nodes,
+                controls,
+                start,
+                at,
+                rate,
+                send_timeout_ms,
+                settle_timeout_ms,
+                flows_out,
+            },
+    } = command
+    else {
+        unreachable!("called for traffic switch only");
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let nodes: Vec<(String, String)> =
+        nodes.iter().map(|n| name_and_endpoint("--node", n)).collect::<anyhow::Result<_>>()?;
+    let controls: std::collections::HashMap<String, String> =
+        controls.iter().map(|c| name_and_endpoint("--node-control", c)).collect::<anyhow::Result<_>>()?;
+    let names: Vec<String> = nodes.iter().map(|(name, _)| name.clone()).collect();
+    let mut assignment = Assignment::new(names.clone(), &start)?;
+    let events = at.iter().map(|spec| spec.parse::<Event>()).collect::<Result<Vec<_>, _>>().context("--at")?;
+    let schedule = Schedule::new(events, &names).context("--at")?;
+    let packets: Packets = match (&pcap, &synth) {
+        (Some(path), _) => Box::new(estate::pcap::read(path).map_err(anyhow::Error::msg)?),
+        (None, Some(spec)) => Box::new(traffic::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?)),
+        (None, None) => bail!("give the stream: --pcap FILE or --synth SPEC"),
+    };
+    let mut fabric = ZmqFabric::connect(
+        &nodes,
+        &controls,
+        Duration::from_millis(send_timeout_ms),
+        Duration::from_millis(settle_timeout_ms),
+    )?;
+    let report = switch::run(packets, &mut assignment, &schedule, &mut fabric, rate);
+    // Closing the sockets waits (bounded) for the last frames to leave.
+    drop(fabric);
+    let flows = assignment.summary();
+    println!("packets {} in {} flows", report.packets, flows.len());
+    for node in &report.nodes {
+        println!(
+            "node {}: sent {}, undeliverable {}, input {}",
+            node.name,
+            node.sent,
+            node.undeliverable,
+            if node.ended { "ended" } else { "not ended" }
+        );
+    }
+    for m in &report.moves {
+        println!("at {}: {} flows{}", m.event, m.flows, if m.settled { "" } else { " (old node not settled)" });
+    }
+    for event in &report.skipped {
+        println!("at {event}: not reached (the stream ended first)");
+    }
+    println!("moves {}, undeliverable {}", report.moves.len(), report.undeliverable());
+    if let Some(path) = flows_out {
+        let summary = json!({ "report": report, "flows": flows });
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -471,10 +630,9 @@ fn print_reply(command: &Command, reply: ControlReply) -> anyhow::Result<ExitCod
         ControlReply::Global(answer) => print_global(&answer, json),
         ControlReply::Members(members) => print_members(&members, json),
         ControlReply::Nf(text) => println!("{text}"),
-        ControlReply::Left(report) if json => println!(
-            "{}",
-            json!({ "items": report.items, "micros": report.micros, "members": report.members })
-        ),
+        ControlReply::Left(report) if json => {
+            println!("{}", json!({ "items": report.items, "micros": report.micros, "members": report.members }))
+        }
         ControlReply::Left(report) => {
             let to: Vec<String> = report.members.iter().map(|(m, n)| format!("{m}={n}")).collect();
             println!("left: handed {} items over in {} µs ({})", report.items, report.micros, to.join(" "));

@@ -5,8 +5,17 @@
 //! (fail-open) or drop (fail-closed); the fault is counted and logged, and the instance
 //! is rebuilt from its configuration before the next packet, since a guest that
 //! faulted may have left its memory in any state. State in the node's store survives.
+//!
+//! A moved flow's state is fetched before the NF sees the flow's first packet here. The
+//! fabric's mark says which move brought the flow ([`OwnedPacket::mark`]): the state is
+//! fetched again whenever a flow arrives with a mark other than the one it last came
+//! with, so a flow that moves A→B→A→B is taken over by B twice.
+//!
+//! A packet source may wait for its packets (the steered input of
+//! [`crate::switch::SteerSource`]); such a source polls its [`Input`]'s stop flag between
+//! bounded waits, so stopping an NF never waits on traffic.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,6 +164,8 @@ pub struct NfCounters {
     pub keys_adopted: AtomicU64,
     /// Moved flows whose state could not be fetched (they started from nothing).
     pub adopt_failures: AtomicU64,
+    /// Frames of a steered input that were not IPv4 TCP/UDP, or malformed (skipped).
+    pub bad_frames: AtomicU64,
     /// The NF's own metrics (`metric_add`).
     pub metrics: Mutex<BTreeMap<String, i64>>,
 }
@@ -174,6 +185,7 @@ impl NfCounters {
             ("nf_flows_adopted".to_string(), get(&self.flows_adopted)),
             ("nf_keys_adopted".to_string(), get(&self.keys_adopted)),
             ("nf_adopt_failures".to_string(), get(&self.adopt_failures)),
+            ("nf_bad_frames".to_string(), get(&self.bad_frames)),
         ];
         for (name, value) in self.metrics.lock().unwrap().iter() {
             rows.push((format!("nf_metric:{name}"), (*value).max(0) as u64));
@@ -185,6 +197,35 @@ impl NfCounters {
 /// A packet source.
 pub type Packets = Box<dyn Iterator<Item = OwnedPacket> + Send>;
 
+/// An NF's input: its packets and the flag that stops them. The running NF raises the
+/// flag when it is stopped (unloaded, replaced by another input, its node shut down); a
+/// source that waits for packets polls it between bounded waits and then ends.
+pub struct Input {
+    packets: Packets,
+    stop: Arc<AtomicBool>,
+}
+
+impl Input {
+    /// An input whose source ends once `stop` is raised.
+    pub fn stoppable(packets: Packets, stop: Arc<AtomicBool>) -> Input {
+        Input { packets, stop }
+    }
+}
+
+impl From<Packets> for Input {
+    /// An input whose source never waits (a generator, a file): it needs no stop flag of
+    /// its own, the NF thread checks one between packets.
+    fn from(packets: Packets) -> Input {
+        Input { packets, stop: Arc::default() }
+    }
+}
+
+impl fmt::Debug for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Input").field("stopped", &self.stop.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
 /// A new module and instance waiting to take over at the next packet.
 struct Swap {
     module: NfModule,
@@ -192,8 +233,10 @@ struct Swap {
     instance: NfInstance,
 }
 
-/// A running NF. Dropping it stops the packet thread after the current packet.
+/// A running NF. Dropping it stops the packet thread after the current packet (or the
+/// current bounded wait of a source that waits for packets).
 pub struct NfRun {
+    /// The input's stop flag.
     stop: Arc<AtomicBool>,
     swap: Arc<Mutex<Option<Swap>>>,
     thread: Option<JoinHandle<()>>,
@@ -206,22 +249,23 @@ impl fmt::Debug for NfRun {
 }
 
 impl NfRun {
-    /// Starts `module` with `config` over `packets`. The instance is built before this
+    /// Starts `module` with `config` over `input`. The instance is built before this
     /// returns, so a bad configuration is an error here, not a silent thread exit.
     pub fn start(
         host: Arc<WasmHost>,
         module: NfModule,
         config: String,
         state: Arc<dyn NfState>,
-        packets: Box<dyn Iterator<Item = OwnedPacket> + Send>,
+        input: impl Into<Input>,
         settings: NfSettings,
         counters: Arc<NfCounters>,
     ) -> Result<NfRun, GuestError> {
         let NfSettings { fail, flows } = settings;
-        let mut adopted: HashSet<String> = HashSet::new();
+        let Input { packets, stop } = input.into();
+        // The mark each moved flow last arrived with here.
+        let mut adopted: HashMap<String, u16> = HashMap::new();
         let (mut module, mut config) = (module, config);
         let mut instance = host.start_nf(&module, state.clone(), &config)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let swap: Arc<Mutex<Option<Swap>>> = Arc::default();
         let swapping = swap.clone();
@@ -240,8 +284,9 @@ impl NfRun {
                         info!("NF replaced");
                     }
                     counters.packets.fetch_add(1, Ordering::Relaxed);
-                    // The first packet of a moved flow: its state comes first.
-                    if packet.moved && flows != FlowState::Off && adopted.insert(packet.flow.clone()) {
+                    // The first packet of a moved flow, or of a new move of it: its state
+                    // comes first.
+                    if packet.mark != 0 && flows != FlowState::Off && new_move(&mut adopted, &packet) {
                         match state.adopt_flow(&packet.flow, flows) {
                             Ok(keys) => {
                                 counters.flows_adopted.fetch_add(1, Ordering::Relaxed);
@@ -294,6 +339,22 @@ impl NfRun {
     }
 }
 
+/// Whether `packet` is the first one of its flow's move here (its mark differs from the
+/// one the flow last arrived with); records the mark.
+fn new_move(adopted: &mut HashMap<String, u16>, packet: &OwnedPacket) -> bool {
+    match adopted.get_mut(&packet.flow) {
+        Some(mark) if *mark == packet.mark => false,
+        Some(mark) => {
+            *mark = packet.mark;
+            true
+        }
+        None => {
+            adopted.insert(packet.flow.clone(), packet.mark);
+            true
+        }
+    }
+}
+
 /// Counts a guest fault and swaps in the rebuilt instance (a guest that faulted may
 /// have left its memory in any state).
 fn fault(
@@ -342,7 +403,7 @@ pub struct NfSlot {
     /// The state the running NF sees (shared, or unshared for a baseline run).
     run_state: Mutex<Option<Arc<dyn NfState>>>,
     /// An input given without an NF, waiting for `load`.
-    held: Mutex<Option<(Packets, NfSettings)>>,
+    held: Mutex<Option<(Input, NfSettings)>>,
 }
 
 impl fmt::Debug for NfSlot {
@@ -357,8 +418,20 @@ impl NfSlot {
         NfSlot { host, state, counters, run: Mutex::new(None), run_state: Mutex::new(None), held: Mutex::new(None) }
     }
 
+    /// The counters of the slot's NFs (shared with packet sources that count, e.g. bad
+    /// frames of a steered input).
+    pub fn counters(&self) -> Arc<NfCounters> {
+        self.counters.clone()
+    }
+
     /// Starts the NF `bytes` over `packets` now (replacing any NF and held input).
-    pub fn start(&self, bytes: &[u8], config: &str, packets: Packets, settings: NfSettings) -> Result<(), GuestError> {
+    pub fn start(
+        &self,
+        bytes: &[u8],
+        config: &str,
+        packets: impl Into<Input>,
+        settings: NfSettings,
+    ) -> Result<(), GuestError> {
         let module = self.host.load_nf(bytes)?;
         let state: Arc<dyn NfState> = match settings.flows {
             FlowState::Off => Arc::new(Unshared(self.state.clone())),
@@ -380,8 +453,8 @@ impl NfSlot {
     }
 
     /// Keeps `packets` until an NF is loaded.
-    pub fn hold_input(&self, packets: Packets, settings: NfSettings) {
-        *self.held.lock().unwrap() = Some((packets, settings));
+    pub fn hold_input(&self, packets: impl Into<Input>, settings: NfSettings) {
+        *self.held.lock().unwrap() = Some((packets.into(), settings));
     }
 
     /// Loads the NF `bytes`: it replaces the running NF between two packets (the state
@@ -422,5 +495,26 @@ impl NfSlot {
     /// Whether no NF is processing packets.
     pub fn finished(&self) -> bool {
         self.run.lock().unwrap().as_ref().is_none_or(NfRun::is_finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estate_guest::nf::Direction;
+
+    #[test]
+    fn a_flow_is_adopted_again_at_every_new_mark() {
+        let mut adopted = HashMap::new();
+        let mut packet = OwnedPacket::new(6, ([10, 0, 0, 1], 1000), ([10, 0, 0, 2], 80), Direction::Forward, vec![]);
+        let mut adoptions = Vec::new();
+        // A→B (1), more packets, B→A (2), A→B again (3): B adopts at 1 and 3.
+        for mark in [1, 1, 1, 3, 3, 4, 4, 1] {
+            packet.mark = mark;
+            adoptions.push(new_move(&mut adopted, &packet));
+        }
+        assert_eq!(adoptions, [true, false, false, true, false, true, false, true]);
+        let other = OwnedPacket { flow: "other".into(), ..packet.clone() };
+        assert!(new_move(&mut adopted, &other), "per flow");
     }
 }

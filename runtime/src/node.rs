@@ -38,8 +38,8 @@ use crate::registry::{LoadError, ReducerInfo, ReducerRef, Registry};
 use crate::store::{DEFAULT_TENANT, Moving, Store, StoreError, TenantStore, Versioned};
 use crate::wasm::{GuestError, Limits, NfState, WasmHost};
 use crate::wire::{
-    self, Answer, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, HandoffReport, LimitOverrides,
-    MAX_FRAME, MemberView, RemoteReducer,
+    self, Answer, Body, ControlReply, ControlRequest, DecodeError, Envelope, GlobalAnswer, HandoffReport,
+    LimitOverrides, MAX_FRAME, MemberView, RemoteReducer,
 };
 
 pub use crate::wire::Consistency;
@@ -689,7 +689,8 @@ impl Node {
         self.nf.unload();
         let (tx, rx) = mpsc::channel();
         self.inbox.send(Command::HandOff { timeout, waiter: HandoffWaiter::Api(tx) }).map_err(|e| e.to_string())?;
-        let report = rx.recv_timeout(timeout + Duration::from_secs(10)).map_err(|_| "the node stopped".to_string())??;
+        let report =
+            rx.recv_timeout(timeout + Duration::from_secs(10)).map_err(|_| "the node stopped".to_string())??;
         // The I/O thread exits once its `Leave` messages are queued.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.has_left() && Instant::now() < deadline {
@@ -967,7 +968,8 @@ impl Driver {
             let store = self.store.tenant(tenant);
             let items = store.take_matching(&pattern);
             info!(%from, items = items.len(), "items taken over by a member");
-            let size = wire::encode(&self.envelope(Body::GlobalReply { id, result: Ok(Answer::Taken(items.clone())) })).len();
+            let size =
+                wire::encode(&self.envelope(Body::GlobalReply { id, result: Ok(Answer::Taken(items.clone())) })).len();
             if size > MAX_FRAME {
                 // Too large to send: nothing moves. Not an error answer, which would
                 // fail the whole take and lose what other members already gave up.

@@ -2,9 +2,14 @@
 //! Ethernet frames, optionally 802.1Q-tagged, carrying IPv4 with TCP or UDP.
 //!
 //! As in the paper, the fabric marks flows it moved with a VLAN tag: a tagged frame is
-//! a packet of a moved flow. A flow's forward direction is the direction of the first
+//! a packet of a moved flow, and its VLAN id is the flow's move mark
+//! ([`OwnedPacket::mark`]), which changes with every move so a node can tell a new move
+//! from one it already handled. A flow's forward direction is the direction of the first
 //! packet of it in the file. Frames that are not IPv4 TCP/UDP (ARP, IPv6, ICMP…) or
 //! are truncated are skipped and counted, never a panic.
+//!
+//! The same frames travel from the switch emulator to a node's steered input
+//! ([`crate::switch`]), parsed by the same code.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,8 +24,8 @@ use crate::traffic::OwnedPacket;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_VLAN: u16 = 0x8100;
-/// The VLAN id [`write`] tags moved flows with (any tag marks a flow moved on reading).
-pub const MOVED_VLAN: u16 = 42;
+/// The VLAN id bits of an 802.1Q tag (the rest is priority and drop eligibility).
+const VLAN_ID: u16 = 0x0fff;
 
 /// The transport parts of a frame.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,8 +36,9 @@ pub struct Parsed<'a> {
     pub src: ([u8; 4], u16),
     /// Destination address and port.
     pub dst: ([u8; 4], u16),
-    /// Whether the frame carried a VLAN tag.
-    pub tagged: bool,
+    /// The VLAN id of the frame's 802.1Q tag: the move mark, 0 without a tag (or with a
+    /// priority-only tag, whose VLAN id is 0).
+    pub mark: u16,
     /// Transport payload.
     pub payload: &'a [u8],
 }
@@ -45,8 +51,9 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 pub fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     let mut ethertype = be16(frame, 12)?;
     let mut at = 14;
-    let tagged = ethertype == ETHERTYPE_VLAN;
-    if tagged {
+    let mut mark = 0;
+    if ethertype == ETHERTYPE_VLAN {
+        mark = be16(frame, 14)? & VLAN_ID;
         ethertype = be16(frame, 16)?;
         at = 18;
     }
@@ -71,18 +78,19 @@ pub fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     if header < 8 || header > l4.len() {
         return None;
     }
-    Some(Parsed { proto, src: (src_ip, be16(l4, 0)?), dst: (dst_ip, be16(l4, 2)?), tagged, payload: &l4[header..] })
+    Some(Parsed { proto, src: (src_ip, be16(l4, 0)?), dst: (dst_ip, be16(l4, 2)?), mark, payload: &l4[header..] })
 }
 
-/// Builds the Ethernet frame of `p` (tagged with [`MOVED_VLAN`] if it is moved).
+/// Builds the Ethernet frame of `p`: 802.1Q-tagged with its mark as VLAN id if it is
+/// moved, untagged otherwise. A mark is a VLAN id: only its low 12 bits are kept.
 pub fn frame(p: &OwnedPacket) -> Vec<u8> {
     let l4_header = if p.proto == 6 { 20 } else { 8 };
     let total = 20 + l4_header + p.payload.len();
     let mut f = Vec::with_capacity(18 + total);
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1]);
-    if p.moved {
+    if p.mark != 0 {
         f.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        f.extend_from_slice(&MOVED_VLAN.to_be_bytes());
+        f.extend_from_slice(&(p.mark & VLAN_ID).to_be_bytes());
     }
     f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
     f.extend_from_slice(&[0x45, 0]);
@@ -116,10 +124,35 @@ pub fn write(path: &Path, packets: impl IntoIterator<Item = OwnedPacket>) -> Res
     Ok(n)
 }
 
+/// Flow directions as a receiver of frames sees them: a flow's forward direction is the
+/// direction of the first packet of it seen here.
+#[derive(Debug, Default)]
+pub struct FlowDirections {
+    first_src: HashMap<String, ([u8; 4], u16)>,
+}
+
+impl FlowDirections {
+    /// The packet of a parsed frame, with its flow key and direction.
+    pub fn packet(&mut self, parsed: &Parsed<'_>) -> OwnedPacket {
+        let flow = flow_key(parsed.proto, parsed.src, parsed.dst);
+        let first = *self.first_src.entry(flow.clone()).or_insert(parsed.src);
+        let direction = if first == parsed.src { Direction::Forward } else { Direction::Reverse };
+        OwnedPacket {
+            proto: parsed.proto,
+            src: parsed.src,
+            dst: parsed.dst,
+            direction,
+            mark: parsed.mark,
+            flow,
+            payload: parsed.payload.to_vec(),
+        }
+    }
+}
+
 /// The packets of a pcap file, in file order.
 pub struct PcapSource {
     reader: PcapReader<BufReader<File>>,
-    first_src: HashMap<String, ([u8; 4], u16)>,
+    directions: FlowDirections,
     /// Frames skipped (not IPv4 TCP/UDP, or malformed).
     pub skipped: u64,
 }
@@ -135,7 +168,7 @@ pub fn read(path: &Path) -> Result<PcapSource, String> {
     let file = File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
     let reader =
         PcapReader::new(BufReader::new(file)).map_err(|e| format!("{}: not a pcap file: {e}", path.display()))?;
-    Ok(PcapSource { reader, first_src: HashMap::new(), skipped: 0 })
+    Ok(PcapSource { reader, directions: FlowDirections::default(), skipped: 0 })
 }
 
 impl Iterator for PcapSource {
@@ -154,18 +187,7 @@ impl Iterator for PcapSource {
                 self.skipped += 1;
                 continue;
             };
-            let flow = flow_key(parsed.proto, parsed.src, parsed.dst);
-            let first = *self.first_src.entry(flow.clone()).or_insert(parsed.src);
-            let direction = if first == parsed.src { Direction::Forward } else { Direction::Reverse };
-            return Some(OwnedPacket {
-                proto: parsed.proto,
-                src: parsed.src,
-                dst: parsed.dst,
-                direction,
-                moved: parsed.tagged,
-                flow,
-                payload: parsed.payload.to_vec(),
-            });
+            return Some(self.directions.packet(&parsed));
         }
     }
 }
@@ -186,10 +208,29 @@ mod tests {
         assert_eq!(back.len(), packets.len());
         for (a, b) in packets.iter().zip(&back) {
             assert_eq!(
-                (a.proto, a.src, a.dst, &a.flow, &a.payload, a.moved),
-                (b.proto, b.src, b.dst, &b.flow, &b.payload, b.moved)
+                (a.proto, a.src, a.dst, &a.flow, &a.payload, a.mark),
+                (b.proto, b.src, b.dst, &b.flow, &b.payload, b.mark)
             );
         }
+    }
+
+    #[test]
+    fn the_vlan_id_is_the_move_mark() {
+        let mut p = OwnedPacket::new(17, ([1, 2, 3, 4], 5), ([6, 7, 8, 9], 10), Direction::Forward, b"hi".to_vec());
+        let untagged = frame(&p);
+        assert_eq!(parse(&untagged).unwrap().mark, 0);
+        p.mark = 1;
+        assert_eq!(frame(&p).len(), untagged.len() + 4, "a 4-byte 802.1Q tag");
+        for mark in [1, 2, 42, 4094] {
+            p.mark = mark;
+            assert_eq!(parse(&frame(&p)).unwrap().mark, mark);
+        }
+        // Priority bits are not part of the VLAN id; a priority-only tag is no move.
+        let mut f = frame(&p);
+        f[14] |= 0xe0;
+        assert_eq!(parse(&f).unwrap().mark, 4094);
+        f[14..16].copy_from_slice(&0xe000u16.to_be_bytes());
+        assert_eq!(parse(&f).unwrap().mark, 0);
     }
 
     #[test]

@@ -330,6 +330,8 @@ mod tests {
         a.add("hits", 5).unwrap();
         b.add("hits", 3).unwrap();
         b.set("port", Value::Int(20001)).unwrap();
+        // Versions are milliseconds (plus a logical count): a's write is later.
+        std::thread::sleep(std::time::Duration::from_millis(5));
         a.set("port", Value::Int(7)).unwrap();
         b.set("only-b", Value::Text("x".into())).unwrap();
         let moving = b.take_matching(&Pattern::new(".*").unwrap());
@@ -344,6 +346,7 @@ mod tests {
         assert_eq!(a.get("only-b").unwrap().value, Value::Text("x".into()));
         // A register set over a counter is not a counter any more.
         a.set("hits", Value::Int(1)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let c = Store::new("c").tenant(DEFAULT_TENANT);
         c.add("hits", 2).unwrap();
         for m in c.take_matching(&Pattern::new("hits").unwrap()) {

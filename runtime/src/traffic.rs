@@ -23,8 +23,11 @@ pub struct OwnedPacket {
     pub dst: ([u8; 4], u16),
     /// Direction within the flow.
     pub direction: Direction,
-    /// Whether the fabric marked the flow as moved.
-    pub moved: bool,
+    /// The fabric's move mark (the paper's VLAN tag): 0 for a flow that was never
+    /// moved, else a number that changes with every move of the flow (see
+    /// [`crate::switch::mark_of_move`]), so a node can tell a flow that came back from
+    /// one it already took over.
+    pub mark: u16,
     /// Canonical flow key (both directions alike).
     pub flow: String,
     /// Transport payload.
@@ -34,7 +37,12 @@ pub struct OwnedPacket {
 impl OwnedPacket {
     /// Builds a packet, computing its flow key.
     pub fn new(proto: u8, src: ([u8; 4], u16), dst: ([u8; 4], u16), direction: Direction, payload: Vec<u8>) -> Self {
-        OwnedPacket { proto, src, dst, direction, moved: false, flow: flow_key(proto, src, dst), payload }
+        OwnedPacket { proto, src, dst, direction, mark: 0, flow: flow_key(proto, src, dst), payload }
+    }
+
+    /// Whether the fabric marked the flow as moved.
+    pub fn moved(&self) -> bool {
+        self.mark != 0
     }
 
     /// The borrowed form the NF ABI encodes.
@@ -44,7 +52,7 @@ impl OwnedPacket {
             src: self.src,
             dst: self.dst,
             direction: self.direction,
-            moved: self.moved,
+            moved: self.moved(),
             flow: &self.flow,
             payload: &self.payload,
         }
@@ -68,8 +76,8 @@ pub struct SynthConfig {
     /// Index of the first flow used: `first=10,flows=10` is flows 10..20 of the same
     /// deterministic flow set, so two sources can share some flows and not others.
     pub first: usize,
-    /// Mark every packet as belonging to a moved flow (as the fabric does for flows
-    /// it moved to this node).
+    /// Mark every packet as belonging to a moved flow (mark 1, as the fabric marks a
+    /// flow's first move to this node).
     pub moved: bool,
 }
 
@@ -171,7 +179,7 @@ pub fn synthetic(config: &SynthConfig) -> impl Iterator<Item = OwnedPacket> + us
             (flow.server, flow.client, Direction::Reverse)
         };
         let mut packet = OwnedPacket::new(flow.proto, src, dst, direction, payload);
-        packet.moved = config.moved;
+        packet.mark = u16::from(config.moved);
         packet
     })
 }

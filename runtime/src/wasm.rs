@@ -762,7 +762,14 @@ fn host_state_del(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasm
 
 /// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32`: 0 no item, 1
 /// an encoded item staged, 2 an error message staged.
-fn host_global(caller: Caller<'_, GuestData>, pp: u32, pl: u32, rp: u32, rl: u32, timeout_ms: u32) -> wasmtime::Result<i32> {
+fn host_global(
+    caller: Caller<'_, GuestData>,
+    pp: u32,
+    pl: u32,
+    rp: u32,
+    rl: u32,
+    timeout_ms: u32,
+) -> wasmtime::Result<i32> {
     global_call(caller, (pp, pl), (rp, rl), timeout_ms, false)
 }
 

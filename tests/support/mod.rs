@@ -14,6 +14,8 @@ pub struct NodeProc {
     pub id: String,
     pub listen: String,
     pub control: String,
+    /// The steered input's endpoint (`--input steer:…`), if the node has one.
+    pub steer: Option<String>,
     pub log: PathBuf,
     child: Child,
 }
@@ -43,13 +45,17 @@ impl NodeProc {
             cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("spawn estate node");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-                .to_string()
-        };
-        NodeProc { id: id.into(), listen: field("listen"), control: field("control"), log, child }
+        let optional =
+            |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))).map(String::from);
+        let field = |name: &str| optional(name).unwrap_or_else(|| panic!("no {name} in {line:?}"));
+        NodeProc {
+            id: id.into(),
+            listen: field("listen"),
+            control: field("control"),
+            steer: optional("steer"),
+            log,
+            child,
+        }
     }
 
     /// Runs `estate --control <this node> ARGS`.
