@@ -174,6 +174,9 @@ impl Toolchain {
             }
         }
         cmd.env("RUSTC", &self.rustc);
+        // Wasm SIMD (every engine of the last years has it, wasmtime included): memchr's
+        // and aho-corasick's scans use it, several times faster on payloads.
+        cmd.env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", "-C target-feature=+simd128");
         if let Route::BuildStd = self.route {
             cmd.arg("-Zbuild-std=core,alloc");
             // `-Z` flags are unstable; a stable compiler (Debian's rustc-web, or a

@@ -14,6 +14,15 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 pub enum Pattern {
     /// A pattern without regex metacharacters: matches exactly that key.
     Exact(String),
+    /// A literal followed by `.*` (`flow:<escaped flow key>:.*`, how a moved flow's
+    /// keys are fetched): the keys that start with `prefix` (and, as `.` does not match
+    /// a newline, have none after it). A store can find them without a scan.
+    Prefix {
+        /// The literal part.
+        prefix: String,
+        /// The pattern as given.
+        source: String,
+    },
     /// A regular expression that must match the whole key.
     Regex {
         /// The compiled, anchored expression.
@@ -69,6 +78,10 @@ impl Pattern {
         if let Some(key) = literal(pattern) {
             return Ok(Pattern::Exact(key));
         }
+        // (`a\.*` is none: before its `.*` is a lone backslash, which is no literal.)
+        if let Some(prefix) = pattern.strip_suffix(".*").and_then(literal) {
+            return Ok(Pattern::Prefix { prefix, source: pattern.to_string() });
+        }
         RegexBuilder::new(&format!("^(?:{pattern})$"))
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
@@ -81,6 +94,9 @@ impl Pattern {
     pub fn matches(&self, key: &str) -> bool {
         match self {
             Pattern::Exact(k) => k == key,
+            Pattern::Prefix { prefix, .. } => {
+                key.strip_prefix(prefix.as_str()).is_some_and(|rest| !rest.contains('\n'))
+            }
             Pattern::Regex { regex, .. } => regex.is_match(key),
         }
     }
@@ -89,7 +105,15 @@ impl Pattern {
     pub fn exact(&self) -> Option<&str> {
         match self {
             Pattern::Exact(k) => Some(k),
-            Pattern::Regex { .. } => None,
+            Pattern::Prefix { .. } | Pattern::Regex { .. } => None,
+        }
+    }
+
+    /// The literal prefix, if this is a prefix pattern.
+    pub fn prefix(&self) -> Option<&str> {
+        match self {
+            Pattern::Prefix { prefix, .. } => Some(prefix),
+            Pattern::Exact(_) | Pattern::Regex { .. } => None,
         }
     }
 
@@ -97,7 +121,7 @@ impl Pattern {
     pub fn source(&self) -> &str {
         match self {
             Pattern::Exact(k) => k,
-            Pattern::Regex { source, .. } => source,
+            Pattern::Prefix { source, .. } | Pattern::Regex { source, .. } => source,
         }
     }
 }
@@ -124,6 +148,26 @@ mod tests {
         assert!(p.matches("k1") && p.matches("k.") && !p.matches("k10"));
         let p = Pattern::new("a|b").unwrap();
         assert!(p.matches("a") && p.matches("b") && !p.matches("ab"));
+    }
+
+    #[test]
+    fn prefix_patterns_match_like_the_regex_they_are() {
+        let p = Pattern::new(r"flow:6:10\.0\.0\.1:80-1\.2\.3\.4:9:.*").unwrap();
+        assert_eq!(p.prefix(), Some("flow:6:10.0.0.1:80-1.2.3.4:9:"));
+        assert_eq!(Pattern::new("flow:.*").unwrap().prefix(), Some("flow:"));
+        assert_eq!(Pattern::new(".*").unwrap().prefix(), Some(""));
+        // Not prefixes: an escaped dot before the star, other regex syntax.
+        for not in [r"a\.*", "a.+", "a|b.*", r"a\d.*"] {
+            assert!(Pattern::new(not).unwrap().prefix().is_none(), "{not}");
+        }
+        assert_eq!(Pattern::new(r"a\\.*").unwrap().prefix(), Some("a\\"));
+        let keys = ["flow:", "flow:1", "flow:1:packets", "flow:1\nx", "xflow:1", "flo", "flow:\n"];
+        for source in ["flow:.*", r"flow:1.*", ".*", r"a\\.*"] {
+            let (p, regex) = (Pattern::new(source).unwrap(), regex::Regex::new(&format!("^(?:{source})$")).unwrap());
+            for k in keys {
+                assert_eq!(p.matches(k), regex.is_match(k), "{source} on {k:?}");
+            }
+        }
     }
 
     #[test]

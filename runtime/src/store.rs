@@ -12,7 +12,8 @@
 //! It is `Sync` and shared by reference (`Arc`) between the NF side and the peering
 //! side; all locking is inside it and no lock is held across a call out of it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use estate_guest::{Item, Value};
@@ -138,9 +139,59 @@ impl Store {
 pub struct TenantStore {
     node: Arc<str>,
     clock: Arc<Hlc>,
+    items: RwLock<Items>,
+}
+
+/// A tenant's items: a hash map for the hot path, plus the keys in order so prefix
+/// patterns (a moved flow's `flow:<flow>:.*`) find their keys without a scan.
+#[derive(Debug, Default)]
+struct Items {
     /// foldhash: several times faster than SipHash on flow-sized keys, with a random
     /// per-process seed.
-    items: RwLock<HashMap<String, Versioned, foldhash::fast::RandomState>>,
+    map: HashMap<String, Versioned, foldhash::fast::RandomState>,
+    /// The same keys, ordered. Touched only when a key appears or goes.
+    ordered: BTreeSet<String>,
+}
+
+impl Items {
+    fn get(&self, key: &str) -> Option<&Versioned> {
+        self.map.get(key)
+    }
+
+    /// Sets `key`; the index changes only for a new key.
+    fn put(&mut self, key: &str, v: Versioned) {
+        match self.map.get_mut(key) {
+            Some(slot) => *slot = v,
+            None => {
+                self.map.insert(key.to_string(), v);
+                self.ordered.insert(key.to_string());
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Versioned> {
+        let v = self.map.remove(key)?;
+        self.ordered.remove(key);
+        Some(v)
+    }
+
+    /// The entries whose key matches `pattern`: one lookup for an exact key, a range of
+    /// the ordered keys for a prefix, a scan for any other regex.
+    fn matching<'a>(&'a self, pattern: &'a Pattern) -> Box<dyn Iterator<Item = (&'a String, &'a Versioned)> + 'a> {
+        if let Some(key) = pattern.exact() {
+            return Box::new(self.map.get_key_value(key).into_iter());
+        }
+        if let Some(prefix) = pattern.prefix() {
+            let range = self.ordered.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
+            return Box::new(
+                range
+                    .take_while(move |k| k.starts_with(prefix))
+                    .filter(move |k| pattern.matches(k))
+                    .filter_map(|k| self.map.get_key_value(k.as_str())),
+            );
+        }
+        Box::new(self.map.iter().filter(move |(k, _)| pattern.matches(k)))
+    }
 }
 
 fn value_len(value: &Value) -> usize {
@@ -168,12 +219,7 @@ impl TenantStore {
         let mut items = self.items.write().unwrap();
         // Tick under the lock so that versions of one key increase in write order.
         let version = self.clock.tick();
-        match items.get_mut(key) {
-            Some(slot) => *slot = Versioned { value, version, counter: false },
-            None => {
-                items.insert(key.to_string(), Versioned { value, version, counter: false });
-            }
-        }
+        items.put(key, Versioned { value, version, counter: false });
         Ok(version)
     }
 
@@ -202,7 +248,7 @@ impl TenantStore {
         };
         let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
         let version = self.clock.tick();
-        items.insert(key.to_string(), Versioned { value: Value::Int(next), version, counter: true });
+        items.put(key, Versioned { value: Value::Int(next), version, counter: true });
         Ok(next)
     }
 
@@ -228,7 +274,7 @@ impl TenantStore {
             (Some(_), _) => item.value,
         };
         let version = self.clock.tick();
-        items.insert(item.key, Versioned { value, version, counter });
+        items.put(&item.key, Versioned { value, version, counter });
         Ok(true)
     }
 
@@ -236,10 +282,7 @@ impl TenantStore {
     /// another node takes them over), atomically under the write lock.
     pub fn take_matching(&self, pattern: &Pattern) -> Vec<Moving> {
         let mut items = self.items.write().unwrap();
-        let keys: Vec<String> = match pattern.exact() {
-            Some(key) => items.contains_key(key).then(|| key.to_string()).into_iter().collect(),
-            None => items.keys().filter(|k| pattern.matches(k)).cloned().collect(),
-        };
+        let keys: Vec<String> = items.matching(pattern).map(|(k, _)| k.clone()).collect();
         keys.into_iter()
             .filter_map(|key| {
                 let v = items.remove(&key)?;
@@ -253,6 +296,7 @@ impl TenantStore {
     pub fn take_all(&self) -> Vec<Moving> {
         let items = std::mem::take(&mut *self.items.write().unwrap());
         items
+            .map
             .into_iter()
             .map(|(key, v)| Moving {
                 item: Item { key, value: v.value, origin: self.node.to_string(), version: v.version },
@@ -263,7 +307,7 @@ impl TenantStore {
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.items.read().unwrap().len()
+        self.items.read().unwrap().map.len()
     }
 
     /// Whether the tenant has no items.
@@ -279,10 +323,7 @@ impl TenantStore {
         mut f: impl FnMut(&str, &Versioned) -> Result<(), E>,
     ) -> Result<(), E> {
         let items = self.items.read().unwrap();
-        match pattern.exact() {
-            Some(key) => items.get_key_value(key).map_or(Ok(()), |(k, v)| f(k, v)),
-            None => items.iter().filter(|(k, _)| pattern.matches(k)).try_for_each(|(k, v)| f(k, v)),
-        }
+        items.matching(pattern).try_for_each(|(k, v)| f(k, v))
     }
 
     /// Every item whose key matches `pattern`, as items of this node, in no particular
@@ -295,10 +336,7 @@ impl TenantStore {
             origin: self.node.to_string(),
             version: v.version,
         };
-        match pattern.exact() {
-            Some(key) => items.get(key).map(|v| item(key, v)).into_iter().collect(),
-            None => items.iter().filter(|(k, _)| pattern.matches(k)).map(|(k, v)| item(k, v)).collect(),
-        }
+        items.matching(pattern).map(|(k, v)| item(k, v)).collect()
     }
 }
 
@@ -325,13 +363,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prefix_patterns_use_the_ordered_keys_and_agree_with_a_scan() {
+        let t = Store::new("n").tenant(DEFAULT_TENANT);
+        for f in 0..50 {
+            t.add(&format!("flow:{f}:packets"), 1).unwrap();
+            t.set(&format!("flow:{f}:ct"), Value::Int(f)).unwrap();
+        }
+        t.set("flow:1\nx", Value::Int(0)).unwrap();
+        t.set("flox", Value::Int(0)).unwrap();
+        assert!(t.del("flow:7:ct"));
+        t.take_matching(&Pattern::new(r"flow:9:.*").unwrap());
+        t.take_all();
+        for f in 0..50 {
+            t.add(&format!("flow:{f}:packets"), 1).unwrap();
+        }
+        t.set("flow:1\nx", Value::Int(0)).unwrap();
+        assert!(t.del("flow:3:packets"));
+        for source in ["flow:1.*", r"flow:1:.*", "flow:.*", ".*", r"flow:3:.*"] {
+            let prefix = Pattern::new(source).unwrap();
+            assert!(prefix.prefix().is_some());
+            // The same pattern forced through the regex scan.
+            let scan = Pattern::new(&format!("(?:{source})")).unwrap();
+            assert!(scan.prefix().is_none());
+            let keys = |p: &Pattern| {
+                let mut k: Vec<String> = t.matching(p).into_iter().map(|i| i.key).collect();
+                k.sort();
+                k
+            };
+            assert_eq!(keys(&prefix), keys(&scan), "{source}");
+        }
+        assert_eq!(t.matching(&Pattern::new(r"flow:1:.*").unwrap()).len(), 1);
+        assert_eq!(t.take_matching(&Pattern::new(r"flow:1.*").unwrap()).len(), 11, "flow:1 and flow:10..19");
+        assert!(t.matching(&Pattern::new(r"flow:1.*").unwrap()).is_empty());
+    }
+
+    #[test]
     fn merge_adds_counters_and_keeps_the_newest_register() {
-        let (a, b) = (Store::new("a").tenant(DEFAULT_TENANT), Store::new("b").tenant(DEFAULT_TENANT));
+        let (store_a, store_b) = (Store::new("a"), Store::new("b"));
+        let (a, b) = (store_a.tenant(DEFAULT_TENANT), store_b.tenant(DEFAULT_TENANT));
         a.add("hits", 5).unwrap();
         b.add("hits", 3).unwrap();
-        b.set("port", Value::Int(20001)).unwrap();
-        // Versions are milliseconds (plus a logical count): a's write is later.
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let vb = b.set("port", Value::Int(20001)).unwrap();
+        // a hears of b's write (as from any message of b's), so its next write is newer.
+        store_a.clock().observe(vb);
         a.set("port", Value::Int(7)).unwrap();
         b.set("only-b", Value::Text("x".into())).unwrap();
         let moving = b.take_matching(&Pattern::new(".*").unwrap());
@@ -345,9 +419,10 @@ mod tests {
         assert_eq!(a.get("port").unwrap().value, Value::Int(7));
         assert_eq!(a.get("only-b").unwrap().value, Value::Text("x".into()));
         // A register set over a counter is not a counter any more.
-        a.set("hits", Value::Int(1)).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let c = Store::new("c").tenant(DEFAULT_TENANT);
+        let va = a.set("hits", Value::Int(1)).unwrap();
+        let store_c = Store::new("c");
+        store_c.clock().observe(va);
+        let c = store_c.tenant(DEFAULT_TENANT);
         c.add("hits", 2).unwrap();
         for m in c.take_matching(&Pattern::new("hits").unwrap()) {
             a.merge(m).unwrap();
