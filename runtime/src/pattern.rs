@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(Pattern::new(r"a\\.*").unwrap().prefix(), Some("a\\"));
         let keys = ["flow:", "flow:1", "flow:1:packets", "flow:1\nx", "xflow:1", "flo", "flow:\n"];
         for source in ["flow:.*", r"flow:1.*", ".*", r"a\\.*"] {
-            let (p, regex) = (Pattern::new(source).unwrap(), regex::Regex::new(&format!("^(?:{source})$")).unwrap());
+            let (p, regex) = (Pattern::new(source).unwrap(), Regex::new(&format!("^(?:{source})$")).unwrap());
             for k in keys {
                 assert_eq!(p.matches(k), regex.is_match(k), "{source} on {k:?}");
             }
