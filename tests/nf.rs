@@ -175,13 +175,17 @@ fn scale_out_moved_flows_continue_from_the_old_node() {
 fn nf_load_replace_unload_while_packets_flow() {
     let node = NodeProc::start_with("n1", &[], &["--input", "synth:seed=4,flows=10,packets=400000,share=0.3"]);
     assert_eq!(node.ok(&["nf", "status"]), "waiting");
+    // Nothing runs yet: there is nothing to replace.
+    let out = node.cli(&["nf", "replace", &guest_path("nf_count")]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no NF is running"));
+    assert_eq!(node.ok(&["nf", "status"]), "waiting");
     assert_eq!(node.ok(&["nf", "load", &guest_path("nf_count")]), "started");
     node.wait_stat("nf_packets", 1000);
     assert_eq!(node.ok(&["nf", "status"]), "running");
 
     let config = std::env::temp_dir().join(format!("estate-nf-{}-hot-ids.conf", std::process::id()));
     std::fs::write(&config, "pattern = attack\npattern = evil\n").unwrap();
-    assert_eq!(node.ok(&["nf", "load", &guest_path("nf_ids"), "--config", config.to_str().unwrap()]), "replaced");
+    assert_eq!(node.ok(&["nf", "replace", &guest_path("nf_ids"), "--config", config.to_str().unwrap()]), "replaced");
     node.wait_stat("nf_replacements", 1);
     let counted: i64 = node.ok(&["get", "count:packets"]).parse().unwrap();
     assert!(counted >= 1000);
@@ -197,7 +201,7 @@ fn nf_load_replace_unload_while_packets_flow() {
     // A bad module is refused and the running NF carries on.
     let garbage = std::env::temp_dir().join(format!("estate-nf-{}-garbage.wasm", std::process::id()));
     std::fs::write(&garbage, b"\0asm garbage").unwrap();
-    let out = node.cli(&["nf", "load", garbage.to_str().unwrap()]);
+    let out = node.cli(&["nf", "replace", garbage.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid guest module"));
     let before = node.stats()["nf_packets"].as_u64().unwrap();
     node.wait_stat("nf_packets", before + 100);

@@ -1,8 +1,9 @@
 //! NF throughput, as ratios within one run (`cargo bench --bench nf`):
 //!
-//! - ids as Wasm in a 2-node cluster with estate state (per-flow counters in the
-//!   store, a global read for every packet with a match) against ids as Wasm with no
-//!   state sharing (the same guest, global reads refused, so it uses its local count);
+//! - ids as Wasm in a node of a 2-node cluster with estate state (`--flow-state take`)
+//!   against the same with no state sharing (`off`: global reads refused, moved flows
+//!   start from nothing), over flows that stay put and over flows that all moved from
+//!   the other node (each moved flow's state is taken over before its first packet);
 //! - ids as Wasm against the same logic compiled natively (`nf-ids` as a library),
 //!   both on a local store;
 //! - local set/get from inside a Wasm NF: a guest that does 500 state_set + 500
@@ -68,7 +69,15 @@ fn native_local(packets: &[OwnedPacket]) -> Duration {
     t.elapsed()
 }
 
-fn wasm_in_cluster(bytes: &[u8], packets: Vec<OwnedPacket>) -> Duration {
+/// ids on node `b` of a 2-node cluster over `packets`, with `flows` semantics, after
+/// node `a` ran ids over `before` (the state moved flows bring along). Returns the time
+/// `b` took and its counters.
+fn in_cluster(
+    bytes: &[u8],
+    before: Vec<OwnedPacket>,
+    packets: Vec<OwnedPacket>,
+    flows: FlowState,
+) -> (Duration, Vec<(String, u64)>) {
     let a = Node::start(NodeConfig::new("a", "tcp://127.0.0.1:*")).unwrap();
     let mut config = NodeConfig::new("b", "tcp://127.0.0.1:*");
     config.join.push(a.endpoint().to_string());
@@ -76,21 +85,29 @@ fn wasm_in_cluster(bytes: &[u8], packets: Vec<OwnedPacket>) -> Duration {
     while a.members().iter().filter(|m| m.state == "alive").count() != 1 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let n = packets.len();
+    a.run_nf(bytes, CONFIG, Box::new(before.into_iter()), FailPolicy::Closed, flows).unwrap();
+    while !a.nf_finished() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let n = packets.len() as u64;
     // `run_nf` compiles the module before its packet thread starts; that is not
     // packet processing, so the clock starts when it returns.
-    a.run_nf(bytes, CONFIG, Box::new(packets.into_iter()), FailPolicy::Closed, FlowState::Take).unwrap();
+    b.run_nf(bytes, CONFIG, Box::new(packets.into_iter()), FailPolicy::Closed, flows).unwrap();
     let t = Instant::now();
-    while !a.nf_finished() {
+    while !b.nf_finished() {
         std::thread::sleep(Duration::from_micros(200));
     }
     let took = t.elapsed();
-    let counters = a.nf_counters().snapshot();
-    assert!(counters.contains(&("nf_forwarded".to_string(), n as u64)), "{counters:?}");
+    let counters = b.nf_counters().snapshot();
+    assert!(counters.contains(&("nf_forwarded".to_string(), n)), "{counters:?}");
     assert!(counters.contains(&("nf_faults".to_string(), 0)), "{counters:?}");
     b.shutdown();
     a.shutdown();
-    took
+    (took, counters)
+}
+
+fn counter(counters: &[(String, u64)], name: &str) -> u64 {
+    counters.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
 }
 
 fn set_get_guest(body: &str) -> Vec<u8> {
@@ -121,22 +138,55 @@ fn main() {
     wasm_local(&host, &ids, CONFIG, &packets[..n / 10]);
     let local = wasm_local(&host, &ids, CONFIG, &packets);
     let native = native_local(&packets);
-    let cluster = wasm_in_cluster(&ids, packets.clone());
     println!("ids over {n} synthetic packets (200 flows, 10% carrying a pattern)");
-    println!("{:>44} {:>12} {:>10}", "", "pkts/s", "ratio");
-    println!("{:>44} {:>12.0} {:>10}", "wasm, local store, no sharing (baseline)", pps(n, local), "1.00");
+    println!("{:>52} {:>12} {:>10}", "", "pkts/s", "ratio");
+    println!("{:>52} {:>12.0} {:>10}", "wasm, local store (native below / this)", pps(n, local), "");
     println!(
-        "{:>44} {:>12.0} {:>10.2}",
-        "wasm, estate state in a 2-node cluster",
-        pps(n, cluster),
-        local.as_secs_f64() / cluster.as_secs_f64()
-    );
-    println!(
-        "{:>44} {:>12.0} {:>10.2}",
-        "native, local store (wasm / native below)",
+        "{:>52} {:>12.0} {:>10.2}",
+        "native, local store: wasm / native",
         pps(n, native),
         native.as_secs_f64() / local.as_secs_f64()
     );
+
+    // In a node (node b of two), over the second half of a stream after node a ran
+    // the first half: state sharing off (the baseline) against estate state (take).
+    // Runs alternate; the median of `rounds` of each is reported.
+    let stream = traffic(if quick { 2 * n } else { 100_000 });
+    let (first, second) = stream.split_at(stream.len() / 2);
+    let half = second.len();
+    let rounds = if quick { 1 } else { 3 };
+    let moved: Vec<OwnedPacket> = second.iter().cloned().map(|mut p| (p.mark = 1, p).1).collect();
+    for (what, input) in [("flows not moved", second.to_vec()), ("every flow moved from node a", moved)] {
+        let (mut offs, mut takes, mut counters) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            // Each measured run follows an unmeasured one of the same kind: the first
+            // run after a cluster's teardown is slower whichever kind it is.
+            let run = |flows| {
+                in_cluster(&ids, first.to_vec(), input.clone(), flows);
+                in_cluster(&ids, first.to_vec(), input.clone(), flows)
+            };
+            offs.push(run(FlowState::Off).0);
+            let (took, c) = run(FlowState::Take);
+            takes.push(took);
+            counters = c;
+        }
+        offs.sort();
+        takes.sort();
+        let (off, take) = (offs[rounds / 2], takes[rounds / 2]);
+        println!("in a 2-node cluster, {half} packets, {what} (median of {rounds}):");
+        println!("{:>52} {:>12.0} {:>10}", "no state sharing (baseline)", pps(half, off), "1.00");
+        println!(
+            "{:>52} {:>12.0} {:>10.2}",
+            "estate state (take)",
+            pps(half, take),
+            off.as_secs_f64() / take.as_secs_f64()
+        );
+        let adopted = counter(&counters, "nf_flows_adopted");
+        if adopted > 0 {
+            let per_flow = take.saturating_sub(off) / adopted as u32;
+            println!("{:>52} {:>12} {:>10?}", "flows adopted, extra time per flow", adopted, per_flow);
+        }
+    }
 
     let ops = 500;
     let loop_body = format!(

@@ -203,6 +203,14 @@ enum NfAction {
         #[arg(long, value_name = "FILE")]
         config: Option<std::path::PathBuf>,
     },
+    /// Replaces the running NF with FILE between two packets (the state in the store
+    /// stays); fails, changing nothing, if no NF runs or FILE is not a valid NF.
+    Replace {
+        file: std::path::PathBuf,
+        /// The NF's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
     /// Stops the NF (the rest of its input is not processed).
     Unload,
     /// Prints running, finished, waiting (input held) or none.
@@ -347,13 +355,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Duration::from_millis(*timeout_ms) + Duration::from_secs(15),
         ),
         Command::Nf { action: NfAction::Unload } => (ControlRequest::NfUnload, Duration::from_secs(10)),
-        Command::Nf { action: NfAction::Load { file, config } } => {
+        Command::Nf { action: NfAction::Load { file, config } | NfAction::Replace { file, config } } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let config = match config {
                 Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
                 None => String::new(),
             };
-            (ControlRequest::NfLoad { bytes, config }, Duration::from_secs(30))
+            let request = match &cli.command {
+                Command::Nf { action: NfAction::Replace { .. } } => ControlRequest::NfReplace { bytes, config },
+                _ => ControlRequest::NfLoad { bytes, config },
+            };
+            (request, Duration::from_secs(30))
         }
         Command::Reducer { action: ReducerAction::List { .. } } => {
             (ControlRequest::ReducerList, Duration::from_secs(5))

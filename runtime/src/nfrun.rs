@@ -461,6 +461,16 @@ impl NfSlot {
     /// in the store stays), or starts on the held input. The new instance is built here,
     /// so a bad module or configuration is an error and changes nothing.
     pub fn load(&self, bytes: &[u8], config: &str) -> Result<&'static str, String> {
+        self.load_or_replace(bytes, config, false)
+    }
+
+    /// Replaces the running NF with `bytes` between two packets (the state in the store
+    /// stays); an error, changing nothing, if no NF is running or the module is bad.
+    pub fn replace(&self, bytes: &[u8], config: &str) -> Result<&'static str, String> {
+        self.load_or_replace(bytes, config, true)
+    }
+
+    fn load_or_replace(&self, bytes: &[u8], config: &str, replace_only: bool) -> Result<&'static str, String> {
         let module = self.host.load_nf(bytes).map_err(|e| e.to_string())?;
         let running = self.run.lock().unwrap();
         if let Some(run) = running.as_ref().filter(|r| !r.is_finished()) {
@@ -470,6 +480,9 @@ impl NfSlot {
             return Ok("replaced");
         }
         drop(running);
+        if replace_only {
+            return Err("no NF is running on this node to replace (nf load starts one)".into());
+        }
         let Some((packets, settings)) = self.held.lock().unwrap().take() else {
             return Err("no NF input on this node: start it with --input".into());
         };

@@ -1460,6 +1460,7 @@ impl Driver {
 
     fn on_control(&mut self, identity: Vec<u8>, req: ControlRequest) {
         let tenant = self.store.tenant(DEFAULT_TENANT);
+        let replace = matches!(req, ControlRequest::NfReplace { .. });
         let reply = match req {
             ControlRequest::Set { key, value } => match tenant.set(&key, value) {
                 Ok(version) => ControlReply::Set(version),
@@ -1492,11 +1493,12 @@ impl Driver {
                 });
                 return;
             }
-            ControlRequest::NfLoad { bytes, config } => {
+            ControlRequest::NfLoad { bytes, config } | ControlRequest::NfReplace { bytes, config } => {
                 // Compiling and building the instance can take a while: off the I/O thread.
                 let nf = self.nf.clone();
                 self.workers.submit(move || {
-                    let reply = match nf.load(&bytes, &config) {
+                    let done = if replace { nf.replace(&bytes, &config) } else { nf.load(&bytes, &config) };
+                    let reply = match done {
                         Ok(what) => ControlReply::Nf(what.into()),
                         Err(e) => ControlReply::Error(e),
                     };

@@ -185,6 +185,13 @@ pub enum ControlRequest {
         /// Its configuration.
         config: String,
     },
+    /// Replace the running NF between two packets; an error if none runs.
+    NfReplace {
+        /// The module.
+        bytes: Vec<u8>,
+        /// Its configuration.
+        config: String,
+    },
     /// Stop the NF.
     NfUnload,
     /// The NF's status.
