@@ -30,7 +30,7 @@ pub mod codec;
 pub mod nf;
 
 pub use codec::{Item, Value};
-pub use nf::{Direction, Nf, Packet};
+pub use nf::{Brought, Direction, Nf, Packet};
 
 /// The guest ABI version this SDK implements; exported as `estate_abi_version`.
 pub const ABI_VERSION: i32 = 1;
@@ -160,8 +160,8 @@ macro_rules! nf {
         }
         /// Tells the NF a flow moved here (its state already brought over).
         #[unsafe(no_mangle)]
-        pub extern "C" fn estate_on_flow_moved(ptr: i32, len: i32) -> i32 {
-            $crate::__private::nf_on_flow_moved(&ESTATE_NF, ptr, len)
+        pub extern "C" fn estate_on_flow_moved(ptr: i32, len: i32, brought: i32) -> i32 {
+            $crate::__private::nf_on_flow_moved(&ESTATE_NF, ptr, len, brought)
         }
     };
 }
@@ -496,16 +496,19 @@ pub mod __private {
         }
     }
 
-    pub fn nf_on_flow_moved<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {
+    pub fn nf_on_flow_moved<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32, brought: i32) -> i32 {
         let input = take_input(ptr, len);
         let Ok(flow) = core::str::from_utf8(&input) else {
             return bad_input("flow key is not UTF-8");
+        };
+        let Some(brought) = crate::Brought::from_code(brought) else {
+            return bad_input("unknown `brought` code");
         };
         let mut nf = cell.0.borrow_mut();
         let Some(nf) = nf.as_mut() else {
             return bad_input("estate_nf_init was not called");
         };
-        nf.on_flow_moved(flow);
+        nf.on_flow_moved(flow, brought);
         0
     }
 

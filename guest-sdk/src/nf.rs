@@ -95,11 +95,46 @@ pub trait Nf: Sized {
     fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict;
 
     /// `flow` was moved to this node by the fabric. The host has already brought the
-    /// flow's state (keys `flow:<flow>:…`) here; this runs before the flow's first
-    /// packet after each move here, so the NF can bring anything else it keys differently (see
-    /// `state::take`). Not called when the node runs without state sharing.
-    fn on_flow_moved(&mut self, flow: &str) {
-        let _ = flow;
+    /// flow's state (keys `flow:<flow>:…`) here, as `brought` says; this runs before
+    /// the flow's first packet after each move here, so the NF can bring anything else
+    /// it keys differently (see `state::take`). Not called when the node runs without
+    /// state sharing.
+    fn on_flow_moved(&mut self, flow: &str, brought: Brought) {
+        let _ = (flow, brought);
+    }
+}
+
+/// How a moved flow's state reached this node (`docs/abi.md`, `estate_on_flow_moved`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Brought {
+    /// Copied: the newest value of each key is here; the other nodes keep theirs.
+    Copied,
+    /// Taken: the other nodes gave their keys up to this node, so every share of the
+    /// flow's counters is here now.
+    Taken,
+    /// The state could not be fetched (e.g. the cluster did not answer): the flow goes
+    /// on from whatever this node has.
+    Failed,
+}
+
+impl Brought {
+    /// The ABI code (`0`, `1`, `2`).
+    pub fn code(self) -> i32 {
+        match self {
+            Brought::Copied => 0,
+            Brought::Taken => 1,
+            Brought::Failed => 2,
+        }
+    }
+
+    /// The value of an ABI code.
+    pub fn from_code(code: i32) -> Option<Brought> {
+        match code {
+            0 => Some(Brought::Copied),
+            1 => Some(Brought::Taken),
+            2 => Some(Brought::Failed),
+            _ => None,
+        }
     }
 }
 

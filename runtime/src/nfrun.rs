@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use estate_guest::Verdict;
+use estate_guest::{Brought, Verdict};
 use tracing::{info, warn};
 
 use crate::traffic::OwnedPacket;
@@ -287,18 +287,20 @@ impl NfRun {
                     // The first packet of a moved flow, or of a new move of it: its state
                     // comes first.
                     if packet.mark != 0 && flows != FlowState::Off && new_move(&mut adopted, &packet) {
-                        match state.adopt_flow(&packet.flow, flows) {
+                        let brought = match state.adopt_flow(&packet.flow, flows) {
                             Ok(keys) => {
                                 counters.flows_adopted.fetch_add(1, Ordering::Relaxed);
                                 counters.keys_adopted.fetch_add(keys as u64, Ordering::Relaxed);
+                                if flows == FlowState::Take { Brought::Taken } else { Brought::Copied }
                             }
                             Err(e) => {
                                 counters.adopt_failures.fetch_add(1, Ordering::Relaxed);
                                 warn!(flow = %packet.flow, "could not fetch a moved flow's state: {e}");
+                                Brought::Failed
                             }
-                        }
+                        };
                         // A fault here is handled like one on the packet itself.
-                        let moved = instance.on_flow_moved(&packet.flow);
+                        let moved = instance.on_flow_moved(&packet.flow, brought);
                         if let Err(e) = moved {
                             let fresh = host.start_nf(&module, state.clone(), &config);
                             fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);

@@ -1461,6 +1461,12 @@ impl Driver {
     fn on_control(&mut self, identity: Vec<u8>, req: ControlRequest) {
         let tenant = self.store.tenant(DEFAULT_TENANT);
         let replace = matches!(req, ControlRequest::NfReplace { .. });
+        if self.handoff.is_some() && matches!(req, ControlRequest::Set { .. } | ControlRequest::Del { .. }) {
+            // The state is on its way to the other members: a write here now would stay
+            // behind and be lost when the node exits.
+            let reply = ControlReply::Error("this node is handing its state over and leaving; write elsewhere".into());
+            return self.reply_control(identity, &reply);
+        }
         let reply = match req {
             ControlRequest::Set { key, value } => match tenant.set(&key, value) {
                 Ok(version) => ControlReply::Set(version),

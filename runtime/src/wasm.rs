@@ -560,7 +560,7 @@ pub struct NfInstance {
     store: Store<GuestData>,
     guest: Guest,
     on_packet: TypedFunc<(i32, i32), i32>,
-    on_flow_moved: Option<TypedFunc<(i32, i32), i32>>,
+    on_flow_moved: Option<TypedFunc<(i32, i32, i32), i32>>,
     limits: Limits,
 }
 
@@ -594,14 +594,14 @@ impl NfInstance {
 
     /// Tells the NF that `flow` moved here (its state has been brought over), before the
     /// flow's first packet here. A no-op for NFs without `estate_on_flow_moved`.
-    pub fn on_flow_moved(&mut self, flow: &str) -> Result<(), GuestError> {
+    pub fn on_flow_moved(&mut self, flow: &str, brought: estate_guest::Brought) -> Result<(), GuestError> {
         let Some(callback) = self.on_flow_moved.clone() else {
             return Ok(());
         };
         arm(&mut self.store, &self.limits);
         let ptr = self.guest.write_input(&mut self.store, flow.as_bytes(), &self.limits)?;
         let code = callback
-            .call(&mut self.store, (ptr, len_i32(flow.as_bytes())?))
+            .call(&mut self.store, (ptr, len_i32(flow.as_bytes())?, brought.code()))
             .map_err(|e| classify(e, &self.store, &self.limits))?;
         match code {
             0 => Ok(()),
@@ -967,5 +967,38 @@ mod tests {
                 (func (export "estate_alloc") (param i32) (result i32) i32.const 0)
                 (func (export "estate_reduce") (param i32 i32) (result i32) i32.const 0))"#;
         assert!(matches!(host.load_reducer(bytes), Err(GuestError::AbiVersion { found: 99 })));
+    }
+
+    /// An NF whose `estate_on_flow_moved` has `sig` and body `body`.
+    fn flow_moved_nf(sig: &str, body: &str) -> Vec<u8> {
+        format!(
+            r#"(module (memory (export "memory") 1)
+                (func (export "estate_abi_version") (result i32) i32.const 1)
+                (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+                (func (export "estate_on_packet") (param i32 i32) (result i32) i32.const 0)
+                (func (export "estate_on_flow_moved") {sig} {body}))"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_flow_moved_callback_gets_how_the_state_came_and_is_checked() {
+        let host = host();
+        let state: Arc<dyn NfState> = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+        // Returns `brought` itself: 0 (copied) is ok, 1 (taken) is an error status.
+        let nf = host.load_nf(&flow_moved_nf("(param i32 i32 i32) (result i32)", "local.get 2")).unwrap();
+        let mut instance = host.start_nf(&nf, state.clone(), "").unwrap();
+        instance.on_flow_moved("6:10.0.0.1:1-10.0.0.2:2", estate_guest::Brought::Copied).unwrap();
+        let err = instance.on_flow_moved("f", estate_guest::Brought::Taken).unwrap_err();
+        assert!(err.to_string().contains("estate_on_flow_moved returned 1"), "{err}");
+        // A trap in the callback is a guest fault like any other.
+        let nf = host.load_nf(&flow_moved_nf("(param i32 i32 i32) (result i32)", "unreachable")).unwrap();
+        let mut instance = host.start_nf(&nf, state.clone(), "").unwrap();
+        assert!(matches!(instance.on_flow_moved("f", estate_guest::Brought::Failed), Err(GuestError::Trap(_))));
+        // The export with the wrong type is refused when the NF starts.
+        let nf = host.load_nf(&flow_moved_nf("(param i32 i32) (result i32)", "i32.const 0")).unwrap();
+        let err = host.start_nf(&nf, state, "").unwrap_err();
+        assert!(err.to_string().contains("estate_on_flow_moved"), "{err}");
     }
 }

@@ -53,9 +53,10 @@
 //! plus the other nodes' share, and reads the real count (a global read with a timeout
 //! of [`GLOBAL_TIMEOUT_MS`]) when that estimate reaches the threshold, so an alert is
 //! always confirmed by a fresh read. The other nodes' share is 0 for a flow the fabric
-//! never moved (packets not marked moved); for a moved flow it is read the first time
-//! the flow has matches here (and again after each move here), then remembered as the
-//! answer minus this node's count.
+//! never moved (packets not marked moved) and for a flow whose state the host took over
+//! when it moved here (every share came along); for a moved flow whose state was copied
+//! (or could not be fetched) it is read the first time the flow has matches here after
+//! the move, then remembered as the answer minus this node's count.
 //! If a read fails, it uses this node's own count instead. When the count is at least
 //! the threshold, it emits the event `ids alert flow=<flow> matches=<n>` (`n` the count
 //! it compared) and adds 1 to `ids:alerts`. Each node alerts at most once
@@ -170,9 +171,14 @@ impl Ids {
         self.matcher.find_iter(payload).count()
     }
 
-    /// `flow` moved to this node: what the other nodes hold of it is not known any more.
-    pub fn flow_moved(&mut self, flow: &str) {
-        self.remote.remove(flow);
+    /// `flow` moved to this node. If its state was `taken` here, every other node's
+    /// share of its count came along (the other nodes hold 0); otherwise what they hold
+    /// is not known and the next match asks the cluster.
+    pub fn flow_moved(&mut self, flow: &str, taken: bool) {
+        match taken {
+            true => self.remote.insert(flow.into(), 0),
+            false => self.remote.remove(flow),
+        };
     }
 
     /// Handles one packet: counts it and its matches, and alerts per the alert rule.
@@ -261,7 +267,7 @@ pub fn exact_pattern(key: &str) -> String {
 mod guest {
     use alloc::format;
     use alloc::string::String;
-    use estate_guest::{Nf, Packet, Value, Verdict, state};
+    use estate_guest::{Brought, Nf, Packet, Value, Verdict, state};
 
     use crate::{GLOBAL_TIMEOUT_MS, Ids, IdsEnv, exact_pattern};
 
@@ -302,8 +308,8 @@ mod guest {
             self.0.on_packet(packet, &mut WasmEnv)
         }
 
-        fn on_flow_moved(&mut self, flow: &str) {
-            self.0.flow_moved(flow)
+        fn on_flow_moved(&mut self, flow: &str, brought: Brought) {
+            self.0.flow_moved(flow, brought == Brought::Taken)
         }
     }
 }
@@ -420,8 +426,12 @@ mod tests {
         ids.on_packet(&moved("f2"), &mut env);
         ids.on_packet(&moved("f2"), &mut env);
         assert_eq!(env.reads, 3);
-        ids.flow_moved("f2");
+        ids.flow_moved("f2", false);
         ids.on_packet(&moved("f2"), &mut env);
+        assert_eq!(env.reads, 4, "moved again, copied: the cluster is asked again");
+        // Taken: every share is here, nothing to ask.
+        ids.flow_moved("f4", true);
+        ids.on_packet(&moved("f4"), &mut env);
         assert_eq!(env.reads, 4);
         // A flow never moved: nobody else counted it, no read until the threshold.
         for _ in 0..9 {

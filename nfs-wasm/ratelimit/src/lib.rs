@@ -352,7 +352,7 @@ mod guest {
             self.0.on_packet(packet, &mut WasmEnv)
         }
 
-        fn on_flow_moved(&mut self, flow: &str) {
+        fn on_flow_moved(&mut self, flow: &str, _: estate_guest::Brought) {
             self.0.on_flow_moved(flow, &mut WasmEnv)
         }
     }
