@@ -2,7 +2,8 @@
 //! become a fresh crate outside the repository, built for wasm32 with the same
 //! toolchain route the build script chose; the module is hot-loaded into a running
 //! 3-node cluster and answers the README's global reads; a second version loaded under
-//! the same name changes the answers, and no node restarts.
+//! the same name changes the answers, and no node restarts. The README's NF (typed
+//! state) is built the same way and run by a node over a synthetic stream.
 
 mod support;
 
@@ -14,13 +15,28 @@ use support::cluster;
 
 /// The first fenced block of `lang` in `text`.
 fn block<'a>(text: &'a str, lang: &str) -> &'a str {
-    let start = text.find(&format!("```{lang}\n")).unwrap_or_else(|| panic!("no ```{lang} block")) + lang.len() + 4;
+    nth_block(text, lang, 0)
+}
+
+/// The fenced block of `lang` number `n` (from 0) in `text`.
+fn nth_block<'a>(text: &'a str, lang: &str, n: usize) -> &'a str {
+    let fence = format!("```{lang}\n");
+    let mut from = 0;
+    for _ in 0..n {
+        from += text[from..].find(&fence).unwrap_or_else(|| panic!("too few ```{lang} blocks")) + fence.len();
+    }
+    let start = from + text[from..].find(&fence).unwrap_or_else(|| panic!("no ```{lang} block {n}")) + fence.len();
     let len = text[start..].find("```").expect("unterminated block");
     &text[start..start + len]
 }
 
 /// Writes the README's crate to `dir` with `lib_rs` as its source and builds it.
 fn build(dir: &Path, cargo_toml: &str, lib_rs: &str) -> PathBuf {
+    build_named(dir, cargo_toml, lib_rs, "my_reducer")
+}
+
+/// Like [`build`], for the crate whose library is `name`; returns its module's path.
+fn build_named(dir: &Path, cargo_toml: &str, lib_rs: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("Cargo.toml"), cargo_toml).unwrap();
     std::fs::write(dir.join("src/lib.rs"), lib_rs).unwrap();
@@ -40,7 +56,50 @@ fn build(dir: &Path, cargo_toml: &str, lib_rs: &str) -> PathBuf {
     }
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "building the README crate failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    target.join("wasm32-unknown-unknown/release/my_reducer.wasm")
+    target.join(format!("wasm32-unknown-unknown/release/{name}.wasm"))
+}
+
+/// Section 5: the README's NF, built fresh, run by a node over a synthetic stream.
+#[test]
+fn the_sdk_readme_nf_builds_and_runs_with_typed_state() {
+    guests::require("nf_count").expect("this test needs the guest toolchain");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/README.md")).unwrap();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk").canonicalize().unwrap();
+    let cargo_toml = nth_block(&readme, "toml", 1).replace("../estate/guest-sdk", sdk.to_str().unwrap());
+    assert!(cargo_toml.contains("name = \"my-nf\""), "the README's second crate is the NF:\n{cargo_toml}");
+    let lib_rs = nth_block(&readme, "rust", 1);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sdk-readme-{}", std::process::id())).join("my-nf");
+    let wasm = build_named(&dir, &cargo_toml, lib_rs, "my_nf");
+
+    let config = dir.join("sessions.conf");
+    std::fs::write(&config, "max_packets = 5\n").unwrap();
+    let node = support::NodeProc::start_with(
+        "n1",
+        &[],
+        &[
+            "--input",
+            "synth:seed=1,flows=10,packets=500,share=0",
+            "--nf",
+            wasm.to_str().unwrap(),
+            "--nf-config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let stats = node.wait_stat("nf_packets", 500);
+    assert_eq!(node.ok(&["get", "sessions:packets"]), "500");
+    assert_eq!(node.ok(&["global", "flow:.*:session", "--reduce", "count"]), "10");
+    // Every flow of this stream has more than 5 packets: 5 of each pass.
+    assert_eq!((stats["nf_forwarded"].as_u64(), stats["nf_dropped"].as_u64()), (Some(50), Some(450)), "{stats}");
+    assert_eq!(stats["nf_faults"], 0, "{stats}");
+    // A configuration the NF refuses stops a new node with the NF's own message.
+    std::fs::write(&config, "max_packets = many\n").unwrap();
+    let out = support::estate()
+        .args(["node", "--id", "n2", "--listen", "tcp://127.0.0.1:*", "--nf", wasm.to_str().unwrap()])
+        .args(["--nf-config", config.to_str().unwrap(), "--input", "synth:packets=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sessions: bad max_packets"), "{out:?}");
 }
 
 #[test]

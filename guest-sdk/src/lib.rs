@@ -28,6 +28,8 @@ extern crate alloc;
 
 pub mod codec;
 pub mod nf;
+#[cfg(feature = "typed")]
+pub mod typed;
 
 pub use codec::{Item, Value};
 pub use nf::{Brought, Direction, Nf, Packet};
@@ -237,6 +239,19 @@ pub mod state {
             }
             _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
         }
+    }
+
+    /// The value of type `T` at `key` (stored by [`set_typed`]); `Ok(None)` if there is
+    /// no such key, an error if the value there is not a `T`.
+    #[cfg(feature = "typed")]
+    pub fn get_typed<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
+        get(key).map(|v| crate::typed::from_value(&v)).transpose()
+    }
+
+    /// Stores `value` (any serde type) at `key`, as one bytes value.
+    #[cfg(feature = "typed")]
+    pub fn set_typed<T: serde::Serialize>(key: &str, value: &T) -> Result<(), String> {
+        set(key, &crate::typed::to_value(value)?)
     }
 
     /// Milliseconds since the Unix epoch, from the node's clock.
