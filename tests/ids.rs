@@ -123,6 +123,8 @@ fn count_matches(payload: &[u8], patterns: &[&[u8]]) -> i64 {
     count
 }
 
+/// The test's traffic, as a pcap file (Ethernet, IPv4, TCP/UDP) read back: both forms
+/// of the NF get the packets of the same capture.
 fn traffic() -> Vec<OwnedPacket> {
     let config = SynthConfig {
         seed: 42,
@@ -132,11 +134,16 @@ fn traffic() -> Vec<OwnedPacket> {
         patterns: vec!["attack".into(), "evil".into()],
         ..SynthConfig::default()
     };
-    synthetic(&config).collect()
+    let path = std::env::temp_dir().join(format!("estate-ids-{}.pcap", std::process::id()));
+    assert_eq!(estate::pcap::write(&path, synthetic(&config)).unwrap(), 5000);
+    let packets: Vec<OwnedPacket> = estate::pcap::read(&path).unwrap().collect();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(packets.len(), 5000);
+    packets
 }
 
 #[test]
-fn native_and_wasm_ids_agree_on_the_same_traffic() {
+fn native_and_wasm_ids_agree_on_the_same_pcap() {
     let packets = traffic();
 
     let host = WasmHost::new(Limits::default()).unwrap();
