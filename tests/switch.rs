@@ -286,3 +286,61 @@ fn the_switch_survives_a_dead_node_and_names_bad_events() {
         assert!(stderr.contains(&format!("{at:?}")) && stderr.contains(needle), "{at}: {stderr}");
     }
 }
+
+/// The operator's way: the switch runs a paced stream and takes the scale-out and the
+/// scale-in on command (`estate traffic command`), when the test decides; every flow's
+/// counter stays whole, and bad commands are refused with a reason.
+#[test]
+fn flows_move_on_command_while_the_stream_runs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let (a, b) = ids_pair("take");
+    let flows_out = temp("command.json");
+    let node = |n: &NodeProc, endpoint: &str| format!("{}={endpoint}", n.id);
+    let mut switch = support::estate()
+        .args(["traffic", "switch", "--synth", STREAM, "--rate", "1000", "--commands", "tcp://127.0.0.1:*"])
+        .args(["--node", &node(&a, a.steer.as_ref().unwrap()), "--node", &node(&b, b.steer.as_ref().unwrap())])
+        .args(["--node-control", &node(&a, &a.control), "--node-control", &node(&b, &b.control)])
+        .args(["--flows-out", flows_out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(switch.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let endpoint = first.trim().strip_prefix("switch commands=").unwrap_or_else(|| panic!("{first:?}")).to_string();
+    let command = |step: &[&str]| {
+        support::estate().args(["traffic", "command", "--switch", &endpoint]).args(step).output().unwrap()
+    };
+
+    a.wait_stat("nf_packets", 1000);
+    let out = command(&["move", "0.5", "A", "B"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("move 0.5 A B after") && said.contains(": 20 flows"), "{out:?}");
+    let refused = command(&["move", "0.5", "A", "Z"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("no node"), "{refused:?}");
+    let typo = command(&["mvoe", "0.5", "A", "B"]);
+    assert!(!typo.status.success() && String::from_utf8_lossy(&typo.stderr).contains("unknown action"), "{typo:?}");
+    b.wait_stat("nf_packets", 500);
+    let out = command(&["drain", "B", "A"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(": 20 flows"), "{out:?}");
+
+    let status = switch.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("moves 2, undeliverable 0"), "{rest}");
+    let summary: Json = serde_json::from_str(&std::fs::read_to_string(&flows_out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&flows_out);
+    wait_status(&b, "finished");
+    wait_status(&a, "finished");
+    let flows = flows_of(&summary);
+    assert_eq!(flows.values().map(|f| f.packets).sum::<u64>(), PACKETS);
+    assert_eq!(sum(&a, "flow:.*:packets"), PACKETS);
+    let items = flow_packets(&a);
+    for (key, flow) in &flows {
+        assert_eq!(items[key], BTreeMap::from([(flow.holder.clone(), flow.packets)]), "{key}");
+    }
+    assert!(b.stats()["nf_flows_adopted"].as_u64().unwrap() > 0);
+}

@@ -13,7 +13,7 @@ use estate::membership::Timing;
 use estate::nfrun::{FailPolicy, FlowState, Input, NfSettings, Packets};
 use estate::node::{Node, NodeConfig};
 use estate::reduce::Reduced;
-use estate::switch::{self, Assignment, Event, Schedule, SteerSource, ZmqFabric};
+use estate::switch::{self, Assignment, Event, Schedule, SteerSource, ZmqCommands, ZmqFabric};
 use estate::traffic::{self, SynthConfig};
 use estate::wasm::Limits;
 use estate::wire::{self, Consistency, ControlReply, ControlRequest, GlobalAnswer, LimitOverrides, MemberView};
@@ -190,6 +190,20 @@ enum TrafficAction {
         /// summary as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         flows_out: Option<std::path::PathBuf>,
+        /// Also takes steps on command while the stream runs (`estate traffic command`),
+        /// on a ZeroMQ REP socket bound here; the bound endpoint is printed first.
+        #[arg(long, value_name = "ENDPOINT")]
+        commands: Option<String>,
+    },
+    /// Asks a running switch (`traffic switch --commands`) to take a step now:
+    /// `move FRACTION FROM TO` or `drain FROM TO`.
+    Command {
+        /// The switch's command endpoint.
+        #[arg(long, value_name = "ENDPOINT")]
+        switch: String,
+        /// The step, e.g. `move 0.5 A B`.
+        #[arg(required = true, num_args = 1..)]
+        step: Vec<String>,
     },
 }
 
@@ -333,6 +347,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if let Command::Traffic { action: TrafficAction::Switch { .. } } = &cli.command {
         return run_switch(cli.command);
+    }
+    if let Command::Traffic { action: TrafficAction::Command { switch, step } } = &cli.command {
+        let text = step.join(" ");
+        // Checked here too, so a typo fails without a round trip.
+        switch::parse_command(&text)?;
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::REQ)?;
+        socket.set_linger(0)?;
+        socket.set_rcvtimeo(10_000)?;
+        socket.connect(switch).with_context(|| format!("connecting to {switch}"))?;
+        socket.send(text.as_bytes(), 0)?;
+        let reply = match socket.recv_bytes(0) {
+            Ok(reply) => String::from_utf8_lossy(&reply).into_owned(),
+            Err(zmq::Error::EAGAIN) => {
+                bail!("no answer from the switch at {switch} within 10 s (has its stream ended?)")
+            }
+            Err(e) => bail!("receiving from {switch}: {e}"),
+        };
+        return match reply.strip_prefix("error: ") {
+            Some(why) => bail!("{why}"),
+            None => {
+                println!("{}", reply.strip_prefix("ok: ").unwrap_or(&reply));
+                Ok(ExitCode::SUCCESS)
+            }
+        };
     }
     if let Command::Demo = cli.command {
         return demo::run().map(|()| ExitCode::SUCCESS);
@@ -522,6 +561,7 @@ fn run_switch(command: Command) -> anyhow::Result<ExitCode> {
                 send_timeout_ms,
                 settle_timeout_ms,
                 flows_out,
+                commands,
             },
     } = command
     else {
@@ -554,7 +594,23 @@ fn run_switch(command: Command) -> anyhow::Result<ExitCode> {
         Duration::from_millis(send_timeout_ms),
         Duration::from_millis(settle_timeout_ms),
     )?;
-    let report = switch::run(packets, &mut assignment, &schedule, &mut fabric, rate);
+    let mut commands = match &commands {
+        Some(endpoint) => Some(ZmqCommands::bind(endpoint)?),
+        None => None,
+    };
+    if let Some(c) = &commands {
+        // For scripts that asked for port `*`: where to send commands.
+        println!("switch commands={}", c.endpoint());
+        std::io::Write::flush(&mut std::io::stdout())?;
+    }
+    let report = switch::run(
+        packets,
+        &mut assignment,
+        &schedule,
+        &mut fabric,
+        rate,
+        commands.as_mut().map(|c| c as &mut dyn switch::Commands),
+    );
     // Closing the sockets waits (bounded) for the last frames to leave.
     drop(fabric);
     let flows = assignment.summary();

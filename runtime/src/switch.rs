@@ -198,6 +198,16 @@ impl FromStr for Event {
     }
 }
 
+impl Event {
+    /// The step alone, as a command's text (`move 0.5 A B`).
+    pub fn step_text(&self) -> String {
+        match &self.step {
+            Step::Move { fraction, from, to } => format!("move {fraction} {from} {to}"),
+            Step::Drain { from, to } => format!("drain {from} {to}"),
+        }
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.step {
@@ -530,16 +540,99 @@ impl Pacer {
     }
 }
 
+/// Steps asked for while the stream runs (an operator's scale-out or scale-in, e.g.
+/// `estate traffic command`); [`run`] polls for them between packets.
+pub trait Commands {
+    /// A step asked for since the last poll, if any. Never blocks.
+    fn poll(&mut self) -> Option<Step>;
+    /// The outcome of the step `poll` returned last: what it did, or why it was refused.
+    fn answer(&mut self, outcome: Result<String, String>);
+}
+
+/// A command's text: `move FRACTION FROM TO` or `drain FROM TO`.
+pub fn parse_command(text: &str) -> Result<Step, SwitchError> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    // The same grammar as a schedule event, taken now.
+    let event: Event = format!("0:{}", words.join(":")).parse().map_err(|e| match e {
+        SwitchError::Event { reason, .. } => SwitchError::Event {
+            spec: text.to_string(),
+            reason: reason
+                .replace("N:move:FRACTION:FROM:TO", "move FRACTION FROM TO")
+                .replace("N:drain:FROM:TO", "drain FROM TO"),
+        },
+        other => other,
+    })?;
+    Ok(event.step)
+}
+
+/// Commands from a ZeroMQ REP socket: one text request (`move 0.5 A B`, `drain B A`),
+/// one text reply (`ok: …` or `error: …`).
+pub struct ZmqCommands {
+    _ctx: zmq::Context,
+    socket: zmq::Socket,
+    endpoint: String,
+}
+
+impl ZmqCommands {
+    /// Binds the command socket at `endpoint` (`tcp://127.0.0.1:*` picks a port).
+    pub fn bind(endpoint: &str) -> Result<ZmqCommands, SwitchError> {
+        let err = |what| move |source| SwitchError::Socket { what, endpoint: endpoint.to_string(), source };
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::REP).map_err(err("creating the command socket for"))?;
+        socket.set_linger(0).map_err(err("configuring"))?;
+        socket.set_maxmsgsize(4096).map_err(err("configuring"))?;
+        socket.bind(endpoint).map_err(err("binding"))?;
+        let bound = socket.get_last_endpoint().map_err(err("reading the bound endpoint of"))?;
+        Ok(ZmqCommands { _ctx: ctx, socket, endpoint: bound.unwrap_or_else(|_| endpoint.to_string()) })
+    }
+
+    /// The bound endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl Commands for ZmqCommands {
+    fn poll(&mut self) -> Option<Step> {
+        loop {
+            let request = self.socket.recv_bytes(zmq::DONTWAIT).ok()?;
+            match std::str::from_utf8(&request)
+                .map_err(|_| "a command is UTF-8 text".to_string())
+                .and_then(|t| parse_command(t).map_err(|e| e.to_string()))
+            {
+                Ok(step) => return Some(step),
+                // Refused at once; the socket is ready for the next request.
+                Err(e) => self.answer(Err(e)),
+            }
+        }
+    }
+
+    fn answer(&mut self, outcome: Result<String, String>) {
+        let text = match outcome {
+            Ok(done) => format!("ok: {done}"),
+            Err(why) => format!("error: {why}"),
+        };
+        if let Err(e) = self.socket.send(text.as_bytes(), 0) {
+            warn!("command reply not sent: {e}");
+        }
+    }
+}
+
+/// How often (in packets) [`run`] polls for commands.
+const COMMAND_POLL: u64 = 16;
+
 /// Sends `packets` over `fabric`: each to its flow's node by `assignment`, tagged with the
-/// flow's mark, taking the steps of `schedule` as the stream reaches them, at most `rate`
-/// packets per second (capped at [`MAX_RATE`]) if given. Every node's input is ended at
-/// the end (a drained node's at its drain).
+/// flow's mark, taking the steps of `schedule` as the stream reaches them (and steps
+/// from `commands`, if given, as they arrive), at most `rate` packets per second (capped
+/// at [`MAX_RATE`]) if given. Every node's input is ended at the end (a drained node's
+/// at its drain).
 pub fn run(
     packets: impl IntoIterator<Item = OwnedPacket>,
     assignment: &mut Assignment,
     schedule: &Schedule,
     fabric: &mut dyn Fabric,
     rate: Option<u32>,
+    mut commands: Option<&mut dyn Commands>,
 ) -> Report {
     let mut report = Report {
         nodes: assignment
@@ -553,11 +646,34 @@ pub fn run(
         rate.filter(|r| *r > 0).map(|r| Pacer { rate: f64::from(r.min(MAX_RATE)), since: Instant::now(), count: 0 });
     let mut events = schedule.events().iter().enumerate().peekable();
     let mut ended = vec![false; report.nodes.len()];
+    let mut steps_taken = schedule.events().len();
     for mut packet in packets {
         while let Some((i, event)) = events.next_if(|(_, e)| e.after <= report.packets) {
             take_step(i, event, assignment, fabric, &mut report, &mut ended);
             if let Some(p) = &mut pacer {
                 p.restart();
+            }
+        }
+        if let Some(commands) = commands.as_deref_mut().filter(|_| report.packets.is_multiple_of(COMMAND_POLL)) {
+            while let Some(step) = commands.poll() {
+                let event = Event { after: report.packets, step };
+                let (from, to) = event.step.ends();
+                let outcome = match (assignment.index(from), assignment.index(to)) {
+                    (None, _) | (_, None) => Err(format!("{event}: no node {from:?} or {to:?}")),
+                    (Some(f), Some(t)) if ended[f] || ended[t] => {
+                        Err(format!("{event}: {} was drained", if ended[f] { from } else { to }))
+                    }
+                    _ => {
+                        take_step(steps_taken, &event, assignment, fabric, &mut report, &mut ended);
+                        steps_taken += 1;
+                        let done = report.moves.last().expect("take_step records the move");
+                        Ok(format!("{} after {} packets: {} flows", event.step_text(), event.after, done.flows))
+                    }
+                };
+                commands.answer(outcome);
+                if let Some(p) = &mut pacer {
+                    p.restart();
+                }
             }
         }
         let route = assignment.route(&packet.flow);
@@ -637,6 +753,12 @@ struct Port {
     /// The node's control endpoint, to ask how many packets its NF handled.
     control: Option<String>,
     down: bool,
+}
+
+impl fmt::Debug for ZmqCommands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZmqCommands").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for ZmqFabric {
@@ -1043,7 +1165,7 @@ mod tests {
         let schedule = Schedule::new(events.iter().map(|s| s.parse().unwrap()).collect(), &nodes).unwrap();
         let mut assignment = Assignment::new(nodes, &[]).unwrap();
         let mut fabric = Recorder { frames: vec![vec![]; 3], ..Recorder::default() };
-        let report = run(packets.clone(), &mut assignment, &schedule, &mut fabric, None);
+        let report = run(packets.clone(), &mut assignment, &schedule, &mut fabric, None, None);
 
         assert_eq!(report.packets, 3000);
         assert_eq!(report.undeliverable(), 0);
@@ -1087,13 +1209,90 @@ mod tests {
         }
     }
 
+    /// Commands given at fixed points of the stream (by packets sent), with their answers.
+    struct Scripted {
+        script: Vec<(u64, &'static str)>,
+        sent: std::rc::Rc<std::cell::Cell<u64>>,
+        answers: Vec<Result<String, String>>,
+    }
+
+    impl Commands for Scripted {
+        fn poll(&mut self) -> Option<Step> {
+            let (at, text) = *self.script.first()?;
+            if at > self.sent.get() {
+                return None;
+            }
+            self.script.remove(0);
+            match parse_command(text) {
+                Ok(step) => Some(step),
+                Err(e) => {
+                    self.answers.push(Err(e.to_string()));
+                    self.poll()
+                }
+            }
+        }
+
+        fn answer(&mut self, outcome: Result<String, String>) {
+            self.answers.push(outcome);
+        }
+    }
+
+    /// A recorder that also counts what it was sent, for [`Scripted`].
+    struct Counting(Recorder, std::rc::Rc<std::cell::Cell<u64>>);
+
+    impl Fabric for Counting {
+        fn send(&mut self, node: usize, frame: &[u8]) -> bool {
+            self.1.set(self.1.get() + !frame.is_empty() as u64);
+            self.0.send(node, frame)
+        }
+
+        fn settle(&mut self, node: usize, delivered: u64) -> bool {
+            self.0.settle(node, delivered)
+        }
+    }
+
+    #[test]
+    fn commands_take_steps_while_the_stream_runs_and_bad_ones_are_refused() {
+        let config: SynthConfig = "seed=4,flows=20,packets=3000,share=0".parse().unwrap();
+        let nodes = names(&["A", "B"]);
+        let mut assignment = Assignment::new(nodes, &[]).unwrap();
+        let sent = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut fabric = Counting(Recorder { frames: vec![vec![]; 2], ..Recorder::default() }, sent.clone());
+        let mut commands = Scripted {
+            script: vec![
+                (500, "move 0.5 A B"),
+                (600, "move 2 A B"),
+                (700, "jump A B"),
+                (800, "move 0.5 A C"),
+                (1500, "drain B A"),
+                (1600, "move 0.5 A B"),
+            ],
+            sent,
+            answers: Vec::new(),
+        };
+        let report =
+            run(synthetic(&config), &mut assignment, &Schedule::default(), &mut fabric, None, Some(&mut commands));
+        let answers = &commands.answers;
+        assert_eq!(answers.len(), 6, "{answers:?}");
+        assert_eq!(answers[0], Ok("move 0.5 A B after 512 packets: 10 flows".to_string()), "polled every 16 packets");
+        assert!(answers[1].as_ref().unwrap_err().contains("fraction"), "{answers:?}");
+        assert!(answers[2].as_ref().unwrap_err().contains("unknown action"), "{answers:?}");
+        assert!(answers[3].as_ref().unwrap_err().contains("no node"), "{answers:?}");
+        assert_eq!(answers[4], Ok("drain B A after 1504 packets: 10 flows".to_string()));
+        assert!(answers[5].as_ref().unwrap_err().contains("B was drained"), "{answers:?}");
+        let moves: Vec<(&str, usize)> = report.moves.iter().map(|m| (m.event.as_str(), m.flows)).collect();
+        assert_eq!(moves, [("512:move:0.5:A:B", 10), ("1504:drain:B:A", 10)]);
+        assert_eq!(report.packets, 3000);
+        assert!(report.nodes.iter().all(|n| n.ended));
+    }
+
     #[test]
     fn undeliverable_packets_are_counted_per_node_and_flow() {
         let config: SynthConfig = "seed=5,flows=10,packets=500,share=0".parse().unwrap();
         let nodes = names(&["A", "B"]);
         let mut assignment = Assignment::new(nodes.clone(), &nodes).unwrap();
         let mut fabric = Recorder { frames: vec![vec![], vec![]], dead: vec![1], ..Recorder::default() };
-        let report = run(synthetic(&config), &mut assignment, &Schedule::default(), &mut fabric, None);
+        let report = run(synthetic(&config), &mut assignment, &Schedule::default(), &mut fabric, None, None);
         assert_eq!(report.nodes[1].sent, 0);
         assert_eq!(report.undeliverable(), report.nodes[1].undeliverable);
         assert_eq!(report.nodes[0].sent + report.nodes[1].undeliverable, 500);
@@ -1109,7 +1308,7 @@ mod tests {
         let mut assignment = Assignment::new(nodes, &[]).unwrap();
         let mut fabric = Recorder { frames: vec![vec![]], ..Recorder::default() };
         let started = Instant::now();
-        run(synthetic(&config), &mut assignment, &Schedule::default(), &mut fabric, Some(500));
+        run(synthetic(&config), &mut assignment, &Schedule::default(), &mut fabric, Some(500), None);
         assert!(started.elapsed() >= Duration::from_millis(95), "50 packets at 500/s took {:?}", started.elapsed());
     }
 
