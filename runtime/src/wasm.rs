@@ -212,8 +212,8 @@ impl WasmHost {
         linker.func_wrap("estate", "state_get", host_state_get)?;
         linker.func_wrap("estate", "state_set", host_state_set)?;
         linker.func_wrap("estate", "state_del", host_state_del)?;
-        linker.func_wrap("estate", "global", host_global)?;
-        linker.func_wrap("estate", "global_all", host_global_all)?;
+        linker.func_wrap("estate", "global", host_global::<false>)?;
+        linker.func_wrap("estate", "global_all", host_global::<true>)?;
         linker.func_wrap("estate", "take", host_take)?;
         linker.func_wrap("estate", "now_ms", |_: Caller<'_, GuestData>| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -760,9 +760,10 @@ fn host_state_del(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasm
     Ok(nf_state(&caller, "state_del")?.del(&key) as i32)
 }
 
-/// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32`: 0 no item, 1
-/// an encoded item staged, 2 an error message staged.
-fn host_global(
+/// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32` (and
+/// `estate.global_all`, the same with consistency `all`): 0 no item, 1 an encoded item
+/// staged, 2 an error message staged.
+fn host_global<const ALL: bool>(
     caller: Caller<'_, GuestData>,
     pp: u32,
     pl: u32,
@@ -770,19 +771,7 @@ fn host_global(
     rl: u32,
     timeout_ms: u32,
 ) -> wasmtime::Result<i32> {
-    global_call(caller, (pp, pl), (rp, rl), timeout_ms, false)
-}
-
-/// `estate.global_all(…)`: `estate.global` with consistency `all`.
-fn host_global_all(
-    caller: Caller<'_, GuestData>,
-    pp: u32,
-    pl: u32,
-    rp: u32,
-    rl: u32,
-    timeout_ms: u32,
-) -> wasmtime::Result<i32> {
-    global_call(caller, (pp, pl), (rp, rl), timeout_ms, true)
+    global_call(caller, (pp, pl), (rp, rl), timeout_ms, ALL)
 }
 
 /// Time spent waiting on the cluster is not the guest's own: its wall-time budget
