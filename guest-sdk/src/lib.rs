@@ -27,6 +27,7 @@
 extern crate alloc;
 
 pub mod codec;
+pub mod config;
 pub mod nf;
 #[cfg(feature = "typed")]
 pub mod typed;

@@ -148,15 +148,12 @@ impl Firewall {
     /// format); the error names the offending line.
     pub fn from_config(config: &str) -> Result<Firewall, String> {
         let mut inside = Vec::new();
-        for (index, raw) in config.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |reason: &str| format!("firewall: line {} {line:?}: {reason}", index + 1);
-            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
-                return Err(bad("expected `inside = <address>/<prefix length>`"));
-            };
+        for setting in
+            estate_guest::config::settings("firewall", config, "expected `inside = <address>/<prefix length>`")
+        {
+            let setting = setting?;
+            let (key, value) = (setting.key, setting.value);
+            let bad = |reason: &str| setting.error(reason);
             match key {
                 "inside" => inside.push(Cidr::parse(value).map_err(|e| bad(&e))?),
                 _ => return Err(bad("unknown setting (expected `inside`)")),

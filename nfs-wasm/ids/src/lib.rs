@@ -116,15 +116,12 @@ impl Ids {
     pub fn from_config(config: &str) -> Result<Ids, String> {
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         let mut threshold = None;
-        for (index, raw) in config.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |reason: &str| format!("ids: line {} {line:?}: {reason}", index + 1);
-            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
-                return Err(bad("expected `pattern = <bytes>` or `threshold = <n>`"));
-            };
+        for setting in
+            estate_guest::config::settings("ids", config, "expected `pattern = <bytes>` or `threshold = <n>`")
+        {
+            let setting = setting?;
+            let (key, value) = (setting.key, setting.value);
+            let bad = |reason: &str| setting.error(reason);
             match key {
                 "pattern" => {
                     let pattern = unescape(value).map_err(|e| bad(&e))?;

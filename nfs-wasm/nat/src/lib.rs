@@ -213,15 +213,10 @@ impl Nat {
     /// format); the error names the offending line or the missing setting.
     pub fn from_config(config: &str) -> Result<Nat, String> {
         let (mut ports, mut block) = (None, None);
-        for (index, raw) in config.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |reason: &str| format!("nat: line {} {line:?}: {reason}", index + 1);
-            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
-                return Err(bad("expected `ports = LO-HI` or `block = N`"));
-            };
+        for setting in estate_guest::config::settings("nat", config, "expected `ports = LO-HI` or `block = N`") {
+            let setting = setting?;
+            let (key, value) = (setting.key, setting.value);
+            let bad = |reason: &str| setting.error(reason);
             let number = |s: &str| -> Option<u32> {
                 let s = s.trim();
                 if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {

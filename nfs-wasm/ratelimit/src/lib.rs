@@ -189,15 +189,14 @@ impl RateLimit {
     /// the format); the error names the offending line or the missing setting.
     pub fn from_config(config: &str) -> Result<RateLimit, String> {
         let (mut rate, mut burst) = (None, None);
-        for (index, raw) in config.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |reason: &str| format!("ratelimit: line {} {line:?}: {reason}", index + 1);
-            let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
-                return Err(bad("expected `rate = <tokens per second>` or `burst = <n>`"));
-            };
+        for setting in estate_guest::config::settings(
+            "ratelimit",
+            config,
+            "expected `rate = <tokens per second>` or `burst = <n>`",
+        ) {
+            let setting = setting?;
+            let (key, value) = (setting.key, setting.value);
+            let bad = |reason: &str| setting.error(reason);
             match key {
                 "rate" => {
                     if rate.is_some() {
