@@ -1,5 +1,6 @@
 //! Graceful scale-in with real processes: a node told to leave hands its state to the
 //! other members, then exits; nothing is lost, counters keep their cluster-wide sums.
+//! And state in transit is never dropped: a take too large for a frame moves nothing.
 
 mod support;
 
@@ -58,4 +59,44 @@ fn a_node_with_nobody_to_hand_to_keeps_its_state_and_stays() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no live member"), "{err}");
     assert_eq!(n1.ok(&["get", "k"]), "7");
+}
+
+/// A take whose items would not fit one frame moves nothing (the owner keeps them, and
+/// says so in its log) instead of losing them; a take that fits moves its items.
+#[test]
+fn a_take_too_large_for_one_frame_leaves_the_items_where_they_are() {
+    use estate::node::{GlobalOptions, Node, NodeConfig};
+    use estate::reduce::Reduced;
+    use estate::store::DEFAULT_TENANT;
+    use estate_guest::Value;
+
+    let a = Node::start(NodeConfig::new("a", "tcp://127.0.0.1:*")).unwrap();
+    let mut config = NodeConfig::new("b", "tcp://127.0.0.1:*");
+    config.join = vec![a.endpoint().to_string()];
+    let b = Node::start(config).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a.members().iter().any(|m| m.id == "b" && m.state == "alive") {
+        assert!(std::time::Instant::now() < deadline, "b never joined");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // 17 values of 1 MiB: more than the 16 MiB frame limit together.
+    let big = "x".repeat(1 << 20);
+    for i in 0..17 {
+        b.set(&format!("flow:f:{i:02}"), Value::Text(big.clone())).unwrap();
+    }
+    let take = GlobalOptions { take: true, timeout: Duration::from_secs(20), ..GlobalOptions::default() };
+    let count = |answer: Reduced| match answer {
+        Reduced::Items(items) => items.len(),
+        Reduced::Nothing => 0,
+        other => panic!("{other:?}"),
+    };
+    let answer = a.get_global("flow:f:.*", "list", take).unwrap();
+    assert_eq!(answer.missing, Vec::<String>::new(), "b answered");
+    assert_eq!(count(answer.result), 0);
+    assert_eq!(b.store().tenant(DEFAULT_TENANT).len(), 17, "b kept every item");
+    assert_eq!(b.get("flow:f:16").unwrap().value, Value::Text(big.clone()));
+    // Ten of them fit: they move.
+    let answer = a.get_global("flow:f:0.*", "list", take).unwrap();
+    assert_eq!(count(answer.result), 10);
+    assert_eq!(b.store().tenant(DEFAULT_TENANT).len(), 7);
 }

@@ -968,18 +968,20 @@ impl Driver {
             let store = self.store.tenant(tenant);
             let items = store.take_matching(&pattern);
             info!(%from, items = items.len(), "items taken over by a member");
-            let size =
-                wire::encode(&self.envelope(Body::GlobalReply { id, result: Ok(Answer::Taken(items.clone())) })).len();
-            if size > MAX_FRAME {
+            let reply = self.envelope(Body::GlobalReply { id, result: Ok(Answer::Taken(items)) });
+            let frame = wire::encode(&reply);
+            if frame.len() > MAX_FRAME {
                 // Too large to send: nothing moves. Not an error answer, which would
                 // fail the whole take and lose what other members already gave up.
-                warn!(%from, size, "items to give up exceed the frame limit; they stay here");
-                for moving in items {
-                    let _ = store.merge(moving);
+                warn!(%from, size = frame.len(), "items to give up exceed the frame limit; they stay here");
+                if let Body::GlobalReply { result: Ok(Answer::Taken(items)), .. } = reply.body {
+                    for moving in items {
+                        let _ = store.merge(moving);
+                    }
                 }
                 return self.send_answer(&from, id, Ok(Answer::Taken(Vec::new())));
             }
-            return self.send_answer(&from, id, Ok(Answer::Taken(items)));
+            return self.send_frame_to_member(&from, frame);
         }
         if let Some(RemoteReducer::Builtin(b)) = reducer {
             let result = self.builtin_partial(tenant, &pattern, b);
@@ -1193,14 +1195,13 @@ impl Driver {
     }
 
     fn send_answer(&mut self, to: &str, id: u128, result: Result<Answer, String>) {
-        let mut reply = Body::GlobalReply { id, result };
+        let mut frame = wire::encode(&self.envelope(Body::GlobalReply { id, result }));
         // Never send a frame the other side will refuse: say so instead.
-        let size = wire::encode(&self.envelope(reply.clone())).len();
-        if size > MAX_FRAME {
-            let result = Err(format!("reply of {size} bytes exceeds the frame limit of {MAX_FRAME}"));
-            reply = Body::GlobalReply { id, result };
+        if frame.len() > MAX_FRAME {
+            let result = Err(format!("reply of {} bytes exceeds the frame limit of {MAX_FRAME}", frame.len()));
+            frame = wire::encode(&self.envelope(Body::GlobalReply { id, result }));
         }
-        self.send_to_member(to, reply);
+        self.send_frame_to_member(to, frame);
     }
 
     fn expire_awaiting(&mut self, now: u64) {
@@ -1581,14 +1582,24 @@ impl Driver {
     }
 
     fn send_to_member(&mut self, member: &str, body: Body) {
+        let frame = wire::encode(&self.envelope(body));
+        self.send_frame_to_member(member, frame);
+    }
+
+    fn send_frame_to_member(&mut self, member: &str, frame: Vec<u8>) {
         match self.membership.endpoint_of(member).map(str::to_string) {
-            Some(ep) => self.send(&ep, body),
+            Some(ep) => self.send_frame(&ep, frame),
             None => debug!(%member, "not sent: no longer a member"),
         }
     }
 
     fn send(&mut self, endpoint: &str, body: Body) {
         let frame = wire::encode(&self.envelope(body));
+        self.send_frame(endpoint, frame);
+    }
+
+    /// Sends an encoded peer frame.
+    fn send_frame(&mut self, endpoint: &str, frame: Vec<u8>) {
         if !self.peers.contains_key(endpoint) {
             match self.connect(endpoint) {
                 Ok(socket) => {
