@@ -106,6 +106,11 @@ fn in_cluster(
     (took, counters)
 }
 
+/// One line of the results table.
+fn row(label: &str, pps: f64, ratio: f64) {
+    println!("{label:>52} {pps:>12.0} {ratio:>10.2}");
+}
+
 fn counter(counters: &[(String, u64)], name: &str) -> u64 {
     counters.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
 }
@@ -140,13 +145,8 @@ fn main() {
     let native = native_local(&packets);
     println!("ids over {n} synthetic packets (200 flows, 10% carrying a pattern)");
     println!("{:>52} {:>12} {:>10}", "", "pkts/s", "ratio");
-    println!("{:>52} {:>12.0} {:>10}", "wasm, local store (native below / this)", pps(n, local), "");
-    println!(
-        "{:>52} {:>12.0} {:>10.2}",
-        "native, local store: wasm / native",
-        pps(n, native),
-        native.as_secs_f64() / local.as_secs_f64()
-    );
+    println!("{:>52} {:>12.0}", "wasm, local store (native below / this)", pps(n, local));
+    row("native, local store: wasm / native", pps(n, native), native.as_secs_f64() / local.as_secs_f64());
 
     // In a node (node b of two), over the second half of a stream after node a ran
     // the first half: state sharing off (the baseline) against estate state (take).
@@ -179,13 +179,8 @@ fn main() {
         let mid = |v: &[Duration]| (v[(rounds - 1) / 2] + v[rounds / 2]) / 2;
         let (off, take) = (mid(&offs), mid(&takes));
         println!("in a 2-node cluster, {half} packets, {what} (median of {rounds}, order alternating):");
-        println!("{:>52} {:>12.0} {:>10}", "no state sharing (baseline)", pps(half, off), "1.00");
-        println!(
-            "{:>52} {:>12.0} {:>10.2}",
-            "estate state (take)",
-            pps(half, take),
-            off.as_secs_f64() / take.as_secs_f64()
-        );
+        row("no state sharing (baseline)", pps(half, off), 1.0);
+        row("estate state (take)", pps(half, take), off.as_secs_f64() / take.as_secs_f64());
         let adopted = counter(&counters, "nf_flows_adopted");
         if adopted > 0 {
             let per_flow = take.saturating_sub(off) / adopted as u32;

@@ -485,15 +485,20 @@ fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<Option<String>> {
     Ok(steer)
 }
 
-fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
+/// Logs to stderr at `RUST_LOG`'s level, or `default` without it.
+fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .init();
+}
+
+fn run_node(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
+    init_logging("info");
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -567,14 +572,7 @@ fn run_switch(command: Command) -> anyhow::Result<ExitCode> {
     else {
         unreachable!("called for traffic switch only");
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_logging("warn");
     let nodes: Vec<(String, String)> =
         nodes.iter().map(|n| name_and_endpoint("--node", n)).collect::<anyhow::Result<_>>()?;
     let controls: std::collections::HashMap<String, String> =

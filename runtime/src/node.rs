@@ -768,14 +768,6 @@ fn successor<'a>(members: &'a [String], key: &str) -> &'a str {
     members.iter().max_by_key(|m| score(m)).expect("members is not empty")
 }
 
-fn value_size(value: &Value) -> usize {
-    match value {
-        Value::Int(_) | Value::Float(_) => 8,
-        Value::Text(s) => s.len(),
-        Value::Bytes(b) => b.len(),
-    }
-}
-
 /// Flattens the answers of a fetch-all read into items.
 fn items_of(parts: Vec<Answer>) -> Result<Vec<Item>, String> {
     let mut items = Vec::new();
@@ -1084,7 +1076,7 @@ impl Driver {
             for moving in tenant.take_all() {
                 let member = successor(&members, &moving.item.key);
                 let (batch, bytes) = by_member.entry(member).or_default();
-                *bytes += moving.item.key.len() + value_size(&moving.item.value) + 32;
+                *bytes += moving.item.key.len() + crate::store::value_len(&moving.item.value) + 32;
                 batch.push(moving);
                 if batch.len() >= HANDOFF_BATCH_ITEMS || *bytes >= HANDOFF_BATCH_BYTES {
                     batches.push((member.to_string(), name.clone(), std::mem::take(batch)));

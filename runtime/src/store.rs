@@ -194,12 +194,24 @@ impl Items {
     }
 }
 
-fn value_len(value: &Value) -> usize {
+/// The size a value counts for against [`MAX_VALUE_LEN`] (8 for numbers).
+pub(crate) fn value_len(value: &Value) -> usize {
     match value {
         Value::Int(_) | Value::Float(_) => 8,
         Value::Text(s) => s.len(),
         Value::Bytes(b) => b.len(),
     }
+}
+
+/// Refuses a key or value over the size limits.
+fn check_size(key: &str, value: &Value) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(StoreError::KeyTooLong(key.len()));
+    }
+    if value_len(value) > MAX_VALUE_LEN {
+        return Err(StoreError::ValueTooLarge(value_len(value)));
+    }
+    Ok(())
 }
 
 impl TenantStore {
@@ -210,12 +222,7 @@ impl TenantStore {
 
     /// Sets `key` to `value`; returns the new version.
     pub fn set(&self, key: &str, value: Value) -> Result<u64, StoreError> {
-        if key.len() > MAX_KEY_LEN {
-            return Err(StoreError::KeyTooLong(key.len()));
-        }
-        if value_len(&value) > MAX_VALUE_LEN {
-            return Err(StoreError::ValueTooLarge(value_len(&value)));
-        }
+        check_size(key, &value)?;
         let mut items = self.items.write().unwrap();
         // Tick under the lock so that versions of one key increase in write order.
         let version = self.clock.tick();
@@ -258,12 +265,7 @@ impl TenantStore {
     /// have is simply stored). Returns whether the store changed.
     pub fn merge(&self, moving: Moving) -> Result<bool, StoreError> {
         let Moving { item, counter } = moving;
-        if item.key.len() > MAX_KEY_LEN {
-            return Err(StoreError::KeyTooLong(item.key.len()));
-        }
-        if value_len(&item.value) > MAX_VALUE_LEN {
-            return Err(StoreError::ValueTooLarge(value_len(&item.value)));
-        }
+        check_size(&item.key, &item.value)?;
         let mut items = self.items.write().unwrap();
         let value = match (items.get(&item.key), &item.value) {
             (None, _) => item.value,
