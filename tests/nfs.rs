@@ -27,7 +27,6 @@ fn stream(spec: &str) -> Vec<OwnedPacket> {
 }
 
 /// Waits (bounded) until the NF has decided `packets` packets; returns the counters.
-/// (`nf_packets` counts a packet before the NF handles it; the verdict counters after.)
 fn wait_decided(node: &NodeProc, packets: u64) -> Json {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

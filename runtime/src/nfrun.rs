@@ -144,7 +144,9 @@ pub struct NfSettings {
 /// Counters of a running NF.
 #[derive(Debug, Default)]
 pub struct NfCounters {
-    /// Packets handed to the NF.
+    /// Packets the NF has decided (forwarded or dropped). Counted last, after the
+    /// verdict and fault counters, so a reader that sees `packets = n` sees those
+    /// counters for all n packets.
     pub packets: AtomicU64,
     /// Packets forwarded (by the NF, or by fail-open).
     pub forwarded: AtomicU64,
@@ -173,9 +175,12 @@ pub struct NfCounters {
 impl NfCounters {
     /// Every counter by name (`nf_…`, and `nf_metric:<name>` for the NF's metrics).
     pub fn snapshot(&self) -> Vec<(String, u64)> {
+        // Acquire pairs with the Release in `count_verdict`: everything counted for
+        // the packets seen here is visible to the loads below.
+        let packets = self.packets.load(Ordering::Acquire);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut rows = vec![
-            ("nf_packets".to_string(), get(&self.packets)),
+            ("nf_packets".to_string(), packets),
             ("nf_forwarded".to_string(), get(&self.forwarded)),
             ("nf_dropped".to_string(), get(&self.dropped)),
             ("nf_faults".to_string(), get(&self.faults)),
@@ -283,7 +288,6 @@ impl NfRun {
                         counters.replacements.fetch_add(1, Ordering::Relaxed);
                         info!("NF replaced");
                     }
-                    counters.packets.fetch_add(1, Ordering::Relaxed);
                     // The first packet of a moved flow, or of a new move of it: its state
                     // comes first.
                     if packet.mark != 0 && flows != FlowState::Off && new_move(&mut adopted, &packet) {
@@ -384,6 +388,7 @@ fn count_verdict(counters: &NfCounters, verdict: Verdict) {
         Verdict::Drop => &counters.dropped,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    counters.packets.fetch_add(1, Ordering::Release);
 }
 
 impl Drop for NfRun {
