@@ -5,7 +5,8 @@
 //!   start from nothing), over flows that stay put and over flows that all moved from
 //!   the other node (each moved flow's state is taken over before its first packet);
 //! - ids as Wasm against the same logic compiled natively (`nf-ids` as a library),
-//!   both on a local store;
+//!   both on a local store, with ids' prefilter on and off (median of alternating
+//!   runs);
 //! - local set/get from inside a Wasm NF: a guest that does 500 state_set + 500
 //!   state_get per packet, against one that does nothing, per operation.
 
@@ -17,10 +18,14 @@ use estate::nfrun::{FailPolicy, FlowState};
 use estate::node::{Node, NodeConfig};
 use estate::store::{DEFAULT_TENANT, Store, TenantStore};
 use estate::traffic::{OwnedPacket, SynthConfig, synthetic};
-use estate::wasm::{Limits, NfState, WasmHost};
+use estate::wasm::{Limits, NfInstance, NfState, WasmHost};
 use nf_ids::{Ids, IdsEnv};
 
-const CONFIG: &str = "pattern = attack\npattern = evil\nthreshold = 1000000\n";
+/// ids' configuration. The synthetic payloads are random lowercase letters, where the
+/// prefilter's rare bytes are common, so the cluster runs turn it off (see nf-ids).
+fn ids_config(prefilter: &str) -> String {
+    format!("pattern = attack\npattern = evil\nthreshold = 1000000\nprefilter = {prefilter}\n")
+}
 
 fn traffic(packets: usize) -> Vec<OwnedPacket> {
     let config = SynthConfig { seed: 9, flows: 200, packets, pattern_share: 0.1, ..SynthConfig::default() };
@@ -31,14 +36,18 @@ fn pps(packets: usize, took: Duration) -> f64 {
     packets as f64 / took.as_secs_f64()
 }
 
-/// Runs a Wasm NF over `packets` on a local store; returns the time taken.
-fn wasm_local(host: &WasmHost, bytes: &[u8], config: &str, packets: &[OwnedPacket]) -> Duration {
+/// A Wasm NF on a local store of its own.
+fn wasm_nf(host: &WasmHost, bytes: &[u8], config: &str) -> NfInstance {
     let nf = host.load_nf(bytes).unwrap();
     let tenant: Arc<TenantStore> = Store::new("bench").tenant(DEFAULT_TENANT);
-    let mut running = host.start_nf(&nf, tenant, config).unwrap();
+    host.start_nf(&nf, tenant, config).unwrap()
+}
+
+/// Runs a Wasm NF over `packets`; returns the time taken.
+fn wasm_local(nf: &mut NfInstance, packets: &[OwnedPacket]) -> Duration {
     let t = Instant::now();
     for p in packets {
-        running.on_packet(&p.as_packet()).unwrap();
+        nf.on_packet(&p.as_packet()).unwrap();
     }
     t.elapsed()
 }
@@ -59,12 +68,11 @@ impl IdsEnv for NativeEnv {
     }
 }
 
-fn native_local(packets: &[OwnedPacket]) -> Duration {
-    let mut ids = Ids::from_config(CONFIG).unwrap();
-    let mut env = NativeEnv(Store::new("bench").tenant(DEFAULT_TENANT));
+/// Runs the native form over `packets`; returns the time taken.
+fn native_local((ids, env): &mut (Ids, NativeEnv), packets: &[OwnedPacket]) -> Duration {
     let t = Instant::now();
     for p in packets {
-        ids.on_packet(&p.as_packet(), &mut env);
+        ids.on_packet(&p.as_packet(), env);
     }
     t.elapsed()
 }
@@ -85,14 +93,14 @@ fn in_cluster(
     while a.members().iter().filter(|m| m.state == "alive").count() != 1 {
         std::thread::sleep(Duration::from_millis(10));
     }
-    a.run_nf(bytes, CONFIG, Box::new(before.into_iter()), FailPolicy::Closed, flows).unwrap();
+    a.run_nf(bytes, &ids_config("off"), Box::new(before.into_iter()), FailPolicy::Closed, flows).unwrap();
     while !a.nf_finished() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let n = packets.len() as u64;
     // `run_nf` compiles the module before its packet thread starts; that is not
     // packet processing, so the clock starts when it returns.
-    b.run_nf(bytes, CONFIG, Box::new(packets.into_iter()), FailPolicy::Closed, flows).unwrap();
+    b.run_nf(bytes, &ids_config("off"), Box::new(packets.into_iter()), FailPolicy::Closed, flows).unwrap();
     let t = Instant::now();
     while !b.nf_finished() {
         std::thread::sleep(Duration::from_micros(200));
@@ -139,14 +147,37 @@ fn main() {
     let ids = guests::require("nf_ids").unwrap();
     let host = WasmHost::new(Limits::default()).unwrap();
 
-    // Warm up caches and the allocator once.
-    wasm_local(&host, &ids, CONFIG, &packets[..n / 10]);
-    let local = wasm_local(&host, &ids, CONFIG, &packets);
-    let native = native_local(&packets);
+    let rounds = if quick { 2 } else { 6 };
+    let mid = |mut v: Vec<Duration>| {
+        v.sort();
+        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2
+    };
     println!("ids over {n} synthetic packets (200 flows, 10% carrying a pattern)");
     println!("{:>52} {:>12} {:>10}", "", "pkts/s", "ratio");
-    println!("{:>52} {:>12.0}", "wasm, local store (native below / this)", pps(n, local));
-    row("native, local store: wasm / native", pps(n, native), native.as_secs_f64() / local.as_secs_f64());
+    for prefilter in ["on", "off"] {
+        let config = ids_config(prefilter);
+        // Each form runs for the whole series, as an NF does: one unmeasured pass to
+        // warm it up (its memory, its store's tables), then measured passes whose
+        // order alternates.
+        let mut in_wasm = wasm_nf(&host, &ids, &config);
+        let mut in_native = (Ids::from_config(&config).unwrap(), NativeEnv(Store::new("bench").tenant(DEFAULT_TENANT)));
+        wasm_local(&mut in_wasm, &packets);
+        native_local(&mut in_native, &packets);
+        let (mut wasm, mut native) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            if round % 2 == 0 {
+                wasm.push(wasm_local(&mut in_wasm, &packets));
+                native.push(native_local(&mut in_native, &packets));
+            } else {
+                native.push(native_local(&mut in_native, &packets));
+                wasm.push(wasm_local(&mut in_wasm, &packets));
+            }
+        }
+        let (wasm, native) = (mid(wasm), mid(native));
+        println!("prefilter {prefilter} (median of {rounds}, order alternating):");
+        println!("{:>52} {:>12.0}", "wasm, local store (native below / this)", pps(n, wasm));
+        row("native, local store: wasm / native", pps(n, native), native.as_secs_f64() / wasm.as_secs_f64());
+    }
 
     // In a node (node b of two), over the second half of a stream after node a ran
     // the first half: state sharing off (the baseline) against estate state (take).
@@ -154,7 +185,6 @@ fn main() {
     let stream = traffic(if quick { 2 * n } else { 100_000 });
     let (first, second) = stream.split_at(stream.len() / 2);
     let half = second.len();
-    let rounds = if quick { 2 } else { 6 };
     let moved: Vec<OwnedPacket> = second.iter().cloned().map(|mut p| (p.mark = 1, p).1).collect();
     for (what, input) in [("flows not moved", second.to_vec()), ("every flow moved from node a", moved)] {
         let (mut offs, mut takes, mut counters) = (Vec::new(), Vec::new(), Vec::new());
@@ -174,10 +204,7 @@ fn main() {
                 if round % 2 == 0 { [FlowState::Off, FlowState::Take] } else { [FlowState::Take, FlowState::Off] };
             order.into_iter().for_each(&mut run);
         }
-        offs.sort();
-        takes.sort();
-        let mid = |v: &[Duration]| (v[(rounds - 1) / 2] + v[rounds / 2]) / 2;
-        let (off, take) = (mid(&offs), mid(&takes));
+        let (off, take) = (mid(offs), mid(takes));
         println!("in a 2-node cluster, {half} packets, {what} (median of {rounds}, order alternating):");
         row("no state sharing (baseline)", pps(half, off), 1.0);
         row("estate state (take)", pps(half, take), off.as_secs_f64() / take.as_secs_f64());
@@ -193,8 +220,8 @@ fn main() {
         "(local.set $i (i32.const {ops})) (loop (drop (call $set (i32.const 0) (i32.const 35) (i32.const 64) (i32.const 9))) (drop (call $get (i32.const 0) (i32.const 35))) (local.set $i (i32.sub (local.get $i) (i32.const 1))) (br_if 0 (local.get $i)))"
     );
     let few = &packets[..n / 10];
-    let empty = wasm_local(&host, &set_get_guest(""), "", few);
-    let busy = wasm_local(&host, &set_get_guest(&loop_body), "", few);
+    let empty = wasm_local(&mut wasm_nf(&host, &set_get_guest(""), ""), few);
+    let busy = wasm_local(&mut wasm_nf(&host, &set_get_guest(&loop_body), ""), few);
     let per_op = (busy.saturating_sub(empty)).as_nanos() as f64 / (few.len() * ops * 2) as f64;
     println!();
     println!("local set/get from inside a Wasm NF: {per_op:.0} ns per operation (35-byte key, 8-byte value)");

@@ -246,7 +246,8 @@ impl TenantStore {
             return Err(StoreError::KeyTooLong(key.len()));
         }
         let mut items = self.items.write().unwrap();
-        let current = match items.get(key) {
+        let slot = items.map.get_mut(key);
+        let current = match &slot {
             None => 0,
             Some(Versioned { value: Value::Int(v), .. }) => *v,
             Some(other) => {
@@ -254,8 +255,12 @@ impl TenantStore {
             }
         };
         let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
-        let version = self.clock.tick();
-        items.put(key, Versioned { value: Value::Int(next), version, counter: true });
+        let added = Versioned { value: Value::Int(next), version: self.clock.tick(), counter: true };
+        // One hash lookup for a key that exists (the common case: a counter per packet).
+        match slot {
+            Some(slot) => *slot = added,
+            None => items.put(key, added),
+        }
         Ok(next)
     }
 

@@ -669,13 +669,7 @@ fn guest_bytes(caller: &mut Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmti
     let Some(memory) = caller.data().memory else {
         wasmtime::bail!("guest has no exported memory");
     };
-    let (start, len) = (ptr as usize, len as usize);
-    memory
-        .data(&caller)
-        .get(start..)
-        .and_then(|s| s.get(..len))
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| wasmtime::format_err!("guest buffer {start}+{len} is outside its memory"))
+    span(memory.data(&caller), ptr, len).map(<[u8]>::to_vec)
 }
 
 /// `estate.result(ptr, len)`: the guest hands back its output.
@@ -690,14 +684,40 @@ fn host_result(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtim
     Ok(())
 }
 
+/// `len` bytes at `ptr` of guest memory `memory`, bounds-checked.
+fn span(memory: &[u8], ptr: u32, len: u32) -> wasmtime::Result<&[u8]> {
+    let (start, len) = (ptr as usize, len as usize);
+    memory
+        .get(start..)
+        .and_then(|s| s.get(..len))
+        .ok_or_else(|| wasmtime::format_err!("guest buffer {start}+{len} is outside its memory"))
+}
+
+/// Runs `f` on the NF's state, the key at `ptr..ptr + len` and the guest's memory, all
+/// borrowed: the per-packet state calls copy nothing on the way in.
+fn with_key<R>(
+    caller: &mut Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+    call: &str,
+    f: impl FnOnce(&dyn NfState, &str, &[u8]) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    let Some(memory) = caller.data().memory else {
+        wasmtime::bail!("guest has no exported memory");
+    };
+    let (memory, data) = memory.data_and_store_mut(caller);
+    let key =
+        std::str::from_utf8(span(memory, ptr, len)?).map_err(|_| wasmtime::format_err!("{call}: key is not UTF-8"))?;
+    let state =
+        data.nf_state.as_deref().ok_or_else(|| wasmtime::format_err!("{call} is only available to NF guests"))?;
+    f(state, key, memory)
+}
+
 /// `estate.counter_add(key_ptr, key_len, delta) -> i64`.
 fn host_counter_add(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32, delta: i64) -> wasmtime::Result<i64> {
-    let key = guest_bytes(&mut caller, ptr, len)?;
-    let key = String::from_utf8(key).map_err(|_| wasmtime::format_err!("counter key is not UTF-8"))?;
-    let Some(state) = caller.data().nf_state.clone() else {
-        wasmtime::bail!("counter_add is only available to NF guests");
-    };
-    state.counter_add(&key, delta).map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
+    with_key(&mut caller, ptr, len, "counter_add", |state, key, _| {
+        state.counter_add(key, delta).map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
+    })
 }
 
 fn nf_state(caller: &Caller<'_, GuestData>, call: &str) -> wasmtime::Result<Arc<dyn NfState>> {
@@ -725,9 +745,7 @@ fn host_staged_read(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wa
 
 /// `estate.state_get(key_ptr, key_len) -> i32`: 1 and the value staged, or 0.
 fn host_state_get(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
-    let key = guest_str(&mut caller, ptr, len, "state key")?;
-    let state = nf_state(&caller, "state_get")?;
-    Ok(match state.get(&key) {
+    Ok(match with_key(&mut caller, ptr, len, "state_get", |state, key, _| Ok(state.get(key)))? {
         Some(value) => {
             let mut staged = Vec::new();
             value.encode(&mut staged);
@@ -741,11 +759,12 @@ fn host_state_get(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasm
 /// `estate.state_set(key_ptr, key_len, val_ptr, val_len) -> i32`: 0, or 1 and an error
 /// message staged. A value that is not a valid encoding traps (a guest bug).
 fn host_state_set(mut caller: Caller<'_, GuestData>, kp: u32, kl: u32, vp: u32, vl: u32) -> wasmtime::Result<i32> {
-    let key = guest_str(&mut caller, kp, kl, "state key")?;
-    let value = Value::decode_exact(&guest_bytes(&mut caller, vp, vl)?)
-        .map_err(|e| wasmtime::format_err!("state_set({key}): malformed value: {e}"))?;
-    let state = nf_state(&caller, "state_set")?;
-    Ok(match state.set(&key, value) {
+    let set = with_key(&mut caller, kp, kl, "state_set", |state, key, memory| {
+        let value = Value::decode_exact(span(memory, vp, vl)?)
+            .map_err(|e| wasmtime::format_err!("state_set({key}): malformed value: {e}"))?;
+        Ok(state.set(key, value))
+    })?;
+    Ok(match set {
         Ok(()) => 0,
         Err(message) => {
             caller.data_mut().staged = message.into_bytes();
@@ -756,8 +775,7 @@ fn host_state_set(mut caller: Caller<'_, GuestData>, kp: u32, kl: u32, vp: u32, 
 
 /// `estate.state_del(key_ptr, key_len) -> i32`: 1 if the key existed, else 0.
 fn host_state_del(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
-    let key = guest_str(&mut caller, ptr, len, "state key")?;
-    Ok(nf_state(&caller, "state_del")?.del(&key) as i32)
+    with_key(&mut caller, ptr, len, "state_del", |state, key, _| Ok(state.del(key) as i32))
 }
 
 /// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32` (and
@@ -989,5 +1007,61 @@ mod tests {
         let nf = host.load_nf(&flow_moved_nf("(param i32 i32) (result i32)", "i32.const 0")).unwrap();
         let err = host.start_nf(&nf, state, "").unwrap_err();
         assert!(err.to_string().contains("estate_on_flow_moved"), "{err}");
+    }
+
+    /// An NF whose `estate_on_packet` runs `body` (then forwards), with the state calls
+    /// imported and, in its memory, the key "k" at 0, the bytes ff fe at 16 and an Int(7)
+    /// value at 32.
+    fn state_nf(body: &str) -> Vec<u8> {
+        format!(
+            r#"(module
+                (import "estate" "counter_add" (func $add (param i32 i32 i64) (result i64)))
+                (import "estate" "state_set" (func $set (param i32 i32 i32 i32) (result i32)))
+                (import "estate" "state_get" (func $get (param i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (data (i32.const 0) "k")
+                (data (i32.const 16) "\ff\fe")
+                (data (i32.const 32) "\00\07\00\00\00\00\00\00\00")
+                (func (export "estate_abi_version") (result i32) i32.const 1)
+                (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+                (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+                (func (export "estate_on_packet") (param i32 i32) (result i32) {body} i32.const 0))"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn state_calls_check_what_the_guest_points_at() {
+        let host = host();
+        let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+        let packet = crate::traffic::OwnedPacket::new(
+            6,
+            ([10, 0, 0, 1], 1),
+            ([10, 0, 0, 2], 2),
+            estate_guest::nf::Direction::Forward,
+            b"x".to_vec(),
+        );
+        let run = |body: &str| {
+            let nf = host.load_nf(&state_nf(body)).unwrap();
+            host.start_nf(&nf, store.clone(), "").unwrap().on_packet(&packet.as_packet())
+        };
+        // Well-formed calls work, borrowing key and value from guest memory.
+        run("(drop (call $add (i32.const 0) (i32.const 1) (i64.const 5)))").unwrap();
+        assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(5)));
+        run("(drop (call $set (i32.const 0) (i32.const 1) (i32.const 32) (i32.const 9)))").unwrap();
+        assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(7)));
+        // Bad pointers, keys that are not UTF-8 and malformed values are guest faults
+        // that name the problem; the store is untouched.
+        for (body, needle) in [
+            ("(drop (call $add (i32.const 65530) (i32.const 100) (i64.const 1)))", "outside its memory"),
+            ("(drop (call $add (i32.const 16) (i32.const 2) (i64.const 1)))", "not UTF-8"),
+            ("(drop (call $get (i32.const -1) (i32.const 1)))", "outside its memory"),
+            ("(drop (call $set (i32.const 0) (i32.const 1) (i32.const 16) (i32.const 2)))", "malformed value"),
+            ("(drop (call $set (i32.const 0) (i32.const 1) (i32.const 65535) (i32.const 9)))", "outside its memory"),
+        ] {
+            let err = run(body).unwrap_err();
+            assert!(err.to_string().contains(needle), "{body}: {err}");
+        }
+        assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(7)));
     }
 }
