@@ -4,8 +4,12 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use estate::membership::MemberMsg;
+use estate::store::{DEFAULT_TENANT, Moving};
+use estate::wire::{self, Body, Envelope};
+use estate_guest::{Item, Value};
 use support::{NodeProc, guest_path};
 
 #[test]
@@ -74,9 +78,9 @@ fn a_take_too_large_for_one_frame_leaves_the_items_where_they_are() {
     let mut config = NodeConfig::new("b", "tcp://127.0.0.1:*");
     config.join = vec![a.endpoint().to_string()];
     let b = Node::start(config).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !a.members().iter().any(|m| m.id == "b" && m.state == "alive") {
-        assert!(std::time::Instant::now() < deadline, "b never joined");
+        assert!(Instant::now() < deadline, "b never joined");
         std::thread::sleep(Duration::from_millis(10));
     }
     // 17 values of 1 MiB: more than the 16 MiB frame limit together.
@@ -99,4 +103,125 @@ fn a_take_too_large_for_one_frame_leaves_the_items_where_they_are() {
     let answer = a.get_global("flow:f:0.*", "list", take).unwrap();
     assert_eq!(count(answer.result), 10);
     assert_eq!(b.store().tenant(DEFAULT_TENANT).len(), 7);
+}
+
+/// A cluster member played by the test over raw ZeroMQ: it joins a node with the
+/// membership handshake, keeps itself alive with heartbeats, and sends and receives
+/// peer messages as they are on the wire.
+struct FakeMember {
+    id: String,
+    /// Where nodes send to us.
+    inbox: zmq::Socket,
+    /// How we send to the node.
+    outbox: zmq::Socket,
+    _ctx: zmq::Context,
+}
+
+impl FakeMember {
+    fn join(id: &str, node: &NodeProc) -> FakeMember {
+        let ctx = zmq::Context::new();
+        let inbox = ctx.socket(zmq::ROUTER).unwrap();
+        inbox.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = inbox.get_last_endpoint().unwrap().unwrap();
+        let outbox = ctx.socket(zmq::DEALER).unwrap();
+        outbox.set_linger(0).unwrap();
+        outbox.connect(&node.listen).unwrap();
+        let fake = FakeMember { id: id.into(), inbox, outbox, _ctx: ctx };
+        fake.send(Body::Member(MemberMsg::Hello { endpoint }));
+        fake.recv_until(|body| matches!(body, Body::Member(MemberMsg::HelloAck { .. })).then_some(()));
+        fake.send(Body::Member(MemberMsg::Ready));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !node.members().iter().any(|m| m == id) {
+            assert!(Instant::now() < deadline, "{} never saw {id} join", node.id);
+            fake.send(Body::Member(MemberMsg::Heartbeat));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        fake
+    }
+
+    fn send(&self, body: Body) {
+        self.outbox.send(wire::encode(&Envelope { from: self.id.clone(), clock: 0, body }), 0).unwrap();
+    }
+
+    /// Receives until `want` picks a message (heartbeating meanwhile); bounded.
+    fn recv_until<T>(&self, mut want: impl FnMut(Body) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "{}: the awaited message never came", self.id);
+            self.send(Body::Member(MemberMsg::Heartbeat));
+            if self.inbox.poll(zmq::POLLIN, 50).unwrap() == 0 {
+                continue;
+            }
+            let parts = self.inbox.recv_multipart(0).unwrap();
+            let env = wire::decode(parts.last().unwrap()).unwrap();
+            if let Some(found) = want(env.body) {
+                return found;
+            }
+        }
+    }
+}
+
+fn counter_item(key: &str, value: i64) -> Moving {
+    let item = Item { key: key.into(), value: Value::Int(value), origin: "fake".into(), version: 1 };
+    Moving { item, counter: true }
+}
+
+/// A hand-off batch that arrives twice (the leaver never got the first acknowledgement)
+/// is acknowledged twice and stored once: a handed-over counter is not counted twice.
+#[test]
+fn a_hand_off_batch_sent_twice_is_stored_once() {
+    let node = NodeProc::start("n1", &[]);
+    node.ok(&["set", "other", "1"]);
+    let fake = FakeMember::join("leaver", &node);
+    let batch = || Body::Handoff { id: 7, tenant: DEFAULT_TENANT.into(), items: vec![counter_item("c", 5)] };
+    for _ in 0..2 {
+        fake.send(batch());
+        let (stored, refused) = fake.recv_until(|body| match body {
+            Body::HandoffAck { id: 7, stored, refused } => Some((stored, refused)),
+            _ => None,
+        });
+        assert_eq!((stored, refused.len()), (1, 0));
+    }
+    assert_eq!(node.ok(&["get", "c"]), "5");
+    let stats = node.stats();
+    assert_eq!((stats["handoff_in"].as_u64(), stats["handoff_duplicates"].as_u64()), (Some(1), Some(1)), "{stats}");
+    // A different batch with the same key is new state, and adds up.
+    fake.send(Body::Handoff { id: 8, tenant: DEFAULT_TENANT.into(), items: vec![counter_item("c", 2)] });
+    fake.recv_until(|body| matches!(body, Body::HandoffAck { id: 8, .. }).then_some(()));
+    assert_eq!(node.ok(&["get", "c"]), "7");
+}
+
+/// A leaving node whose batch is not acknowledged sends it again, with the same id,
+/// until it is; then it leaves with everything handed over. Control writes during the
+/// hand-off are refused.
+#[test]
+fn a_leaving_node_sends_an_unacknowledged_batch_again() {
+    let mut node = NodeProc::start("n1", &[]);
+    node.ok(&["set", "k", "7"]);
+    let fake = FakeMember::join("taker", &node);
+    let control = node.control.clone();
+    let leave = std::thread::spawn(move || {
+        support::estate().args(["--control", &control, "leave", "--timeout-ms", "8000", "--json"]).output().unwrap()
+    });
+    let first = fake.recv_until(|body| match body {
+        Body::Handoff { id, items, .. } => Some((id, items)),
+        _ => None,
+    });
+    assert_eq!(first.1.iter().map(|m| m.item.key.as_str()).collect::<Vec<_>>(), ["k"]);
+    // Writes meanwhile are refused: they would stay behind when the node exits.
+    let out = node.cli(&["set", "late", "1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("handing its state over"));
+    // Not acknowledged: it comes again, the same batch under the same id.
+    let again = fake.recv_until(|body| match body {
+        Body::Handoff { id, items, .. } => Some((id, items)),
+        _ => None,
+    });
+    assert_eq!(again, first);
+    fake.send(Body::HandoffAck { id: first.0, stored: 1, refused: vec![] });
+    let out = leave.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["items"], 1, "{report}");
+    assert!(node.wait_exit(Duration::from_secs(10)).success());
+    assert!(node.log_text().contains("sending them again"));
 }

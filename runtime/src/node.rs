@@ -16,7 +16,7 @@
 //! message from a node that is not a live member is dropped and counted (a `Hello` is
 //! the only way in).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -167,6 +167,10 @@ pub struct Stats {
     pub handoff_out: AtomicU64,
     /// Items leaving members handed to this node.
     pub handoff_in: AtomicU64,
+    /// Hand-off batches this node sent again because no acknowledgement came.
+    pub handoff_resent: AtomicU64,
+    /// Hand-off batches received again (acknowledged again, not stored twice).
+    pub handoff_duplicates: AtomicU64,
 }
 
 impl Stats {
@@ -185,6 +189,8 @@ impl Stats {
             ("bytes_out".into(), get(&self.bytes_out)),
             ("handoff_out".into(), get(&self.handoff_out)),
             ("handoff_in".into(), get(&self.handoff_in)),
+            ("handoff_resent".into(), get(&self.handoff_resent)),
+            ("handoff_duplicates".into(), get(&self.handoff_duplicates)),
         ]
     }
 }
@@ -233,6 +239,41 @@ enum HandoffWaiter {
 const HANDOFF_BATCH_ITEMS: usize = 16_384;
 /// Largest (estimated) size of one hand-off batch, well under the frame limit.
 const HANDOFF_BATCH_BYTES: usize = 4 << 20;
+/// Shortest wait before a hand-off batch nobody acknowledged is sent again.
+const HANDOFF_RESEND_MIN_MS: u64 = 250;
+/// How many received hand-off batches a node remembers, to acknowledge a batch sent
+/// twice (its first acknowledgement was lost) without storing it twice.
+const HANDOFF_REMEMBERED: usize = 4096;
+
+/// The acknowledgements of hand-off batches this node stored, by batch id: the sender,
+/// the items stored and those refused. Bounded; the oldest are forgotten first.
+#[derive(Default)]
+struct HandoffsReceived {
+    acks: HashMap<u128, ReceivedBatch>,
+    order: VecDeque<u128>,
+}
+
+/// A stored hand-off batch: its sender, the items stored, those refused (key, why).
+type ReceivedBatch = (String, u64, Vec<(String, String)>);
+
+impl HandoffsReceived {
+    fn get(&self, id: u128, from: &str) -> Option<(u64, Vec<(String, String)>)> {
+        self.acks
+            .get(&id)
+            .filter(|(sender, _, _)| sender == from)
+            .map(|(_, stored, refused)| (*stored, refused.clone()))
+    }
+
+    fn remember(&mut self, id: u128, from: &str, stored: u64, refused: Vec<(String, String)>) {
+        if self.order.len() == HANDOFF_REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.acks.remove(&oldest);
+        }
+        self.acks.insert(id, (from.to_string(), stored, refused));
+        self.order.push_back(id);
+    }
+}
 
 /// A hand-off in progress: batches sent and not yet acknowledged.
 struct Handoff {
@@ -240,9 +281,14 @@ struct Handoff {
     started: Instant,
     /// Deadline, in the driver's milliseconds.
     deadline: u64,
+    /// When unacknowledged batches are sent again (same id), and the interval.
+    resend_at: u64,
+    resend_every: u64,
     /// Unacknowledged batches by id: the member, the tenant and the items (kept to be
     /// put back if the batch is refused or never acknowledged).
     pending: HashMap<u128, (String, String, Vec<Moving>)>,
+    /// Batches acknowledged (a batch sent again may be acknowledged twice).
+    acked: HashSet<u128>,
     /// Items stored by each member.
     stored: BTreeMap<String, u64>,
     /// Why batches came back.
@@ -548,6 +594,7 @@ impl Node {
             started: Instant::now(),
             leaving: false,
             handoff: None,
+            handoffs_received: HandoffsReceived::default(),
         };
         driver.refresh_view();
         let thread = thread::Builder::new().name(format!("estate-io-{}", config.id)).spawn(move || driver.run())?;
@@ -750,6 +797,7 @@ struct Driver {
     started: Instant,
     leaving: bool,
     handoff: Option<Handoff>,
+    handoffs_received: HandoffsReceived,
 }
 
 /// The member a leaving node hands `key` to: rendezvous hashing over `members` (not
@@ -911,6 +959,14 @@ impl Driver {
                 None => warn!(%from, hash = %hex::encode(hash), "asked for a module this node does not have"),
             },
             Body::Handoff { id, tenant, items } => {
+                // Sent again because our acknowledgement was lost: acknowledge again,
+                // store nothing (counters would count twice).
+                if let Some((stored, refused)) = self.handoffs_received.get(id, &from) {
+                    let n = bump(&self.stats.handoff_duplicates);
+                    info!(%from, stored, total = n, "a hand-off batch came again; acknowledged again, not stored");
+                    self.send_to_member(&from, Body::HandoffAck { id, stored, refused });
+                    return;
+                }
                 let (n, store) = (items.len(), self.store.tenant(&tenant));
                 let mut refused = Vec::new();
                 for moving in items {
@@ -922,6 +978,7 @@ impl Driver {
                 let stored = (n - refused.len()) as u64;
                 self.stats.handoff_in.fetch_add(stored, Ordering::Relaxed);
                 info!(%from, %tenant, stored, refused = refused.len(), "state handed over by a leaving member");
+                self.handoffs_received.remember(id, &from, stored, refused.clone());
                 self.send_to_member(&from, Body::HandoffAck { id, stored, refused });
             }
             Body::HandoffAck { id, stored, refused } => self.on_handoff_ack(&from, id, stored, refused),
@@ -1062,11 +1119,16 @@ impl Driver {
             let message = format!("no live member to hand {total} items to; this node keeps them and stays");
             return self.finish_waiter(waiter, Err(message));
         }
+        let (now, timeout_ms) = (self.now(), timeout.as_millis() as u64);
+        let resend_every = (timeout_ms / 4).max(HANDOFF_RESEND_MIN_MS);
         let mut handoff = Handoff {
             waiter,
             started: Instant::now(),
-            deadline: self.now() + timeout.as_millis() as u64,
+            deadline: now + timeout_ms,
+            resend_at: now + resend_every,
+            resend_every,
             pending: HashMap::new(),
+            acked: HashSet::new(),
             stored: BTreeMap::new(),
             failures: Vec::new(),
         };
@@ -1105,9 +1167,11 @@ impl Driver {
         };
         match handoff.pending.get(&id) {
             Some((member, _, _)) if member == from => {}
+            _ if handoff.acked.contains(&id) => return debug!(%from, "a second acknowledgement of a batch sent twice"),
             _ => return self.reject(from, "a hand-off acknowledgement for no batch of its own"),
         }
         let (member, tenant, items) = handoff.pending.remove(&id).expect("checked above");
+        handoff.acked.insert(id);
         *handoff.stored.entry(member.clone()).or_default() += stored;
         if let Some((key, why)) = refused.first() {
             // Put back what the member did not store.
@@ -1130,12 +1194,31 @@ impl Driver {
             return;
         };
         if !handoff.pending.is_empty() && now < handoff.deadline {
+            if now >= handoff.resend_at {
+                // A batch or its acknowledgement may have been lost (a peer socket
+                // reconnecting drops messages): send the batches again, same ids; a
+                // member that stored one already only acknowledges it again.
+                handoff.resend_at = now + handoff.resend_every;
+                let again: Vec<(String, Body)> = handoff
+                    .pending
+                    .iter()
+                    .map(|(id, (member, tenant, items))| {
+                        (member.clone(), Body::Handoff { id: *id, tenant: tenant.clone(), items: items.clone() })
+                    })
+                    .collect();
+                self.stats.handoff_resent.fetch_add(again.len() as u64, Ordering::Relaxed);
+                warn!(batches = again.len(), "hand-off batches not acknowledged yet; sending them again");
+                for (member, body) in again {
+                    self.send_to_member(&member, body);
+                }
+            }
             return;
         }
         let mut handoff = self.handoff.take().expect("checked above");
         for (_, (member, tenant, items)) in handoff.pending.drain() {
-            // Never acknowledged: the member may or may not have stored them. Keeping
-            // them may count them twice; dropping them may lose them. They are kept.
+            // Never acknowledged, though sent again until the deadline: the member may
+            // or may not have stored them. Keeping them may count them twice; dropping
+            // them may lose them. They are kept.
             handoff.failures.push(format!("{member} did not acknowledge {} items in time", items.len()));
             let store = self.store.tenant(&tenant);
             for moving in items {
