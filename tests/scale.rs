@@ -192,8 +192,8 @@ fn a_hand_off_batch_sent_twice_is_stored_once() {
 }
 
 /// A leaving node whose batch is not acknowledged sends it again, with the same id,
-/// until it is; then it leaves with everything handed over. Control writes during the
-/// hand-off are refused.
+/// until it is; then it leaves with everything handed over. Writes during the hand-off
+/// are refused, and so is state another leaver hands to it.
 #[test]
 fn a_leaving_node_sends_an_unacknowledged_batch_again() {
     let mut node = NodeProc::start("n1", &[]);
@@ -208,9 +208,17 @@ fn a_leaving_node_sends_an_unacknowledged_batch_again() {
         _ => None,
     });
     assert_eq!(first.1.iter().map(|m| m.item.key.as_str()).collect::<Vec<_>>(), ["k"]);
-    // Writes meanwhile are refused: they would stay behind when the node exits.
+    // Writes meanwhile are refused: they would stay behind when the node exits. So is
+    // state handed to it by another leaver: that one gets it back and stays.
     let out = node.cli(&["set", "late", "1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("handing its state over"));
+    fake.send(Body::Handoff { id: 9, tenant: DEFAULT_TENANT.into(), items: vec![counter_item("c", 5)] });
+    let (stored, refused) = fake.recv_until(|body| match body {
+        Body::HandoffAck { id: 9, stored, refused } => Some((stored, refused)),
+        _ => None,
+    });
+    assert_eq!(stored, 0);
+    assert!(refused.len() == 1 && refused[0].1.contains("leaving"), "{refused:?}");
     // Not acknowledged: it comes again, the same batch under the same id.
     let again = fake.recv_until(|body| match body {
         Body::Handoff { id, items, .. } => Some((id, items)),

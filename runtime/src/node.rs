@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use estate_guest::codec::ItemsWriter;
 use estate_guest::{Item, Phase, Value};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::global::{Completion, Gathered, GlobalError, GlobalReads, ReplyOutcome};
 use crate::membership::{Action, Membership, Timing};
@@ -293,6 +293,8 @@ struct Handoff {
     stored: BTreeMap<String, u64>,
     /// Why batches came back.
     failures: Vec<String>,
+    /// The live members when the hand-off started: where batches go.
+    members: Vec<String>,
 }
 
 /// A read in flight: who waits, and how its answers are reduced.
@@ -1025,7 +1027,7 @@ impl Driver {
                 warn!(%from, size = frame.len(), "items to give up exceed the frame limit; they stay here");
                 if let Body::GlobalReply { result: Ok(Answer::Taken(items)), .. } = reply.body {
                     for moving in items {
-                        let _ = store.merge(moving);
+                        let _ = store.put_back(moving);
                     }
                 }
                 return self.send_answer(&from, id, Ok(Answer::Taken(Vec::new())));
@@ -1121,7 +1123,9 @@ impl Driver {
         }
         let (now, timeout_ms) = (self.now(), timeout.as_millis() as u64);
         let resend_every = (timeout_ms / 4).max(HANDOFF_RESEND_MIN_MS);
-        let mut handoff = Handoff {
+        // From here on a write would land after the items were taken out: refused.
+        self.store.close_writes();
+        self.handoff = Some(Handoff {
             waiter,
             started: Instant::now(),
             deadline: now + timeout_ms,
@@ -1131,34 +1135,44 @@ impl Driver {
             acked: HashSet::new(),
             stored: BTreeMap::new(),
             failures: Vec::new(),
-        };
-        let mut batches: Vec<(String, String, Vec<Moving>)> = Vec::new();
+            members,
+        });
+        info!(items = total, "handing state over before leaving");
         for (name, tenant) in tenants {
-            let mut by_member: HashMap<&str, (Vec<Moving>, usize)> = HashMap::new();
-            for moving in tenant.take_all() {
-                let member = successor(&members, &moving.item.key);
-                let (batch, bytes) = by_member.entry(member).or_default();
-                *bytes += moving.item.key.len() + crate::store::value_len(&moving.item.value) + 32;
-                batch.push(moving);
-                if batch.len() >= HANDOFF_BATCH_ITEMS || *bytes >= HANDOFF_BATCH_BYTES {
-                    batches.push((member.to_string(), name.clone(), std::mem::take(batch)));
-                    *bytes = 0;
-                }
-            }
-            for (member, (batch, _)) in by_member {
-                if !batch.is_empty() {
-                    batches.push((member.to_string(), name.clone(), batch));
-                }
-            }
+            self.hand_over(&name, tenant.take_all());
         }
-        info!(items = total, batches = batches.len(), members = members.len(), "handing state over before leaving");
-        for (member, tenant, items) in batches {
-            let id: u128 = rand::random();
-            self.send_to_member(&member, Body::Handoff { id, tenant: tenant.clone(), items: items.clone() });
-            handoff.pending.insert(id, (member, tenant, items));
-        }
-        self.handoff = Some(handoff);
         self.check_handoff();
+    }
+
+    /// Sends `items` of `tenant` in batches to the hand-off's members (a flow's keys to
+    /// one member) and records the batches as pending.
+    fn hand_over(&mut self, tenant: &str, items: Vec<Moving>) {
+        let Some(handoff) = self.handoff.as_mut() else {
+            return;
+        };
+        let mut batches: Vec<(String, Vec<Moving>)> = Vec::new();
+        let mut by_member: HashMap<&str, (Vec<Moving>, usize)> = HashMap::new();
+        for moving in items {
+            let member = successor(&handoff.members, &moving.item.key);
+            let (batch, bytes) = by_member.entry(member).or_default();
+            *bytes += moving.item.key.len() + crate::store::value_len(&moving.item.value) + 32;
+            batch.push(moving);
+            if batch.len() >= HANDOFF_BATCH_ITEMS || *bytes >= HANDOFF_BATCH_BYTES {
+                batches.push((member.to_string(), std::mem::take(batch)));
+                *bytes = 0;
+            }
+        }
+        batches.extend(by_member.into_iter().filter(|(_, (b, _))| !b.is_empty()).map(|(m, (b, _))| (m.to_string(), b)));
+        let mut sends = Vec::with_capacity(batches.len());
+        for (member, items) in batches {
+            let id: u128 = rand::random();
+            sends.push((member.clone(), Body::Handoff { id, tenant: tenant.to_string(), items: items.clone() }));
+            handoff.pending.insert(id, (member, tenant.to_string(), items));
+        }
+        debug!(%tenant, batches = sends.len(), "hand-off batches sent");
+        for (member, body) in sends {
+            self.send_to_member(&member, body);
+        }
     }
 
     fn on_handoff_ack(&mut self, from: &str, id: u128, stored: u64, refused: Vec<(String, String)>) {
@@ -1180,7 +1194,7 @@ impl Driver {
             let refused: BTreeSet<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
             let store = self.store.tenant(&tenant);
             for moving in items.into_iter().filter(|m| refused.contains(m.item.key.as_str())) {
-                let _ = store.merge(moving);
+                let _ = store.put_back(moving);
             }
         }
         self.check_handoff();
@@ -1222,12 +1236,13 @@ impl Driver {
             handoff.failures.push(format!("{member} did not acknowledge {} items in time", items.len()));
             let store = self.store.tenant(&tenant);
             for moving in items {
-                let _ = store.merge(moving);
+                let _ = store.put_back(moving);
             }
         }
         let items: u64 = handoff.stored.values().sum();
         self.stats.handoff_out.fetch_add(items, Ordering::Relaxed);
         if !handoff.failures.is_empty() {
+            self.store.open_writes();
             let message = format!("hand-off incomplete, the node stays: {}", handoff.failures.join("; "));
             return self.finish_waiter(handoff.waiter, Err(message));
         }
@@ -1260,11 +1275,17 @@ impl Driver {
     }
 
     /// Stores items given up to this node (by a take nobody waits for any more).
-    fn keep_taken(&self, items: Vec<Moving>) {
+    fn keep_taken(&mut self, items: Vec<Moving>) {
+        // Handing over: they go along with the rest.
+        if self.handoff.is_some() {
+            return self.hand_over(DEFAULT_TENANT, items);
+        }
         let tenant = self.store.tenant(DEFAULT_TENANT);
         for moving in items {
+            let key = moving.item.key.clone();
             if let Err(e) = tenant.merge(moving) {
-                warn!("could not keep a taken item: {e}");
+                // Only once the node has handed everything over and is leaving.
+                error!(%key, "a taken item arrived too late to keep, and is lost: {e}");
             }
         }
     }

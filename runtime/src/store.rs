@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use estate_guest::{Item, Value};
@@ -74,6 +75,9 @@ pub enum StoreError {
         /// The key.
         key: String,
     },
+    /// The node is handing its state over to leave the cluster.
+    #[error("this node is handing its state over and leaving; write elsewhere")]
+    Closed,
 }
 
 /// Orders two versions of items from different origins: true if `(a, a_origin)` is
@@ -88,12 +92,19 @@ pub struct Store {
     node: Arc<str>,
     clock: Arc<Hlc>,
     tenants: RwLock<HashMap<String, Arc<TenantStore>>>,
+    /// Shared with every tenant: writes are refused (see [`Store::close_writes`]).
+    closed: Arc<AtomicBool>,
 }
 
 impl Store {
     /// An empty store of node `node` with the default tenant.
     pub fn new(node: &str) -> Store {
-        let store = Store { node: node.into(), clock: Arc::new(Hlc::new()), tenants: RwLock::default() };
+        let store = Store {
+            node: node.into(),
+            clock: Arc::new(Hlc::new()),
+            tenants: RwLock::default(),
+            closed: Arc::default(),
+        };
         store.tenant(DEFAULT_TENANT);
         store
     }
@@ -118,7 +129,12 @@ impl Store {
         tenants
             .entry(tenant.to_string())
             .or_insert_with(|| {
-                Arc::new(TenantStore { node: self.node.clone(), clock: self.clock.clone(), items: RwLock::default() })
+                Arc::new(TenantStore {
+                    node: self.node.clone(),
+                    clock: self.clock.clone(),
+                    items: RwLock::default(),
+                    closed: self.closed.clone(),
+                })
             })
             .clone()
     }
@@ -132,6 +148,19 @@ impl Store {
     pub fn tenants(&self) -> Vec<(String, Arc<TenantStore>)> {
         self.tenants.read().unwrap().iter().map(|(name, t)| (name.clone(), t.clone())).collect()
     }
+
+    /// Refuses writes (`set`, `add`, `merge`) in every tenant with
+    /// [`StoreError::Closed`], for a node handing its state over: a write after the
+    /// items were taken out would stay behind and be lost. Writers check under the
+    /// tenant's lock, so a write either lands before a later `take_all` or is refused.
+    pub fn close_writes(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Accepts writes again (the hand-off failed and the node stays).
+    pub fn open_writes(&self) {
+        self.closed.store(false, Ordering::Relaxed);
+    }
 }
 
 /// One tenant's items on one node.
@@ -140,6 +169,7 @@ pub struct TenantStore {
     node: Arc<str>,
     clock: Arc<Hlc>,
     items: RwLock<Items>,
+    closed: Arc<AtomicBool>,
 }
 
 /// A tenant's items: a hash map for the hot path, plus the keys in order so prefix
@@ -224,6 +254,7 @@ impl TenantStore {
     pub fn set(&self, key: &str, value: Value) -> Result<u64, StoreError> {
         check_size(key, &value)?;
         let mut items = self.items.write().unwrap();
+        self.check_open()?;
         // Tick under the lock so that versions of one key increase in write order.
         let version = self.clock.tick();
         items.put(key, Versioned { value, version, counter: false });
@@ -240,12 +271,22 @@ impl TenantStore {
         self.items.write().unwrap().remove(key).is_some()
     }
 
+    /// Refuses a write once the store is closed; called under the write lock, which
+    /// orders it against `close_writes` followed by `take_all`.
+    fn check_open(&self) -> Result<(), StoreError> {
+        match self.closed.load(Ordering::Relaxed) {
+            true => Err(StoreError::Closed),
+            false => Ok(()),
+        }
+    }
+
     /// Adds `delta` to the integer at `key` (missing counts as 0); returns the new value.
     pub fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         if key.len() > MAX_KEY_LEN {
             return Err(StoreError::KeyTooLong(key.len()));
         }
         let mut items = self.items.write().unwrap();
+        self.check_open()?;
         let slot = items.map.get_mut(key);
         let current = match &slot {
             None => 0,
@@ -269,9 +310,23 @@ impl TenantStore {
     /// sum is unchanged); otherwise the newer version wins (a key this node does not
     /// have is simply stored). Returns whether the store changed.
     pub fn merge(&self, moving: Moving) -> Result<bool, StoreError> {
+        self.merge_into(moving, false)
+    }
+
+    /// Puts back an item this node took out and could not hand over (refused,
+    /// unacknowledged, too large to send): merged like [`TenantStore::merge`], even
+    /// while writes are closed.
+    pub fn put_back(&self, moving: Moving) -> Result<bool, StoreError> {
+        self.merge_into(moving, true)
+    }
+
+    fn merge_into(&self, moving: Moving, even_closed: bool) -> Result<bool, StoreError> {
         let Moving { item, counter } = moving;
         check_size(&item.key, &item.value)?;
         let mut items = self.items.write().unwrap();
+        if !even_closed {
+            self.check_open()?;
+        }
         let value = match (items.get(&item.key), &item.value) {
             (None, _) => item.value,
             (Some(Versioned { value: Value::Int(have), counter: true, .. }), Value::Int(add)) if counter => {
@@ -435,6 +490,27 @@ mod tests {
             a.merge(m).unwrap();
         }
         assert_eq!(a.get("hits").unwrap().value, Value::Int(2), "newer wins over a non-counter");
+    }
+
+    #[test]
+    fn a_closed_store_refuses_writes_but_takes_back_its_own_items() {
+        let store = Store::new("n");
+        let (t, other) = (store.tenant(DEFAULT_TENANT), store.tenant("other"));
+        t.add("c", 2).unwrap();
+        store.close_writes();
+        let taken = t.take_all();
+        assert_eq!(t.set("k", Value::Int(1)), Err(StoreError::Closed));
+        assert_eq!(other.add("c", 1), Err(StoreError::Closed), "every tenant");
+        let item = Item { key: "m".into(), value: Value::Int(1), origin: "x".into(), version: 1 };
+        assert_eq!(t.merge(Moving { item, counter: true }), Err(StoreError::Closed));
+        assert!(t.is_empty() && other.is_empty());
+        // Items that could not be handed over go back even so.
+        for m in taken {
+            assert!(t.put_back(m).unwrap());
+        }
+        assert_eq!(t.get("c").map(|v| (v.value, v.counter)), Some((Value::Int(2), true)));
+        store.open_writes();
+        assert_eq!(t.add("c", 1), Ok(3));
     }
 
     #[test]
