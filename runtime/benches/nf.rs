@@ -17,7 +17,7 @@ use estate::guests;
 use estate::nfrun::{FailPolicy, FlowState};
 use estate::node::{Node, NodeConfig};
 use estate::store::{DEFAULT_TENANT, Store, TenantStore};
-use estate::traffic::{OwnedPacket, SynthConfig, synthetic};
+use estate::traffic::{OwnedPacket, PayloadKind, SynthConfig, synthetic};
 use estate::wasm::{Limits, NfInstance, NfState, WasmHost};
 use nf_ids::{Ids, IdsEnv};
 
@@ -28,7 +28,11 @@ fn ids_config(prefilter: &str) -> String {
 }
 
 fn traffic(packets: usize) -> Vec<OwnedPacket> {
-    let config = SynthConfig { seed: 9, flows: 200, packets, pattern_share: 0.1, ..SynthConfig::default() };
+    traffic_of(packets, PayloadKind::Text)
+}
+
+fn traffic_of(packets: usize, payload: PayloadKind) -> Vec<OwnedPacket> {
+    let config = SynthConfig { seed: 9, flows: 200, packets, pattern_share: 0.1, payload, ..SynthConfig::default() };
     synthetic(&config).collect()
 }
 
@@ -154,27 +158,30 @@ fn main() {
     };
     println!("ids over {n} synthetic packets (200 flows, 10% carrying a pattern)");
     println!("{:>52} {:>12} {:>10}", "", "pkts/s", "ratio");
-    for prefilter in ["on", "off"] {
+    let binary = traffic_of(n, PayloadKind::Binary);
+    for (payload, packets, prefilter) in
+        [("text", &packets, "on"), ("text", &packets, "off"), ("binary", &binary, "on"), ("binary", &binary, "off")]
+    {
         let config = ids_config(prefilter);
         // Each form runs for the whole series, as an NF does: one unmeasured pass to
         // warm it up (its memory, its store's tables), then measured passes whose
         // order alternates.
         let mut in_wasm = wasm_nf(&host, &ids, &config);
         let mut in_native = (Ids::from_config(&config).unwrap(), NativeEnv(Store::new("bench").tenant(DEFAULT_TENANT)));
-        wasm_local(&mut in_wasm, &packets);
-        native_local(&mut in_native, &packets);
+        wasm_local(&mut in_wasm, packets);
+        native_local(&mut in_native, packets);
         let (mut wasm, mut native) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             if round % 2 == 0 {
-                wasm.push(wasm_local(&mut in_wasm, &packets));
-                native.push(native_local(&mut in_native, &packets));
+                wasm.push(wasm_local(&mut in_wasm, packets));
+                native.push(native_local(&mut in_native, packets));
             } else {
-                native.push(native_local(&mut in_native, &packets));
-                wasm.push(wasm_local(&mut in_wasm, &packets));
+                native.push(native_local(&mut in_native, packets));
+                wasm.push(wasm_local(&mut in_wasm, packets));
             }
         }
         let (wasm, native) = (mid(wasm), mid(native));
-        println!("prefilter {prefilter} (median of {rounds}, order alternating):");
+        println!("{payload} payloads, prefilter {prefilter} (median of {rounds}, order alternating):");
         println!("{:>52} {:>12.0}", "wasm, local store (native below / this)", pps(n, wasm));
         row("native, local store: wasm / native", pps(n, native), native.as_secs_f64() / wasm.as_secs_f64());
     }

@@ -60,7 +60,7 @@ impl OwnedPacket {
 }
 
 /// Settings of the synthetic generator. As text (`--input synth:…`):
-/// `seed=1,flows=100,packets=10000,share=0.1,patterns=attack|evil`.
+/// `seed=1,flows=100,packets=10000,share=0.1,patterns=attack|evil,payload=text`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SynthConfig {
     /// Seed of the generator.
@@ -79,6 +79,20 @@ pub struct SynthConfig {
     /// Mark every packet as belonging to a moved flow (mark 1, as the fabric marks a
     /// flow's first move to this node).
     pub moved: bool,
+    /// What payloads are made of (besides planted patterns).
+    pub payload: PayloadKind,
+}
+
+/// The bytes of synthetic payloads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// Random lowercase letters (`payload=text`): every byte a pattern's letters are
+    /// made of is common.
+    #[default]
+    Text,
+    /// Uniformly random bytes (`payload=binary`), as encrypted or compressed traffic
+    /// looks: any given byte value is rare.
+    Binary,
 }
 
 impl Default for SynthConfig {
@@ -91,6 +105,7 @@ impl Default for SynthConfig {
             patterns: vec!["attack".into(), "evil".into()],
             first: 0,
             moved: false,
+            payload: PayloadKind::Text,
         }
     }
 }
@@ -111,6 +126,13 @@ impl FromStr for SynthConfig {
                 "first" => c.first = v.parse().map_err(|_| bad("first"))?,
                 "moved" => c.moved = v.parse::<u8>().map_err(|_| bad("moved"))? != 0,
                 "patterns" => c.patterns = v.split('|').filter(|p| !p.is_empty()).map(String::from).collect(),
+                "payload" => {
+                    c.payload = match v {
+                        "text" => PayloadKind::Text,
+                        "binary" => PayloadKind::Binary,
+                        _ => return Err(bad("payload (text or binary)")),
+                    }
+                }
                 other => return Err(format!("synthetic input: unknown setting {other:?}")),
             }
         }
@@ -128,14 +150,18 @@ impl fmt::Display for SynthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed={},flows={},packets={},share={},patterns={},first={},moved={}",
+            "seed={},flows={},packets={},share={},patterns={},first={},moved={},payload={}",
             self.seed,
             self.flows,
             self.packets,
             self.pattern_share,
             self.patterns.join("|"),
             self.first,
-            self.moved as u8
+            self.moved as u8,
+            match self.payload {
+                PayloadKind::Text => "text",
+                PayloadKind::Binary => "binary",
+            }
         )
     }
 }
@@ -149,8 +175,9 @@ struct Flow {
 }
 
 /// The synthetic packet stream of `config`: packets spread over the flows at random,
-/// two thirds client-to-server; payloads of 16 to 512 random lowercase letters, a
-/// `pattern_share` of them with one pattern planted at a random offset.
+/// two thirds client-to-server; payloads of 16 to 512 random lowercase letters (or
+/// random bytes, [`PayloadKind::Binary`]), a `pattern_share` of them with one pattern
+/// planted at a random offset.
 pub fn synthetic(config: &SynthConfig) -> impl Iterator<Item = OwnedPacket> + use<> {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let flows: Vec<Flow> = (config.first..config.first + config.flows)
@@ -165,7 +192,10 @@ pub fn synthetic(config: &SynthConfig) -> impl Iterator<Item = OwnedPacket> + us
         let flow = flows[rng.random_range(0..flows.len())];
         let forward = rng.random_range(0..3) < 2;
         let len = rng.random_range(16..=512usize);
-        let mut payload: Vec<u8> = (0..len).map(|_| rng.random_range(b'a'..=b'z')).collect();
+        let mut payload: Vec<u8> = match config.payload {
+            PayloadKind::Text => (0..len).map(|_| rng.random_range(b'a'..=b'z')).collect(),
+            PayloadKind::Binary => (0..len).map(|_| rng.random()).collect(),
+        };
         if !config.patterns.is_empty() && rng.random_bool(config.pattern_share) {
             let pattern = config.patterns[rng.random_range(0..config.patterns.len())].as_bytes();
             if pattern.len() <= payload.len() {
@@ -218,5 +248,20 @@ mod tests {
         assert!("flows=0".parse::<SynthConfig>().is_err());
         assert!("share=2".parse::<SynthConfig>().is_err());
         assert!("bogus=1".parse::<SynthConfig>().is_err());
+        let binary: SynthConfig = "payload=binary".parse().unwrap();
+        assert_eq!(binary.payload, PayloadKind::Binary);
+        assert_eq!(binary.to_string().parse::<SynthConfig>().unwrap(), binary);
+        assert!("payload=jpeg".parse::<SynthConfig>().unwrap_err().contains("text or binary"));
+    }
+
+    #[test]
+    fn binary_payloads_use_every_byte_and_still_carry_patterns() {
+        let c = SynthConfig { packets: 400, payload: PayloadKind::Binary, ..SynthConfig::default() };
+        let packets: Vec<OwnedPacket> = synthetic(&c).collect();
+        let mut seen = [false; 256];
+        packets.iter().flat_map(|p| &p.payload).for_each(|&b| seen[b as usize] = true);
+        assert!(seen.iter().all(|&s| s), "every byte value occurs");
+        let has = |p: &OwnedPacket, pat: &[u8]| p.payload.windows(pat.len()).any(|w| w == pat);
+        assert!(packets.iter().filter(|p| has(p, b"evil") || has(p, b"attack")).count() > 10);
     }
 }

@@ -408,7 +408,14 @@ impl WasmHost {
             init.call(&mut store, (ptr, len_i32(config.as_bytes())?)).map_err(|e| classify(e, &store, &self.limits))?;
         let output = store.data_mut().result.take();
         match code {
-            0 => Ok(NfInstance { store, guest, on_packet, on_flow_moved, limits: self.limits.clone() }),
+            0 => Ok(NfInstance {
+                store,
+                guest,
+                on_packet,
+                on_flow_moved,
+                limits: self.limits.clone(),
+                record: Vec::new(),
+            }),
             status::ERROR => Err(GuestError::Guest(message(output))),
             other => Err(GuestError::Abi(format!("estate_nf_init returned {other}: {}", message(output)))),
         }
@@ -562,6 +569,8 @@ pub struct NfInstance {
     on_packet: TypedFunc<(i32, i32), i32>,
     on_flow_moved: Option<TypedFunc<(i32, i32, i32), i32>>,
     limits: Limits,
+    /// The packet record being passed in, kept across packets (no allocation each).
+    record: Vec<u8>,
 }
 
 impl fmt::Debug for NfInstance {
@@ -575,12 +584,12 @@ impl NfInstance {
     /// may be in any state: the caller applies its fail policy and should restart it.
     pub fn on_packet(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
         arm(&mut self.store, &self.limits);
-        let mut record = Vec::with_capacity(32 + packet.flow.len() + packet.payload.len());
-        packet.encode(&mut record);
-        let ptr = self.guest.write_input(&mut self.store, &record, &self.limits)?;
+        self.record.clear();
+        packet.encode(&mut self.record);
+        let ptr = self.guest.write_input(&mut self.store, &self.record, &self.limits)?;
         let code = self
             .on_packet
-            .call(&mut self.store, (ptr, len_i32(&record)?))
+            .call(&mut self.store, (ptr, len_i32(&self.record)?))
             .map_err(|e| classify(e, &self.store, &self.limits))?;
         match code {
             0 => Ok(Verdict::Forward),
