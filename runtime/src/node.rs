@@ -980,7 +980,11 @@ impl Driver {
                 let stored = (n - refused.len()) as u64;
                 self.stats.handoff_in.fetch_add(stored, Ordering::Relaxed);
                 info!(%from, %tenant, stored, refused = refused.len(), "state handed over by a leaving member");
-                self.handoffs_received.remember(id, &from, stored, refused.clone());
+                // A batch that stored nothing can safely be merged again; remembering
+                // only the others keeps what a member can make this node hold small.
+                if stored > 0 {
+                    self.handoffs_received.remember(id, &from, stored, refused.clone());
+                }
                 self.send_to_member(&from, Body::HandoffAck { id, stored, refused });
             }
             Body::HandoffAck { id, stored, refused } => self.on_handoff_ack(&from, id, stored, refused),
@@ -1769,5 +1773,26 @@ impl Driver {
             state: m.state.name().into(),
         }));
         *self.view.write().unwrap() = view;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_hand_offs_are_remembered_per_sender_and_boundedly() {
+        let mut received = HandoffsReceived::default();
+        received.remember(1, "a", 3, vec![("k".into(), "why".into())]);
+        assert_eq!(received.get(1, "a"), Some((3, vec![("k".into(), "why".into())])));
+        assert_eq!(received.get(1, "b"), None, "another member's batch id is not a repeat");
+        for id in 2..=HANDOFF_REMEMBERED as u128 {
+            received.remember(id, "a", 1, Vec::new());
+        }
+        assert!(received.get(1, "a").is_some(), "{HANDOFF_REMEMBERED} fit");
+        received.remember(0, "a", 1, Vec::new());
+        assert_eq!(received.get(1, "a"), None, "the oldest is forgotten first");
+        assert!(received.get(2, "a").is_some() && received.get(0, "a").is_some());
+        assert_eq!(received.acks.len(), HANDOFF_REMEMBERED);
     }
 }
