@@ -233,3 +233,33 @@ fn a_leaving_node_sends_an_unacknowledged_batch_again() {
     assert!(node.wait_exit(Duration::from_secs(10)).success());
     assert!(node.log_text().contains("sending them again"));
 }
+
+/// A leaving node whose batches nobody acknowledges gives up at its deadline: `leave`
+/// fails, the node stays with its state, and takes writes again.
+#[test]
+fn a_hand_off_nobody_acknowledges_fails_and_the_node_keeps_its_state() {
+    let node = NodeProc::start("n1", &[]);
+    node.ok(&["set", "k", "7"]);
+    let fake = FakeMember::join("silent", &node);
+    let control = node.control.clone();
+    let leave = std::thread::spawn(move || {
+        support::estate().args(["--control", &control, "leave", "--timeout-ms", "1500"]).output().unwrap()
+    });
+    // Receive (and heartbeat) until the leave returns, acknowledging nothing.
+    let mut batches = 0;
+    while !leave.is_finished() {
+        if fake.inbox.poll(zmq::POLLIN, 50).unwrap() > 0 {
+            let parts = fake.inbox.recv_multipart(0).unwrap();
+            batches += matches!(wire::decode(parts.last().unwrap()).unwrap().body, Body::Handoff { .. }) as u32;
+        }
+        fake.send(Body::Member(MemberMsg::Heartbeat));
+    }
+    let out = leave.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("did not acknowledge") && err.contains("stays"), "{err}");
+    assert!(batches >= 2, "sent, then sent again: {batches}");
+    assert_eq!(node.ok(&["get", "k"]), "7");
+    node.ok(&["set", "k", "8"]);
+    assert_eq!(node.ok(&["get", "k"]), "8");
+    assert!(node.ok(&["members", "--json"]).contains("silent"), "the node did not leave");
+}

@@ -1247,7 +1247,11 @@ impl Driver {
         self.stats.handoff_out.fetch_add(items, Ordering::Relaxed);
         if !handoff.failures.is_empty() {
             self.store.open_writes();
-            let message = format!("hand-off incomplete, the node stays: {}", handoff.failures.join("; "));
+            let message = format!(
+                "hand-off incomplete, the node stays with its state (its NF, if it had one, stays unloaded: \
+                 `nf load` starts it again): {}",
+                handoff.failures.join("; ")
+            );
             return self.finish_waiter(handoff.waiter, Err(message));
         }
         let report = HandoffReport {
