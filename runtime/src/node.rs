@@ -1154,6 +1154,16 @@ impl Driver {
         let Some(handoff) = self.handoff.as_mut() else {
             return;
         };
+        if handoff.members.is_empty() {
+            // Nobody to hand them to (a lone node starts a hand-off only with nothing to
+            // hand over): they stay, and the hand-off fails.
+            handoff.failures.push(format!("no live member for {} more items", items.len()));
+            let store = self.store.tenant(tenant);
+            for moving in items {
+                let _ = store.put_back(moving);
+            }
+            return;
+        }
         let mut batches: Vec<(String, Vec<Moving>)> = Vec::new();
         let mut by_member: HashMap<&str, (Vec<Moving>, usize)> = HashMap::new();
         for moving in items {
