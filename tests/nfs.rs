@@ -126,22 +126,30 @@ fn firewall_drops_outside_first_flows_and_passes_return_traffic() {
     let model = FirewallModel::run(&stream(spec), BTreeMap::new());
     assert!(!model.outside_first.is_empty() && model.returned > 0, "the stream must exercise both cases");
 
-    let config = config_file("fw", FIREWALL_CONFIG);
-    let input = format!("synth:{spec}");
-    let node = NodeProc::start_with(
-        "n1",
-        &[],
-        &["--nf", &guest_path("nf_firewall"), "--nf-config", &config, "--input", &input],
-    );
-    let stats = wait_decided(&node, 3000);
-    assert_eq!(stat(&stats, "nf_faults"), 0, "{stats}");
-    assert_eq!((stat(&stats, "nf_forwarded"), stat(&stats, "nf_dropped")), (model.passed, model.dropped), "{stats}");
-    // The NF's own counters agree with the node's.
-    assert_eq!(int(&node, "fw:passed"), model.passed as i64);
-    assert_eq!(int(&node, "fw:dropped"), model.dropped as i64);
-    assert_eq!(int(&node, "fw:opened"), model.ct.len() as i64);
-    // One entry per flow an inside host spoke on, counting its inside packets.
-    assert_eq!(conntrack(&node), model.ct);
+    // The same verdicts with an idle timeout no flow reaches within the run; then the
+    // time of each flow's last forwarded packet is kept too.
+    for (name, timeout) in [("fw", ""), ("fw-idle", "idle_timeout_ms = 600000\n")] {
+        let config = config_file(name, &format!("{FIREWALL_CONFIG}{timeout}"));
+        let input = format!("synth:{spec}");
+        let node = NodeProc::start_with(
+            "n1",
+            &[],
+            &["--nf", &guest_path("nf_firewall"), "--nf-config", &config, "--input", &input],
+        );
+        let stats = wait_decided(&node, 3000);
+        assert_eq!(stat(&stats, "nf_faults"), 0, "{stats}");
+        let verdicts = (stat(&stats, "nf_forwarded"), stat(&stats, "nf_dropped"));
+        assert_eq!(verdicts, (model.passed, model.dropped), "{name}: {stats}");
+        // The NF's own counters agree with the node's.
+        assert_eq!(int(&node, "fw:passed"), model.passed as i64);
+        assert_eq!(int(&node, "fw:dropped"), model.dropped as i64);
+        assert_eq!(int(&node, "fw:opened"), model.ct.len() as i64);
+        // One entry per flow an inside host spoke on, counting its inside packets.
+        assert_eq!(conntrack(&node), model.ct);
+        let seen = node.ok(&["global", "flow:.*:seen", "--reduce", "count"]);
+        let expect = if timeout.is_empty() { 0 } else { model.ct.len() };
+        assert_eq!(seen, expect.to_string(), "{name}");
+    }
 }
 
 /// Node A runs the firewall over 60 flows; node B joins, and flows 30..60 move to it

@@ -16,6 +16,8 @@
 //! - `inside = <address>/<prefix length>` (repeatable, at least one): an inside network,
 //!   e.g. `10.0.0.0/8`. A bare address is a `/32`. An address with bits set beyond the
 //!   prefix (`10.1.0.0/8`) is refused rather than silently widened.
+//! - `idle_timeout_ms = <n>` (at most once, `n >= 1`; default: none): a conntrack entry
+//!   whose flow passed no packet for longer than `n` ms is closed (see below).
 //!
 //! Anything else (an unknown setting, a line without `=`, a bad network, no `inside` at
 //! all) is a configuration error whose message names the offending line.
@@ -31,10 +33,15 @@
 //! - source outside: the packet is forwarded if the flow's conntrack entry exists, and
 //!   dropped otherwise.
 //!
-//! There is no close handling and no idle timeout: the packet records the host hands an
-//! NF carry no TCP flags (no SYN, FIN or RST to track), so an entry lives until its key
-//! is deleted (e.g. `estate del`). A timeout would need the clock and is left out of this
-//! version.
+//! There is no close handling: the packet records the host hands an NF carry no TCP
+//! flags (no SYN, FIN or RST to track). Without an idle timeout an entry lives until its
+//! key is deleted (e.g. `estate del`). With `idle_timeout_ms`, every forwarded packet
+//! records the time (`flow:<flow>:seen`, the host's wall clock), and an entry idle for
+//! longer than the timeout is closed: by the flow's next packet (which then meets the
+//! rule above as if the flow were new), or by a sweep that, on every packet, looks at a
+//! few of the flows this instance tracks, oldest first, and deletes the keys of those
+//! idle too long, so entries of flows that never send again do not pile up. A flow whose
+//! state moved to another node is swept here harmlessly (its keys are gone).
 //!
 //! # State keys
 //!
@@ -43,6 +50,8 @@
 //! | key              | meaning                                                        |
 //! |------------------|----------------------------------------------------------------|
 //! | `flow:<flow>:ct` | the conntrack entry: packets the flow's inside end has sent     |
+//! | `flow:<flow>:seen` | with a timeout: when the flow last passed a packet (ms)       |
+//! | `fw:expired`     | entries closed for being idle                                   |
 //! | `fw:opened`      | conntrack entries this node created                             |
 //! | `fw:passed`      | packets forwarded                                               |
 //! | `fw:dropped`     | packets dropped                                                 |
@@ -59,6 +68,7 @@ extern crate alloc;
 #[cfg(not(target_arch = "wasm32"))]
 extern crate std;
 
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -73,7 +83,22 @@ pub trait FirewallEnv {
 
     /// Whether `key` exists in the local store.
     fn exists(&mut self, key: &str) -> bool;
+
+    /// The integer at `key`, if there is one.
+    fn get_int(&mut self, key: &str) -> Option<i64>;
+
+    /// Sets `key` to the integer `value`.
+    fn set_int(&mut self, key: &str, value: i64);
+
+    /// Deletes `key`.
+    fn del(&mut self, key: &str);
+
+    /// The wall clock, in milliseconds.
+    fn now_ms(&mut self) -> i64;
 }
+
+/// How many tracked flows the sweep looks at per packet.
+const SWEEP_PER_PACKET: usize = 4;
 
 /// An IPv4 network: the addresses whose first `len` bits equal those of `net`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,10 +157,15 @@ fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
     parts.next().is_none().then_some(out)
 }
 
-/// The firewall: its inside networks.
+/// The firewall: its inside networks and, with an idle timeout, the flows it tracks.
 #[derive(Clone, Debug)]
 pub struct Firewall {
     inside: Vec<Cidr>,
+    idle_timeout_ms: Option<i64>,
+    /// With a timeout: each tracked flow's last forwarded packet here (ms), and the
+    /// flows in the order the sweep visits them.
+    last_seen: BTreeMap<String, i64>,
+    sweep: VecDeque<String>,
 }
 
 /// The conntrack key of a flow.
@@ -143,26 +173,49 @@ pub fn ct_key(flow: &str) -> String {
     format!("flow:{flow}:ct")
 }
 
+/// The key of the time a flow last passed a packet (with an idle timeout).
+pub fn seen_key(flow: &str) -> String {
+    format!("flow:{flow}:seen")
+}
+
 impl Firewall {
     /// Builds the firewall from its configuration (see the crate documentation for the
     /// format); the error names the offending line.
     pub fn from_config(config: &str) -> Result<Firewall, String> {
-        let mut inside = Vec::new();
-        for setting in
-            estate_guest::config::settings("firewall", config, "expected `inside = <address>/<prefix length>`")
-        {
+        let (mut inside, mut idle_timeout_ms) = (Vec::new(), None);
+        let expected = "expected `inside = <address>/<prefix length>` or `idle_timeout_ms = <n>`";
+        for setting in estate_guest::config::settings("firewall", config, expected) {
             let setting = setting?;
             let (key, value) = (setting.key, setting.value);
             let bad = |reason: &str| setting.error(reason);
             match key {
                 "inside" => inside.push(Cidr::parse(value).map_err(|e| bad(&e))?),
-                _ => return Err(bad("unknown setting (expected `inside`)")),
+                "idle_timeout_ms" => {
+                    if idle_timeout_ms.is_some() {
+                        return Err(bad("idle_timeout_ms given twice"));
+                    }
+                    match value.parse::<i64>() {
+                        Ok(n) if n >= 1 => idle_timeout_ms = Some(n),
+                        _ => return Err(bad("idle_timeout_ms must be an integer >= 1")),
+                    }
+                }
+                _ => return Err(bad("unknown setting (expected `inside` or `idle_timeout_ms`)")),
             }
         }
         if inside.is_empty() {
             return Err("firewall: no inside network configured (add a line `inside = 10.0.0.0/8`)".into());
         }
-        Ok(Firewall { inside })
+        Ok(Firewall { inside, idle_timeout_ms, last_seen: BTreeMap::new(), sweep: VecDeque::new() })
+    }
+
+    /// The idle timeout, if one is configured.
+    pub fn idle_timeout_ms(&self) -> Option<i64> {
+        self.idle_timeout_ms
+    }
+
+    /// The number of flows this instance tracks for the idle timeout.
+    pub fn tracked(&self) -> usize {
+        self.last_seen.len()
     }
 
     /// The configured inside networks.
@@ -178,6 +231,14 @@ impl Firewall {
     /// Handles one packet per the rule in the crate documentation.
     pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl FirewallEnv) -> Verdict {
         let ct = ct_key(p.flow);
+        let now = self.idle_timeout_ms.map(|timeout| (timeout, env.now_ms()));
+        if let Some((timeout, now)) = now {
+            self.sweep(timeout, now, env);
+            // This flow's own entry, if it idled too long, closes before the rule.
+            if env.get_int(&seen_key(p.flow)).is_some_and(|seen| now.saturating_sub(seen) > timeout) {
+                close(p.flow, env);
+            }
+        }
         let verdict = if self.is_inside(p.src.0) {
             if env.counter_add(&ct, 1) == 1 {
                 env.counter_add("fw:opened", 1);
@@ -189,8 +250,51 @@ impl Firewall {
             Verdict::Drop
         };
         env.counter_add(if verdict == Verdict::Forward { "fw:passed" } else { "fw:dropped" }, 1);
+        if let (Some((_, now)), Verdict::Forward) = (now, verdict) {
+            env.set_int(&seen_key(p.flow), now);
+            if self.last_seen.insert(p.flow.into(), now).is_none() {
+                self.sweep.push_back(p.flow.into());
+            }
+        }
         verdict
     }
+
+    /// Looks at the next [`SWEEP_PER_PACKET`] tracked flows, round robin: an active one
+    /// goes to the back; an idle one (by the store's record too, which a copy brought
+    /// from another node may have refreshed) is closed and forgotten.
+    fn sweep(&mut self, timeout: i64, now: i64, env: &mut impl FirewallEnv) {
+        for _ in 0..SWEEP_PER_PACKET.min(self.sweep.len()) {
+            let Some(flow) = self.sweep.pop_front() else { break };
+            let seen = self.last_seen.get(&flow).copied().unwrap_or(i64::MIN);
+            if now.saturating_sub(seen) <= timeout {
+                self.sweep.push_back(flow);
+                continue;
+            }
+            match env.get_int(&seen_key(&flow)) {
+                Some(stored) if now.saturating_sub(stored) <= timeout => {
+                    self.last_seen.insert(flow.clone(), stored);
+                    self.sweep.push_back(flow);
+                }
+                Some(_) => {
+                    close(&flow, env);
+                    self.last_seen.remove(&flow);
+                }
+                // Gone (moved to another node, or deleted): nothing to close here.
+                None => {
+                    self.last_seen.remove(&flow);
+                }
+            }
+        }
+    }
+}
+
+/// Closes `flow`'s conntrack entry.
+fn close(flow: &str, env: &mut impl FirewallEnv) {
+    if env.exists(&ct_key(flow)) {
+        env.counter_add("fw:expired", 1);
+    }
+    env.del(&ct_key(flow));
+    env.del(&seen_key(flow));
 }
 
 /// The Wasm form: the node's state as the environment, wired to the NF ABI.
@@ -212,6 +316,26 @@ mod guest {
 
         fn exists(&mut self, key: &str) -> bool {
             state::get(key).is_some()
+        }
+
+        fn get_int(&mut self, key: &str) -> Option<i64> {
+            match state::get(key) {
+                Some(estate_guest::Value::Int(v)) => Some(v),
+                _ => None,
+            }
+        }
+
+        fn set_int(&mut self, key: &str, value: i64) {
+            // A refused write (the node is leaving) only loses a timestamp.
+            let _ = state::set(key, &estate_guest::Value::Int(value));
+        }
+
+        fn del(&mut self, key: &str) {
+            state::del(key);
+        }
+
+        fn now_ms(&mut self) -> i64 {
+            state::now_ms()
         }
     }
 
@@ -243,10 +367,11 @@ mod tests {
     use alloc::string::ToString;
     use estate_guest::Direction;
 
-    /// One node's counters.
+    /// One node's counters, and a clock the test sets.
     #[derive(Default)]
     struct Env {
         counters: BTreeMap<String, i64>,
+        now: i64,
     }
 
     impl Env {
@@ -264,6 +389,22 @@ mod tests {
 
         fn exists(&mut self, key: &str) -> bool {
             self.counters.contains_key(key)
+        }
+
+        fn get_int(&mut self, key: &str) -> Option<i64> {
+            self.counters.get(key).copied()
+        }
+
+        fn set_int(&mut self, key: &str, value: i64) {
+            self.counters.insert(key.to_string(), value);
+        }
+
+        fn del(&mut self, key: &str) {
+            self.counters.remove(key);
+        }
+
+        fn now_ms(&mut self) -> i64 {
+            self.now
         }
     }
 
@@ -288,6 +429,8 @@ mod tests {
             ("inside = 10.0.0.0/", "prefix length \"\""),
             ("inside = ", "\"\" is not an IPv4 address"),
             ("inside = 10.0.0.0/8\noutside = 1.2.3.4", "line 2 \"outside = 1.2.3.4\": unknown setting"),
+            ("inside = 10.0.0.0/8\nidle_timeout_ms = 0", "idle_timeout_ms must be an integer >= 1"),
+            ("inside = 10.0.0.0/8\nidle_timeout_ms = 5\nidle_timeout_ms = 6", "twice"),
             ("inside 10.0.0.0/8", "line 1 \"inside 10.0.0.0/8\": expected `inside ="),
             ("# nothing", "no inside network"),
             ("", "no inside network"),
@@ -375,5 +518,65 @@ mod tests {
         assert_eq!(fw.on_packet(&packet(y, x, "f2"), &mut env), Verdict::Drop);
         assert_eq!(env.get(&ct_key("f1")), Some(2));
         assert_eq!(env.get(&ct_key("f2")), None);
+    }
+
+    #[test]
+    fn without_a_timeout_entries_never_expire() {
+        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
+        assert_eq!(fw.idle_timeout_ms(), None);
+        let mut env = Env::default();
+        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
+        fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env);
+        env.now = i64::MAX / 2;
+        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
+        assert_eq!(env.get(&seen_key(flow)), None, "no clock kept without a timeout");
+    }
+
+    #[test]
+    fn an_idle_entry_closes_and_return_traffic_keeps_it_open() {
+        let mut fw = Firewall::from_config("inside = 10.0.0.0/8\nidle_timeout_ms = 1000").unwrap();
+        let mut env = Env::default();
+        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
+        fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env);
+        // Return traffic within the timeout passes, and refreshes the entry.
+        for t in [900, 1800, 2700] {
+            env.now = t;
+            assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward, "at {t}");
+        }
+        assert_eq!(env.get(&seen_key(flow)), Some(2700));
+        // Idle for longer than the timeout: the entry is closed, and the flow is new.
+        env.now = 3701;
+        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
+        assert_eq!((env.get(&ct_key(flow)), env.get(&seen_key(flow))), (None, None));
+        assert_eq!(env.get("fw:expired"), Some(1));
+        // The inside end opens it again.
+        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
+        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
+        assert_eq!(env.get("fw:opened"), Some(2));
+    }
+
+    #[test]
+    fn the_sweep_deletes_entries_of_flows_that_never_send_again() {
+        let mut fw = Firewall::from_config("inside = 10.0.0.0/8\nidle_timeout_ms = 1000").unwrap();
+        let mut env = Env::default();
+        let flows: Vec<String> = (0..100).map(|i| format!("6:10.0.1.{i}:1-192.168.0.1:443")).collect();
+        for (i, flow) in flows.iter().enumerate() {
+            let client = ([10, 0, 1, i as u8], 1);
+            fw.on_packet(&packet(client, SERVER, flow), &mut env);
+        }
+        // One flow moved away meanwhile: its keys left this node.
+        env.del(&ct_key(&flows[7]));
+        env.del(&seen_key(&flows[7]));
+        assert_eq!(fw.tracked(), 100);
+        // Later, one other flow stays busy; every packet of it sweeps a few others.
+        env.now = 5000;
+        let busy = "6:10.0.0.1:40000-192.168.0.1:443";
+        for _ in 0..40 {
+            assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, busy), &mut env), Verdict::Forward);
+        }
+        assert_eq!(fw.tracked(), 1, "only the busy flow is left");
+        assert!(flows.iter().all(|f| env.get(&ct_key(f)).is_none() && env.get(&seen_key(f)).is_none()));
+        assert_eq!(env.get("fw:expired"), Some(99), "the moved flow was not this node's to close");
+        assert_eq!(env.get(&ct_key(busy)), Some(40));
     }
 }
