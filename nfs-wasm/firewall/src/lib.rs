@@ -231,11 +231,12 @@ impl Firewall {
     /// Handles one packet per the rule in the crate documentation.
     pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl FirewallEnv) -> Verdict {
         let ct = ct_key(p.flow);
-        let now = self.idle_timeout_ms.map(|timeout| (timeout, env.now_ms()));
-        if let Some((timeout, now)) = now {
-            self.sweep(timeout, now, env);
+        // With a timeout: the clock, and this flow's time key (read now, written below).
+        let timed = self.idle_timeout_ms.map(|timeout| (timeout, env.now_ms(), seen_key(p.flow)));
+        if let Some((timeout, now, seen)) = &timed {
+            self.sweep(*timeout, *now, env);
             // This flow's own entry, if it idled too long, closes before the rule.
-            if env.get_int(&seen_key(p.flow)).is_some_and(|seen| now.saturating_sub(seen) > timeout) {
+            if env.get_int(seen).is_some_and(|seen| now.saturating_sub(seen) > *timeout) {
                 close(p.flow, env);
             }
         }
@@ -250,8 +251,8 @@ impl Firewall {
             Verdict::Drop
         };
         env.counter_add(if verdict == Verdict::Forward { "fw:passed" } else { "fw:dropped" }, 1);
-        if let (Some((_, now)), Verdict::Forward) = (now, verdict) {
-            env.set_int(&seen_key(p.flow), now);
+        if let (Some((_, now, seen)), Verdict::Forward) = (timed, verdict) {
+            env.set_int(&seen, now);
             if self.last_seen.insert(p.flow.into(), now).is_none() {
                 self.sweep.push_back(p.flow.into());
             }
