@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use estate::traffic::{OwnedPacket, SynthConfig, synthetic};
 use serde_json::Value as Json;
@@ -26,19 +25,13 @@ fn stream(spec: &str) -> Vec<OwnedPacket> {
     synthetic(&spec.parse::<SynthConfig>().unwrap()).collect()
 }
 
-/// Waits (bounded) until the NF has decided `packets` packets; returns the counters.
+/// Waits (bounded) until the NF has decided `packets` packets (`nf_packets` counts a
+/// packet once its verdict is counted); returns the counters.
 fn wait_decided(node: &NodeProc, packets: u64) -> Json {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = node.stats();
-        let decided = stats["nf_forwarded"].as_u64().unwrap_or(0) + stats["nf_dropped"].as_u64().unwrap_or(0);
-        if decided >= packets {
-            assert_eq!(decided, packets, "{stats}");
-            return stats;
-        }
-        assert!(Instant::now() < deadline, "{}: only {decided} of {packets} packets decided: {stats}", node.id);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let stats = node.wait_stat("nf_packets", packets);
+    let decided = stats["nf_forwarded"].as_u64().unwrap_or(0) + stats["nf_dropped"].as_u64().unwrap_or(0);
+    assert_eq!(decided, packets, "{}: {stats}", node.id);
+    stats
 }
 
 /// The integer at `key` on `node`, 0 if there is none.
