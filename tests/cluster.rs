@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use estate::wire::{self, Answer, Body, Envelope};
+use estate::testing::{self as wire, Answer, Body, Envelope};
 use estate_guest::{Item, Value};
 use serde_json::json;
 use support::{NodeProc, cluster};

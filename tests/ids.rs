@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use estate::guests;
+use estate::nf::input::synth::{OwnedPacket, SynthConfig, synthetic};
 use estate::pattern::Pattern;
 use estate::store::{DEFAULT_TENANT, Store, TenantStore};
-use estate::traffic::{OwnedPacket, SynthConfig, synthetic};
 use estate::wasm::{GuestError, Limits, NfState, WasmHost};
 use estate_guest::{Item, Value, Verdict};
 use nf_ids::{Ids, IdsEnv};
@@ -135,8 +135,8 @@ fn traffic() -> Vec<OwnedPacket> {
         ..SynthConfig::default()
     };
     let path = std::env::temp_dir().join(format!("estate-ids-{}.pcap", std::process::id()));
-    assert_eq!(estate::pcap::write(&path, synthetic(&config)).unwrap(), 5000);
-    let packets: Vec<OwnedPacket> = estate::pcap::read(&path).unwrap().collect();
+    assert_eq!(estate::nf::input::pcap::write(&path, synthetic(&config)).unwrap(), 5000);
+    let packets: Vec<OwnedPacket> = estate::nf::input::pcap::read(&path).unwrap().collect();
     let _ = std::fs::remove_file(&path);
     assert_eq!(packets.len(), 5000);
     packets

@@ -221,7 +221,7 @@ fn nf_load_replace_unload_while_packets_flow() {
 /// the traffic itself, with the same matcher as the NF.
 #[test]
 fn an_alert_needing_counts_from_both_sides_of_a_move_fires_only_with_estate() {
-    use estate::traffic::{SynthConfig, synthetic};
+    use estate::nf::input::synth::{SynthConfig, synthetic};
     use std::collections::BTreeMap;
 
     let ids_config = |threshold: i64| format!("pattern = attack\npattern = evil\nthreshold = {threshold}\n");

@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use estate::traffic::{OwnedPacket, SynthConfig, synthetic};
+use estate::nf::input::synth::{OwnedPacket, SynthConfig, synthetic};
 use serde_json::Value as Json;
 use support::{NodeProc, guest_path};
 

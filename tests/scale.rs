@@ -6,9 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use estate::membership::MemberMsg;
 use estate::store::{DEFAULT_TENANT, Moving};
-use estate::wire::{self, Body, Envelope};
+use estate::testing::MemberMsg;
+use estate::testing::{self as wire, Body, Envelope};
 use estate_guest::{Item, Value};
 use support::{NodeProc, guest_path};
 

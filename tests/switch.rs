@@ -222,7 +222,7 @@ fn steered_input_survives_bad_frames_and_stops_cleanly() {
     let push = ctx.socket(zmq::PUSH).unwrap();
     push.set_linger(5000).unwrap();
     push.connect(node.steer.as_ref().unwrap()).unwrap();
-    let packet = estate::traffic::OwnedPacket::new(
+    let packet = estate::nf::input::synth::OwnedPacket::new(
         6,
         ([10, 0, 0, 1], 40000),
         ([10, 0, 0, 2], 443),
@@ -230,8 +230,8 @@ fn steered_input_survives_bad_frames_and_stops_cleanly() {
         b"hello".to_vec(),
     );
     push.send(&b"not a frame"[..], 0).unwrap();
-    push.send_multipart([estate::pcap::frame(&packet), estate::pcap::frame(&packet)], 0).unwrap();
-    push.send(estate::pcap::frame(&packet), 0).unwrap();
+    push.send_multipart([estate::nf::input::pcap::frame(&packet), estate::nf::input::pcap::frame(&packet)], 0).unwrap();
+    push.send(estate::nf::input::pcap::frame(&packet), 0).unwrap();
     let stats = node.wait_stat("nf_bad_frames", 2);
     assert_eq!(node.ok(&["nf", "status"]), "running", "{stats}");
     push.send(&b""[..], 0).unwrap();

@@ -61,7 +61,7 @@ fn push_down(reads: usize) {
     let bytes = estate::guests::require("reducer_sum").unwrap();
     // 80,000 items in one fetch-all call need more than the default fuel budget.
     let limits =
-        estate::wire::LimitOverrides { fuel: Some(10_000_000_000), wall_ms: Some(10_000), ..Default::default() };
+        estate::control::LimitOverrides { fuel: Some(10_000_000_000), wall_ms: Some(10_000), ..Default::default() };
     nodes[0].load_reducer("wsum", bytes, &limits).unwrap();
     let expected = 8 * (0..10_000i64).sum::<i64>();
     println!();

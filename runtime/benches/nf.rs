@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estate::guests;
-use estate::nfrun::{FailPolicy, FlowState};
+use estate::nf::input::synth::{OwnedPacket, PayloadKind, SynthConfig, synthetic};
+use estate::nf::{FailPolicy, FlowState};
 use estate::node::{Node, NodeConfig};
 use estate::store::{DEFAULT_TENANT, Store, TenantStore};
-use estate::traffic::{OwnedPacket, PayloadKind, SynthConfig, synthetic};
 use estate::wasm::{Limits, NfInstance, NfState, WasmHost};
 use nf_ids::{Ids, IdsEnv};
 

@@ -18,18 +18,25 @@
 //! let answer = a.get_global("c", "sum", GlobalOptions::default()).unwrap();
 //! println!("{:?} from {:?}", answer.result, answer.answered);
 //! ```
+pub mod control;
 pub mod global;
 pub mod guests;
 pub mod hlc;
-pub mod membership;
-pub mod nfrun;
+pub mod nf;
 pub mod node;
 pub mod pattern;
-pub mod pcap;
+pub(crate) mod peering;
 pub mod reduce;
-pub mod registry;
 pub mod store;
 pub mod switch;
-pub mod traffic;
 pub mod wasm;
-pub mod wire;
+pub(crate) mod wire;
+
+/// Peer-protocol internals for the project's own tests, which play a member over raw
+/// ZeroMQ. Not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::global::Answer;
+    pub use crate::peering::proto::membership::MemberMsg;
+    pub use crate::wire::{Body, ControlReply, DecodeError, Envelope, MAX_FRAME, decode, decode_reply, encode};
+}

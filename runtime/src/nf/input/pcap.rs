@@ -20,7 +20,7 @@ use std::time::Duration;
 use estate_guest::nf::{Direction, flow_key};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
-use crate::traffic::OwnedPacket;
+use crate::nf::input::synth::OwnedPacket;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -195,7 +195,7 @@ impl Iterator for PcapSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::{SynthConfig, synthetic};
+    use crate::nf::input::synth::{SynthConfig, synthetic};
 
     #[test]
     fn synthetic_traffic_survives_a_pcap_round_trip() {

@@ -402,24 +402,6 @@ impl TenantStore {
     }
 }
 
-impl crate::wasm::NfState for TenantStore {
-    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String> {
-        self.add(key, delta).map_err(|e| e.to_string())
-    }
-
-    fn get(&self, key: &str) -> Option<Value> {
-        TenantStore::get(self, key).map(|v| v.value)
-    }
-
-    fn set(&self, key: &str, value: Value) -> Result<(), String> {
-        TenantStore::set(self, key, value).map(drop).map_err(|e| e.to_string())
-    }
-
-    fn del(&self, key: &str) -> bool {
-        TenantStore::del(self, key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

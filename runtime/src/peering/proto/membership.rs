@@ -155,11 +155,6 @@ impl Membership {
         }
     }
 
-    /// This node's id.
-    pub fn me(&self) -> &str {
-        &self.me
-    }
-
     /// Every known member (joining ones included), by id.
     pub fn members(&self) -> &BTreeMap<String, Member> {
         &self.members

@@ -6,8 +6,47 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+mod answer;
+
+pub use answer::{Answer, finish_builtin, finish_wasm, items_of, taken_of};
+
 use crate::reduce::ReduceError;
-use crate::wire::{Answer, Consistency};
+use std::time::Duration;
+
+/// Consistency of a global read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Consistency {
+    /// Reduce whatever answered before the deadline; the answer names who is missing.
+    #[default]
+    BestEffort,
+    /// Fail unless every live member answered.
+    All,
+}
+
+/// Options of a global read.
+#[derive(Clone, Copy, Debug)]
+pub struct GlobalOptions {
+    /// Deadline of the read.
+    pub timeout: Duration,
+    /// Whether every live member must answer.
+    pub consistency: Consistency,
+    /// Push the reducer down: each member reduces its own items and sends a partial.
+    pub remote: bool,
+    /// Move the matching items here: every member sends them and deletes its copy
+    /// (fetch-all only).
+    pub take: bool,
+}
+
+impl Default for GlobalOptions {
+    fn default() -> Self {
+        GlobalOptions {
+            timeout: Duration::from_millis(1000),
+            consistency: Consistency::BestEffort,
+            remote: false,
+            take: false,
+        }
+    }
+}
 
 /// Why a global read failed.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -40,37 +79,37 @@ pub enum GlobalError {
 
 /// The answers of a finished read, ready to be reduced.
 #[derive(Debug, PartialEq)]
-pub struct Gathered {
+pub struct Gathered<A> {
     /// Members that answered, sorted.
     pub answered: Vec<String>,
     /// Members asked that did not answer, sorted.
     pub missing: Vec<String>,
     /// Their answers.
-    pub parts: Vec<Answer>,
+    pub parts: Vec<A>,
 }
 
 /// A finished read: whom to tell, and what was gathered.
-pub type Completion<W> = (W, Result<Gathered, GlobalError>);
+pub type Completion<W, A> = (W, Result<Gathered<A>, GlobalError>);
 
 #[derive(Debug)]
-struct Pending<W> {
+struct Pending<W, A> {
     consistency: Consistency,
     asked: BTreeSet<String>,
     answered: BTreeSet<String>,
     /// Asked members that can no longer answer (removed).
     gone: BTreeSet<String>,
     errors: Vec<(String, String)>,
-    parts: Vec<Answer>,
+    parts: Vec<A>,
     deadline: u64,
     waiter: W,
 }
 
-impl<W> Pending<W> {
+impl<W, A> Pending<W, A> {
     fn done(&self) -> bool {
         self.asked.iter().all(|m| self.answered.contains(m) || self.gone.contains(m))
     }
 
-    fn finish(self) -> Completion<W> {
+    fn finish(self) -> Completion<W, A> {
         let missing: Vec<String> = self.asked.iter().filter(|m| !self.answered.contains(*m)).cloned().collect();
         let result = if let Some((member, message)) = self.errors.into_iter().next() {
             Err(GlobalError::Member { member, message })
@@ -85,29 +124,29 @@ impl<W> Pending<W> {
 
 /// What became of a reply.
 #[derive(Debug)]
-pub enum ReplyOutcome<W> {
+pub enum ReplyOutcome<W, A> {
     /// Not for an outstanding read, or from a member that was not asked or already
     /// answered: dropped.
     Rejected,
     /// Recorded; the read still waits for others.
     Recorded,
     /// Recorded, and the read is complete.
-    Complete(Completion<W>),
+    Complete(Completion<W, A>),
 }
 
 /// Global reads in flight on one node.
 #[derive(Debug)]
-pub struct GlobalReads<W> {
-    pending: HashMap<u128, Pending<W>>,
+pub struct GlobalReads<W, A> {
+    pending: HashMap<u128, Pending<W, A>>,
 }
 
-impl<W> Default for GlobalReads<W> {
+impl<W, A> Default for GlobalReads<W, A> {
     fn default() -> Self {
         GlobalReads { pending: HashMap::new() }
     }
 }
 
-impl<W> GlobalReads<W> {
+impl<W, A> GlobalReads<W, A> {
     /// Starts read `id` that waits for the answers of `asked` (the node itself
     /// included: its own answer arrives through [`GlobalReads::reply`] like any other).
     pub fn start(&mut self, id: u128, consistency: Consistency, asked: BTreeSet<String>, deadline: u64, waiter: W) {
@@ -130,7 +169,7 @@ impl<W> GlobalReads<W> {
     }
 
     /// Records `from`'s answer to read `id`. An error answer fails the read.
-    pub fn reply(&mut self, id: u128, from: &str, result: Result<Answer, String>) -> ReplyOutcome<W> {
+    pub fn reply(&mut self, id: u128, from: &str, result: Result<A, String>) -> ReplyOutcome<W, A> {
         let Some(p) = self.pending.get_mut(&id) else {
             return ReplyOutcome::Rejected;
         };
@@ -156,7 +195,7 @@ impl<W> GlobalReads<W> {
     }
 
     /// A member was removed: reads waiting only for it complete (it counts as missing).
-    pub fn member_down(&mut self, member: &str) -> Vec<Completion<W>> {
+    pub fn member_down(&mut self, member: &str) -> Vec<Completion<W, A>> {
         for p in self.pending.values_mut() {
             if p.asked.contains(member) && !p.answered.contains(member) {
                 p.gone.insert(member.to_string());
@@ -166,7 +205,7 @@ impl<W> GlobalReads<W> {
     }
 
     /// Completes every read whose deadline is at or before `now`.
-    pub fn expire(&mut self, now: u64) -> Vec<Completion<W>> {
+    pub fn expire(&mut self, now: u64) -> Vec<Completion<W, A>> {
         self.take(|p| p.deadline <= now)
     }
 
@@ -190,7 +229,7 @@ impl<W> GlobalReads<W> {
         self.pending.is_empty()
     }
 
-    fn take(&mut self, pred: impl Fn(&Pending<W>) -> bool) -> Vec<Completion<W>> {
+    fn take(&mut self, pred: impl Fn(&Pending<W, A>) -> bool) -> Vec<Completion<W, A>> {
         let ids: Vec<u128> = self.pending.iter().filter(|(_, p)| pred(p)).map(|(id, _)| *id).collect();
         ids.into_iter().map(|id| self.pending.remove(&id).expect("present").finish()).collect()
     }
@@ -199,13 +238,13 @@ impl<W> GlobalReads<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estate_guest::{Item, Value};
 
-    fn items(v: i64, origin: &str) -> Answer {
-        Answer::Items(vec![Item { key: "c".into(), value: Value::Int(v), origin: origin.into(), version: 1 }])
+    /// An answer: the value and who sent it.
+    fn items(v: i64, origin: &str) -> (i64, String) {
+        (v, origin.to_string())
     }
 
-    fn start(reads: &mut GlobalReads<u8>, consistency: Consistency) {
+    fn start(reads: &mut GlobalReads<u8, (i64, String)>, consistency: Consistency) {
         let asked = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         reads.start(1, consistency, asked, 100, 0);
         assert!(matches!(reads.reply(1, "a", Ok(items(5, "a"))), ReplyOutcome::Recorded));

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use estate::guests;
-use estate::nfrun::{FailPolicy, FlowState};
+use estate::nf::input::synth::{SynthConfig, synthetic};
+use estate::nf::{FailPolicy, FlowState};
 use estate::node::{GlobalOptions, Node, NodeConfig};
 use estate::reduce::Reduced;
-use estate::traffic::{SynthConfig, synthetic};
 use estate::wasm::{Limits, WasmHost};
 use estate_guest::Value;
 

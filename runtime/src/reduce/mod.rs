@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::newer;
 
+pub mod registry;
+
 /// A reducer that ships with every node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Builtin {

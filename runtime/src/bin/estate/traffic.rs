@@ -1,0 +1,134 @@
+//! `estate traffic`: the switch emulator, its commands, pcap writing.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::*;
+use crate::node::init_logging;
+use anyhow::{Context, bail};
+use estate::control::{self};
+use estate::nf::Packets;
+use estate::nf::input::pcap;
+use estate::nf::input::synth::{self, SynthConfig};
+use estate::switch::{self, Assignment, Event, Schedule, ZmqCommands, ZmqFabric};
+use serde_json::json;
+
+/// Splits a `NAME=ENDPOINT` argument of `flag`.
+fn name_and_endpoint(flag: &str, arg: &str) -> anyhow::Result<(String, String)> {
+    match arg.split_once('=') {
+        Some((name, endpoint)) if !name.is_empty() && !endpoint.is_empty() => {
+            Ok((name.to_string(), endpoint.to_string()))
+        }
+        _ => bail!("{flag} {arg:?}: expected NAME=ENDPOINT"),
+    }
+}
+
+/// `estate traffic …`.
+pub(crate) fn run(action: TrafficAction) -> anyhow::Result<ExitCode> {
+    match action {
+        TrafficAction::Pcap { out, synth } => {
+            let config: SynthConfig = synth.parse().map_err(anyhow::Error::msg)?;
+            let n = pcap::write(&out, synth::synthetic(&config)).map_err(anyhow::Error::msg)?;
+            println!("wrote {n} packets to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        TrafficAction::Switch(args) => run_switch(args),
+        TrafficAction::Command { switch, step } => command(&switch, &step.join(" ")),
+    }
+}
+
+/// `estate traffic command`: one step asked of a running switch.
+fn command(switch: &str, text: &str) -> anyhow::Result<ExitCode> {
+    // Checked here too, so a typo fails without a round trip.
+    switch::parse_command(text)?;
+    let reply = control::client::round_trip(switch, text.as_bytes(), Duration::from_secs(10))
+        .context("the switch did not answer (has its stream ended?)")?;
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    match reply.strip_prefix("error: ") {
+        Some(why) => bail!("{why}"),
+        None => {
+            println!("{}", reply.strip_prefix("ok: ").unwrap_or(&reply));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `estate traffic switch`: sends the stream, prints the summary, writes `--flows-out`.
+fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
+    let SwitchArgs {
+        pcap: pcap_file,
+        synth: synth_spec,
+        nodes,
+        controls,
+        start,
+        at,
+        rate,
+        send_timeout_ms,
+        settle_timeout_ms,
+        flows_out,
+        commands,
+    } = args;
+    init_logging("warn");
+    let nodes: Vec<(String, String)> =
+        nodes.iter().map(|n| name_and_endpoint("--node", n)).collect::<anyhow::Result<_>>()?;
+    let controls: std::collections::HashMap<String, String> =
+        controls.iter().map(|c| name_and_endpoint("--node-control", c)).collect::<anyhow::Result<_>>()?;
+    let names: Vec<String> = nodes.iter().map(|(name, _)| name.clone()).collect();
+    let mut assignment = Assignment::new(names.clone(), &start)?;
+    let events = at.iter().map(|spec| spec.parse::<Event>()).collect::<Result<Vec<_>, _>>().context("--at")?;
+    let schedule = Schedule::new(events, &names).context("--at")?;
+    let packets: Packets = match (&pcap_file, &synth_spec) {
+        (Some(path), _) => Box::new(pcap::read(path).map_err(anyhow::Error::msg)?),
+        (None, Some(spec)) => Box::new(synth::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?)),
+        (None, None) => bail!("give the stream: --pcap FILE or --synth SPEC"),
+    };
+    let mut fabric = ZmqFabric::connect(
+        &nodes,
+        &controls,
+        Duration::from_millis(send_timeout_ms),
+        Duration::from_millis(settle_timeout_ms),
+    )?;
+    let mut commands = match &commands {
+        Some(endpoint) => Some(ZmqCommands::bind(endpoint)?),
+        None => None,
+    };
+    if let Some(c) = &commands {
+        // For scripts that asked for port `*`: where to send commands.
+        println!("switch commands={}", c.endpoint());
+        std::io::Write::flush(&mut std::io::stdout())?;
+    }
+    let report = switch::run(
+        packets,
+        &mut assignment,
+        &schedule,
+        &mut fabric,
+        rate,
+        commands.as_mut().map(|c| c as &mut dyn switch::Commands),
+    );
+    // Closing the sockets waits (bounded) for the last frames to leave.
+    drop(fabric);
+    let flows = assignment.summary();
+    println!("packets {} in {} flows", report.packets, flows.len());
+    for node in &report.nodes {
+        println!(
+            "node {}: sent {}, undeliverable {}, input {}",
+            node.name,
+            node.sent,
+            node.undeliverable,
+            if node.ended { "ended" } else { "not ended" }
+        );
+    }
+    for m in &report.moves {
+        println!("at {}: {} flows{}", m.event, m.flows, if m.settled { "" } else { " (old node not settled)" });
+    }
+    for event in &report.skipped {
+        println!("at {event}: not reached (the stream ended first)");
+    }
+    println!("moves {}, undeliverable {}", report.moves.len(), report.undeliverable());
+    if let Some(path) = flows_out {
+        let summary = json!({ "report": report, "flows": flows });
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,63 @@
+//! Counters of a running NF.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of a running NF.
+#[derive(Debug, Default)]
+pub struct NfCounters {
+    /// Packets the NF has decided (forwarded or dropped). Counted last, after the
+    /// verdict and fault counters, so a reader that sees `packets = n` sees those
+    /// counters for all n packets.
+    pub packets: AtomicU64,
+    /// Packets forwarded (by the NF, or by fail-open).
+    pub forwarded: AtomicU64,
+    /// Packets dropped (by the NF, or by fail-closed).
+    pub dropped: AtomicU64,
+    /// Times the NF was replaced by another module while running.
+    pub replacements: AtomicU64,
+    /// Packets on which the guest faulted.
+    pub faults: AtomicU64,
+    /// Times the instance was rebuilt after a fault.
+    pub restarts: AtomicU64,
+    /// Events the NF emitted.
+    pub events: AtomicU64,
+    /// Moved flows whose state was fetched before their first packet here.
+    pub flows_adopted: AtomicU64,
+    /// Keys those flows brought along.
+    pub keys_adopted: AtomicU64,
+    /// Moved flows whose state could not be fetched (they started from nothing).
+    pub adopt_failures: AtomicU64,
+    /// Frames of a steered input that were not IPv4 TCP/UDP, or malformed (skipped).
+    pub bad_frames: AtomicU64,
+    /// The NF's own metrics (`metric_add`).
+    pub metrics: Mutex<BTreeMap<String, i64>>,
+}
+
+impl NfCounters {
+    /// Every counter by name (`nf_…`, and `nf_metric:<name>` for the NF's metrics).
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        // Acquire pairs with the Release in `count_verdict`: everything counted for
+        // the packets seen here is visible to the loads below.
+        let packets = self.packets.load(Ordering::Acquire);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut rows = vec![
+            ("nf_packets".to_string(), packets),
+            ("nf_forwarded".to_string(), get(&self.forwarded)),
+            ("nf_dropped".to_string(), get(&self.dropped)),
+            ("nf_faults".to_string(), get(&self.faults)),
+            ("nf_restarts".to_string(), get(&self.restarts)),
+            ("nf_replacements".to_string(), get(&self.replacements)),
+            ("nf_events".to_string(), get(&self.events)),
+            ("nf_flows_adopted".to_string(), get(&self.flows_adopted)),
+            ("nf_keys_adopted".to_string(), get(&self.keys_adopted)),
+            ("nf_adopt_failures".to_string(), get(&self.adopt_failures)),
+            ("nf_bad_frames".to_string(), get(&self.bad_frames)),
+        ];
+        for (name, value) in self.metrics.lock().unwrap().iter() {
+            rows.push((format!("nf_metric:{name}"), (*value).max(0) as u64));
+        }
+        rows
+    }
+}

@@ -1,0 +1,207 @@
+//! The NF thread: packets in, verdicts out, moved flows fetched first.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use estate_guest::{Brought, Verdict};
+use tracing::{info, warn};
+
+use crate::nf::counters::NfCounters;
+use crate::nf::env::NfEnv;
+use crate::nf::input::Input;
+use crate::nf::input::synth::OwnedPacket;
+use crate::nf::{FailPolicy, FlowState, NfSettings};
+use crate::wasm::{GuestError, NfInstance, NfModule, WasmHost};
+
+/// A new module and instance waiting to take over at the next packet.
+pub(crate) struct Swap {
+    pub(crate) module: NfModule,
+    pub(crate) config: String,
+    pub(crate) instance: NfInstance,
+}
+
+/// A running NF. Dropping it stops the packet thread after the current packet (or the
+/// current bounded wait of a source that waits for packets).
+pub struct NfRun {
+    /// The input's stop flag.
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) swap: Arc<Mutex<Option<Swap>>>,
+    pub(crate) thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for NfRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NfRun").field("finished", &self.is_finished()).finish_non_exhaustive()
+    }
+}
+
+impl NfRun {
+    /// Starts `module` with `config` over `input`. The instance is built before this
+    /// returns, so a bad configuration is an error here, not a silent thread exit.
+    pub fn start(
+        host: Arc<WasmHost>,
+        module: NfModule,
+        config: String,
+        state: Arc<dyn NfEnv>,
+        input: impl Into<Input>,
+        settings: NfSettings,
+        counters: Arc<NfCounters>,
+    ) -> Result<NfRun, GuestError> {
+        let NfSettings { fail, flows } = settings;
+        let Input { packets, stop } = input.into();
+        // The mark each moved flow last arrived with here.
+        let mut adopted: HashMap<String, u16> = HashMap::new();
+        let (mut module, mut config) = (module, config);
+        let mut instance = host.start_nf(&module, state.clone(), &config)?;
+        let stopping = stop.clone();
+        let swap: Arc<Mutex<Option<Swap>>> = Arc::default();
+        let swapping = swap.clone();
+        let thread = thread::Builder::new()
+            .name("estate-nf".into())
+            .spawn(move || {
+                for packet in packets {
+                    if stopping.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    // Hot replacement: the new instance takes over between packets; state
+                    // in the store is untouched.
+                    if let Some(new) = swapping.lock().unwrap().take() {
+                        (module, config, instance) = (new.module, new.config, new.instance);
+                        counters.replacements.fetch_add(1, Ordering::Relaxed);
+                        info!("NF replaced");
+                    }
+                    // The first packet of a moved flow, or of a new move of it: its state
+                    // comes first.
+                    if packet.mark != 0 && flows != FlowState::Off && new_move(&mut adopted, &packet) {
+                        let brought = match state.adopt_flow(&packet.flow, flows) {
+                            Ok(keys) => {
+                                counters.flows_adopted.fetch_add(1, Ordering::Relaxed);
+                                counters.keys_adopted.fetch_add(keys as u64, Ordering::Relaxed);
+                                if flows == FlowState::Take { Brought::Taken } else { Brought::Copied }
+                            }
+                            Err(e) => {
+                                counters.adopt_failures.fetch_add(1, Ordering::Relaxed);
+                                warn!(flow = %packet.flow, "could not fetch a moved flow's state: {e}");
+                                Brought::Failed
+                            }
+                        };
+                        // A fault here is handled like one on the packet itself.
+                        let moved = instance.on_flow_moved(&packet.flow, brought);
+                        if let Err(e) = moved {
+                            let fresh = host.start_nf(&module, state.clone(), &config);
+                            fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);
+                            count_verdict(&counters, fail.verdict());
+                            continue;
+                        }
+                    }
+                    let verdict = match instance.on_packet(&packet.as_packet()) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let fresh = host.start_nf(&module, state.clone(), &config);
+                            fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);
+                            fail.verdict()
+                        }
+                    };
+                    count_verdict(&counters, verdict);
+                }
+                info!(packets = counters.packets.load(Ordering::Relaxed), "NF input finished");
+            })
+            .map_err(|e| GuestError::Abi(format!("spawning the NF thread: {e}")))?;
+        Ok(NfRun { stop, swap, thread: Some(thread) })
+    }
+
+    pub(crate) fn replace(&self, module: NfModule, config: String, instance: NfInstance) {
+        *self.swap.lock().unwrap() = Some(Swap { module, config, instance });
+    }
+
+    /// Waits until the input is exhausted.
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether the input is exhausted (or the thread stopped).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+/// Whether `packet` is the first one of its flow's move here (its mark differs from the
+/// one the flow last arrived with); records the mark.
+pub(crate) fn new_move(adopted: &mut HashMap<String, u16>, packet: &OwnedPacket) -> bool {
+    match adopted.get_mut(&packet.flow) {
+        Some(mark) if *mark == packet.mark => false,
+        Some(mark) => {
+            *mark = packet.mark;
+            true
+        }
+        None => {
+            adopted.insert(packet.flow.clone(), packet.mark);
+            true
+        }
+    }
+}
+
+/// Counts a guest fault and swaps in the rebuilt instance (a guest that faulted may
+/// have left its memory in any state).
+pub(crate) fn fault(
+    counters: &NfCounters,
+    flow: &str,
+    fail: FailPolicy,
+    error: &GuestError,
+    fresh: Result<NfInstance, GuestError>,
+    instance: &mut NfInstance,
+) {
+    let n = counters.faults.fetch_add(1, Ordering::Relaxed) + 1;
+    warn!(flow, faults = n, policy = %fail, "NF fault: {error}");
+    match fresh {
+        Ok(fresh) => {
+            *instance = fresh;
+            counters.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => warn!("NF could not be rebuilt, keeping the old instance: {e}"),
+    }
+}
+
+pub(crate) fn count_verdict(counters: &NfCounters, verdict: Verdict) {
+    let counter = match verdict {
+        Verdict::Forward => &counters.forwarded,
+        Verdict::Drop => &counters.dropped,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    counters.packets.fetch_add(1, Ordering::Release);
+}
+
+impl Drop for NfRun {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estate_guest::nf::Direction;
+
+    #[test]
+    fn a_flow_is_adopted_again_at_every_new_mark() {
+        let mut adopted = HashMap::new();
+        let mut packet = OwnedPacket::new(6, ([10, 0, 0, 1], 1000), ([10, 0, 0, 2], 80), Direction::Forward, vec![]);
+        let mut adoptions = Vec::new();
+        // A→B (1), more packets, B→A (2), A→B again (3): B adopts at 1 and 3.
+        for mark in [1, 1, 1, 3, 3, 4, 4, 1] {
+            packet.mark = mark;
+            adoptions.push(new_move(&mut adopted, &packet));
+        }
+        assert_eq!(adoptions, [true, false, false, true, false, true, false, true]);
+        let other = OwnedPacket { flow: "other".into(), ..packet.clone() };
+        assert!(new_move(&mut adopted, &other), "per flow");
+    }
+}

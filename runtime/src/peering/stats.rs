@@ -1,0 +1,61 @@
+//! Counters of what a node's peering received, sent and dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of what the node received and dropped.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Peer frames received.
+    pub frames: AtomicU64,
+    /// Peer frames that were not valid estate frames (bad magic, version, body).
+    pub malformed: AtomicU64,
+    /// Peer frames larger than the frame limit.
+    pub oversized: AtomicU64,
+    /// Well-formed messages dropped: from non-members, replies to no outstanding read,
+    /// module bytes nobody asked for.
+    pub rejected: AtomicU64,
+    /// Sends dropped because a peer's queue was full.
+    pub send_dropped: AtomicU64,
+    /// Control requests that could not be decoded.
+    pub control_malformed: AtomicU64,
+    /// Global reads served for peers.
+    pub served: AtomicU64,
+    /// Bytes of peer frames received.
+    pub bytes_in: AtomicU64,
+    /// Bytes of peer frames sent.
+    pub bytes_out: AtomicU64,
+    /// Items this node handed to members when it left.
+    pub handoff_out: AtomicU64,
+    /// Items leaving members handed to this node.
+    pub handoff_in: AtomicU64,
+    /// Hand-off batches this node sent again because no acknowledgement came.
+    pub handoff_resent: AtomicU64,
+    /// Hand-off batches received again (acknowledged again, not stored twice).
+    pub handoff_duplicates: AtomicU64,
+}
+
+impl Stats {
+    /// Every counter by name.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("frames".into(), get(&self.frames)),
+            ("malformed".into(), get(&self.malformed)),
+            ("oversized".into(), get(&self.oversized)),
+            ("rejected".into(), get(&self.rejected)),
+            ("send_dropped".into(), get(&self.send_dropped)),
+            ("control_malformed".into(), get(&self.control_malformed)),
+            ("served".into(), get(&self.served)),
+            ("bytes_in".into(), get(&self.bytes_in)),
+            ("bytes_out".into(), get(&self.bytes_out)),
+            ("handoff_out".into(), get(&self.handoff_out)),
+            ("handoff_in".into(), get(&self.handoff_in)),
+            ("handoff_resent".into(), get(&self.handoff_resent)),
+            ("handoff_duplicates".into(), get(&self.handoff_duplicates)),
+        ]
+    }
+}
+
+pub(crate) fn bump(counter: &AtomicU64) -> u64 {
+    counter.fetch_add(1, Ordering::Relaxed) + 1
+}

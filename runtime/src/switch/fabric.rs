@@ -1,0 +1,158 @@
+//! Where the switch sends its frames: the trait, and the ZeroMQ fabric.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::*;
+use crate::wire::{self, ControlReply, ControlRequest};
+
+/// Where the switch sends its frames.
+pub trait Fabric {
+    /// Sends `frame` to node `node` (an index into the switch's nodes); an empty frame
+    /// ends the node's input. Returns whether the frame was delivered (handed to the
+    /// node's queue) in time.
+    fn send(&mut self, node: usize, frame: &[u8]) -> bool;
+
+    /// Waits until node `node` has handled the `delivered` packets sent to it, before
+    /// flows move away from it. Returns false if that could not be confirmed in time (the
+    /// move goes ahead anyway). The default does not wait.
+    fn settle(&mut self, node: usize, delivered: u64) -> bool {
+        let _ = (node, delivered);
+        true
+    }
+}
+
+/// The ZeroMQ fabric: a PUSH socket to each node's steered input.
+///
+/// A send waits at most the send timeout (a node's queue may be full while it catches
+/// up). A node that did not take a frame in that time is taken for down: later frames to
+/// it are tried without waiting (and counted as undeliverable if it still cannot take
+/// them) until it takes one again, so a dead node costs one timeout, not one per packet.
+pub struct ZmqFabric {
+    pub(crate) ctx: zmq::Context,
+    pub(crate) ports: Vec<Port>,
+    pub(crate) send_timeout: Duration,
+    pub(crate) settle_timeout: Duration,
+}
+
+/// One node as the fabric reaches it.
+pub(crate) struct Port {
+    pub(crate) name: String,
+    pub(crate) endpoint: String,
+    pub(crate) socket: zmq::Socket,
+    /// The node's control endpoint, to ask how many packets its NF handled.
+    pub(crate) control: Option<String>,
+    pub(crate) down: bool,
+}
+
+impl fmt::Debug for ZmqFabric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ports: Vec<(&str, &str, bool)> =
+            self.ports.iter().map(|p| (p.name.as_str(), p.endpoint.as_str(), p.down)).collect();
+        f.debug_struct("ZmqFabric").field("ports", &ports).finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds for a ZeroMQ socket option.
+pub(crate) fn millis(d: Duration) -> i32 {
+    d.as_millis().try_into().unwrap_or(i32::MAX)
+}
+
+impl ZmqFabric {
+    /// Connects to the steered inputs of `nodes` (name and endpoint, in the switch's
+    /// order). `controls` gives the control endpoints (by node name) of nodes the switch
+    /// waits for before moving flows away from them, each wait bounded by
+    /// `settle_timeout`.
+    pub fn connect(
+        nodes: &[(String, String)],
+        controls: &HashMap<String, String>,
+        send_timeout: Duration,
+        settle_timeout: Duration,
+    ) -> Result<ZmqFabric, SwitchError> {
+        if let Some(name) = controls.keys().find(|c| !nodes.iter().any(|(n, _)| n == *c)) {
+            return Err(SwitchError::Nodes(format!("control endpoint for {name:?}, which is not a node")));
+        }
+        let ctx = zmq::Context::new();
+        let mut ports = Vec::with_capacity(nodes.len());
+        for (name, endpoint) in nodes {
+            let err = |what| move |source| SwitchError::Socket { what, endpoint: endpoint.clone(), source };
+            let socket = ctx.socket(zmq::PUSH).map_err(err("creating a socket for"))?;
+            socket.set_sndtimeo(millis(send_timeout)).map_err(err("configuring"))?;
+            // Frames still queued at the end get as long as one send to leave.
+            socket.set_linger(millis(send_timeout)).map_err(err("configuring"))?;
+            // Queue only to a node that is connected: frames for a node that never came
+            // up count as undeliverable instead of vanishing in a queue.
+            socket.set_immediate(true).map_err(err("configuring"))?;
+            socket.connect(endpoint).map_err(err("connecting to"))?;
+            let control = controls.get(name).cloned();
+            ports.push(Port { name: name.clone(), endpoint: endpoint.clone(), socket, control, down: false });
+        }
+        Ok(ZmqFabric { ctx, ports, send_timeout, settle_timeout })
+    }
+
+    /// Packets the NF of the node at `control` has handled (forwarded, dropped, or
+    /// skipped as a bad frame), from its `stats`.
+    pub(crate) fn handled(&self, control: &str, wait: Duration) -> Result<u64, String> {
+        let socket = self.ctx.socket(zmq::REQ).map_err(|e| e.to_string())?;
+        socket.set_linger(0).map_err(|e| e.to_string())?;
+        socket.set_rcvtimeo(millis(wait)).map_err(|e| e.to_string())?;
+        socket.connect(control).map_err(|e| format!("connecting to {control}: {e}"))?;
+        socket.send(wire::encode_request(&ControlRequest::Stats), 0).map_err(|e| e.to_string())?;
+        let frame = socket.recv_bytes(0).map_err(|e| format!("no stats from {control}: {e}"))?;
+        match wire::decode_reply(&frame).map_err(|e| e.to_string())? {
+            ControlReply::Stats(rows) => Ok(rows
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "nf_forwarded" | "nf_dropped" | "nf_bad_frames"))
+                .map(|(_, v)| v)
+                .sum()),
+            other => Err(format!("unexpected answer to stats from {control}: {other:?}")),
+        }
+    }
+}
+
+impl Fabric for ZmqFabric {
+    fn send(&mut self, node: usize, frame: &[u8]) -> bool {
+        let timeout = self.send_timeout;
+        let port = &mut self.ports[node];
+        let flags = if port.down { zmq::DONTWAIT } else { 0 };
+        match port.socket.send(frame, flags) {
+            Ok(()) => {
+                if port.down {
+                    info!(node = %port.name, "node takes frames again");
+                    port.down = false;
+                }
+                true
+            }
+            Err(e) => {
+                if !port.down {
+                    warn!(node = %port.name, endpoint = %port.endpoint, "frame not taken within {timeout:?} ({e}); \
+                           counting frames as undeliverable until the node takes one again");
+                    port.down = true;
+                }
+                false
+            }
+        }
+    }
+
+    fn settle(&mut self, node: usize, delivered: u64) -> bool {
+        let Some(control) = self.ports[node].control.clone() else {
+            return true;
+        };
+        let deadline = Instant::now() + self.settle_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.handled(&control, left.clamp(Duration::from_millis(10), Duration::from_secs(1))) {
+                Ok(handled) if handled >= delivered => return true,
+                Ok(handled) => debug!(node = %self.ports[node].name, handled, delivered, "waiting for the node"),
+                Err(e) => debug!(node = %self.ports[node].name, "waiting for the node: {e}"),
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

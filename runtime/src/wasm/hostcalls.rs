@@ -1,0 +1,220 @@
+//! The host functions guests import (module `estate`), each bounds-checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use estate_guest::codec::Value;
+use wasmtime::{AsContextMut, Caller};
+
+use super::*;
+
+/// Reads `len` bytes at `ptr` from the caller's memory, bounds-checked.
+pub(crate) fn guest_bytes(caller: &mut Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<Vec<u8>> {
+    // Cached at instantiation: a by-name export lookup on every host call is not free.
+    let Some(memory) = caller.data().memory else {
+        wasmtime::bail!("guest has no exported memory");
+    };
+    span(memory.data(&caller), ptr, len).map(<[u8]>::to_vec)
+}
+
+/// `estate.result(ptr, len)`: the guest hands back its output.
+pub(crate) fn host_result(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<()> {
+    let limit = caller.data().output_limit;
+    if len as usize > limit {
+        caller.data_mut().output_refused = Some(len as usize);
+        wasmtime::bail!("output of {len} bytes exceeds the limit of {limit}");
+    }
+    let bytes = guest_bytes(&mut caller, ptr, len)?;
+    caller.data_mut().result = Some(bytes);
+    Ok(())
+}
+
+/// `len` bytes at `ptr` of guest memory `memory`, bounds-checked.
+pub(crate) fn span(memory: &[u8], ptr: u32, len: u32) -> wasmtime::Result<&[u8]> {
+    let (start, len) = (ptr as usize, len as usize);
+    memory
+        .get(start..)
+        .and_then(|s| s.get(..len))
+        .ok_or_else(|| wasmtime::format_err!("guest buffer {start}+{len} is outside its memory"))
+}
+
+/// Runs `f` on the NF's state, the key at `ptr..ptr + len` and the guest's memory, all
+/// borrowed: the per-packet state calls copy nothing on the way in.
+pub(crate) fn with_key<R>(
+    caller: &mut Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+    call: &str,
+    f: impl FnOnce(&dyn NfState, &str, &[u8]) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    let Some(memory) = caller.data().memory else {
+        wasmtime::bail!("guest has no exported memory");
+    };
+    let (memory, data) = memory.data_and_store_mut(caller);
+    let key =
+        std::str::from_utf8(span(memory, ptr, len)?).map_err(|_| wasmtime::format_err!("{call}: key is not UTF-8"))?;
+    let state =
+        data.nf_state.as_deref().ok_or_else(|| wasmtime::format_err!("{call} is only available to NF guests"))?;
+    f(state, key, memory)
+}
+
+/// `estate.counter_add(key_ptr, key_len, delta) -> i64`.
+pub(crate) fn host_counter_add(
+    mut caller: Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+    delta: i64,
+) -> wasmtime::Result<i64> {
+    with_key(&mut caller, ptr, len, "counter_add", |state, key, _| {
+        state.counter_add(key, delta).map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
+    })
+}
+
+pub(crate) fn nf_state(caller: &Caller<'_, GuestData>, call: &str) -> wasmtime::Result<Arc<dyn NfState>> {
+    caller.data().nf_state.clone().ok_or_else(|| wasmtime::format_err!("{call} is only available to NF guests"))
+}
+
+pub(crate) fn guest_str(
+    caller: &mut Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+    what: &str,
+) -> wasmtime::Result<String> {
+    String::from_utf8(guest_bytes(caller, ptr, len)?).map_err(|_| wasmtime::format_err!("{what} is not UTF-8"))
+}
+
+/// `estate.staged_read(ptr, len)`: copies the staged bytes into guest memory.
+pub(crate) fn host_staged_read(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<()> {
+    let staged = std::mem::take(&mut caller.data_mut().staged);
+    if len as usize != staged.len() {
+        wasmtime::bail!("staged_read of {len} bytes, {} staged", staged.len());
+    }
+    // Cached at instantiation: a by-name export lookup on every host call is not free.
+    let Some(memory) = caller.data().memory else {
+        wasmtime::bail!("guest has no exported memory");
+    };
+    memory
+        .write(&mut caller, ptr as usize, &staged)
+        .map_err(|_| wasmtime::format_err!("staged_read buffer {ptr}+{len} is outside guest memory"))
+}
+
+/// `estate.state_get(key_ptr, key_len) -> i32`: 1 and the value staged, or 0.
+pub(crate) fn host_state_get(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
+    Ok(match with_key(&mut caller, ptr, len, "state_get", |state, key, _| Ok(state.get(key)))? {
+        Some(value) => {
+            let mut staged = Vec::new();
+            value.encode(&mut staged);
+            caller.data_mut().staged = staged;
+            1
+        }
+        None => 0,
+    })
+}
+
+/// `estate.state_set(key_ptr, key_len, val_ptr, val_len) -> i32`: 0, or 1 and an error
+/// message staged. A value that is not a valid encoding traps (a guest bug).
+pub(crate) fn host_state_set(
+    mut caller: Caller<'_, GuestData>,
+    kp: u32,
+    kl: u32,
+    vp: u32,
+    vl: u32,
+) -> wasmtime::Result<i32> {
+    let set = with_key(&mut caller, kp, kl, "state_set", |state, key, memory| {
+        let value = Value::decode_exact(span(memory, vp, vl)?)
+            .map_err(|e| wasmtime::format_err!("state_set({key}): malformed value: {e}"))?;
+        Ok(state.set(key, value))
+    })?;
+    Ok(match set {
+        Ok(()) => 0,
+        Err(message) => {
+            caller.data_mut().staged = message.into_bytes();
+            1
+        }
+    })
+}
+
+/// `estate.state_del(key_ptr, key_len) -> i32`: 1 if the key existed, else 0.
+pub(crate) fn host_state_del(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
+    with_key(&mut caller, ptr, len, "state_del", |state, key, _| Ok(state.del(key) as i32))
+}
+
+/// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32` (and
+/// `estate.global_all`, the same with consistency `all`): 0 no item, 1 an encoded item
+/// staged, 2 an error message staged.
+pub(crate) fn host_global<const ALL: bool>(
+    caller: Caller<'_, GuestData>,
+    pp: u32,
+    pl: u32,
+    rp: u32,
+    rl: u32,
+    timeout_ms: u32,
+) -> wasmtime::Result<i32> {
+    global_call(caller, (pp, pl), (rp, rl), timeout_ms, ALL)
+}
+
+/// Time spent waiting on the cluster is not the guest's own: its wall-time budget
+/// starts again when control returns to it.
+pub(crate) fn rearm_wall_time(caller: &mut Caller<'_, GuestData>) {
+    let ticks = caller.data().wall_ticks;
+    caller.as_context_mut().set_epoch_deadline(ticks);
+}
+
+/// `estate.take(pat_ptr, pat_len) -> i64`: the number of keys brought here, or -1 and
+/// an error message staged.
+pub(crate) fn host_take(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i64> {
+    let pattern = guest_str(&mut caller, ptr, len, "take pattern")?;
+    let answer = nf_state(&caller, "take")?.take(&pattern);
+    rearm_wall_time(&mut caller);
+    Ok(match answer {
+        Ok(n) => n as i64,
+        Err(message) => {
+            caller.data_mut().staged = message.into_bytes();
+            -1
+        }
+    })
+}
+
+pub(crate) fn global_call(
+    mut caller: Caller<'_, GuestData>,
+    (pp, pl): (u32, u32),
+    (rp, rl): (u32, u32),
+    timeout_ms: u32,
+    all: bool,
+) -> wasmtime::Result<i32> {
+    let pattern = guest_str(&mut caller, pp, pl, "global pattern")?;
+    let reducer = guest_str(&mut caller, rp, rl, "reducer name")?;
+    let state = nf_state(&caller, "global")?;
+    let answer = state.global(&pattern, &reducer, Duration::from_millis(timeout_ms.into()), all);
+    rearm_wall_time(&mut caller);
+    let (code, staged) = match answer {
+        Ok(None) => (0, Vec::new()),
+        Ok(Some(item)) => {
+            let mut staged = Vec::new();
+            item.encode(&mut staged);
+            (1, staged)
+        }
+        Err(message) => (2, message.into_bytes()),
+    };
+    caller.data_mut().staged = staged;
+    Ok(code)
+}
+
+/// `estate.metric_add(name_ptr, name_len, delta)`.
+pub(crate) fn host_metric_add(
+    mut caller: Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+    delta: i64,
+) -> wasmtime::Result<()> {
+    let name = guest_str(&mut caller, ptr, len, "metric name")?;
+    nf_state(&caller, "metric_add")?.metric_add(&name, delta);
+    Ok(())
+}
+
+/// `estate.emit(ptr, len)`: an event from the NF.
+pub(crate) fn host_emit(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<()> {
+    let event = guest_str(&mut caller, ptr, len, "event")?;
+    nf_state(&caller, "emit")?.emit(&event);
+    Ok(())
+}

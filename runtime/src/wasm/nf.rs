@@ -1,0 +1,179 @@
+//! NF guests: modules, running instances, and the node state they reach.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estate_guest::codec::{Item, Value};
+use estate_guest::nf::Packet;
+use estate_guest::{Verdict, status};
+use wasmtime::{InstancePre, Store, TypedFunc};
+
+use super::*;
+
+/// Node state an NF guest may use through host calls.
+pub trait NfState: Send + Sync {
+    /// Adds `delta` to the integer at `key` (a missing key counts as 0); returns the new
+    /// value, or an error message (e.g. the key holds a non-integer, or overflow).
+    fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String>;
+
+    /// The value at `key`.
+    fn get(&self, key: &str) -> Option<Value> {
+        let _ = key;
+        None
+    }
+
+    /// Sets `key`; an error says why it was refused.
+    fn set(&self, key: &str, value: Value) -> Result<(), String> {
+        let _ = (key, value);
+        Err("this NF has no writable state".into())
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    fn del(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
+
+    /// A global read across the cluster. With `all`, an error unless every live member
+    /// answered (consistency `all`).
+    fn global(&self, pattern: &str, reducer: &str, timeout: Duration, all: bool) -> Result<Option<Item>, String> {
+        let _ = (pattern, reducer, timeout, all);
+        Err("global reads are not available to this NF".into())
+    }
+
+    /// Moves every key matching `pattern` from the other members to this node (their
+    /// copies are deleted); returns the number of keys brought.
+    fn take(&self, pattern: &str) -> Result<usize, String> {
+        let _ = pattern;
+        Err("take is not available to this NF".into())
+    }
+
+    /// Adds to an NF metric.
+    fn metric_add(&self, name: &str, delta: i64) {
+        let _ = (name, delta);
+    }
+
+    /// Receives an event (alert, log line) the NF emitted.
+    fn emit(&self, event: &str) {
+        let _ = event;
+    }
+}
+
+impl WasmHost {
+    /// Compiles and checks an NF module (exports `estate_on_packet`).
+    pub fn load_nf(&self, bytes: &[u8]) -> Result<NfModule, GuestError> {
+        if bytes.len() > self.limits.module_bytes {
+            return Err(GuestError::ModuleSize { size: bytes.len(), limit: self.limits.module_bytes });
+        }
+        let module = self.compile(bytes, "estate_on_packet")?;
+        if module.get_export("estate_nf_init").is_none() {
+            return Err(GuestError::Invalid("missing export `estate_nf_init`".into()));
+        }
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
+        Ok(NfModule { pre })
+    }
+
+    /// Starts an NF: one instance whose memory persists across packets.
+    /// Starts an NF: one instance whose memory persists across packets, built from
+    /// `config` by its `estate_nf_init`.
+    pub fn start_nf(&self, nf: &NfModule, state: Arc<dyn NfState>, config: &str) -> Result<NfInstance, GuestError> {
+        let mut store = self.store(&self.limits, Some(state));
+        let guest = self.instantiate(&mut store, &nf.pre, &self.limits)?;
+        let on_packet = typed(&guest.instance, &mut store, "estate_on_packet")?;
+        // Optional: NFs that do not care about moved flows need not export it.
+        let on_flow_moved = match guest.instance.get_export(&mut store, "estate_on_flow_moved") {
+            Some(_) => Some(typed(&guest.instance, &mut store, "estate_on_flow_moved")?),
+            None => None,
+        };
+        let init: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, "estate_nf_init")?;
+        let ptr = guest.write_input(&mut store, config.as_bytes(), &self.limits)?;
+        let code =
+            init.call(&mut store, (ptr, len_i32(config.as_bytes())?)).map_err(|e| classify(e, &store, &self.limits))?;
+        let output = store.data_mut().result.take();
+        match code {
+            0 => Ok(NfInstance {
+                store,
+                guest,
+                on_packet,
+                on_flow_moved,
+                limits: self.limits.clone(),
+                record: Vec::new(),
+            }),
+            status::ERROR => Err(GuestError::Guest(message(output))),
+            other => Err(GuestError::Abi(format!("estate_nf_init returned {other}: {}", message(output)))),
+        }
+    }
+}
+
+/// A compiled, checked NF module.
+#[derive(Clone)]
+pub struct NfModule {
+    pub(crate) pre: InstancePre<GuestData>,
+}
+
+impl fmt::Debug for NfModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NfModule").finish_non_exhaustive()
+    }
+}
+
+/// A running NF guest. Not shared: one packet at a time.
+pub struct NfInstance {
+    pub(crate) store: Store<GuestData>,
+    pub(crate) guest: Guest,
+    pub(crate) on_packet: TypedFunc<(i32, i32), i32>,
+    pub(crate) on_flow_moved: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(crate) limits: Limits,
+    /// The packet record being passed in, kept across packets (no allocation each).
+    pub(crate) record: Vec<u8>,
+}
+
+impl fmt::Debug for NfInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NfInstance").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl NfInstance {
+    /// Hands one packet to the NF and returns its verdict. After an error the instance
+    /// may be in any state: the caller applies its fail policy and should restart it.
+    pub fn on_packet(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
+        arm(&mut self.store, &self.limits);
+        self.record.clear();
+        packet.encode(&mut self.record);
+        let ptr = self.guest.write_input(&mut self.store, &self.record, &self.limits)?;
+        let code = self
+            .on_packet
+            .call(&mut self.store, (ptr, len_i32(&self.record)?))
+            .map_err(|e| classify(e, &self.store, &self.limits))?;
+        match code {
+            0 => Ok(Verdict::Forward),
+            1 => Ok(Verdict::Drop),
+            status::BAD_INPUT => {
+                Err(GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take()))))
+            }
+            other => Err(GuestError::Abi(format!("unknown verdict {other}"))),
+        }
+    }
+
+    /// Tells the NF that `flow` moved here (its state has been brought over), before the
+    /// flow's first packet here. A no-op for NFs without `estate_on_flow_moved`.
+    pub fn on_flow_moved(&mut self, flow: &str, brought: estate_guest::Brought) -> Result<(), GuestError> {
+        let Some(callback) = self.on_flow_moved.clone() else {
+            return Ok(());
+        };
+        arm(&mut self.store, &self.limits);
+        let ptr = self.guest.write_input(&mut self.store, flow.as_bytes(), &self.limits)?;
+        let code = callback
+            .call(&mut self.store, (ptr, len_i32(flow.as_bytes())?, brought.code()))
+            .map_err(|e| classify(e, &self.store, &self.limits))?;
+        match code {
+            0 => Ok(()),
+            other => Err(GuestError::Abi(format!(
+                "estate_on_flow_moved returned {other}: {}",
+                message(self.store.data_mut().result.take())
+            ))),
+        }
+    }
+}

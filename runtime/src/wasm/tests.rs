@@ -1,0 +1,207 @@
+use super::*;
+use estate_guest::{Item, Value};
+
+fn host() -> WasmHost {
+    WasmHost::new(Limits { wall_time: Duration::from_millis(100), ..Limits::default() }).unwrap()
+}
+
+/// A reducer shell in WAT whose `estate_reduce` body is `body`.
+fn wat_reducer(body: &str) -> Vec<u8> {
+    format!(
+        r#"(module
+            (import "estate" "result" (func $result (param i32 i32)))
+            (memory (export "memory") 1)
+            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_reduce") (param i32 i32 i32) (result i32) {body}))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn infinite_loop_runs_out_of_fuel() {
+    // A generous wall-time limit, so fuel is the limit that binds even on a loaded
+    // machine.
+    let host =
+        WasmHost::new(Limits { fuel: 1_000_000, wall_time: Duration::from_secs(30), ..Limits::default() }).unwrap();
+    let r = host.load_reducer(&wat_reducer("(loop (br 0)) i32.const 0")).unwrap();
+    assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::OutOfFuel(1_000_000))));
+}
+
+#[test]
+fn infinite_loop_without_fuel_pressure_hits_the_deadline() {
+    let host = WasmHost::new(Limits { fuel: u64::MAX / 2, wall_time: Duration::from_millis(30), ..Limits::default() })
+        .unwrap();
+    let r = host.load_reducer(&wat_reducer("(loop (br 0)) i32.const 0")).unwrap();
+    assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Timeout(_))));
+}
+
+#[test]
+fn memory_grow_bomb_hits_the_memory_limit() {
+    let host = host();
+    let r = host.load_reducer(&wat_reducer("(drop (memory.grow (i32.const 60000))) i32.const 1")).unwrap();
+    assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::MemoryLimit(_))), "{:?}", host.reduce_all(&r, &[]));
+}
+
+#[test]
+fn unreachable_is_a_trap() {
+    let host = host();
+    let r = host.load_reducer(&wat_reducer("unreachable")).unwrap();
+    assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Trap(_))));
+}
+
+#[test]
+fn huge_output_is_refused() {
+    let host = host();
+    let r = host.load_reducer(&wat_reducer("(call $result (i32.const 0) (i32.const 65536)) i32.const 0")).unwrap();
+    let mut limits = host.limits().clone();
+    limits.output_bytes = 100;
+    let small = WasmHost::new(limits).unwrap();
+    let r2 = small.load_reducer(&wat_reducer("(call $result (i32.const 0) (i32.const 65536)) i32.const 0")).unwrap();
+    assert!(matches!(small.reduce_all(&r2, &[]), Err(GuestError::OutputLimit { size: 65536, limit: 100 })));
+    // Within the default limit the same bytes are a malformed value, not a crash.
+    assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Abi(_))));
+}
+
+#[test]
+fn out_of_bounds_result_traps() {
+    let host = host();
+    let r = host.load_reducer(&wat_reducer("(call $result (i32.const 65530) (i32.const 100)) i32.const 0")).unwrap();
+    assert!(matches!(host.reduce_all(&r, &[]), Err(GuestError::Trap(_))));
+}
+
+#[test]
+fn missing_and_mistyped_exports_are_rejected_at_load() {
+    let host = host();
+    let missing = br#"(module (memory (export "memory") 1))"#;
+    assert!(matches!(host.load_reducer(missing), Err(GuestError::Invalid(_))));
+    let mistyped = br#"(module (memory (export "memory") 1)
+            (func (export "estate_abi_version") (result i64) i64.const 1)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 0)
+            (func (export "estate_reduce") (param i32 i32) (result i32) i32.const 0))"#;
+    assert!(matches!(host.load_reducer(mistyped), Err(GuestError::Invalid(_))));
+    assert!(matches!(host.load_reducer(b"not wasm"), Err(GuestError::Invalid(_))));
+}
+
+#[test]
+fn oversized_modules_are_refused_naming_the_limit() {
+    let host = host();
+    let bytes = wat_reducer("i32.const 1");
+    let limits = Limits { module_bytes: bytes.len() - 1, ..host.limits().clone() };
+    let err = host.load_reducer_with(&bytes, limits).unwrap_err();
+    assert!(matches!(err, GuestError::ModuleSize { .. }), "{err}");
+    assert!(err.to_string().contains("module size limit"), "{err}");
+}
+
+#[test]
+fn warm_instances_are_reused_and_stay_correct() {
+    let host = host();
+    let sum = host.load_reducer(&crate::guests::require("reducer_sum").unwrap()).unwrap();
+    for n in 1..=20i64 {
+        let items: Vec<Item> = (1..=n)
+            .map(|i| Item { key: format!("k{i}"), value: Value::Int(i), origin: "a".into(), version: 1 })
+            .collect();
+        let answer = host.reduce_all(&sum, &items).unwrap().unwrap();
+        assert_eq!(answer.value, Value::Int(n * (n + 1) / 2));
+    }
+    assert_eq!(sum.idle.lock().unwrap().len(), 1, "one warm instance served every call");
+}
+
+#[test]
+fn wrong_abi_version_is_rejected() {
+    let host = host();
+    let bytes = br#"(module (memory (export "memory") 1)
+            (func (export "estate_abi_version") (result i32) i32.const 99)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 0)
+            (func (export "estate_reduce") (param i32 i32) (result i32) i32.const 0))"#;
+    assert!(matches!(host.load_reducer(bytes), Err(GuestError::AbiVersion { found: 99 })));
+}
+
+/// An NF whose `estate_on_flow_moved` has `sig` and body `body`.
+fn flow_moved_nf(sig: &str, body: &str) -> Vec<u8> {
+    format!(
+        r#"(module (memory (export "memory") 1)
+            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_flow_moved") {sig} {body}))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn the_flow_moved_callback_gets_how_the_state_came_and_is_checked() {
+    let host = host();
+    let state: Arc<dyn NfState> = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+    // Returns `brought` itself: 0 (copied) is ok, 1 (taken) is an error status.
+    let nf = host.load_nf(&flow_moved_nf("(param i32 i32 i32) (result i32)", "local.get 2")).unwrap();
+    let mut instance = host.start_nf(&nf, state.clone(), "").unwrap();
+    instance.on_flow_moved("6:10.0.0.1:1-10.0.0.2:2", estate_guest::Brought::Copied).unwrap();
+    let err = instance.on_flow_moved("f", estate_guest::Brought::Taken).unwrap_err();
+    assert!(err.to_string().contains("estate_on_flow_moved returned 1"), "{err}");
+    // A trap in the callback is a guest fault like any other.
+    let nf = host.load_nf(&flow_moved_nf("(param i32 i32 i32) (result i32)", "unreachable")).unwrap();
+    let mut instance = host.start_nf(&nf, state.clone(), "").unwrap();
+    assert!(matches!(instance.on_flow_moved("f", estate_guest::Brought::Failed), Err(GuestError::Trap(_))));
+    // The export with the wrong type is refused when the NF starts.
+    let nf = host.load_nf(&flow_moved_nf("(param i32 i32) (result i32)", "i32.const 0")).unwrap();
+    let err = host.start_nf(&nf, state, "").unwrap_err();
+    assert!(err.to_string().contains("estate_on_flow_moved"), "{err}");
+}
+
+/// An NF whose `estate_on_packet` runs `body` (then forwards), with the state calls
+/// imported and, in its memory, the key "k" at 0, the bytes ff fe at 16 and an Int(7)
+/// value at 32.
+fn state_nf(body: &str) -> Vec<u8> {
+    format!(
+        r#"(module
+            (import "estate" "counter_add" (func $add (param i32 i32 i64) (result i64)))
+            (import "estate" "state_set" (func $set (param i32 i32 i32 i32) (result i32)))
+            (import "estate" "state_get" (func $get (param i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "k")
+            (data (i32.const 16) "\ff\fe")
+            (data (i32.const 32) "\00\07\00\00\00\00\00\00\00")
+            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32) {body} i32.const 0))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn state_calls_check_what_the_guest_points_at() {
+    let host = host();
+    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+    let packet = crate::nf::input::synth::OwnedPacket::new(
+        6,
+        ([10, 0, 0, 1], 1),
+        ([10, 0, 0, 2], 2),
+        estate_guest::nf::Direction::Forward,
+        b"x".to_vec(),
+    );
+    let run = |body: &str| {
+        let nf = host.load_nf(&state_nf(body)).unwrap();
+        host.start_nf(&nf, store.clone(), "").unwrap().on_packet(&packet.as_packet())
+    };
+    // Well-formed calls work, borrowing key and value from guest memory.
+    run("(drop (call $add (i32.const 0) (i32.const 1) (i64.const 5)))").unwrap();
+    assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(5)));
+    run("(drop (call $set (i32.const 0) (i32.const 1) (i32.const 32) (i32.const 9)))").unwrap();
+    assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(7)));
+    // Bad pointers, keys that are not UTF-8 and malformed values are guest faults
+    // that name the problem; the store is untouched.
+    for (body, needle) in [
+        ("(drop (call $add (i32.const 65530) (i32.const 100) (i64.const 1)))", "outside its memory"),
+        ("(drop (call $add (i32.const 16) (i32.const 2) (i64.const 1)))", "not UTF-8"),
+        ("(drop (call $get (i32.const -1) (i32.const 1)))", "outside its memory"),
+        ("(drop (call $set (i32.const 0) (i32.const 1) (i32.const 16) (i32.const 2)))", "malformed value"),
+        ("(drop (call $set (i32.const 0) (i32.const 1) (i32.const 65535) (i32.const 9)))", "outside its memory"),
+    ] {
+        let err = run(body).unwrap_err();
+        assert!(err.to_string().contains(needle), "{body}: {err}");
+    }
+    assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(7)));
+}

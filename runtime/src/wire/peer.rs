@@ -1,0 +1,88 @@
+//! Messages between peers: one [`Envelope`] per frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::global::Answer;
+use crate::peering::proto::membership::MemberMsg;
+use crate::reduce::Builtin;
+use crate::store::Moving;
+
+/// A message between peers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node's id.
+    pub from: String,
+    /// The sender's hybrid logical clock when it sent this.
+    pub clock: u64,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// The kinds of peer message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// Membership: join, handshake, heartbeat, leave.
+    Member(MemberMsg),
+    /// Asks for the items of `tenant` whose key matches `pattern`, or (push-down) for
+    /// their reduction by `reducer`.
+    GlobalRequest {
+        /// Unguessable id of the read (128 random bits).
+        id: u128,
+        /// Tenant whose items are read.
+        tenant: String,
+        /// Key pattern (a regular expression or an exact key).
+        pattern: String,
+        /// `None`: send the items. `Some`: reduce them here and send the partial.
+        reducer: Option<RemoteReducer>,
+        /// Move semantics (a flow moved to the requester): send the items and delete
+        /// them here, so the requester becomes their only owner.
+        take: bool,
+    },
+    /// The answer to a [`Body::GlobalRequest`].
+    GlobalReply {
+        /// The request's id.
+        id: u128,
+        /// The items or partial, or why the node could not answer.
+        result: Result<Answer, String>,
+    },
+    /// Asks the receiver for the bytes of the reducer module with this sha256.
+    ModuleRequest {
+        /// sha256 of the module.
+        hash: [u8; 32],
+    },
+    /// The bytes of a reducer module, answering [`Body::ModuleRequest`].
+    ModuleData {
+        /// sha256 the bytes must have.
+        hash: [u8; 32],
+        /// The module.
+        bytes: Vec<u8>,
+    },
+    /// A leaving node hands part of its state to the receiver (graceful scale-in); the
+    /// receiver merges the items into its own store and acknowledges.
+    Handoff {
+        /// Id of this batch (128 random bits).
+        id: u128,
+        /// Tenant the items belong to.
+        tenant: String,
+        /// The items, with how to merge each.
+        items: Vec<Moving>,
+    },
+    /// The answer to a [`Body::Handoff`]: every item was stored except `refused`.
+    HandoffAck {
+        /// The batch's id.
+        id: u128,
+        /// Items stored.
+        stored: u64,
+        /// Keys that could not be stored, with why (the sender keeps those items).
+        refused: Vec<(String, String)>,
+    },
+}
+
+/// A reducer shipped to peers for push-down.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RemoteReducer {
+    /// A built-in, by identity.
+    Builtin(Builtin),
+    /// A Wasm module, by content hash; a peer without it asks the requester for it.
+    Wasm([u8; 32]),
+}
