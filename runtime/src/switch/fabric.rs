@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::*;
-use crate::wire::{self, ControlReply, ControlRequest};
+use crate::wire::{ControlReply, ControlRequest};
 
 /// Where the switch sends its frames.
 pub trait Fabric {
@@ -32,7 +32,6 @@ pub trait Fabric {
 /// it are tried without waiting (and counted as undeliverable if it still cannot take
 /// them) until it takes one again, so a dead node costs one timeout, not one per packet.
 pub struct ZmqFabric {
-    pub(crate) ctx: zmq::Context,
     pub(crate) ports: Vec<Port>,
     pub(crate) send_timeout: Duration,
     pub(crate) settle_timeout: Duration,
@@ -90,19 +89,13 @@ impl ZmqFabric {
             let control = controls.get(name).cloned();
             ports.push(Port { name: name.clone(), endpoint: endpoint.clone(), socket, control, down: false });
         }
-        Ok(ZmqFabric { ctx, ports, send_timeout, settle_timeout })
+        Ok(ZmqFabric { ports, send_timeout, settle_timeout })
     }
 
     /// Packets the NF of the node at `control` has handled (forwarded, dropped, or
     /// skipped as a bad frame), from its `stats`.
     pub(crate) fn handled(&self, control: &str, wait: Duration) -> Result<u64, String> {
-        let socket = self.ctx.socket(zmq::REQ).map_err(|e| e.to_string())?;
-        socket.set_linger(0).map_err(|e| e.to_string())?;
-        socket.set_rcvtimeo(millis(wait)).map_err(|e| e.to_string())?;
-        socket.connect(control).map_err(|e| format!("connecting to {control}: {e}"))?;
-        socket.send(wire::encode_request(&ControlRequest::Stats), 0).map_err(|e| e.to_string())?;
-        let frame = socket.recv_bytes(0).map_err(|e| format!("no stats from {control}: {e}"))?;
-        match wire::decode_reply(&frame).map_err(|e| e.to_string())? {
+        match crate::control::call(control, &ControlRequest::Stats, wait).map_err(|e| e.to_string())? {
             ControlReply::Stats(rows) => Ok(rows
                 .iter()
                 .filter(|(k, _)| matches!(k.as_str(), "nf_forwarded" | "nf_dropped" | "nf_bad_frames"))
