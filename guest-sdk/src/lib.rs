@@ -3,6 +3,7 @@
 //!
 //! The SDK hides the guest ABI (`docs/abi.md`) completely: a guest crate writes plain
 //! Rust functions and names them in one entry macro, and can `#![forbid(unsafe_code)]`.
+//! The ABI's numbers and names are defined once, in [`abi`], for the SDK and the host.
 //!
 //! ```ignore
 //! #![no_std]
@@ -26,65 +27,27 @@
 
 extern crate alloc;
 
+pub mod abi;
 pub mod codec;
 pub mod config;
 pub mod nf;
 #[cfg(feature = "typed")]
 pub mod typed;
 
+pub use abi::VERSION as ABI_VERSION;
+pub use abi::{Brought, Direction, Phase, Verdict, flags, status};
 pub use codec::{Item, Value};
-pub use nf::{Brought, Direction, Nf, Packet};
-
-/// The guest ABI version this SDK implements; exported as `estate_abi_version`.
-pub const ABI_VERSION: i32 = 1;
+pub use nf::{Nf, Packet};
 
 /// What a reducer returns: one item, no item (nothing to reduce), or an error message.
 /// A reducer whose answer is a plain value returns [`Item::of`]`(value)`.
 pub type ReduceResult = Result<Option<Item>, alloc::string::String>;
-
-/// What a reducer's input items are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Items from the state store.
-    Items,
-    /// Partial results of this same reducer, one per node (push-down, combinable
-    /// reducers only): the reducer combines them.
-    Partials,
-}
 
 impl Item {
     /// An item that carries only a value: the usual answer of a reducer.
     pub fn of(value: Value) -> Item {
         Item { key: alloc::string::String::new(), value, origin: alloc::string::String::new(), version: 0 }
     }
-}
-
-/// Bits of `estate_reducer_flags`.
-pub mod flags {
-    /// The reducer is associative and commutative: it can reduce its own partial
-    /// results, so it may be pushed down to peers.
-    pub const COMBINABLE: i32 = 1;
-}
-
-/// What an NF decides for a packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Pass the packet on.
-    Forward,
-    /// Drop the packet.
-    Drop,
-}
-
-/// Status codes of `estate_reduce` and `estate_finish` (see `docs/abi.md`).
-pub mod status {
-    /// An item was handed to the host through `estate.result`.
-    pub const ITEM: i32 = 0;
-    /// The reducer produced no item.
-    pub const NONE: i32 = 1;
-    /// The reducer failed; the UTF-8 message was handed over through `estate.result`.
-    pub const ERROR: i32 = 2;
-    /// The input could not be decoded.
-    pub const BAD_INPUT: i32 = 3;
 }
 
 /// The exports every guest has: `estate_abi_version` and `estate_alloc`.
@@ -95,7 +58,7 @@ macro_rules! __common_exports {
         /// ABI version of this guest.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_abi_version() -> i32 {
-            $crate::ABI_VERSION
+            $crate::abi::VERSION
         }
         /// Allocates an input buffer for the host.
         #[unsafe(no_mangle)]
@@ -116,17 +79,17 @@ macro_rules! __common_exports {
 #[macro_export]
 macro_rules! reducer {
     ($reduce:path) => {
-        $crate::reducer!(@exports $reduce, 0, $crate::__private::identity);
+        $crate::reducer!(@exports $reduce, $crate::abi::flags::NONE, $crate::__private::identity);
     };
     ($reduce:path, combinable) => {
-        $crate::reducer!(@exports $reduce, $crate::flags::COMBINABLE, $crate::__private::identity);
+        $crate::reducer!(@exports $reduce, $crate::abi::flags::COMBINABLE, $crate::__private::identity);
     };
     ($reduce:path, combinable, finish = $finish:path) => {
-        $crate::reducer!(@exports $reduce, $crate::flags::COMBINABLE, $finish);
+        $crate::reducer!(@exports $reduce, $crate::abi::flags::COMBINABLE, $finish);
     };
     (@exports $reduce:path, $flags:expr, $finish:path) => {
         $crate::__common_exports!();
-        /// Properties of this reducer (`flags::COMBINABLE`).
+        /// Properties of this reducer (`abi::flags`).
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_reducer_flags() -> i32 {
             $flags
@@ -378,7 +341,8 @@ mod hostcalls {
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
 pub mod __private {
-    use crate::{ReduceResult, Verdict, codec, hostcalls, status};
+    use crate::abi::{ALLOC_FAILED, Brought, Phase, status};
+    use crate::{ReduceResult, codec, hostcalls};
     use alloc::vec::Vec;
     use core::alloc::Layout;
 
@@ -391,16 +355,19 @@ pub mod __private {
         core::arch::wasm32::unreachable()
     }
 
-    /// Allocates `len` bytes for the host to write an input into; 0 on failure.
+    /// Allocates `len` bytes for the host to write an input into; [`ALLOC_FAILED`] on
+    /// failure.
     pub fn alloc(len: i32) -> i32 {
         match usize::try_from(len) {
+            // Any non-null pointer will do for no bytes; `take_input` never frees it.
             Ok(0) => 1,
             Ok(len) => match Layout::array::<u8>(len) {
-                // SAFETY: the layout has a non-zero size.
+                // SAFETY: the layout has a non-zero size. A null answer (out of memory)
+                // is ALLOC_FAILED, 0, as the ABI wants.
                 Ok(layout) => unsafe { alloc::alloc::alloc(layout) as i32 },
-                Err(_) => 0,
+                Err(_) => ALLOC_FAILED,
             },
-            Err(_) => 0,
+            Err(_) => ALLOC_FAILED,
         }
     }
 
@@ -444,12 +411,10 @@ pub mod __private {
         status::BAD_INPUT
     }
 
-    pub fn reduce(ptr: i32, len: i32, phase: i32, f: fn(&[crate::Item], crate::Phase) -> ReduceResult) -> i32 {
+    pub fn reduce(ptr: i32, len: i32, phase: i32, f: fn(&[crate::Item], Phase) -> ReduceResult) -> i32 {
         let input = take_input(ptr, len);
-        let phase = match phase {
-            0 => crate::Phase::Items,
-            1 => crate::Phase::Partials,
-            other => return bad_input(alloc::format!("unknown phase {other}")),
+        let Some(phase) = Phase::from_code(phase) else {
+            return bad_input(alloc::format!("unknown phase {phase}"));
         };
         let items = match codec::decode_items(&input) {
             Ok(items) => items,
@@ -503,7 +468,7 @@ pub mod __private {
         match T::init(config) {
             Ok(nf) => {
                 *cell.0.borrow_mut() = Some(nf);
-                0
+                status::OK
             }
             Err(message) => {
                 hostcalls::result(message.as_bytes());
@@ -517,7 +482,7 @@ pub mod __private {
         let Ok(flow) = core::str::from_utf8(&input) else {
             return bad_input("flow key is not UTF-8");
         };
-        let Some(brought) = crate::Brought::from_code(brought) else {
+        let Some(brought) = Brought::from_code(brought) else {
             return bad_input("unknown `brought` code");
         };
         let mut nf = cell.0.borrow_mut();
@@ -525,7 +490,7 @@ pub mod __private {
             return bad_input("estate_nf_init was not called");
         };
         nf.on_flow_moved(flow, brought);
-        0
+        status::OK
     }
 
     pub fn nf_on_packet<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {
@@ -537,9 +502,6 @@ pub mod __private {
         let Some(nf) = nf.as_mut() else {
             return bad_input("estate_nf_init was not called");
         };
-        match nf.on_packet(&packet) {
-            Verdict::Forward => 0,
-            Verdict::Drop => 1,
-        }
+        nf.on_packet(&packet).code()
     }
 }
