@@ -296,4 +296,25 @@ mod tests {
         assert_eq!((value_tag::INT, value_tag::FLOAT, value_tag::TEXT, value_tag::BYTES), (0, 1, 2, 3));
         assert_eq!(ALLOC_FAILED, 0);
     }
+
+    /// The SDK must spell its import and export names as literals (attributes and
+    /// `#[no_mangle]` function names take no constants): check that it spells each one
+    /// of the names above, and no other.
+    #[test]
+    fn the_sdk_imports_and_exports_exactly_these_names() {
+        let hostcalls = include_str!("hostcalls.rs");
+        let linked = hostcalls.matches("#[link_name = \"").count();
+        assert_eq!(linked, import::ALL.len(), "one `link_name` per host call");
+        for name in import::ALL {
+            assert!(hostcalls.contains(&alloc::format!("#[link_name = \"{name}\"]")), "{name} is not imported");
+        }
+        let modules = hostcalls.matches("#[link(wasm_import_module = \"").count();
+        let ours = hostcalls.matches(&alloc::format!("#[link(wasm_import_module = \"{IMPORT_MODULE}\")]")).count();
+        assert_eq!((modules, ours), (import::ALL.len(), import::ALL.len()));
+        let lib = include_str!("lib.rs");
+        for name in export::ALL.iter().filter(|n| **n != export::MEMORY) {
+            assert!(lib.contains(&alloc::format!("extern \"C\" fn {name}(")), "{name} is not exported");
+        }
+        assert_eq!(lib.matches("extern \"C\" fn estate_").count(), export::ALL.len() - 1);
+    }
 }

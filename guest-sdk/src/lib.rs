@@ -30,6 +30,8 @@ extern crate alloc;
 pub mod abi;
 pub mod codec;
 pub mod config;
+#[cfg(target_arch = "wasm32")]
+mod hostcalls;
 pub mod nf;
 #[cfg(feature = "typed")]
 pub mod typed;
@@ -136,6 +138,7 @@ macro_rules! nf {
 /// local store (the NF's tenant); `global` asks the whole cluster.
 #[cfg(target_arch = "wasm32")]
 pub mod state {
+    use crate::abi;
     use crate::codec::{self, Item, Value};
     use crate::hostcalls as h;
     use alloc::string::String;
@@ -143,7 +146,7 @@ pub mod state {
 
     /// The value at `key`, if any.
     pub fn get(key: &str) -> Option<Value> {
-        if h::state_get(key) == 0 {
+        if h::state_get(key) != abi::state_get::FOUND {
             return None;
         }
         // The host encodes values itself; a value it cannot encode would be a host bug.
@@ -155,14 +158,14 @@ pub mod state {
         let mut buf = Vec::new();
         value.encode(&mut buf);
         match h::state_set(key, &buf) {
-            0 => Ok(()),
+            abi::state_set::OK => Ok(()),
             _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
         }
     }
 
     /// Deletes `key`; returns whether it existed.
     pub fn del(key: &str) -> bool {
-        h::state_del(key) == 1
+        h::state_del(key) == abi::state_del::DELETED
     }
 
     /// Adds `delta` to the integer counter `key` (a missing key counts as 0) and returns
@@ -174,13 +177,13 @@ pub mod state {
     /// A global read across the cluster (`pattern` a regex or exact key, `reducer` a
     /// built-in or loaded reducer name), waiting at most `timeout_ms`.
     pub fn global(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
-        answer(h::global(pattern, reducer, timeout_ms, false))
+        answer(h::global(pattern, reducer, timeout_ms))
     }
 
     /// [`global`] with consistency `all`: an error unless every live member of the
     /// cluster answered within `timeout_ms`.
     pub fn global_all(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
-        answer(h::global(pattern, reducer, timeout_ms, true))
+        answer(h::global_all(pattern, reducer, timeout_ms))
     }
 
     /// Moves every key matching `pattern` (a regex over whole keys, or an exact key)
@@ -195,8 +198,8 @@ pub mod state {
 
     fn answer(code: i32) -> Result<Option<Item>, String> {
         match code {
-            0 => Ok(None),
-            1 => {
+            abi::global::NONE => Ok(None),
+            abi::global::ITEM => {
                 let bytes = h::staged();
                 let mut r = codec::Reader::new(&bytes);
                 Item::decode(&mut r).map(Some).map_err(|e| alloc::format!("malformed global answer: {e}"))
@@ -231,110 +234,6 @@ pub mod state {
     /// Emits an event (an alert, a log line) to the node.
     pub fn emit(event: &str) {
         h::emit(event)
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-mod hostcalls {
-    use alloc::vec::Vec;
-
-    #[link(wasm_import_module = "estate")]
-    unsafe extern "C" {
-        #[link_name = "result"]
-        fn estate_result(ptr: *const u8, len: usize);
-        #[link_name = "counter_add"]
-        fn estate_counter_add(key_ptr: *const u8, key_len: usize, delta: i64) -> i64;
-        #[link_name = "staged_len"]
-        fn estate_staged_len() -> i32;
-        #[link_name = "staged_read"]
-        fn estate_staged_read(ptr: *mut u8, len: usize);
-        #[link_name = "state_get"]
-        fn estate_state_get(key_ptr: *const u8, key_len: usize) -> i32;
-        #[link_name = "state_set"]
-        fn estate_state_set(key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize) -> i32;
-        #[link_name = "state_del"]
-        fn estate_state_del(key_ptr: *const u8, key_len: usize) -> i32;
-        #[link_name = "global"]
-        fn estate_global(
-            pat_ptr: *const u8,
-            pat_len: usize,
-            red_ptr: *const u8,
-            red_len: usize,
-            timeout_ms: u32,
-        ) -> i32;
-        #[link_name = "global_all"]
-        fn estate_global_all(
-            pat_ptr: *const u8,
-            pat_len: usize,
-            red_ptr: *const u8,
-            red_len: usize,
-            timeout_ms: u32,
-        ) -> i32;
-        #[link_name = "take"]
-        fn estate_take(pat_ptr: *const u8, pat_len: usize) -> i64;
-        #[link_name = "now_ms"]
-        fn estate_now_ms() -> i64;
-        #[link_name = "metric_add"]
-        fn estate_metric_add(name_ptr: *const u8, name_len: usize, delta: i64);
-        #[link_name = "emit"]
-        fn estate_emit(ptr: *const u8, len: usize);
-    }
-
-    // SAFETY (every call below): the host reads exactly `len` bytes at each `ptr` it is
-    // given, which the slices passed cover, and writes only into `staged_read`'s
-    // buffer, whose `len` bytes the Vec owns.
-
-    pub(crate) fn result(bytes: &[u8]) {
-        unsafe { estate_result(bytes.as_ptr(), bytes.len()) }
-    }
-
-    pub(crate) fn counter_add(key: &str, delta: i64) -> i64 {
-        unsafe { estate_counter_add(key.as_ptr(), key.len(), delta) }
-    }
-
-    /// The bytes the last host call staged (a value, an item or an error message).
-    pub(crate) fn staged() -> Vec<u8> {
-        let len = unsafe { estate_staged_len() }.max(0) as usize;
-        let mut buf = alloc::vec![0u8; len];
-        unsafe { estate_staged_read(buf.as_mut_ptr(), len) };
-        buf
-    }
-
-    pub(crate) fn state_get(key: &str) -> i32 {
-        unsafe { estate_state_get(key.as_ptr(), key.len()) }
-    }
-
-    pub(crate) fn state_set(key: &str, value: &[u8]) -> i32 {
-        unsafe { estate_state_set(key.as_ptr(), key.len(), value.as_ptr(), value.len()) }
-    }
-
-    pub(crate) fn state_del(key: &str) -> i32 {
-        unsafe { estate_state_del(key.as_ptr(), key.len()) }
-    }
-
-    pub(crate) fn global(pattern: &str, reducer: &str, timeout_ms: u32, all: bool) -> i32 {
-        let (p, r) = (pattern, reducer);
-        if all {
-            unsafe { estate_global_all(p.as_ptr(), p.len(), r.as_ptr(), r.len(), timeout_ms) }
-        } else {
-            unsafe { estate_global(p.as_ptr(), p.len(), r.as_ptr(), r.len(), timeout_ms) }
-        }
-    }
-
-    pub(crate) fn take(pattern: &str) -> i64 {
-        unsafe { estate_take(pattern.as_ptr(), pattern.len()) }
-    }
-
-    pub(crate) fn now_ms() -> i64 {
-        unsafe { estate_now_ms() }
-    }
-
-    pub(crate) fn metric_add(name: &str, delta: i64) {
-        unsafe { estate_metric_add(name.as_ptr(), name.len(), delta) }
-    }
-
-    pub(crate) fn emit(event: &str) {
-        unsafe { estate_emit(event.as_ptr(), event.len()) }
     }
 }
 
