@@ -33,6 +33,7 @@ pub mod config;
 #[cfg(target_arch = "wasm32")]
 mod hostcalls;
 pub mod nf;
+pub mod pattern;
 #[cfg(feature = "typed")]
 pub mod typed;
 

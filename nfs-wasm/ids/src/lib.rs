@@ -54,7 +54,8 @@
 //!
 //! After counting the matches of a packet that has any (for a flow this node has not
 //! alerted for yet), the NF needs the flow's global match count: the `sum` of
-//! `flow:<flow>:matches` over every node of the cluster. It estimates it as its own count
+//! `flow:<flow>:matches` over every node of the cluster (a global read of the key's
+//! exact pattern, `estate_guest::pattern::exact`). It estimates it as its own count
 //! plus the other nodes' share, and reads the real count (a global read with a timeout
 //! of [`GLOBAL_TIMEOUT_MS`]) when that estimate reaches the threshold, so an alert is
 //! always confirmed by a fresh read. The other nodes' share is 0 for a flow the fabric
@@ -271,27 +272,14 @@ fn unescape(value: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A global-read pattern that matches exactly `key`: the characters the node's key
-/// patterns treat as regex syntax are escaped, and a key without any stays a plain key.
-pub fn exact_pattern(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 8);
-    for c in key.chars() {
-        if matches!(c, '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The Wasm form: the node's state as the environment, wired to the NF ABI.
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use alloc::format;
     use alloc::string::String;
-    use estate_guest::{Brought, Nf, Packet, Value, Verdict, state};
+    use estate_guest::{Brought, Nf, Packet, Value, Verdict, pattern, state};
 
-    use crate::{GLOBAL_TIMEOUT_MS, Ids, IdsEnv, exact_pattern};
+    use crate::{GLOBAL_TIMEOUT_MS, Ids, IdsEnv};
 
     /// The node's state, through the guest ABI's host calls.
     #[derive(Debug)]
@@ -303,7 +291,7 @@ mod guest {
         }
 
         fn global_sum(&mut self, key: &str) -> Result<i64, String> {
-            match state::global(&exact_pattern(key), "sum", GLOBAL_TIMEOUT_MS)? {
+            match state::global(&pattern::exact(key), "sum", GLOBAL_TIMEOUT_MS)? {
                 None => Ok(0),
                 Some(item) => match item.value {
                     Value::Int(n) => Ok(n),
@@ -523,15 +511,5 @@ mod tests {
         assert!(env.events.is_empty());
         ids.on_packet(&packet("f", b"evil"), &mut env);
         assert_eq!(env.events, vec!["ids alert flow=f matches=2".to_string()]);
-    }
-
-    #[test]
-    fn exact_patterns_escape_regex_syntax_only() {
-        assert_eq!(exact_pattern("flow:6:a-b:matches"), "flow:6:a-b:matches");
-        assert_eq!(
-            exact_pattern("flow:6:10.0.0.1:5-10.0.0.2:4:matches"),
-            "flow:6:10\\.0\\.0\\.1:5-10\\.0\\.0\\.2:4:matches"
-        );
-        assert_eq!(exact_pattern("a*b(c)[d]{e}|^$?+\\"), "a\\*b\\(c\\)\\[d\\]\\{e\\}\\|\\^\\$\\?\\+\\\\");
     }
 }

@@ -73,7 +73,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use estate_guest::{Packet, Value, Verdict};
+use estate_guest::{Packet, Value, Verdict, pattern};
 
 /// Largest accepted `rate`, in tokens per second.
 pub const MAX_RATE: u64 = 1_000_000_000;
@@ -134,7 +134,7 @@ pub fn bucket_key(ip: [u8; 4]) -> String {
 
 /// A pattern that matches exactly the bucket key of `ip` (the dots escaped).
 pub fn bucket_pattern(ip: [u8; 4]) -> String {
-    format!("rl:bucket:{}\\.{}\\.{}\\.{}", ip[0], ip[1], ip[2], ip[3])
+    pattern::exact(&bucket_key(ip))
 }
 
 /// The addresses of the two endpoints of a flow key `proto:a.b.c.d:p-e.f.g.h:q`.
