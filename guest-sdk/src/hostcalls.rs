@@ -1,6 +1,6 @@
 //! The host calls (`docs/abi.md`, "Host imports"): each raw import, then directly below
 //! it its safe wrapper, which passes pointer/length pairs of Rust slices and returns the
-//! host's raw answer. The `state` module gives the answers their meaning.
+//! host's raw answer. [`crate::state::HostState`] gives the answers their meaning.
 //!
 //! Each declaration has the signature `docs/abi.md` gives the import (pointers and
 //! lengths are `i32` on wasm32). What the `unsafe` calls rely on (the host's side of the

@@ -23,6 +23,10 @@
 //! }
 //! estate_guest::reducer!(sum, combinable);
 //! ```
+//!
+//! An NF implements [`Nf`] and reaches the node through the [`State`] trait: on wasm32
+//! `HostState` (the host calls), natively [`testing::MemoryState`] or a host's own
+//! implementation, so the same NF logic runs in both forms.
 #![no_std]
 
 extern crate alloc;
@@ -30,17 +34,25 @@ extern crate alloc;
 pub mod abi;
 pub mod codec;
 pub mod config;
+mod error;
 #[cfg(target_arch = "wasm32")]
 mod hostcalls;
 pub mod nf;
 pub mod pattern;
+pub mod state;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 #[cfg(feature = "typed")]
 pub mod typed;
 
 pub use abi::VERSION as ABI_VERSION;
 pub use abi::{Brought, Direction, Phase, Verdict, flags, status};
 pub use codec::{Item, Value};
+pub use error::Error;
 pub use nf::{Nf, Packet};
+#[cfg(target_arch = "wasm32")]
+pub use state::HostState;
+pub use state::State;
 
 /// What a reducer returns: one item, no item (nothing to reduce), or an error message.
 /// A reducer whose answer is a plain value returns [`Item::of`]`(value)`.
@@ -133,109 +145,6 @@ macro_rules! nf {
             $crate::__private::nf_on_flow_moved(&ESTATE_NF, ptr, len, brought)
         }
     };
-}
-
-/// The node's state and services, for NF guests. Keys and values live in the node's
-/// local store (the NF's tenant); `global` asks the whole cluster.
-#[cfg(target_arch = "wasm32")]
-pub mod state {
-    use crate::abi;
-    use crate::codec::{self, Item, Value};
-    use crate::hostcalls as h;
-    use alloc::string::String;
-    use alloc::vec::Vec;
-
-    /// The value at `key`, if any.
-    pub fn get(key: &str) -> Option<Value> {
-        if h::state_get(key) != abi::state_get::FOUND {
-            return None;
-        }
-        // The host encodes values itself; a value it cannot encode would be a host bug.
-        Value::decode_exact(&h::staged()).ok()
-    }
-
-    /// Sets `key` to `value`; an error says why the node refused (e.g. too large).
-    pub fn set(key: &str, value: &Value) -> Result<(), String> {
-        let mut buf = Vec::new();
-        value.encode(&mut buf);
-        match h::state_set(key, &buf) {
-            abi::state_set::OK => Ok(()),
-            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
-        }
-    }
-
-    /// Deletes `key`; returns whether it existed.
-    pub fn del(key: &str) -> bool {
-        h::state_del(key) == abi::state_del::DELETED
-    }
-
-    /// Adds `delta` to the integer counter `key` (a missing key counts as 0) and returns
-    /// the new value. A non-integer at `key`, or an overflow, traps the guest.
-    pub fn counter_add(key: &str, delta: i64) -> i64 {
-        h::counter_add(key, delta)
-    }
-
-    /// A global read across the cluster (`pattern` a regex or exact key, `reducer` a
-    /// built-in or loaded reducer name), waiting at most `timeout_ms`.
-    pub fn global(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
-        answer(h::global(pattern, reducer, timeout_ms))
-    }
-
-    /// [`global`] with consistency `all`: an error unless every live member of the
-    /// cluster answered within `timeout_ms`.
-    pub fn global_all(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
-        answer(h::global_all(pattern, reducer, timeout_ms))
-    }
-
-    /// Moves every key matching `pattern` (a regex over whole keys, or an exact key)
-    /// from the other members of the cluster to this node: the newest version of each
-    /// is stored here and the members delete theirs. Returns the number of keys brought.
-    pub fn take(pattern: &str) -> Result<u32, String> {
-        match h::take(pattern) {
-            n if n >= 0 => Ok(n as u32),
-            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
-        }
-    }
-
-    fn answer(code: i32) -> Result<Option<Item>, String> {
-        match code {
-            abi::global::NONE => Ok(None),
-            abi::global::ITEM => {
-                let bytes = h::staged();
-                let mut r = codec::Reader::new(&bytes);
-                Item::decode(&mut r).map(Some).map_err(|e| alloc::format!("malformed global answer: {e}"))
-            }
-            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
-        }
-    }
-
-    /// The value of type `T` at `key` (stored by [`set_typed`]); `Ok(None)` if there is
-    /// no such key, an error if the value there is not a `T`.
-    #[cfg(feature = "typed")]
-    pub fn get_typed<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
-        get(key).map(|v| crate::typed::from_value(&v)).transpose()
-    }
-
-    /// Stores `value` (any serde type) at `key`, as one bytes value.
-    #[cfg(feature = "typed")]
-    pub fn set_typed<T: serde::Serialize>(key: &str, value: &T) -> Result<(), String> {
-        set(key, &crate::typed::to_value(value)?)
-    }
-
-    /// Milliseconds since the Unix epoch, from the node's clock.
-    pub fn now_ms() -> i64 {
-        h::now_ms()
-    }
-
-    /// Adds `delta` to the NF metric `name` (reported by the node).
-    pub fn metric_add(name: &str, delta: i64) {
-        h::metric_add(name, delta)
-    }
-
-    /// Emits an event (an alert, a log line) to the node.
-    pub fn emit(event: &str) {
-        h::emit(event)
-    }
 }
 
 #[doc(hidden)]

@@ -86,8 +86,8 @@ pub trait Nf: Sized {
     /// `flow` was moved to this node by the fabric. The host has already brought the
     /// flow's state (keys `flow:<flow>:…`) here, as `brought` says; this runs before
     /// the flow's first packet after each move here, so the NF can bring anything else
-    /// it keys differently (see `state::take`). Not called when the node runs without
-    /// state sharing.
+    /// it keys differently (see [`crate::State::take`]). Not called when the node runs
+    /// without state sharing.
     fn on_flow_moved(&mut self, flow: &str, brought: Brought) {
         let _ = (flow, brought);
     }

@@ -6,9 +6,9 @@
 //! character. [`exact`] escapes a key into the pattern of exactly that key, the same way
 //! `regex::escape` does; [`flow_keys`] is the pattern of every key of a flow's state.
 //!
-//! [`literal`] and [`prefix`] go the other way, for the node: the key, or the key
-//! prefix, a pattern stands for when it has no regex syntax, so a store can look it up
-//! instead of scanning.
+//! [`literal`] and [`prefix`] go the other way, for the node (and
+//! [`crate::testing::MemoryState`]): the key, or the key prefix, a pattern stands for when
+//! it has no regex syntax, so a store can look it up instead of scanning.
 //!
 //! ```
 //! use estate_guest::pattern;
