@@ -10,8 +10,8 @@ use estate::nf::input::synth::{OwnedPacket, SynthConfig, synthetic};
 use estate::pattern::Pattern;
 use estate::store::{DEFAULT_TENANT, Store, TenantStore};
 use estate::wasm::{GuestError, Limits, NfState, WasmHost};
-use estate_guest::{Item, Value, Verdict};
-use nf_ids::{Ids, IdsEnv};
+use estate_guest::{Error as StateError, Item, State, Value, Verdict};
+use nf_ids::Ids;
 
 const CONFIG: &str = "pattern = attack\npattern = evil\nthreshold = 5";
 const THRESHOLD: i64 = 5;
@@ -89,16 +89,47 @@ impl NfState for Node {
     }
 }
 
-/// The native form's environment over a [`Node`], with the same semantics.
+/// The native form's state over a [`Node`], with the same semantics: every call is the
+/// one the host makes for the Wasm form.
 struct NativeEnv<'a>(&'a Node);
 
-impl IdsEnv for NativeEnv<'_> {
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-        self.0.tenant.add(key, delta).unwrap()
+impl State for NativeEnv<'_> {
+    fn get(&mut self, key: &str) -> Result<Option<Value>, StateError> {
+        Ok(NfState::get(self.0, key))
     }
 
-    fn global_sum(&mut self, key: &str) -> Result<i64, String> {
-        Ok(self.0.int(key).unwrap_or(0))
+    fn set(&mut self, key: &str, value: Value) -> Result<(), StateError> {
+        NfState::set(self.0, key, value).map_err(StateError::Refused)
+    }
+
+    fn del(&mut self, key: &str) -> Result<bool, StateError> {
+        Ok(NfState::del(self.0, key))
+    }
+
+    fn counter_add(&mut self, key: &str, delta: i64) -> Result<i64, StateError> {
+        NfState::counter_add(self.0, key, delta).map_err(StateError::Refused)
+    }
+
+    fn global(&mut self, pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, StateError> {
+        let timeout = Duration::from_millis(timeout_ms.into());
+        NfState::global(self.0, pattern, reducer, timeout, false).map_err(StateError::Refused)
+    }
+
+    fn global_all(&mut self, pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, StateError> {
+        let timeout = Duration::from_millis(timeout_ms.into());
+        NfState::global(self.0, pattern, reducer, timeout, true).map_err(StateError::Refused)
+    }
+
+    fn take(&mut self, pattern: &str) -> Result<u32, StateError> {
+        NfState::take(self.0, pattern).map(|n| u32::try_from(n).unwrap_or(u32::MAX)).map_err(StateError::Refused)
+    }
+
+    fn now_ms(&mut self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+
+    fn metric_add(&mut self, name: &str, delta: i64) {
+        NfState::metric_add(self.0, name, delta);
     }
 
     fn emit(&mut self, event: &str) {

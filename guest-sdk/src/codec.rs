@@ -9,6 +9,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::abi::value_tag::{BYTES as TAG_BYTES, FLOAT as TAG_FLOAT, INT as TAG_INT, TEXT as TAG_TEXT};
+
 /// A typed state value.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -22,11 +24,6 @@ pub enum Value {
     /// Opaque bytes.
     Bytes(Vec<u8>),
 }
-
-const TAG_INT: u8 = 0;
-const TAG_FLOAT: u8 = 1;
-const TAG_TEXT: u8 = 2;
-const TAG_BYTES: u8 = 3;
 
 impl Value {
     /// A short name of the value's type, for error messages.

@@ -3,6 +3,7 @@
 //!
 //! The SDK hides the guest ABI (`docs/abi.md`) completely: a guest crate writes plain
 //! Rust functions and names them in one entry macro, and can `#![forbid(unsafe_code)]`.
+//! The ABI's numbers and names are defined once, in [`abi`], for the SDK and the host.
 //!
 //! ```ignore
 //! #![no_std]
@@ -22,69 +23,46 @@
 //! }
 //! estate_guest::reducer!(sum, combinable);
 //! ```
+//!
+//! An NF implements [`Nf`] and reaches the node through the [`State`] trait: on wasm32
+//! `HostState` (the host calls), natively [`testing::MemoryState`] or a host's own
+//! implementation, so the same NF logic runs in both forms.
 #![no_std]
 
 extern crate alloc;
 
+pub mod abi;
 pub mod codec;
 pub mod config;
+mod error;
+#[cfg(target_arch = "wasm32")]
+mod hostcalls;
 pub mod nf;
+pub mod pattern;
+pub mod state;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 #[cfg(feature = "typed")]
 pub mod typed;
 
+pub use abi::VERSION as ABI_VERSION;
+pub use abi::{Brought, Direction, Phase, Verdict, flags, status};
 pub use codec::{Item, Value};
-pub use nf::{Brought, Direction, Nf, Packet};
-
-/// The guest ABI version this SDK implements; exported as `estate_abi_version`.
-pub const ABI_VERSION: i32 = 1;
+pub use error::Error;
+pub use nf::{Nf, Packet};
+#[cfg(target_arch = "wasm32")]
+pub use state::HostState;
+pub use state::State;
 
 /// What a reducer returns: one item, no item (nothing to reduce), or an error message.
 /// A reducer whose answer is a plain value returns [`Item::of`]`(value)`.
 pub type ReduceResult = Result<Option<Item>, alloc::string::String>;
-
-/// What a reducer's input items are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Items from the state store.
-    Items,
-    /// Partial results of this same reducer, one per node (push-down, combinable
-    /// reducers only): the reducer combines them.
-    Partials,
-}
 
 impl Item {
     /// An item that carries only a value: the usual answer of a reducer.
     pub fn of(value: Value) -> Item {
         Item { key: alloc::string::String::new(), value, origin: alloc::string::String::new(), version: 0 }
     }
-}
-
-/// Bits of `estate_reducer_flags`.
-pub mod flags {
-    /// The reducer is associative and commutative: it can reduce its own partial
-    /// results, so it may be pushed down to peers.
-    pub const COMBINABLE: i32 = 1;
-}
-
-/// What an NF decides for a packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Pass the packet on.
-    Forward,
-    /// Drop the packet.
-    Drop,
-}
-
-/// Status codes of `estate_reduce` and `estate_finish` (see `docs/abi.md`).
-pub mod status {
-    /// An item was handed to the host through `estate.result`.
-    pub const ITEM: i32 = 0;
-    /// The reducer produced no item.
-    pub const NONE: i32 = 1;
-    /// The reducer failed; the UTF-8 message was handed over through `estate.result`.
-    pub const ERROR: i32 = 2;
-    /// The input could not be decoded.
-    pub const BAD_INPUT: i32 = 3;
 }
 
 /// The exports every guest has: `estate_abi_version` and `estate_alloc`.
@@ -95,7 +73,7 @@ macro_rules! __common_exports {
         /// ABI version of this guest.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_abi_version() -> i32 {
-            $crate::ABI_VERSION
+            $crate::abi::VERSION
         }
         /// Allocates an input buffer for the host.
         #[unsafe(no_mangle)]
@@ -116,17 +94,17 @@ macro_rules! __common_exports {
 #[macro_export]
 macro_rules! reducer {
     ($reduce:path) => {
-        $crate::reducer!(@exports $reduce, 0, $crate::__private::identity);
+        $crate::reducer!(@exports $reduce, $crate::abi::flags::NONE, $crate::__private::identity);
     };
     ($reduce:path, combinable) => {
-        $crate::reducer!(@exports $reduce, $crate::flags::COMBINABLE, $crate::__private::identity);
+        $crate::reducer!(@exports $reduce, $crate::abi::flags::COMBINABLE, $crate::__private::identity);
     };
     ($reduce:path, combinable, finish = $finish:path) => {
-        $crate::reducer!(@exports $reduce, $crate::flags::COMBINABLE, $finish);
+        $crate::reducer!(@exports $reduce, $crate::abi::flags::COMBINABLE, $finish);
     };
     (@exports $reduce:path, $flags:expr, $finish:path) => {
         $crate::__common_exports!();
-        /// Properties of this reducer (`flags::COMBINABLE`).
+        /// Properties of this reducer (`abi::flags`).
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_reducer_flags() -> i32 {
             $flags
@@ -169,216 +147,11 @@ macro_rules! nf {
     };
 }
 
-/// The node's state and services, for NF guests. Keys and values live in the node's
-/// local store (the NF's tenant); `global` asks the whole cluster.
-#[cfg(target_arch = "wasm32")]
-pub mod state {
-    use crate::codec::{self, Item, Value};
-    use crate::hostcalls as h;
-    use alloc::string::String;
-    use alloc::vec::Vec;
-
-    /// The value at `key`, if any.
-    pub fn get(key: &str) -> Option<Value> {
-        if h::state_get(key) == 0 {
-            return None;
-        }
-        // The host encodes values itself; a value it cannot encode would be a host bug.
-        Value::decode_exact(&h::staged()).ok()
-    }
-
-    /// Sets `key` to `value`; an error says why the node refused (e.g. too large).
-    pub fn set(key: &str, value: &Value) -> Result<(), String> {
-        let mut buf = Vec::new();
-        value.encode(&mut buf);
-        match h::state_set(key, &buf) {
-            0 => Ok(()),
-            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
-        }
-    }
-
-    /// Deletes `key`; returns whether it existed.
-    pub fn del(key: &str) -> bool {
-        h::state_del(key) == 1
-    }
-
-    /// Adds `delta` to the integer counter `key` (a missing key counts as 0) and returns
-    /// the new value. A non-integer at `key`, or an overflow, traps the guest.
-    pub fn counter_add(key: &str, delta: i64) -> i64 {
-        h::counter_add(key, delta)
-    }
-
-    /// A global read across the cluster (`pattern` a regex or exact key, `reducer` a
-    /// built-in or loaded reducer name), waiting at most `timeout_ms`.
-    pub fn global(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
-        answer(h::global(pattern, reducer, timeout_ms, false))
-    }
-
-    /// [`global`] with consistency `all`: an error unless every live member of the
-    /// cluster answered within `timeout_ms`.
-    pub fn global_all(pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, String> {
-        answer(h::global(pattern, reducer, timeout_ms, true))
-    }
-
-    /// Moves every key matching `pattern` (a regex over whole keys, or an exact key)
-    /// from the other members of the cluster to this node: the newest version of each
-    /// is stored here and the members delete theirs. Returns the number of keys brought.
-    pub fn take(pattern: &str) -> Result<u32, String> {
-        match h::take(pattern) {
-            n if n >= 0 => Ok(n as u32),
-            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
-        }
-    }
-
-    fn answer(code: i32) -> Result<Option<Item>, String> {
-        match code {
-            0 => Ok(None),
-            1 => {
-                let bytes = h::staged();
-                let mut r = codec::Reader::new(&bytes);
-                Item::decode(&mut r).map(Some).map_err(|e| alloc::format!("malformed global answer: {e}"))
-            }
-            _ => Err(String::from_utf8_lossy(&h::staged()).into_owned()),
-        }
-    }
-
-    /// The value of type `T` at `key` (stored by [`set_typed`]); `Ok(None)` if there is
-    /// no such key, an error if the value there is not a `T`.
-    #[cfg(feature = "typed")]
-    pub fn get_typed<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
-        get(key).map(|v| crate::typed::from_value(&v)).transpose()
-    }
-
-    /// Stores `value` (any serde type) at `key`, as one bytes value.
-    #[cfg(feature = "typed")]
-    pub fn set_typed<T: serde::Serialize>(key: &str, value: &T) -> Result<(), String> {
-        set(key, &crate::typed::to_value(value)?)
-    }
-
-    /// Milliseconds since the Unix epoch, from the node's clock.
-    pub fn now_ms() -> i64 {
-        h::now_ms()
-    }
-
-    /// Adds `delta` to the NF metric `name` (reported by the node).
-    pub fn metric_add(name: &str, delta: i64) {
-        h::metric_add(name, delta)
-    }
-
-    /// Emits an event (an alert, a log line) to the node.
-    pub fn emit(event: &str) {
-        h::emit(event)
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-mod hostcalls {
-    use alloc::vec::Vec;
-
-    #[link(wasm_import_module = "estate")]
-    unsafe extern "C" {
-        #[link_name = "result"]
-        fn estate_result(ptr: *const u8, len: usize);
-        #[link_name = "counter_add"]
-        fn estate_counter_add(key_ptr: *const u8, key_len: usize, delta: i64) -> i64;
-        #[link_name = "staged_len"]
-        fn estate_staged_len() -> i32;
-        #[link_name = "staged_read"]
-        fn estate_staged_read(ptr: *mut u8, len: usize);
-        #[link_name = "state_get"]
-        fn estate_state_get(key_ptr: *const u8, key_len: usize) -> i32;
-        #[link_name = "state_set"]
-        fn estate_state_set(key_ptr: *const u8, key_len: usize, val_ptr: *const u8, val_len: usize) -> i32;
-        #[link_name = "state_del"]
-        fn estate_state_del(key_ptr: *const u8, key_len: usize) -> i32;
-        #[link_name = "global"]
-        fn estate_global(
-            pat_ptr: *const u8,
-            pat_len: usize,
-            red_ptr: *const u8,
-            red_len: usize,
-            timeout_ms: u32,
-        ) -> i32;
-        #[link_name = "global_all"]
-        fn estate_global_all(
-            pat_ptr: *const u8,
-            pat_len: usize,
-            red_ptr: *const u8,
-            red_len: usize,
-            timeout_ms: u32,
-        ) -> i32;
-        #[link_name = "take"]
-        fn estate_take(pat_ptr: *const u8, pat_len: usize) -> i64;
-        #[link_name = "now_ms"]
-        fn estate_now_ms() -> i64;
-        #[link_name = "metric_add"]
-        fn estate_metric_add(name_ptr: *const u8, name_len: usize, delta: i64);
-        #[link_name = "emit"]
-        fn estate_emit(ptr: *const u8, len: usize);
-    }
-
-    // SAFETY (every call below): the host reads exactly `len` bytes at each `ptr` it is
-    // given, which the slices passed cover, and writes only into `staged_read`'s
-    // buffer, whose `len` bytes the Vec owns.
-
-    pub(crate) fn result(bytes: &[u8]) {
-        unsafe { estate_result(bytes.as_ptr(), bytes.len()) }
-    }
-
-    pub(crate) fn counter_add(key: &str, delta: i64) -> i64 {
-        unsafe { estate_counter_add(key.as_ptr(), key.len(), delta) }
-    }
-
-    /// The bytes the last host call staged (a value, an item or an error message).
-    pub(crate) fn staged() -> Vec<u8> {
-        let len = unsafe { estate_staged_len() }.max(0) as usize;
-        let mut buf = alloc::vec![0u8; len];
-        unsafe { estate_staged_read(buf.as_mut_ptr(), len) };
-        buf
-    }
-
-    pub(crate) fn state_get(key: &str) -> i32 {
-        unsafe { estate_state_get(key.as_ptr(), key.len()) }
-    }
-
-    pub(crate) fn state_set(key: &str, value: &[u8]) -> i32 {
-        unsafe { estate_state_set(key.as_ptr(), key.len(), value.as_ptr(), value.len()) }
-    }
-
-    pub(crate) fn state_del(key: &str) -> i32 {
-        unsafe { estate_state_del(key.as_ptr(), key.len()) }
-    }
-
-    pub(crate) fn global(pattern: &str, reducer: &str, timeout_ms: u32, all: bool) -> i32 {
-        let (p, r) = (pattern, reducer);
-        if all {
-            unsafe { estate_global_all(p.as_ptr(), p.len(), r.as_ptr(), r.len(), timeout_ms) }
-        } else {
-            unsafe { estate_global(p.as_ptr(), p.len(), r.as_ptr(), r.len(), timeout_ms) }
-        }
-    }
-
-    pub(crate) fn take(pattern: &str) -> i64 {
-        unsafe { estate_take(pattern.as_ptr(), pattern.len()) }
-    }
-
-    pub(crate) fn now_ms() -> i64 {
-        unsafe { estate_now_ms() }
-    }
-
-    pub(crate) fn metric_add(name: &str, delta: i64) {
-        unsafe { estate_metric_add(name.as_ptr(), name.len(), delta) }
-    }
-
-    pub(crate) fn emit(event: &str) {
-        unsafe { estate_emit(event.as_ptr(), event.len()) }
-    }
-}
-
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
 pub mod __private {
-    use crate::{ReduceResult, Verdict, codec, hostcalls, status};
+    use crate::abi::{ALLOC_FAILED, Brought, Phase, status};
+    use crate::{ReduceResult, codec, hostcalls};
     use alloc::vec::Vec;
     use core::alloc::Layout;
 
@@ -391,16 +164,19 @@ pub mod __private {
         core::arch::wasm32::unreachable()
     }
 
-    /// Allocates `len` bytes for the host to write an input into; 0 on failure.
+    /// Allocates `len` bytes for the host to write an input into; [`ALLOC_FAILED`] on
+    /// failure.
     pub fn alloc(len: i32) -> i32 {
         match usize::try_from(len) {
+            // Any non-null pointer will do for no bytes; `take_input` never frees it.
             Ok(0) => 1,
             Ok(len) => match Layout::array::<u8>(len) {
-                // SAFETY: the layout has a non-zero size.
+                // SAFETY: the layout has a non-zero size. A null answer (out of memory)
+                // is ALLOC_FAILED, 0, as the ABI wants.
                 Ok(layout) => unsafe { alloc::alloc::alloc(layout) as i32 },
-                Err(_) => 0,
+                Err(_) => ALLOC_FAILED,
             },
-            Err(_) => 0,
+            Err(_) => ALLOC_FAILED,
         }
     }
 
@@ -444,12 +220,10 @@ pub mod __private {
         status::BAD_INPUT
     }
 
-    pub fn reduce(ptr: i32, len: i32, phase: i32, f: fn(&[crate::Item], crate::Phase) -> ReduceResult) -> i32 {
+    pub fn reduce(ptr: i32, len: i32, phase: i32, f: fn(&[crate::Item], Phase) -> ReduceResult) -> i32 {
         let input = take_input(ptr, len);
-        let phase = match phase {
-            0 => crate::Phase::Items,
-            1 => crate::Phase::Partials,
-            other => return bad_input(alloc::format!("unknown phase {other}")),
+        let Some(phase) = Phase::from_code(phase) else {
+            return bad_input(alloc::format!("unknown phase {phase}"));
         };
         let items = match codec::decode_items(&input) {
             Ok(items) => items,
@@ -503,7 +277,7 @@ pub mod __private {
         match T::init(config) {
             Ok(nf) => {
                 *cell.0.borrow_mut() = Some(nf);
-                0
+                status::OK
             }
             Err(message) => {
                 hostcalls::result(message.as_bytes());
@@ -517,7 +291,7 @@ pub mod __private {
         let Ok(flow) = core::str::from_utf8(&input) else {
             return bad_input("flow key is not UTF-8");
         };
-        let Some(brought) = crate::Brought::from_code(brought) else {
+        let Some(brought) = Brought::from_code(brought) else {
             return bad_input("unknown `brought` code");
         };
         let mut nf = cell.0.borrow_mut();
@@ -525,7 +299,7 @@ pub mod __private {
             return bad_input("estate_nf_init was not called");
         };
         nf.on_flow_moved(flow, brought);
-        0
+        status::OK
     }
 
     pub fn nf_on_packet<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {
@@ -537,9 +311,6 @@ pub mod __private {
         let Some(nf) = nf.as_mut() else {
             return bad_input("estate_nf_init was not called");
         };
-        match nf.on_packet(&packet) {
-            Verdict::Forward => 0,
-            Verdict::Drop => 1,
-        }
+        nf.on_packet(&packet).code()
     }
 }

@@ -7,16 +7,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::Verdict;
+pub use crate::abi::{Brought, Direction};
 use crate::codec::{DecodeError, Reader};
-
-/// Which way a packet travels relative to the flow's first packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Same direction as the packet that opened the flow.
-    Forward,
-    /// The reply direction.
-    Reverse,
-}
 
 /// One packet as an NF sees it: the host's parse of its headers, and the payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +41,7 @@ impl<'a> Packet<'a> {
     /// Appends the packet record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(self.proto);
-        out.push(matches!(self.direction, Direction::Reverse) as u8);
+        out.push(self.direction.code());
         out.push(self.moved as u8);
         out.extend_from_slice(&self.src.0);
         out.extend_from_slice(&self.src.1.to_le_bytes());
@@ -65,11 +57,8 @@ impl<'a> Packet<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<Packet<'a>, DecodeError> {
         let mut r = Reader::new(buf);
         let proto = r.u8()?;
-        let direction = match r.u8()? {
-            0 => Direction::Forward,
-            1 => Direction::Reverse,
-            other => return Err(DecodeError::BadTag(other)),
-        };
+        let direction = r.u8()?;
+        let direction = Direction::from_code(direction).ok_or(DecodeError::BadTag(direction))?;
         let moved = r.u8()? != 0;
         let endpoint = |r: &mut Reader<'a>| -> Result<([u8; 4], u16), DecodeError> {
             let ip = [r.u8()?, r.u8()?, r.u8()?, r.u8()?];
@@ -97,44 +86,10 @@ pub trait Nf: Sized {
     /// `flow` was moved to this node by the fabric. The host has already brought the
     /// flow's state (keys `flow:<flow>:…`) here, as `brought` says; this runs before
     /// the flow's first packet after each move here, so the NF can bring anything else
-    /// it keys differently (see `state::take`). Not called when the node runs without
-    /// state sharing.
+    /// it keys differently (see [`crate::State::take`]). Not called when the node runs
+    /// without state sharing.
     fn on_flow_moved(&mut self, flow: &str, brought: Brought) {
         let _ = (flow, brought);
-    }
-}
-
-/// How a moved flow's state reached this node (`docs/abi.md`, `estate_on_flow_moved`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Brought {
-    /// Copied: the newest value of each key is here; the other nodes keep theirs.
-    Copied,
-    /// Taken: the other nodes gave their keys up to this node, so every share of the
-    /// flow's counters is here now.
-    Taken,
-    /// The state could not be fetched (e.g. the cluster did not answer): the flow goes
-    /// on from whatever this node has.
-    Failed,
-}
-
-impl Brought {
-    /// The ABI code (`0`, `1`, `2`).
-    pub fn code(self) -> i32 {
-        match self {
-            Brought::Copied => 0,
-            Brought::Taken => 1,
-            Brought::Failed => 2,
-        }
-    }
-
-    /// The value of an ABI code.
-    pub fn from_code(code: i32) -> Option<Brought> {
-        match code {
-            0 => Some(Brought::Copied),
-            1 => Some(Brought::Taken),
-            2 => Some(Brought::Failed),
-            _ => None,
-        }
     }
 }
 

@@ -19,7 +19,8 @@ use estate::nf::{FailPolicy, FlowState};
 use estate::node::{Node, NodeConfig};
 use estate::store::{DEFAULT_TENANT, Store, TenantStore};
 use estate::wasm::{Limits, NfInstance, NfState, WasmHost};
-use nf_ids::{Ids, IdsEnv};
+use estate_guest::{Error as StateError, Item, State, Value};
+use nf_ids::Ids;
 
 /// ids' configuration. The synthetic payloads are random lowercase letters, where the
 /// prefilter's rare bytes are common, so the cluster runs turn it off (see nf-ids).
@@ -58,13 +59,41 @@ fn wasm_local(nf: &mut NfInstance, packets: &[OwnedPacket]) -> Duration {
 
 struct NativeEnv(Arc<TenantStore>);
 
-impl IdsEnv for NativeEnv {
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-        self.0.add(key, delta).unwrap()
+impl State for NativeEnv {
+    fn get(&mut self, key: &str) -> Result<Option<Value>, StateError> {
+        Ok(NfState::get(self.0.as_ref(), key))
     }
 
-    fn global_sum(&mut self, _: &str) -> Result<i64, String> {
-        Err("no state sharing".into())
+    fn set(&mut self, key: &str, value: Value) -> Result<(), StateError> {
+        NfState::set(self.0.as_ref(), key, value).map_err(StateError::Refused)
+    }
+
+    fn del(&mut self, key: &str) -> Result<bool, StateError> {
+        Ok(NfState::del(self.0.as_ref(), key))
+    }
+
+    fn counter_add(&mut self, key: &str, delta: i64) -> Result<i64, StateError> {
+        Ok(self.0.add(key, delta).unwrap())
+    }
+
+    fn global(&mut self, _: &str, _: &str, _: u32) -> Result<Option<Item>, StateError> {
+        Err(StateError::Refused("no state sharing".into()))
+    }
+
+    fn global_all(&mut self, _: &str, _: &str, _: u32) -> Result<Option<Item>, StateError> {
+        Err(StateError::Refused("no state sharing".into()))
+    }
+
+    fn take(&mut self, _: &str) -> Result<u32, StateError> {
+        Err(StateError::Refused("no state sharing".into()))
+    }
+
+    fn now_ms(&mut self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+
+    fn metric_add(&mut self, name: &str, delta: i64) {
+        NfState::metric_add(self.0.as_ref(), name, delta);
     }
 
     fn emit(&mut self, event: &str) {

@@ -1,7 +1,8 @@
 //! `count`: forwards every packet and counts packets and payload bytes in the node's
 //! state, in total (`count:packets`, `count:bytes`) and per flow (`flow:<key>:packets`).
 //! Drops packets whose payload is larger than the configured `max_payload` (default:
-//! no limit), counting them in `count:dropped`.
+//! no limit), counting them in `count:dropped`. A refused add (a key that holds no
+//! integer) only loses that count.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -9,7 +10,7 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::string::String;
-use estate_guest::{Nf, Packet, Verdict, state};
+use estate_guest::{HostState, Nf, Packet, State, Verdict};
 
 struct Count {
     max_payload: Option<usize>,
@@ -30,13 +31,14 @@ impl Nf for Count {
     }
 
     fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
+        let mut state = HostState;
         if self.max_payload.is_some_and(|max| packet.payload.len() > max) {
-            state::counter_add("count:dropped", 1);
+            let _ = state.counter_add("count:dropped", 1);
             return Verdict::Drop;
         }
-        state::counter_add("count:packets", 1);
-        state::counter_add("count:bytes", packet.payload.len() as i64);
-        state::counter_add(&format!("flow:{}:packets", packet.flow), 1);
+        let _ = state.counter_add("count:packets", 1);
+        let _ = state.counter_add("count:bytes", packet.payload.len() as i64);
+        let _ = state.counter_add(&format!("flow:{}:packets", packet.flow), 1);
         Verdict::Forward
     }
 }

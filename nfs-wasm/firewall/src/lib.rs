@@ -3,10 +3,10 @@
 //! flow an inside host opened (the return traffic of an established flow).
 //!
 //! The logic ([`Firewall`]) is plain `no_std` Rust that reaches its host only through
-//! the [`FirewallEnv`] trait, so the same code runs as a Wasm guest (`wasm32`, where the
-//! environment is the node's state through `estate_guest::state`) and natively (a host
-//! links the `rlib` and drives [`Firewall`] with an environment of its own, as the unit
-//! tests do).
+//! the SDK's [`State`] trait, so the same code runs as a Wasm guest (`wasm32`, on the
+//! node's state through `estate_guest::HostState`) and natively (a host links the `rlib`
+//! and drives [`Firewall`] with a [`State`] of its own; the unit tests use
+//! `estate_guest::testing::MemoryState`).
 //!
 //! # Configuration
 //!
@@ -56,6 +56,9 @@
 //! | `fw:passed`      | packets forwarded                                               |
 //! | `fw:dropped`     | packets dropped                                                 |
 //!
+//! A refused add to one of the `fw:` counters only loses that count; an entry that cannot
+//! be read counts as no entry.
+//!
 //! The entry lives under `flow:<flow>:…`, so when a flow moves to another node the host
 //! brings the entry along before the flow's first packet there (`--flow-state take` or
 //! `copy`): return traffic keeps passing across the move. Without state sharing
@@ -73,29 +76,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use estate_guest::{Packet, Verdict};
-
-/// Everything the firewall logic needs from its host.
-pub trait FirewallEnv {
-    /// Adds `delta` to the local integer counter `key` (missing counts as 0); returns
-    /// the new value.
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64;
-
-    /// Whether `key` exists in the local store.
-    fn exists(&mut self, key: &str) -> bool;
-
-    /// The integer at `key`, if there is one.
-    fn get_int(&mut self, key: &str) -> Option<i64>;
-
-    /// Sets `key` to the integer `value`.
-    fn set_int(&mut self, key: &str, value: i64);
-
-    /// Deletes `key`.
-    fn del(&mut self, key: &str);
-
-    /// The wall clock, in milliseconds.
-    fn now_ms(&mut self) -> i64;
-}
+use estate_guest::{Packet, State, Value, Verdict};
 
 /// How many tracked flows the sweep looks at per packet.
 const SWEEP_PER_PACKET: usize = 4;
@@ -229,30 +210,31 @@ impl Firewall {
     }
 
     /// Handles one packet per the rule in the crate documentation.
-    pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl FirewallEnv) -> Verdict {
+    pub fn on_packet(&mut self, p: &Packet<'_>, state: &mut impl State) -> Verdict {
         let ct = ct_key(p.flow);
         // With a timeout: the clock, and this flow's time key (read now, written below).
-        let timed = self.idle_timeout_ms.map(|timeout| (timeout, env.now_ms(), seen_key(p.flow)));
+        let timed = self.idle_timeout_ms.map(|timeout| (timeout, state.now_ms(), seen_key(p.flow)));
         if let Some((timeout, now, seen)) = &timed {
-            self.sweep(*timeout, *now, env);
+            self.sweep(*timeout, *now, state);
             // This flow's own entry, if it idled too long, closes before the rule.
-            if env.get_int(seen).is_some_and(|seen| now.saturating_sub(seen) > *timeout) {
-                close(p.flow, env);
+            if get_int(state, seen).is_some_and(|seen| now.saturating_sub(seen) > *timeout) {
+                close(p.flow, state);
             }
         }
         let verdict = if self.is_inside(p.src.0) {
-            if env.counter_add(&ct, 1) == 1 {
-                env.counter_add("fw:opened", 1);
+            if state.counter_add(&ct, 1) == Ok(1) {
+                count(state, "fw:opened");
             }
             Verdict::Forward
-        } else if env.exists(&ct) {
+        } else if exists(state, &ct) {
             Verdict::Forward
         } else {
             Verdict::Drop
         };
-        env.counter_add(if verdict == Verdict::Forward { "fw:passed" } else { "fw:dropped" }, 1);
+        count(state, if verdict == Verdict::Forward { "fw:passed" } else { "fw:dropped" });
         if let (Some((_, now, seen)), Verdict::Forward) = (timed, verdict) {
-            env.set_int(&seen, now);
+            // A refused write (the node is leaving) only loses a timestamp.
+            let _ = state.set(&seen, Value::Int(now));
             if self.last_seen.insert(p.flow.into(), now).is_none() {
                 self.sweep.push_back(p.flow.into());
             }
@@ -263,7 +245,7 @@ impl Firewall {
     /// Looks at the next [`SWEEP_PER_PACKET`] tracked flows, round robin: an active one
     /// goes to the back; an idle one (by the store's record too, which a copy brought
     /// from another node may have refreshed) is closed and forgotten.
-    fn sweep(&mut self, timeout: i64, now: i64, env: &mut impl FirewallEnv) {
+    fn sweep(&mut self, timeout: i64, now: i64, state: &mut impl State) {
         for _ in 0..SWEEP_PER_PACKET.min(self.sweep.len()) {
             let Some(flow) = self.sweep.pop_front() else { break };
             let seen = self.last_seen.get(&flow).copied().unwrap_or(i64::MIN);
@@ -271,13 +253,13 @@ impl Firewall {
                 self.sweep.push_back(flow);
                 continue;
             }
-            match env.get_int(&seen_key(&flow)) {
+            match get_int(state, &seen_key(&flow)) {
                 Some(stored) if now.saturating_sub(stored) <= timeout => {
                     self.last_seen.insert(flow.clone(), stored);
                     self.sweep.push_back(flow);
                 }
                 Some(_) => {
-                    close(&flow, env);
+                    close(&flow, state);
                     self.last_seen.remove(&flow);
                 }
                 // Gone (moved to another node, or deleted): nothing to close here.
@@ -290,55 +272,41 @@ impl Firewall {
 }
 
 /// Closes `flow`'s conntrack entry.
-fn close(flow: &str, env: &mut impl FirewallEnv) {
-    if env.exists(&ct_key(flow)) {
-        env.counter_add("fw:expired", 1);
+fn close(flow: &str, state: &mut impl State) {
+    if exists(state, &ct_key(flow)) {
+        count(state, "fw:expired");
     }
-    env.del(&ct_key(flow));
-    env.del(&seen_key(flow));
+    // A key the node could not delete is met again by the rule or the sweep.
+    let _ = state.del(&ct_key(flow));
+    let _ = state.del(&seen_key(flow));
 }
 
-/// The Wasm form: the node's state as the environment, wired to the NF ABI.
+/// Whether `key` exists in the local store (an unreadable entry counts as none: the
+/// firewall fails closed).
+fn exists(state: &mut impl State, key: &str) -> bool {
+    matches!(state.get(key), Ok(Some(_)))
+}
+
+/// The integer at `key`, if there is one.
+fn get_int(state: &mut impl State, key: &str) -> Option<i64> {
+    match state.get(key) {
+        Ok(Some(Value::Int(v))) => Some(v),
+        _ => None,
+    }
+}
+
+/// Adds 1 to a counter kept for the operator; a refused add only loses that count.
+fn count(state: &mut impl State, key: &str) {
+    let _ = state.counter_add(key, 1);
+}
+
+/// The Wasm form: [`Firewall`] on the node's state, wired to the NF ABI.
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use alloc::string::String;
-    use estate_guest::{Nf, Packet, Verdict, state};
+    use estate_guest::{HostState, Nf, Packet, Verdict};
 
-    use crate::{Firewall, FirewallEnv};
-
-    /// The node's state, through the guest ABI's host calls.
-    #[derive(Debug)]
-    pub struct WasmEnv;
-
-    impl FirewallEnv for WasmEnv {
-        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-            state::counter_add(key, delta)
-        }
-
-        fn exists(&mut self, key: &str) -> bool {
-            state::get(key).is_some()
-        }
-
-        fn get_int(&mut self, key: &str) -> Option<i64> {
-            match state::get(key) {
-                Some(estate_guest::Value::Int(v)) => Some(v),
-                _ => None,
-            }
-        }
-
-        fn set_int(&mut self, key: &str, value: i64) {
-            // A refused write (the node is leaving) only loses a timestamp.
-            let _ = state::set(key, &estate_guest::Value::Int(value));
-        }
-
-        fn del(&mut self, key: &str) {
-            state::del(key);
-        }
-
-        fn now_ms(&mut self) -> i64 {
-            state::now_ms()
-        }
-    }
+    use crate::Firewall;
 
     /// [`Firewall`] as an [`Nf`].
     #[derive(Debug)]
@@ -350,13 +318,13 @@ mod guest {
         }
 
         fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
-            self.0.on_packet(packet, &mut WasmEnv)
+            self.0.on_packet(packet, &mut HostState)
         }
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use guest::{FirewallNf, WasmEnv};
+pub use guest::FirewallNf;
 
 #[cfg(target_arch = "wasm32")]
 estate_guest::nf!(FirewallNf);
@@ -364,50 +332,8 @@ estate_guest::nf!(FirewallNf);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::collections::BTreeMap;
-    use alloc::string::ToString;
     use estate_guest::Direction;
-
-    /// One node's counters, and a clock the test sets.
-    #[derive(Default)]
-    struct Env {
-        counters: BTreeMap<String, i64>,
-        now: i64,
-    }
-
-    impl Env {
-        fn get(&self, key: &str) -> Option<i64> {
-            self.counters.get(key).copied()
-        }
-    }
-
-    impl FirewallEnv for Env {
-        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-            let v = self.counters.entry(key.to_string()).or_default();
-            *v += delta;
-            *v
-        }
-
-        fn exists(&mut self, key: &str) -> bool {
-            self.counters.contains_key(key)
-        }
-
-        fn get_int(&mut self, key: &str) -> Option<i64> {
-            self.counters.get(key).copied()
-        }
-
-        fn set_int(&mut self, key: &str, value: i64) {
-            self.counters.insert(key.to_string(), value);
-        }
-
-        fn del(&mut self, key: &str) {
-            self.counters.remove(key);
-        }
-
-        fn now_ms(&mut self) -> i64 {
-            self.now
-        }
-    }
+    use estate_guest::testing::MemoryState;
 
     const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 40000);
     const SERVER: ([u8; 4], u16) = ([192, 168, 0, 1], 443);
@@ -465,12 +391,12 @@ mod tests {
     #[test]
     fn outside_first_is_dropped_and_return_traffic_of_an_opened_flow_passes() {
         let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
-        let mut env = Env::default();
+        let mut env = MemoryState::default();
         let flow = "6:10.0.0.1:40000-192.168.0.1:443";
         // The server speaks first: no entry, dropped, and no entry is created.
         assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
         assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
-        assert_eq!(env.get(&ct_key(flow)), None);
+        assert_eq!(env.int(&ct_key(flow)), None);
         // The client opens the flow; the server's answers pass from then on.
         assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
         assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
@@ -479,11 +405,11 @@ mod tests {
         // Another flow of the same server is not opened by the first one.
         let other = "6:10.0.0.2:40001-192.168.0.1:443";
         assert_eq!(fw.on_packet(&packet(SERVER, ([10, 0, 0, 2], 40001), other), &mut env), Verdict::Drop);
-        assert_eq!(env.get(&ct_key(flow)), Some(2), "refreshed by each inside packet");
-        assert_eq!(env.get(&ct_key(other)), None);
-        assert_eq!(env.get("fw:opened"), Some(1));
-        assert_eq!(env.get("fw:passed"), Some(4));
-        assert_eq!(env.get("fw:dropped"), Some(3));
+        assert_eq!(env.int(&ct_key(flow)), Some(2), "refreshed by each inside packet");
+        assert_eq!(env.int(&ct_key(other)), None);
+        assert_eq!(env.int("fw:opened"), Some(1));
+        assert_eq!(env.int("fw:passed"), Some(4));
+        assert_eq!(env.int("fw:dropped"), Some(3));
     }
 
     #[test]
@@ -491,24 +417,24 @@ mod tests {
         let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
         let flow = "6:10.0.0.1:40000-192.168.0.1:443";
         // The host adopted the flow's entry before its first packet here.
-        let mut env = Env::default();
-        env.counters.insert(ct_key(flow), 7);
+        let mut env = MemoryState::default();
+        env.values.insert(ct_key(flow), Value::Int(7));
         let mut p = packet(SERVER, CLIENT, flow);
         p.moved = true;
         p.direction = Direction::Reverse;
         assert_eq!(fw.on_packet(&p, &mut env), Verdict::Forward);
         assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
-        assert_eq!(env.get(&ct_key(flow)), Some(8));
-        assert_eq!(env.get("fw:opened"), None, "the entry was not created here");
+        assert_eq!(env.int(&ct_key(flow)), Some(8));
+        assert_eq!(env.int("fw:opened"), None, "the entry was not created here");
         // Without the entry (no state sharing), the same packet is dropped.
-        let mut bare = Env::default();
+        let mut bare = MemoryState::default();
         assert_eq!(fw.on_packet(&p, &mut bare), Verdict::Drop);
     }
 
     #[test]
     fn inside_to_inside_passes_and_outside_to_outside_never_does() {
         let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
-        let mut env = Env::default();
+        let mut env = MemoryState::default();
         let a = ([10, 0, 0, 1], 1000);
         let b = ([10, 0, 0, 2], 2000);
         assert_eq!(fw.on_packet(&packet(b, a, "f1"), &mut env), Verdict::Forward);
@@ -517,26 +443,26 @@ mod tests {
         let y = ([1, 1, 1, 1], 53);
         assert_eq!(fw.on_packet(&packet(x, y, "f2"), &mut env), Verdict::Drop);
         assert_eq!(fw.on_packet(&packet(y, x, "f2"), &mut env), Verdict::Drop);
-        assert_eq!(env.get(&ct_key("f1")), Some(2));
-        assert_eq!(env.get(&ct_key("f2")), None);
+        assert_eq!(env.int(&ct_key("f1")), Some(2));
+        assert_eq!(env.int(&ct_key("f2")), None);
     }
 
     #[test]
     fn without_a_timeout_entries_never_expire() {
         let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
         assert_eq!(fw.idle_timeout_ms(), None);
-        let mut env = Env::default();
+        let mut env = MemoryState::default();
         let flow = "6:10.0.0.1:40000-192.168.0.1:443";
         fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env);
         env.now = i64::MAX / 2;
         assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
-        assert_eq!(env.get(&seen_key(flow)), None, "no clock kept without a timeout");
+        assert_eq!(env.int(&seen_key(flow)), None, "no clock kept without a timeout");
     }
 
     #[test]
     fn an_idle_entry_closes_and_return_traffic_keeps_it_open() {
         let mut fw = Firewall::from_config("inside = 10.0.0.0/8\nidle_timeout_ms = 1000").unwrap();
-        let mut env = Env::default();
+        let mut env = MemoryState::default();
         let flow = "6:10.0.0.1:40000-192.168.0.1:443";
         fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env);
         // Return traffic within the timeout passes, and refreshes the entry.
@@ -544,30 +470,30 @@ mod tests {
             env.now = t;
             assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward, "at {t}");
         }
-        assert_eq!(env.get(&seen_key(flow)), Some(2700));
+        assert_eq!(env.int(&seen_key(flow)), Some(2700));
         // Idle for longer than the timeout: the entry is closed, and the flow is new.
         env.now = 3701;
         assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
-        assert_eq!((env.get(&ct_key(flow)), env.get(&seen_key(flow))), (None, None));
-        assert_eq!(env.get("fw:expired"), Some(1));
+        assert_eq!((env.int(&ct_key(flow)), env.int(&seen_key(flow))), (None, None));
+        assert_eq!(env.int("fw:expired"), Some(1));
         // The inside end opens it again.
         assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
         assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
-        assert_eq!(env.get("fw:opened"), Some(2));
+        assert_eq!(env.int("fw:opened"), Some(2));
     }
 
     #[test]
     fn the_sweep_deletes_entries_of_flows_that_never_send_again() {
         let mut fw = Firewall::from_config("inside = 10.0.0.0/8\nidle_timeout_ms = 1000").unwrap();
-        let mut env = Env::default();
+        let mut env = MemoryState::default();
         let flows: Vec<String> = (0..100).map(|i| format!("6:10.0.1.{i}:1-192.168.0.1:443")).collect();
         for (i, flow) in flows.iter().enumerate() {
             let client = ([10, 0, 1, i as u8], 1);
             fw.on_packet(&packet(client, SERVER, flow), &mut env);
         }
         // One flow moved away meanwhile: its keys left this node.
-        env.del(&ct_key(&flows[7]));
-        env.del(&seen_key(&flows[7]));
+        env.values.remove(&ct_key(&flows[7]));
+        env.values.remove(&seen_key(&flows[7]));
         assert_eq!(fw.tracked(), 100);
         // Later, one other flow stays busy; every packet of it sweeps a few others.
         env.now = 5000;
@@ -576,8 +502,8 @@ mod tests {
             assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, busy), &mut env), Verdict::Forward);
         }
         assert_eq!(fw.tracked(), 1, "only the busy flow is left");
-        assert!(flows.iter().all(|f| env.get(&ct_key(f)).is_none() && env.get(&seen_key(f)).is_none()));
-        assert_eq!(env.get("fw:expired"), Some(99), "the moved flow was not this node's to close");
-        assert_eq!(env.get(&ct_key(busy)), Some(40));
+        assert!(flows.iter().all(|f| env.int(&ct_key(f)).is_none() && env.int(&seen_key(f)).is_none()));
+        assert_eq!(env.int("fw:expired"), Some(99), "the moved flow was not this node's to close");
+        assert_eq!(env.int(&ct_key(busy)), Some(40));
     }
 }

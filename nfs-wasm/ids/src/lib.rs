@@ -4,12 +4,13 @@
 //! reaches a threshold. It only observes: every packet is forwarded.
 //!
 //! The logic ([`Ids`]) is plain `no_std` Rust that reaches its host only through the
-//! [`IdsEnv`] trait, so the same code runs in two forms:
+//! SDK's [`State`] trait, so the same code runs in two forms:
 //!
 //! - as a Wasm guest (`wasm32`): the crate's `cdylib` is an NF on the estate guest ABI,
-//!   where the environment is the node's state through `estate_guest::state`;
-//! - natively (any other target): a host links the `rlib` and drives [`Ids`] with an
-//!   [`IdsEnv`] of its own, e.g. to compare both forms on the same traffic.
+//!   where the state is the node's, through `estate_guest::HostState`;
+//! - natively (any other target): a host links the `rlib` and drives [`Ids`] with a
+//!   [`State`] of its own, e.g. to compare both forms on the same traffic (the unit tests
+//!   use `estate_guest::testing::MemoryState`).
 //!
 //! # Configuration
 //!
@@ -54,7 +55,8 @@
 //!
 //! After counting the matches of a packet that has any (for a flow this node has not
 //! alerted for yet), the NF needs the flow's global match count: the `sum` of
-//! `flow:<flow>:matches` over every node of the cluster. It estimates it as its own count
+//! `flow:<flow>:matches` over every node of the cluster (a global read of the key's
+//! exact pattern, `estate_guest::pattern::exact`). It estimates it as its own count
 //! plus the other nodes' share, and reads the real count (a global read with a timeout
 //! of [`GLOBAL_TIMEOUT_MS`]) when that estimate reaches the threshold, so an alert is
 //! always confirmed by a fresh read. The other nodes' share is 0 for a flow the fabric
@@ -62,7 +64,10 @@
 //! when it moved here (every share came along); for a moved flow whose state was copied
 //! (or could not be fetched) it is read the first time the flow has matches here after
 //! the move, then remembered as the answer minus this node's count.
-//! If a read fails, it uses this node's own count instead. When the count is at least
+//! If a read fails (or answers no integer), it uses this node's own count instead. If
+//! the node refuses to add to `flow:<flow>:matches` (it holds no integer: written by
+//! something else), the packet is not checked against the threshold; a refused add to
+//! the other counters only loses that count. When the count is at least
 //! the threshold, it emits the event `ids alert flow=<flow> matches=<n>` (`n` the count
 //! it compared) and adds 1 to `ids:alerts`. Each node alerts at most once
 //! per flow for as long as the NF runs; packets without matches never alert. Given the
@@ -82,27 +87,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use estate_guest::{Packet, Verdict};
+use estate_guest::{Packet, State, Value, Verdict, pattern};
 
 /// Threshold used when the configuration sets none.
 pub const DEFAULT_THRESHOLD: i64 = 5;
 
 /// How long the Wasm form waits for the global read of a flow's match count.
 pub const GLOBAL_TIMEOUT_MS: u32 = 500;
-
-/// Everything the IDS logic needs from its host.
-pub trait IdsEnv {
-    /// Adds `delta` to the local integer counter `key` (missing counts as 0); returns
-    /// the new value.
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64;
-
-    /// The sum of the integer `key` over every node of the cluster; an error if the
-    /// read failed (then the IDS falls back to its local count).
-    fn global_sum(&mut self, key: &str) -> Result<i64, String>;
-
-    /// Emits an event (an alert) to the host.
-    fn emit(&mut self, event: &str);
-}
 
 /// The IDS: its patterns, its threshold and the flows it has alerted for.
 #[derive(Clone, Debug)]
@@ -195,14 +186,16 @@ impl Ids {
 
     /// Handles one packet: counts it and its matches, and alerts per the alert rule.
     /// Always forwards.
-    pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl IdsEnv) -> Verdict {
+    pub fn on_packet(&mut self, p: &Packet<'_>, state: &mut impl State) -> Verdict {
         let matches = self.count_matches(p.payload) as i64;
-        env.counter_add("ids:packets", 1);
-        env.counter_add(&flow_key(p.flow, "packets"), 1);
+        count(state, "ids:packets", 1);
+        count(state, &flow_key(p.flow, "packets"), 1);
         if matches > 0 {
-            env.counter_add("ids:matches", matches);
+            count(state, "ids:matches", matches);
             let key = flow_key(p.flow, "matches");
-            let local = env.counter_add(&key, matches);
+            let Ok(local) = state.counter_add(&key, matches) else {
+                return Verdict::Forward;
+            };
             if self.alerted.contains(p.flow) {
                 return Verdict::Forward;
             }
@@ -213,21 +206,39 @@ impl Ids {
             let estimate = remote.map(|remote| local + remote);
             let total = match estimate {
                 Some(total) if total < self.threshold => total,
-                _ => match env.global_sum(&key) {
-                    Ok(total) => {
+                _ => match global_sum(state, &key) {
+                    Some(total) => {
                         self.remote.insert(p.flow.into(), total - local);
                         total
                     }
-                    Err(_) => local,
+                    None => local,
                 },
             };
             if total >= self.threshold {
                 self.alerted.insert(p.flow.into());
-                env.emit(&format!("ids alert flow={} matches={total}", p.flow));
-                env.counter_add("ids:alerts", 1);
+                state.emit(&format!("ids alert flow={} matches={total}", p.flow));
+                count(state, "ids:alerts", 1);
             }
         }
         Verdict::Forward
+    }
+}
+
+/// Adds to a counter kept for the operator; a refused add only loses that count.
+fn count(state: &mut impl State, key: &str, delta: i64) {
+    let _ = state.counter_add(key, delta);
+}
+
+/// The sum of the integer `key` over every node of the cluster (0 if no node has it);
+/// `None` if the read failed or answered no integer.
+fn global_sum(state: &mut impl State, key: &str) -> Option<i64> {
+    match state.global(&pattern::exact(key), "sum", GLOBAL_TIMEOUT_MS) {
+        Ok(None) => Some(0),
+        Ok(Some(item)) => match item.value {
+            Value::Int(n) => Some(n),
+            _ => None,
+        },
+        Err(_) => None,
     }
 }
 
@@ -271,51 +282,13 @@ fn unescape(value: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A global-read pattern that matches exactly `key`: the characters the node's key
-/// patterns treat as regex syntax are escaped, and a key without any stays a plain key.
-pub fn exact_pattern(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 8);
-    for c in key.chars() {
-        if matches!(c, '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The Wasm form: the node's state as the environment, wired to the NF ABI.
+/// The Wasm form: [`Ids`] on the node's state, wired to the NF ABI.
 #[cfg(target_arch = "wasm32")]
 mod guest {
-    use alloc::format;
     use alloc::string::String;
-    use estate_guest::{Brought, Nf, Packet, Value, Verdict, state};
+    use estate_guest::{Brought, HostState, Nf, Packet, Verdict};
 
-    use crate::{GLOBAL_TIMEOUT_MS, Ids, IdsEnv, exact_pattern};
-
-    /// The node's state, through the guest ABI's host calls.
-    #[derive(Debug)]
-    pub struct WasmEnv;
-
-    impl IdsEnv for WasmEnv {
-        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-            state::counter_add(key, delta)
-        }
-
-        fn global_sum(&mut self, key: &str) -> Result<i64, String> {
-            match state::global(&exact_pattern(key), "sum", GLOBAL_TIMEOUT_MS)? {
-                None => Ok(0),
-                Some(item) => match item.value {
-                    Value::Int(n) => Ok(n),
-                    other => Err(format!("global sum of {key} is {}, not an integer", other.type_name())),
-                },
-            }
-        }
-
-        fn emit(&mut self, event: &str) {
-            state::emit(event)
-        }
-    }
+    use crate::Ids;
 
     /// [`Ids`] as an [`Nf`].
     #[derive(Debug)]
@@ -327,7 +300,7 @@ mod guest {
         }
 
         fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
-            self.0.on_packet(packet, &mut WasmEnv)
+            self.0.on_packet(packet, &mut HostState)
         }
 
         fn on_flow_moved(&mut self, flow: &str, brought: Brought) {
@@ -337,7 +310,7 @@ mod guest {
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use guest::{IdsNf, WasmEnv};
+pub use guest::IdsNf;
 
 #[cfg(target_arch = "wasm32")]
 estate_guest::nf!(IdsNf);
@@ -345,38 +318,22 @@ estate_guest::nf!(IdsNf);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::collections::BTreeMap;
     use alloc::string::ToString;
     use alloc::vec;
     use estate_guest::Direction;
+    use estate_guest::testing::MemoryState;
 
-    /// One node's counters, with a configurable answer for global reads.
-    #[derive(Default)]
-    struct Env {
-        counters: BTreeMap<String, i64>,
-        /// Added to the local value to answer `global_sum` (other nodes' counts); `None`
-        /// makes global reads fail.
-        others: Option<i64>,
-        events: Vec<String>,
-        /// Global reads asked for.
-        reads: usize,
+    /// A node whose global reads add `others` (the other nodes' matches of each of
+    /// `flows`) to its own count.
+    fn with_others(others: i64, flows: &[&str]) -> MemoryState {
+        let mut state = MemoryState::default();
+        set_others(&mut state, others, flows);
+        state
     }
 
-    impl IdsEnv for Env {
-        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-            let v = self.counters.entry(key.to_string()).or_default();
-            *v += delta;
-            *v
-        }
-
-        fn global_sum(&mut self, key: &str) -> Result<i64, String> {
-            self.reads += 1;
-            let local = self.counters.get(key).copied().unwrap_or(0);
-            self.others.map(|o| o + local).ok_or_else(|| "no peers".to_string())
-        }
-
-        fn emit(&mut self, event: &str) {
-            self.events.push(event.to_string());
+    fn set_others(state: &mut MemoryState, others: i64, flows: &[&str]) {
+        for flow in flows {
+            state.remote.insert(flow_key(flow, "matches"), Value::Int(others));
         }
     }
 
@@ -453,41 +410,41 @@ mod tests {
     #[test]
     fn the_cluster_is_asked_only_when_the_answer_could_matter() {
         let mut ids = Ids::from_config("pattern = evil\nthreshold = 10").unwrap();
-        let mut env = Env { others: Some(3), ..Env::default() };
+        let mut env = with_others(3, &["f1"]);
         let moved = |flow| Packet { moved: true, ..packet(flow, b"evil") };
         ids.on_packet(&moved("f1"), &mut env);
-        assert_eq!(env.reads, 1, "first matches of a moved flow: the cluster is asked");
+        assert_eq!(env.reads.len(), 1, "first matches of a moved flow: the cluster is asked");
         for _ in 0..5 {
             ids.on_packet(&moved("f1"), &mut env);
         }
-        assert_eq!(env.reads, 1, "6 + 3 < 10: the estimate suffices");
+        assert_eq!(env.reads.len(), 1, "6 + 3 < 10: the estimate suffices");
         assert!(env.events.is_empty());
         // Another node counted meanwhile: the estimate (7 + 3) reaches the threshold,
         // and the fresh read confirms it with the real share.
-        env.others = Some(5);
+        set_others(&mut env, 5, &["f1", "f2", "f3", "f4"]);
         ids.on_packet(&packet("f1", b"evil"), &mut env);
-        assert_eq!(env.reads, 2);
+        assert_eq!(env.reads.len(), 2);
         assert_eq!(env.events, vec!["ids alert flow=f1 matches=12".to_string()]);
         // Alerted: no more reads for the flow. A moved flow is asked about again.
         ids.on_packet(&packet("f1", b"evil"), &mut env);
-        assert_eq!(env.reads, 2);
+        assert_eq!(env.reads.len(), 2);
         ids.on_packet(&moved("f2"), &mut env);
         ids.on_packet(&moved("f2"), &mut env);
-        assert_eq!(env.reads, 3);
+        assert_eq!(env.reads.len(), 3);
         ids.flow_moved("f2", false);
         ids.on_packet(&moved("f2"), &mut env);
-        assert_eq!(env.reads, 4, "moved again, copied: the cluster is asked again");
+        assert_eq!(env.reads.len(), 4, "moved again, copied: the cluster is asked again");
         // Taken: every share is here, nothing to ask.
         ids.flow_moved("f4", true);
         ids.on_packet(&moved("f4"), &mut env);
-        assert_eq!(env.reads, 4);
+        assert_eq!(env.reads.len(), 4);
         // A flow never moved: nobody else counted it, no read until the threshold.
         for _ in 0..9 {
             ids.on_packet(&packet("f3", b"evil"), &mut env);
         }
-        assert_eq!(env.reads, 4);
+        assert_eq!(env.reads.len(), 4);
         ids.on_packet(&packet("f3", b"evil"), &mut env);
-        assert_eq!(env.reads, 5, "the alert is confirmed by a read");
+        assert_eq!(env.reads.len(), 5, "the alert is confirmed by a read");
         assert_eq!(env.events.last().unwrap(), "ids alert flow=f3 matches=15");
     }
 
@@ -496,7 +453,7 @@ mod tests {
         let mut ids = Ids::from_config("pattern = evil\nthreshold = 4").unwrap();
         // Other nodes have seen 2 matches of every flow (moved flows, so they ask).
         let packet = |flow, payload| Packet { moved: true, ..packet(flow, payload) };
-        let mut env = Env { others: Some(2), ..Env::default() };
+        let mut env = with_others(2, &["f1", "f2"]);
         assert_eq!(ids.on_packet(&packet("f1", b"evil"), &mut env), Verdict::Forward);
         assert!(env.events.is_empty());
         assert_eq!(ids.on_packet(&packet("f1", b"nothing"), &mut env), Verdict::Forward);
@@ -505,7 +462,7 @@ mod tests {
         ids.on_packet(&packet("f1", b"evil"), &mut env);
         ids.on_packet(&packet("f2", b"x"), &mut env);
         assert_eq!(env.events.len(), 1);
-        let c = |k: &str| env.counters.get(k).copied();
+        let c = |k: &str| env.int(k);
         assert_eq!(c("ids:packets"), Some(5));
         assert_eq!(c("ids:matches"), Some(4));
         assert_eq!(c("ids:alerts"), Some(1));
@@ -518,7 +475,7 @@ mod tests {
     #[test]
     fn a_failed_global_read_falls_back_to_the_local_count() {
         let mut ids = Ids::from_config("pattern = evil\nthreshold = 2").unwrap();
-        let mut env = Env { others: None, ..Env::default() };
+        let mut env = MemoryState { unreachable: true, ..MemoryState::default() };
         ids.on_packet(&packet("f", b"evil"), &mut env);
         assert!(env.events.is_empty());
         ids.on_packet(&packet("f", b"evil"), &mut env);
@@ -526,12 +483,16 @@ mod tests {
     }
 
     #[test]
-    fn exact_patterns_escape_regex_syntax_only() {
-        assert_eq!(exact_pattern("flow:6:a-b:matches"), "flow:6:a-b:matches");
-        assert_eq!(
-            exact_pattern("flow:6:10.0.0.1:5-10.0.0.2:4:matches"),
-            "flow:6:10\\.0\\.0\\.1:5-10\\.0\\.0\\.2:4:matches"
-        );
-        assert_eq!(exact_pattern("a*b(c)[d]{e}|^$?+\\"), "a\\*b\\(c\\)\\[d\\]\\{e\\}\\|\\^\\$\\?\\+\\\\");
+    fn the_global_read_sums_exactly_the_flows_match_key() {
+        let mut ids = Ids::from_config("pattern = evil").unwrap();
+        let flow = "6:10.0.0.1:5000-10.0.0.2:443";
+        // Another flow whose key the unescaped pattern would match (`.` is any byte).
+        let lookalike = "6:10x0.0.1:5000-10.0.0.2:443";
+        let mut env = with_others(4, &[flow, lookalike]);
+        ids.on_packet(&Packet { moved: true, ..packet(flow, b"evil") }, &mut env);
+        let read = &env.reads[0];
+        assert_eq!(read.pattern, "flow:6:10\\.0\\.0\\.1:5000\\-10\\.0\\.0\\.2:443:matches");
+        assert_eq!((read.reducer.as_str(), read.timeout_ms, read.all), ("sum", GLOBAL_TIMEOUT_MS, false));
+        assert_eq!(env.events, vec![format!("ids alert flow={flow} matches=5")]);
     }
 }

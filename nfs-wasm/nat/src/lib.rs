@@ -10,8 +10,9 @@
 //! drops the packets it cannot map. A data plane that rewrites would read the mapping.
 //!
 //! The logic ([`Nat`]) is plain `no_std` Rust that reaches its host only through the
-//! [`NatEnv`] trait, so the same code runs as a Wasm guest (`wasm32`) and natively (the
-//! unit tests run several instances over one simulated cluster).
+//! SDK's [`State`] trait, so the same code runs as a Wasm guest (`wasm32`, on
+//! `estate_guest::HostState`) and natively (the unit tests run several instances over
+//! one simulated cluster, each with a [`State`] of its own over its member's store).
 //!
 //! # Configuration
 //!
@@ -45,7 +46,8 @@
 //!    `nat:block:<b>`, in use or used up) are skipped without asking anyone.
 //! 2. It writes its claim to its own store: `nat:block:<b> = 0`.
 //! 3. It counts the claims of that block in the whole cluster: a global read of the
-//!    exact key `nat:block:<b>` with the reducer `count` and consistency `all` (an error
+//!    exact key `nat:block:<b>` (its pattern made by `estate_guest::pattern::exact`)
+//!    with the reducer `count` and consistency `all` (an error
 //!    unless every member answered), waiting at most [`CLAIM_TIMEOUT_MS`].
 //! 4. A count of exactly 1 (its own claim) makes the block its own; it allocates from
 //!    it. A larger count (another instance claims it, now or from before) is a conflict:
@@ -103,6 +105,10 @@
 //! | `nat:conflicts`   | claims withdrawn because another instance claimed the block    |
 //! | `nat:claim_errors`| claims withdrawn because the cluster read failed               |
 //! | `nat:exhausted`   | packets dropped because no port could be allocated             |
+//!
+//! A refused add to one of the counters only loses that count; a block whose claim key
+//! the node refuses to count on (it holds no integer: written behind the NF's back) hands
+//! out no more ports.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -114,7 +120,7 @@ extern crate std;
 use alloc::format;
 use alloc::string::String;
 
-use estate_guest::{Packet, Value, Verdict};
+use estate_guest::{Packet, State, Value, Verdict, pattern};
 
 /// Ports per block when the configuration sets none.
 pub const DEFAULT_BLOCK: u32 = 256;
@@ -131,32 +137,6 @@ pub const CLAIM_RETRY_MS: i64 = 100;
 
 /// The key of this node's block cursor.
 pub const ACTIVE_KEY: &str = "nat:active";
-
-/// Everything the NAT logic needs from its host.
-pub trait NatEnv {
-    /// The current time, ms since the Unix epoch.
-    fn now_ms(&mut self) -> i64;
-
-    /// The value at the local `key`.
-    fn get(&mut self, key: &str) -> Option<Value>;
-
-    /// Sets the local `key`; an error says why the store refused.
-    fn set(&mut self, key: &str, value: Value) -> Result<(), String>;
-
-    /// Deletes the local `key`; whether it existed.
-    fn del(&mut self, key: &str) -> bool;
-
-    /// Adds `delta` to the local integer counter `key` (missing counts as 0); returns
-    /// the new value.
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64;
-
-    /// How many members of the cluster (this one included) hold `key`: a global read with
-    /// consistency `all`, an error unless every member answered.
-    fn count_all(&mut self, key: &str) -> Result<i64, String>;
-
-    /// Emits an event to the host.
-    fn emit(&mut self, event: &str);
-}
 
 /// The mapping key of a flow.
 pub fn nat_key(flow: &str) -> String {
@@ -281,42 +261,42 @@ impl Nat {
 
     /// Handles one packet: forwards it if its flow has a port (allocating one for a new
     /// flow), drops it if no port could be allocated.
-    pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl NatEnv) -> Verdict {
+    pub fn on_packet(&mut self, p: &Packet<'_>, state: &mut impl State) -> Verdict {
         let key = nat_key(p.flow);
-        if let Some(Value::Int(_)) = env.get(&key) {
+        if let Ok(Some(Value::Int(_))) = state.get(&key) {
             return Verdict::Forward;
         }
-        let Some(port) = self.allocate(p.flow, env) else {
-            env.counter_add("nat:exhausted", 1);
+        let Some(port) = self.allocate(p.flow, state) else {
+            count(state, "nat:exhausted");
             return Verdict::Drop;
         };
-        if env.set(&key, Value::Int(i64::from(port))).is_err() {
+        if state.set(&key, Value::Int(i64::from(port))).is_err() {
             // The store refused the mapping (full): the port is spent, the flow unmapped.
-            env.counter_add("nat:exhausted", 1);
+            count(state, "nat:exhausted");
             return Verdict::Drop;
         }
-        env.counter_add("nat:allocated", 1);
-        env.emit(&format!("nat map flow={} port={port}", p.flow));
+        count(state, "nat:allocated");
+        state.emit(&format!("nat map flow={} port={port}", p.flow));
         Verdict::Forward
     }
 
     /// A fresh port for `flow`, claiming a block if needed.
-    fn allocate(&mut self, flow: &str, env: &mut impl NatEnv) -> Option<u16> {
-        self.resume(env);
-        if let Some(port) = self.next_port(env) {
+    fn allocate(&mut self, flow: &str, state: &mut impl State) -> Option<u16> {
+        self.resume(state);
+        if let Some(port) = self.next_port(state) {
             return Some(port);
         }
-        let now = env.now_ms();
+        let now = state.now_ms();
         if self.retry_at.is_some_and(|at| now < at) {
             return None;
         }
-        match self.claim(flow, now, env) {
+        match self.claim(flow, now, state) {
             Some(b) => {
                 self.active = Some(Active { block: b, used: 0 });
                 self.retry_at = None;
                 // Only a hint for a restarted instance; without it a restart claims anew.
-                let _ = env.set(ACTIVE_KEY, Value::Int(i64::from(b)));
-                self.next_port(env)
+                let _ = state.set(ACTIVE_KEY, Value::Int(i64::from(b)));
+                self.next_port(state)
             }
             None => {
                 self.retry_at = Some(now.saturating_add(CLAIM_RETRY_MS));
@@ -327,36 +307,37 @@ impl Nat {
 
     /// After a start or restart of the instance, continues the active block recorded in
     /// the store, where the last instance left it.
-    fn resume(&mut self, env: &mut impl NatEnv) {
+    fn resume(&mut self, state: &mut impl State) {
         if self.resumed {
             return;
         }
         self.resumed = true;
-        let Some(Value::Int(b)) = env.get(ACTIVE_KEY) else { return };
+        let Ok(Some(Value::Int(b))) = state.get(ACTIVE_KEY) else { return };
         let Some(b) = u32::try_from(b).ok().filter(|b| *b < self.blocks) else { return };
-        if let Some(Value::Int(used)) = env.get(&block_key(b)) {
+        if let Ok(Some(Value::Int(used))) = state.get(&block_key(b)) {
             let used = u32::try_from(used.max(0)).unwrap_or(u32::MAX).min(self.block_ports(b).1);
             self.active = Some(Active { block: b, used });
         }
     }
 
     /// The next port of the active block, if it has one left.
-    fn next_port(&mut self, env: &mut impl NatEnv) -> Option<u16> {
+    fn next_port(&mut self, state: &mut impl State) -> Option<u16> {
         let (first, len) = self.block_ports(self.active?.block);
         let active = self.active.as_mut()?;
         if active.used >= len {
             return None;
         }
         // The claim key counts the block's ports handed out, so a restarted instance
-        // continues after the last port handed out.
-        let used = env.counter_add(&block_key(active.block), 1);
+        // continues after the last port handed out. A count the node refuses to add to
+        // (a value written behind the NF's back) gives no port.
+        let used = state.counter_add(&block_key(active.block), 1).ok()?;
         active.used = u32::try_from(used).unwrap_or(u32::MAX);
         // Only a store changed behind the NF's back can put the count out of bounds.
         (1..=len).contains(&active.used).then(|| first + (active.used - 1) as u16)
     }
 
     /// One attempt to claim a block (the protocol in the crate documentation).
-    fn claim(&mut self, flow: &str, now: i64, env: &mut impl NatEnv) -> Option<u32> {
+    fn claim(&mut self, flow: &str, now: i64, state: &mut impl State) -> Option<u32> {
         let n = u64::from(self.blocks);
         let seed = fnv1a(flow.as_bytes());
         let mut candidate = (seed % n) as u32;
@@ -365,33 +346,33 @@ impl Nat {
             let b = candidate;
             candidate = (candidate + 1) % self.blocks;
             let key = block_key(b);
-            if env.get(&key).is_some() {
-                // Ours already: in use or used up.
+            if !matches!(state.get(&key), Ok(None)) {
+                // Ours already: in use or used up (or unreadable: not to be claimed).
                 continue;
             }
             if reads == MAX_CLAIM_READS {
                 break;
             }
             reads += 1;
-            if env.set(&key, Value::Int(0)).is_err() {
-                env.counter_add("nat:claim_errors", 1);
+            if state.set(&key, Value::Int(0)).is_err() {
+                count(state, "nat:claim_errors");
                 return None;
             }
-            match env.count_all(&key) {
-                Ok(1) => {
-                    env.counter_add("nat:claimed", 1);
+            match count_all(state, &key) {
+                Some(1) => {
+                    count(state, "nat:claimed");
                     return Some(b);
                 }
-                Ok(count) if count > 1 => {
-                    env.del(&key);
-                    env.counter_add("nat:conflicts", 1);
+                Some(claims) if claims > 1 => {
+                    let _ = state.del(&key);
+                    count(state, "nat:conflicts");
                     candidate = (mix(seed ^ mix(now as u64) ^ u64::from(reads)) % n) as u32;
                 }
                 // Zero (our own claim missing) or a failed read: not usable, and another
                 // read now would most likely fail the same way.
                 _ => {
-                    env.del(&key);
-                    env.counter_add("nat:claim_errors", 1);
+                    let _ = state.del(&key);
+                    count(state, "nat:claim_errors");
                     return None;
                 }
             }
@@ -400,56 +381,32 @@ impl Nat {
     }
 }
 
-/// The Wasm form: the node's state as the environment, wired to the NF ABI.
+/// How many members of the cluster (this one included) hold `key`: a global read of
+/// its exact pattern with the reducer `count` and consistency `all`. `None` if the read
+/// failed (a member did not answer) or answered no integer.
+fn count_all(state: &mut impl State, key: &str) -> Option<i64> {
+    match state.global_all(&pattern::exact(key), "count", CLAIM_TIMEOUT_MS) {
+        Ok(None) => Some(0),
+        Ok(Some(item)) => match item.value {
+            Value::Int(n) => Some(n),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
+/// Adds 1 to a counter kept for the operator; a refused add only loses that count.
+fn count(state: &mut impl State, key: &str) {
+    let _ = state.counter_add(key, 1);
+}
+
+/// The Wasm form: [`Nat`] on the node's state, wired to the NF ABI.
 #[cfg(target_arch = "wasm32")]
 mod guest {
-    use alloc::format;
     use alloc::string::String;
-    use estate_guest::{Nf, Packet, Value, Verdict, state};
+    use estate_guest::{HostState, Nf, Packet, Verdict};
 
-    use crate::{CLAIM_TIMEOUT_MS, Nat, NatEnv};
-
-    /// The node's state, clock and cluster, through the guest ABI's host calls.
-    #[derive(Debug)]
-    pub struct WasmEnv;
-
-    impl NatEnv for WasmEnv {
-        fn now_ms(&mut self) -> i64 {
-            state::now_ms()
-        }
-
-        fn get(&mut self, key: &str) -> Option<Value> {
-            state::get(key)
-        }
-
-        fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
-            state::set(key, &value)
-        }
-
-        fn del(&mut self, key: &str) -> bool {
-            state::del(key)
-        }
-
-        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-            state::counter_add(key, delta)
-        }
-
-        fn count_all(&mut self, key: &str) -> Result<i64, String> {
-            // Claim keys (`nat:block:<b>`) have no regex metacharacters: the pattern is
-            // the exact key.
-            match state::global_all(key, "count", CLAIM_TIMEOUT_MS)? {
-                None => Ok(0),
-                Some(item) => match item.value {
-                    Value::Int(n) => Ok(n),
-                    other => Err(format!("count of {key} is {}, not an integer", other.type_name())),
-                },
-            }
-        }
-
-        fn emit(&mut self, event: &str) {
-            state::emit(event)
-        }
-    }
+    use crate::Nat;
 
     /// [`Nat`] as an [`Nf`].
     #[derive(Debug)]
@@ -461,13 +418,13 @@ mod guest {
         }
 
         fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
-            self.0.on_packet(packet, &mut WasmEnv)
+            self.0.on_packet(packet, &mut HostState)
         }
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use guest::{NatNf, WasmEnv};
+pub use guest::NatNf;
 
 #[cfg(target_arch = "wasm32")]
 estate_guest::nf!(NatNf);

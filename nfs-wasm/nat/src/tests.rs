@@ -1,5 +1,7 @@
 //! Unit tests: one instance over a simulated node, several instances over one simulated
-//! cluster, and claims interleaved step by step by a seeded scheduler.
+//! cluster, and claims interleaved step by step by a seeded scheduler. Each simulated
+//! member is a [`State`] over its own store in the cluster (the SDK's `MemoryState` holds
+//! the rest of the cluster as one map, which cannot count claims per member).
 
 use super::*;
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -8,18 +10,31 @@ use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use estate_guest::Direction;
+use estate_guest::{Direction, Error, Item};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 type Store = BTreeMap<String, Value>;
 
-/// The local store part of [`NatEnv`], shared by both simulated environments.
+/// The counter part of [`State`], shared by both simulated environments.
 fn counter_add(store: &mut Store, key: &str, delta: i64) -> i64 {
     let v = store.entry(key.to_string()).or_insert(Value::Int(0));
     let Value::Int(n) = v else { panic!("{key} is not a counter") };
     *n += delta;
     *n
+}
+
+/// The key of a claim count's exact pattern, checking that the NAT asks as it should.
+fn claim_key(pattern: &str, reducer: &str) -> String {
+    assert_eq!(reducer, "count");
+    let key = estate_guest::pattern::literal(pattern).expect("an exact-key pattern");
+    assert!(key.starts_with("nat:block:"), "{key}");
+    key
+}
+
+/// The answer of a global read that counted `n`.
+fn counted(n: usize) -> Result<Option<Item>, Error> {
+    Ok(Some(Item::of(Value::Int(n as i64))))
 }
 
 /// The stores of a simulated cluster, one per node, indexed by node.
@@ -62,35 +77,47 @@ impl Env {
     }
 }
 
-impl NatEnv for Env {
+impl State for Env {
     fn now_ms(&mut self) -> i64 {
         self.now
     }
 
-    fn get(&mut self, key: &str) -> Option<Value> {
-        self.value(key)
+    fn get(&mut self, key: &str) -> Result<Option<Value>, Error> {
+        Ok(self.value(key))
     }
 
-    fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
+    fn set(&mut self, key: &str, value: Value) -> Result<(), Error> {
         self.cluster.borrow_mut()[self.me].insert(key.to_string(), value);
         Ok(())
     }
 
-    fn del(&mut self, key: &str) -> bool {
-        self.cluster.borrow_mut()[self.me].remove(key).is_some()
+    fn del(&mut self, key: &str) -> Result<bool, Error> {
+        Ok(self.cluster.borrow_mut()[self.me].remove(key).is_some())
     }
 
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-        counter_add(&mut self.cluster.borrow_mut()[self.me], key, delta)
+    fn counter_add(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
+        Ok(counter_add(&mut self.cluster.borrow_mut()[self.me], key, delta))
     }
 
-    fn count_all(&mut self, key: &str) -> Result<i64, String> {
+    fn global(&mut self, _: &str, _: &str, _: u32) -> Result<Option<Item>, Error> {
+        panic!("the NAT reads with consistency `all` only")
+    }
+
+    fn global_all(&mut self, pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, Error> {
+        assert_eq!(timeout_ms, CLAIM_TIMEOUT_MS);
+        let key = claim_key(pattern, reducer);
         self.reads += 1;
         if self.fail_reads {
-            return Err("no answer from n2".into());
+            return Err(Error::Refused("no answer from n2".into()));
         }
-        Ok(self.cluster.borrow().iter().filter(|s| s.contains_key(key)).count() as i64)
+        counted(self.cluster.borrow().iter().filter(|s| s.contains_key(&key)).count())
     }
+
+    fn take(&mut self, _: &str) -> Result<u32, Error> {
+        panic!("the NAT takes nothing")
+    }
+
+    fn metric_add(&mut self, _: &str, _: i64) {}
 
     fn emit(&mut self, event: &str) {
         self.events.push(event.to_string());
@@ -382,39 +409,50 @@ struct SchedEnv {
     now: i64,
 }
 
-impl NatEnv for SchedEnv {
+impl State for SchedEnv {
     fn now_ms(&mut self) -> i64 {
         // Far enough apart that a failed attempt never holds back the next one.
         self.now += 1000;
         self.now
     }
 
-    fn get(&mut self, key: &str) -> Option<Value> {
-        self.sched.step(self.me, |s| s[self.me].get(key).cloned())
+    fn get(&mut self, key: &str) -> Result<Option<Value>, Error> {
+        Ok(self.sched.step(self.me, |s| s[self.me].get(key).cloned()))
     }
 
-    fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
+    fn set(&mut self, key: &str, value: Value) -> Result<(), Error> {
         self.sched.step(self.me, |s| s[self.me].insert(key.to_string(), value));
         Ok(())
     }
 
-    fn del(&mut self, key: &str) -> bool {
-        self.sched.step(self.me, |s| s[self.me].remove(key).is_some())
+    fn del(&mut self, key: &str) -> Result<bool, Error> {
+        Ok(self.sched.step(self.me, |s| s[self.me].remove(key).is_some()))
     }
 
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-        self.sched.step(self.me, |s| counter_add(&mut s[self.me], key, delta))
+    fn counter_add(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
+        Ok(self.sched.step(self.me, |s| counter_add(&mut s[self.me], key, delta)))
     }
 
-    fn count_all(&mut self, key: &str) -> Result<i64, String> {
+    fn global(&mut self, _: &str, _: &str, _: u32) -> Result<Option<Item>, Error> {
+        panic!("the NAT reads with consistency `all` only")
+    }
+
+    fn global_all(&mut self, pattern: &str, reducer: &str, _: u32) -> Result<Option<Item>, Error> {
+        let key = claim_key(pattern, reducer);
         // Each member answers at its own moment; other steps may run in between.
         let members = self.sched.step(self.me, |s| s.len());
         let mut count = 0;
         for member in 0..members {
-            count += self.sched.step(self.me, |s| s[member].contains_key(key)) as i64;
+            count += self.sched.step(self.me, |s| s[member].contains_key(&key)) as usize;
         }
-        Ok(count)
+        counted(count)
     }
+
+    fn take(&mut self, _: &str) -> Result<u32, Error> {
+        panic!("the NAT takes nothing")
+    }
+
+    fn metric_add(&mut self, _: &str, _: i64) {}
 
     fn emit(&mut self, _: &str) {}
 }

@@ -3,10 +3,10 @@
 //! token left is dropped. Buckets refill at a configured rate up to a configured burst.
 //!
 //! The logic ([`RateLimit`]) is plain `no_std` Rust that reaches its host only through
-//! the [`RateLimitEnv`] trait, the clock included, so the same code runs as a Wasm guest
-//! (`wasm32`, where the environment is the node's state and clock through
-//! `estate_guest::state`) and natively with a clock of the caller's choosing (the unit
-//! tests are deterministic).
+//! the SDK's [`State`] trait, the clock included, so the same code runs as a Wasm guest
+//! (`wasm32`, on the node's state and clock through `estate_guest::HostState`) and
+//! natively with a clock of the caller's choosing (the unit tests use
+//! `estate_guest::testing::MemoryState` and are deterministic).
 //!
 //! # Configuration
 //!
@@ -42,14 +42,15 @@
 //! | `rl:taken`               | buckets brought here from other nodes (integer)        |
 //! | `rl:take_errors`         | moves whose buckets could not be brought (integer)     |
 //!
-//! A bucket value that does not parse (written by something else) is replaced by a
-//! full bucket.
+//! A bucket value that does not parse (written by something else), or that the node
+//! cannot read back, is replaced by a full bucket. A refused add to a counter only loses
+//! that count.
 //!
 //! # Moved flows
 //!
 //! Buckets are keyed by source, not by flow, so the host does not move them with a
 //! flow's `flow:<flow>:…` keys. Instead, when a flow moves to this node the NF takes the
-//! buckets of both endpoints of the flow (`state::take` of each bucket's exact key)
+//! buckets of both endpoints of the flow (a `take` of each bucket's exact key)
 //! before the flow's first packet here: whatever the source's bucket held on the node it
 //! came from continues here, and the other nodes' copies are deleted (with
 //! `--flow-state copy` too: `take` always moves). A taken bucket
@@ -73,7 +74,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use estate_guest::{Packet, Value, Verdict};
+use estate_guest::{Packet, State, Value, Verdict, pattern};
 
 /// Largest accepted `rate`, in tokens per second.
 pub const MAX_RATE: u64 = 1_000_000_000;
@@ -83,26 +84,6 @@ pub const MAX_BURST: u64 = 1_000_000_000;
 
 /// Thousandths of a token per token.
 const MILLI: u64 = 1000;
-
-/// Everything the rate limiter needs from its host.
-pub trait RateLimitEnv {
-    /// The current time, ms since the Unix epoch.
-    fn now_ms(&mut self) -> i64;
-
-    /// The value at the local `key`.
-    fn get(&mut self, key: &str) -> Option<Value>;
-
-    /// Sets the local `key`; an error says why the store refused.
-    fn set(&mut self, key: &str, value: Value) -> Result<(), String>;
-
-    /// Adds `delta` to the local integer counter `key` (missing counts as 0); returns
-    /// the new value.
-    fn counter_add(&mut self, key: &str, delta: i64) -> i64;
-
-    /// Moves every key matching the regular expression `pattern` (whole keys) from the
-    /// other nodes to this one; returns how many keys it brought.
-    fn take(&mut self, pattern: &str) -> Result<u32, String>;
-}
 
 /// A token bucket as stored in the node's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +115,7 @@ pub fn bucket_key(ip: [u8; 4]) -> String {
 
 /// A pattern that matches exactly the bucket key of `ip` (the dots escaped).
 pub fn bucket_pattern(ip: [u8; 4]) -> String {
-    format!("rl:bucket:{}\\.{}\\.{}\\.{}", ip[0], ip[1], ip[2], ip[3])
+    pattern::exact(&bucket_key(ip))
 }
 
 /// The addresses of the two endpoints of a flow key `proto:a.b.c.d:p-e.f.g.h:q`.
@@ -261,10 +242,10 @@ impl RateLimit {
 
     /// Handles one packet: refills its source's bucket, then takes a token from it or
     /// drops the packet.
-    pub fn on_packet(&mut self, p: &Packet<'_>, env: &mut impl RateLimitEnv) -> Verdict {
+    pub fn on_packet(&mut self, p: &Packet<'_>, state: &mut impl State) -> Verdict {
         let key = bucket_key(p.src.0);
-        let now = env.now_ms();
-        let stored = env.get(&key).as_ref().and_then(Bucket::from_value);
+        let now = state.now_ms();
+        let stored = state.get(&key).ok().flatten().as_ref().and_then(Bucket::from_value);
         let fresh = Bucket { millitokens: self.burst * MILLI, at_ms: now };
         let mut bucket = self.refill(stored.unwrap_or(fresh), now);
         let verdict = if bucket.millitokens >= MILLI {
@@ -276,67 +257,42 @@ impl RateLimit {
         if stored != Some(bucket) {
             // A refused write (the store is full) leaves the old bucket: the verdict
             // stands, the next packet sees the old count.
-            let _ = env.set(&key, bucket.to_value());
+            let _ = state.set(&key, bucket.to_value());
         }
-        env.counter_add(if verdict == Verdict::Forward { "rl:passed" } else { "rl:dropped" }, 1);
+        count(state, if verdict == Verdict::Forward { "rl:passed" } else { "rl:dropped" }, 1);
         verdict
     }
 
     /// Called when `flow` moved to this node, before its first packet here: takes the
     /// buckets of both endpoints of the flow from the other nodes.
-    pub fn on_flow_moved(&mut self, flow: &str, env: &mut impl RateLimitEnv) {
+    pub fn on_flow_moved(&mut self, flow: &str, state: &mut impl State) {
         let Some((a, b)) = flow_endpoints(flow) else { return };
         let mut sources: Vec<[u8; 4]> = alloc::vec![a];
         if b != a {
             sources.push(b);
         }
         for ip in sources {
-            match env.take(&bucket_pattern(ip)) {
+            match state.take(&bucket_pattern(ip)) {
                 Ok(0) => {}
-                Ok(n) => {
-                    env.counter_add("rl:taken", i64::from(n));
-                }
-                Err(_) => {
-                    env.counter_add("rl:take_errors", 1);
-                }
+                Ok(n) => count(state, "rl:taken", i64::from(n)),
+                Err(_) => count(state, "rl:take_errors", 1),
             }
         }
     }
 }
 
-/// The Wasm form: the node's state and clock as the environment, wired to the NF ABI.
+/// Adds to a counter kept for the operator; a refused add only loses that count.
+fn count(state: &mut impl State, key: &str, delta: i64) {
+    let _ = state.counter_add(key, delta);
+}
+
+/// The Wasm form: [`RateLimit`] on the node's state and clock, wired to the NF ABI.
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use alloc::string::String;
-    use estate_guest::{Nf, Packet, Value, Verdict, state};
+    use estate_guest::{Brought, HostState, Nf, Packet, Verdict};
 
-    use crate::{RateLimit, RateLimitEnv};
-
-    /// The node's state and clock, through the guest ABI's host calls.
-    #[derive(Debug)]
-    pub struct WasmEnv;
-
-    impl RateLimitEnv for WasmEnv {
-        fn now_ms(&mut self) -> i64 {
-            state::now_ms()
-        }
-
-        fn get(&mut self, key: &str) -> Option<Value> {
-            state::get(key)
-        }
-
-        fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
-            state::set(key, &value)
-        }
-
-        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-            state::counter_add(key, delta)
-        }
-
-        fn take(&mut self, pattern: &str) -> Result<u32, String> {
-            state::take(pattern)
-        }
-    }
+    use crate::RateLimit;
 
     /// [`RateLimit`] as an [`Nf`].
     #[derive(Debug)]
@@ -348,17 +304,17 @@ mod guest {
         }
 
         fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
-            self.0.on_packet(packet, &mut WasmEnv)
+            self.0.on_packet(packet, &mut HostState)
         }
 
-        fn on_flow_moved(&mut self, flow: &str, _: estate_guest::Brought) {
-            self.0.on_flow_moved(flow, &mut WasmEnv)
+        fn on_flow_moved(&mut self, flow: &str, _: Brought) {
+            self.0.on_flow_moved(flow, &mut HostState)
         }
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-pub use guest::{RateLimitNf, WasmEnv};
+pub use guest::RateLimitNf;
 
 #[cfg(target_arch = "wasm32")]
 estate_guest::nf!(RateLimitNf);
@@ -366,75 +322,19 @@ estate_guest::nf!(RateLimitNf);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::collections::BTreeMap;
     use alloc::string::ToString;
     use alloc::vec;
     use estate_guest::Direction;
+    use estate_guest::testing::MemoryState;
 
-    /// One node: its store, a clock the test sets, and what other nodes hold for `take`.
-    #[derive(Default)]
-    struct Env {
-        now: i64,
-        store: BTreeMap<String, Value>,
-        /// Keys on other nodes, by exact key (the patterns `take` gets are exact keys
-        /// with escaped dots).
-        remote: BTreeMap<String, Value>,
-        taken: Vec<String>,
-        take_fails: bool,
+    /// A node whose clock stands at `now`.
+    fn at(now: i64) -> MemoryState {
+        MemoryState { now, ..MemoryState::default() }
     }
 
-    impl Env {
-        fn at(now: i64) -> Env {
-            Env { now, ..Env::default() }
-        }
-
-        fn int(&self, key: &str) -> Option<i64> {
-            match self.store.get(key)? {
-                Value::Int(n) => Some(*n),
-                other => panic!("{key} holds {other:?}"),
-            }
-        }
-
-        fn bucket(&self, ip: [u8; 4]) -> Option<Bucket> {
-            Bucket::from_value(self.store.get(&bucket_key(ip))?)
-        }
-    }
-
-    impl RateLimitEnv for Env {
-        fn now_ms(&mut self) -> i64 {
-            self.now
-        }
-
-        fn get(&mut self, key: &str) -> Option<Value> {
-            self.store.get(key).cloned()
-        }
-
-        fn set(&mut self, key: &str, value: Value) -> Result<(), String> {
-            self.store.insert(key.to_string(), value);
-            Ok(())
-        }
-
-        fn counter_add(&mut self, key: &str, delta: i64) -> i64 {
-            let v = self.store.entry(key.to_string()).or_insert(Value::Int(0));
-            let Value::Int(n) = v else { panic!("{key} is not a counter") };
-            *n += delta;
-            *n
-        }
-
-        fn take(&mut self, pattern: &str) -> Result<u32, String> {
-            self.taken.push(pattern.to_string());
-            if self.take_fails {
-                return Err("a member did not answer".into());
-            }
-            let key = pattern.replace("\\.", ".");
-            match self.remote.remove(&key) {
-                Some(value) => {
-                    self.store.insert(key, value);
-                    Ok(1)
-                }
-                None => Ok(0),
-            }
-        }
+    /// The bucket of `ip` on the node, if there is one that parses.
+    fn bucket(state: &MemoryState, ip: [u8; 4]) -> Option<Bucket> {
+        Bucket::from_value(state.values.get(&bucket_key(ip))?)
     }
 
     const A: [u8; 4] = [10, 0, 0, 1];
@@ -494,7 +394,7 @@ mod tests {
     #[test]
     fn a_burst_passes_then_the_rate_refills_exactly() {
         let mut rl = limiter("2", 3);
-        let mut env = Env::at(1_000_000);
+        let mut env = at(1_000_000);
         for _ in 0..3 {
             assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Forward);
         }
@@ -502,7 +402,7 @@ mod tests {
         // 2 tokens/s: one token every 500 ms. At 499 ms 998 thousandths have accrued …
         env.now += 499;
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Drop);
-        assert_eq!(env.bucket(A), Some(Bucket { millitokens: 998, at_ms: 1_000_499 }));
+        assert_eq!(bucket(&env, A), Some(Bucket { millitokens: 998, at_ms: 1_000_499 }));
         // … and at 500 ms the whole token is there: the drop lost no time.
         env.now += 1;
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Forward);
@@ -532,24 +432,24 @@ mod tests {
     #[test]
     fn buckets_are_per_source_and_start_full() {
         let mut rl = limiter("0.001", 2);
-        let mut env = Env::at(5);
+        let mut env = at(5);
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Forward);
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Forward);
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Drop);
         assert_eq!(rl.on_packet(&from(B), &mut env), Verdict::Forward);
-        assert_eq!(env.bucket(A), Some(Bucket { millitokens: 0, at_ms: 5 }));
-        assert_eq!(env.bucket(B), Some(Bucket { millitokens: 1000, at_ms: 5 }));
-        assert_eq!(env.store.get("rl:bucket:10.0.0.2"), Some(&Value::Text("1000@5".into())));
+        assert_eq!(bucket(&env, A), Some(Bucket { millitokens: 0, at_ms: 5 }));
+        assert_eq!(bucket(&env, B), Some(Bucket { millitokens: 1000, at_ms: 5 }));
+        assert_eq!(env.values.get("rl:bucket:10.0.0.2"), Some(&Value::Text("1000@5".into())));
     }
 
     #[test]
     fn a_clock_that_went_back_refills_nothing() {
         let mut rl = limiter("1000", 1);
-        let mut env = Env::at(10_000);
+        let mut env = at(10_000);
         // A bucket written by a node whose clock is 5 s ahead.
-        env.store.insert(bucket_key(A), Bucket { millitokens: 0, at_ms: 15_000 }.to_value());
+        env.values.insert(bucket_key(A), Bucket { millitokens: 0, at_ms: 15_000 }.to_value());
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Drop);
-        assert_eq!(env.bucket(A), Some(Bucket { millitokens: 0, at_ms: 10_000 }));
+        assert_eq!(bucket(&env, A), Some(Bucket { millitokens: 0, at_ms: 10_000 }));
         env.now += 1;
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Forward);
     }
@@ -557,10 +457,10 @@ mod tests {
     #[test]
     fn a_malformed_bucket_is_replaced_by_a_full_one() {
         let mut rl = limiter("1", 2);
-        let mut env = Env::at(0);
-        env.store.insert(bucket_key(A), Value::Text("lots".into()));
+        let mut env = at(0);
+        env.values.insert(bucket_key(A), Value::Text("lots".into()));
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Forward);
-        assert_eq!(env.bucket(A), Some(Bucket { millitokens: 1000, at_ms: 0 }));
+        assert_eq!(bucket(&env, A), Some(Bucket { millitokens: 1000, at_ms: 0 }));
         assert_eq!(Bucket::from_value(&Value::Int(3)), None);
         assert_eq!(Bucket::from_value(&Value::Text("1@x".into())), None);
         let b = Bucket { millitokens: 12, at_ms: -4 };
@@ -570,13 +470,13 @@ mod tests {
     #[test]
     fn a_moved_flow_brings_both_endpoints_buckets() {
         let mut rl = limiter("0.001", 5);
-        let mut env = Env::at(100);
+        let mut env = at(100);
         // Another node used up A's and the server's tokens.
         env.remote.insert(bucket_key(A), Bucket { millitokens: 0, at_ms: 90 }.to_value());
         env.remote.insert(bucket_key(SERVER), Bucket { millitokens: 500, at_ms: 90 }.to_value());
         env.remote.insert(bucket_key(B), Bucket { millitokens: 0, at_ms: 90 }.to_value());
         rl.on_flow_moved("6:10.0.0.1:40000-192.168.0.1:443", &mut env);
-        assert_eq!(env.taken, vec!["rl:bucket:10\\.0\\.0\\.1".to_string(), "rl:bucket:192\\.168\\.0\\.1".to_string()]);
+        assert_eq!(env.takes, vec!["rl:bucket:10\\.0\\.0\\.1".to_string(), "rl:bucket:192\\.168\\.0\\.1".to_string()]);
         assert_eq!(env.int("rl:taken"), Some(2));
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Drop, "the bucket came along empty");
         assert_eq!(rl.on_packet(&from(SERVER), &mut env), Verdict::Drop);
@@ -585,19 +485,19 @@ mod tests {
         assert_eq!(rl.on_packet(&from(B), &mut env), Verdict::Forward);
 
         // A failed take is counted; the flow's sources then start with fresh buckets.
-        let mut env = Env { take_fails: true, ..Env::at(100) };
+        let mut env = MemoryState { unreachable: true, ..at(100) };
         env.remote.insert(bucket_key(A), Bucket { millitokens: 0, at_ms: 90 }.to_value());
         rl.on_flow_moved("6:10.0.0.1:40000-192.168.0.1:443", &mut env);
         assert_eq!(env.int("rl:take_errors"), Some(2));
         assert_eq!(rl.on_packet(&from(A), &mut env), Verdict::Forward);
         // A flow key that does not parse takes nothing.
-        let mut env = Env::at(0);
+        let mut env = at(0);
         rl.on_flow_moved("garbage", &mut env);
         rl.on_flow_moved("6:10.0.0.1:1-10.0.0", &mut env);
-        assert!(env.taken.is_empty());
+        assert!(env.takes.is_empty());
         // Both endpoints on one address: one take.
         rl.on_flow_moved("17:10.0.0.1:53-10.0.0.1:5353", &mut env);
-        assert_eq!(env.taken, vec!["rl:bucket:10\\.0\\.0\\.1".to_string()]);
+        assert_eq!(env.takes, vec!["rl:bucket:10\\.0\\.0\\.1".to_string()]);
     }
 
     #[test]
