@@ -4,12 +4,15 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use estate::testing::{self as wire, Answer, Body, Envelope};
 use estate_guest::{Item, Value};
 use serde_json::json;
-use support::{NodeProc, cluster};
+use support::{NO_REMOVAL, NodeProc, cluster, cluster_timed};
 
 #[test]
 fn three_nodes_sum_count_latest_and_members() {
@@ -90,19 +93,19 @@ fn bad_requests_get_clear_errors() {
 
 #[test]
 fn join_and_graceful_leave() {
-    let mut nodes = cluster(3);
+    // Failure detection would not remove anyone within the test: whatever leaves the
+    // members' views was announced.
+    let mut nodes = cluster_timed(3, &NO_REMOVAL);
     let status = nodes[1].terminate();
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
-    // Leave is announced: the others drop n2 at once, long before failure detection
-    // (remove after 1.2 s) would.
-    let start = Instant::now();
-    nodes[0].wait_members(&["n1", "n3"]);
-    nodes[2].wait_members(&["n1", "n3"]);
-    let leave_took = start.elapsed();
-    assert!(leave_took < Duration::from_millis(1200), "leave took {leave_took:?}: it was detected, not announced");
+    // Leave is announced: the others drop n2, and say it left.
+    for n in [&nodes[0], &nodes[2]] {
+        n.wait_members(&["n1", "n3"]);
+        assert_eq!(n.removals(), [("n2".to_string(), "Left".to_string())], "{}", n.id);
+    }
 
     // A new node joins through a node other than the first.
-    let n4 = NodeProc::start("n4", &[&nodes[2].listen]);
+    let n4 = NodeProc::start_timed("n4", &[&nodes[2].listen], &NO_REMOVAL, &[]);
     for n in [&nodes[0], &nodes[2], &n4] {
         n.wait_members(&["n1", "n3", "n4"]);
     }
@@ -111,56 +114,82 @@ fn join_and_graceful_leave() {
     assert_eq!(nodes[2].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]), "10");
 }
 
+/// The state `node` sees member `id` in (`alive`, `suspect`, …), if it is a member.
+fn member_state(node: &NodeProc, id: &str) -> Option<String> {
+    let members: serde_json::Value = serde_json::from_str(&node.ok(&["members", "--json"])).unwrap();
+    members.as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| m["state"].as_str().unwrap().to_string())
+}
+
 #[test]
 fn sigkill_mid_stream() {
-    let mut nodes = cluster(3);
-    for (i, n) in nodes.iter().enumerate() {
+    // n1 suspects a silent member but never removes it during the test; n2 and n3
+    // detect failures fast.
+    let n1 = NodeProc::start_timed("n1", &[], &NO_REMOVAL, &[]);
+    let n2 = NodeProc::start("n2", &[&n1.listen]);
+    let mut n3 = NodeProc::start("n3", &[&n1.listen]);
+    for n in [&n1, &n2, &n3] {
+        n.wait_members(&["n1", "n2", "n3"]);
+    }
+    for (i, n) in [&n1, &n2, &n3].into_iter().enumerate() {
         n.ok(&["set", "c", &(i + 1).to_string()]);
     }
-    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum"]), "6");
+    assert_eq!(n1.ok(&["global", "c", "--reduce", "sum"]), "6");
 
-    // Reads keep flowing on n1 while n3 dies.
-    let control = nodes[0].control.clone();
-    let reader = std::thread::spawn(move || {
-        let mut results = Vec::new();
-        let until = Instant::now() + Duration::from_millis(1500);
-        while Instant::now() < until {
-            let out = support::estate()
-                .args(["--control", &control, "global", "c", "--reduce", "sum", "--timeout-ms", "300"])
-                .output()
-                .unwrap();
-            results.push((out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string()));
-        }
-        results
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    nodes[2].kill();
-    let results = reader.join().unwrap();
-    assert!(results.iter().all(|(ok, _)| *ok), "every read answered: {results:?}");
-    assert!(results.iter().all(|(_, v)| v == "6" || v == "3"), "{results:?}");
-    assert!(results.iter().any(|(_, v)| v == "3"), "some reads ran after the kill: {results:?}");
-
-    // Until failure detection removes n3, reads name it as missing, within the timeout.
-    // (If detection already happened, the wait below still holds.)
-    let start = Instant::now();
-    let answer = nodes[0].global("c", "sum", &["--timeout-ms", "400"]);
-    assert!(start.elapsed() < Duration::from_secs(3));
-    assert_eq!(answer["result"], json!(3));
-    let missing = answer["missing"].as_array().unwrap().clone();
-    if !missing.is_empty() {
-        assert_eq!(missing, [json!("n3")]);
-        let out = nodes[0].cli(&["global", "c", "--reduce", "sum", "--timeout-ms", "300", "--consistency", "all"]);
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("incomplete") && err.contains("n3"), "{err}");
-        }
+    // Reads keep flowing on n1 while n3 dies: every read answers, with n3's share
+    // before the kill and without it after.
+    let (stop, killed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let (control, stop, killed) = (n1.control.clone(), stop.clone(), killed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let after_kill = killed.load(Ordering::SeqCst);
+                let out = support::estate()
+                    .args(["--control", &control, "global", "c", "--reduce", "sum", "--timeout-ms", "300"])
+                    .output()
+                    .unwrap();
+                let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let _ = tx.send((after_kill, out.status.success(), value));
+            }
+        })
+    };
+    let next = || rx.recv_timeout(Duration::from_secs(60)).expect("the reader stopped answering");
+    let mut results = vec![next()];
+    n3.kill();
+    killed.store(true, Ordering::SeqCst);
+    while results.iter().filter(|(after_kill, _, _)| *after_kill).count() < 2 {
+        results.push(next());
     }
-    nodes[0].wait_members(&["n1", "n2"]);
-    nodes[1].wait_members(&["n1", "n2"]);
-    let answer = nodes[0].global("c", "sum", &["--consistency", "all"]);
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    results.extend(rx.try_iter());
+    assert!(results.iter().all(|(_, ok, _)| *ok), "every read answered: {results:?}");
+    assert!(results.iter().all(|(_, _, v)| v == "6" || v == "3"), "{results:?}");
+    assert!(results.iter().filter(|(after_kill, _, _)| *after_kill).all(|(_, _, v)| v == "3"), "{results:?}");
+
+    // n1 has noticed n3's silence but keeps it as a member: its reads ask n3, name it
+    // missing once the timeout passes, and fail if every member must answer.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while member_state(&n1, "n3").as_deref() != Some("suspect") {
+        assert!(Instant::now() < deadline, "n1 sees n3 as {:?}", member_state(&n1, "n3"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answer = n1.global("c", "sum", &["--timeout-ms", "400"]);
+    assert_eq!(answer["result"], json!(3));
+    assert_eq!(answer["answered"], json!(["n1", "n2"]));
+    assert_eq!(answer["missing"], json!(["n3"]));
+    let out = n1.cli(&["global", "c", "--reduce", "sum", "--timeout-ms", "300", "--consistency", "all"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("incomplete") && err.contains("n3"), "{err}");
+
+    // n2's failure detection removes n3; then every member answers n2's reads.
+    n2.wait_members(&["n1", "n2"]);
+    assert_eq!(n2.removals(), [("n3".to_string(), "Failed".to_string())]);
+    let answer = n2.global("c", "sum", &["--consistency", "all"]);
     assert_eq!(answer["result"], json!(3));
     assert_eq!(answer["answered"], json!(["n1", "n2"]));
     assert_eq!(answer["missing"], json!([]));
+    assert_eq!(member_state(&n1, "n3").as_deref(), Some("suspect"), "n1 still keeps n3");
 }
 
 #[test]

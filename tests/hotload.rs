@@ -26,6 +26,48 @@ fn wat_file(name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// The state (`R` running or runnable, `S` sleeping, …) and CPU time (user + system,
+/// in clock ticks) of thread `tid` of `node`'s process, from `/proc`.
+fn worker_thread(node: &NodeProc, tid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", node.pid())).ok()?;
+    // `tid (comm) state ppid …`: fields from the state on; utime and stime are the
+    // 14th and 15th of the whole line.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let state = fields[0].chars().next()?;
+    Some((state, fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?))
+}
+
+/// Waits (bounded) until one of `node`'s worker threads (`estate-work-…`) is running
+/// and using CPU, as one does while a guest spins; returns its id.
+fn spinning_worker(node: &NodeProc) -> u32 {
+    let workers = || -> Vec<(u32, char, u64)> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", node.pid())).unwrap();
+        tasks
+            .filter_map(|task| {
+                let tid: u32 = task.ok()?.file_name().to_str()?.parse().ok()?;
+                let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", node.pid())).ok()?;
+                comm.starts_with("estate-work-").then_some(())?;
+                worker_thread(node, tid).map(|(state, cpu)| (tid, state, cpu))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut before = workers();
+    assert!(!before.is_empty(), "no worker threads in {}", node.id);
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = workers();
+        let busy = now
+            .iter()
+            .find(|(tid, state, cpu)| *state == 'R' && before.iter().any(|(t, s, c)| t == tid && *s == 'R' && c < cpu));
+        if let Some((tid, _, _)) = busy {
+            return *tid;
+        }
+        assert!(Instant::now() < deadline, "no worker of {} spins: {now:?}", node.id);
+        before = now;
+    }
+}
+
 fn err_of(node: &NodeProc, args: &[&str]) -> String {
     let out = node.cli(args);
     assert!(!out.status.success(), "estate {args:?} should fail");
@@ -88,30 +130,36 @@ fn hostile_reducers_fail_cleanly_while_the_node_serves() {
     nodes[1].ok(&["set", "c", "2"]);
 
     // An infinite loop with plenty of fuel: the wall-time limit stops it. Meanwhile the
-    // node answers other requests, built-in global reads included.
+    // node answers other requests, built-in global reads included: they are answered
+    // while one of its workers is seen spinning in the guest, before and after.
     let looping = wat_file("loop", "(loop (br 0)) i32.const 1");
     let looping = looping.to_str().unwrap();
-    nodes[0].ok(&["reducer", "load", "spin", looping, "--fuel", "100000000000000", "--wall-ms", "1500"]);
+    nodes[0].ok(&["reducer", "load", "spin", looping, "--fuel", "100000000000000", "--wall-ms", "3000"]);
     let control = nodes[0].control.clone();
-    let started = Instant::now();
     let hostile = std::thread::spawn(move || {
         support::estate()
             .args(["--control", &control, "global", "c", "--reduce", "spin", "--timeout-ms", "500"])
             .output()
             .unwrap()
     });
-    std::thread::sleep(Duration::from_millis(200));
-    let mut served = 0;
-    while !hostile.is_finished() {
-        assert_eq!(nodes[0].ok(&["get", "c"]), "1");
-        assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum"]), "3");
-        served += 1;
-    }
+    let worker = spinning_worker(&nodes[0]);
+    assert_eq!(nodes[0].ok(&["get", "c"]), "1");
+    assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum"]), "3");
+    let (state, _) = worker_thread(&nodes[0], worker).expect("the worker thread is gone");
+    assert!(
+        state == 'R' && !hostile.is_finished(),
+        "the guest still ran when the node had answered (worker {worker}: {state}; if the guest had \
+         finished, its 3 s wall-time limit ran out while two requests were served)"
+    );
     let out = hostile.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("wall-time limit"), "{err}");
-    assert!(served >= 2, "the node answered {served} requests while the guest ran");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!out.status.success() && err.contains("wall-time limit of 3s"), "{err}");
+    // The limit stopped the guest: its worker is idle again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while worker_thread(&nodes[0], worker).is_some_and(|(state, _)| state == 'R') {
+        assert!(Instant::now() < deadline, "worker {worker} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Pushed down, the loop meets each member's budgets: here n1's fuel (its wall-time
     // limit is generous), and n2's own defaults, where fuel or, on a loaded machine, the

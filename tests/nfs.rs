@@ -29,18 +29,9 @@ fn stream(spec: &str) -> Vec<OwnedPacket> {
 /// packet once its verdict is counted); returns the counters.
 fn wait_decided(node: &NodeProc, packets: u64) -> Json {
     let stats = node.wait_stat("nf_packets", packets);
-    let decided = stats["nf_forwarded"].as_u64().unwrap_or(0) + stats["nf_dropped"].as_u64().unwrap_or(0);
+    let decided = stat(&stats, "nf_forwarded") + stat(&stats, "nf_dropped");
     assert_eq!(decided, packets, "{}: {stats}", node.id);
     stats
-}
-
-/// The integer at `key` on `node`, 0 if there is none.
-fn int(node: &NodeProc, key: &str) -> i64 {
-    let out = node.cli(&["get", key]);
-    if !out.status.success() {
-        return 0;
-    }
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap_or_else(|_| panic!("{key} is not an integer"))
 }
 
 /// `(key, origin) → integer value` of every item matching `pattern` in the cluster,
@@ -134,9 +125,9 @@ fn firewall_drops_outside_first_flows_and_passes_return_traffic() {
         let verdicts = (stat(&stats, "nf_forwarded"), stat(&stats, "nf_dropped"));
         assert_eq!(verdicts, (model.passed, model.dropped), "{name}: {stats}");
         // The NF's own counters agree with the node's.
-        assert_eq!(int(&node, "fw:passed"), model.passed as i64);
-        assert_eq!(int(&node, "fw:dropped"), model.dropped as i64);
-        assert_eq!(int(&node, "fw:opened"), model.ct.len() as i64);
+        assert_eq!(node.counter("fw:passed"), model.passed as i64);
+        assert_eq!(node.counter("fw:dropped"), model.dropped as i64);
+        assert_eq!(node.counter("fw:opened"), model.ct.len() as i64);
         // One entry per flow an inside host spoke on, counting its inside packets.
         assert_eq!(conntrack(&node), model.ct);
         let seen = node.ok(&["global", "flow:.*:seen", "--reduce", "count"]);
@@ -192,7 +183,7 @@ fn firewall_scale_out_return_traffic_passes_at_the_new_node_only_with_moved_stat
     assert_eq!(stat(&stats, "nf_flows_adopted"), 0, "{stats}");
     assert_eq!((stat(&stats, "nf_forwarded"), stat(&stats, "nf_dropped")), (baseline.passed, baseline.dropped));
     assert_eq!(conntrack(&b), baseline.ct);
-    assert_eq!(int(&a, "fw:opened"), a_model.ct.len() as i64);
+    assert_eq!(a.counter("fw:opened"), a_model.ct.len() as i64);
 }
 
 // --- NAT ------------------------------------------------------------------------------
@@ -259,11 +250,11 @@ fn nat_instances_running_together_never_share_a_port_or_a_block() {
             .map(|(key, _)| key.strip_prefix("flow:").unwrap().strip_suffix(":nat").unwrap())
             .collect();
         assert!(mapped.iter().all(|f| flows.contains(*f)));
-        assert_eq!(int(node, "nat:allocated"), mapped.len() as i64, "{}", node.id);
+        assert_eq!(node.counter("nat:allocated"), mapped.len() as i64, "{}", node.id);
         // Drops only for lack of a port, and few: most flows got one.
-        assert_eq!(int(node, "nat:exhausted"), stat(stats, "nf_dropped") as i64, "{}", node.id);
+        assert_eq!(node.counter("nat:exhausted"), stat(stats, "nf_dropped") as i64, "{}", node.id);
         assert!(mapped.len() * 10 >= flows.len() * 9, "{}: {} of {} flows mapped", node.id, mapped.len(), flows.len());
-        contested += int(node, "nat:conflicts") + int(node, "nat:claim_errors");
+        contested += node.counter("nat:conflicts") + node.counter("nat:claim_errors");
     }
     // All three tried the same block first and at most one got it.
     assert!(contested >= 2, "only {contested} contested claims");
@@ -291,8 +282,8 @@ fn nat_drops_and_counts_the_flows_a_used_up_range_cannot_map() {
         NodeProc::start_with("n1", &[], &["--nf", &guest_path("nf_nat"), "--nf-config", &config, "--input", &input]);
     let stats = wait_decided(&node, 400);
     assert_eq!(stat(&stats, "nf_dropped"), dropped, "{stats}");
-    assert_eq!(int(&node, "nat:exhausted"), dropped as i64);
-    assert_eq!(int(&node, "nat:allocated"), 10);
+    assert_eq!(node.counter("nat:exhausted"), dropped as i64);
+    assert_eq!(node.counter("nat:allocated"), 10);
     let mappings = items(&node, "flow:.*:nat");
     let keys: BTreeSet<String> = mappings.keys().map(|(k, _)| k.clone()).collect();
     assert_eq!(keys, mapped.iter().map(|f| format!("flow:{f}:nat")).collect());
@@ -325,7 +316,7 @@ fn nat_moved_flows_keep_their_ports() {
 
     let (a, b, before, stats) = run("take");
     assert_eq!(stat(&stats, "nf_dropped"), 0, "{stats}");
-    assert_eq!(int(&b, "nat:allocated"), 0);
+    assert_eq!(b.counter("nat:allocated"), 0);
     assert!(items(&b, "nat:block:.*").keys().all(|(_, origin)| origin == "a"), "b claimed no block");
     let after = items(&b, "flow:.*:nat");
     for flow in &b_flows {
@@ -338,8 +329,8 @@ fn nat_moved_flows_keep_their_ports() {
 
     let (_a, b, _, stats) = run("off");
     assert_eq!(stat(&stats, "nf_forwarded"), 0, "{stats}");
-    assert_eq!(int(&b, "nat:exhausted"), 1500);
-    assert!(int(&b, "nat:claim_errors") >= 1);
+    assert_eq!(b.counter("nat:exhausted"), 1500);
+    assert!(b.counter("nat:claim_errors") >= 1);
 }
 
 // --- rate limiter ---------------------------------------------------------------------
@@ -376,8 +367,8 @@ fn ratelimit_drops_with_a_low_rate_and_none_with_a_huge_rate() {
     let expected = passes_per_source(&packets, 3, &BTreeSet::new());
     assert_eq!(stat(&stats, "nf_forwarded"), expected, "{stats}");
     assert_eq!(stat(&stats, "nf_dropped"), 2000 - expected);
-    assert_eq!(int(&node, "rl:passed"), expected as i64);
-    assert_eq!(int(&node, "rl:dropped"), 2000 - expected as i64);
+    assert_eq!(node.counter("rl:passed"), expected as i64);
+    assert_eq!(node.counter("rl:dropped"), 2000 - expected as i64);
     let buckets = node.global("rl:bucket:.*", "count", &[]);
     assert_eq!(buckets["result"], sources(&packets).len(), "{buckets}");
     drop(node);
@@ -386,7 +377,7 @@ fn ratelimit_drops_with_a_low_rate_and_none_with_a_huge_rate() {
     let node = NodeProc::start_with("n1", &[], &["--nf", &rl, "--nf-config", &config, "--input", &input]);
     let stats = wait_decided(&node, 2000);
     assert_eq!((stat(&stats, "nf_forwarded"), stat(&stats, "nf_dropped")), (2000, 0), "{stats}");
-    assert_eq!(int(&node, "rl:passed"), 2000);
+    assert_eq!(node.counter("rl:passed"), 2000);
 }
 
 /// Node A drains the buckets of every source; flows 10..20 then move to node B. With
@@ -422,8 +413,8 @@ fn ratelimit_buckets_follow_moved_flows_only_with_state_sharing() {
     let (a, b, stats) = run("take");
     assert_eq!(stat(&stats, "nf_faults"), 0, "{stats}");
     assert_eq!(stat(&stats, "nf_forwarded"), with_state, "{stats}");
-    assert_eq!(int(&b, "rl:taken"), taken.len() as i64);
-    assert_eq!(int(&b, "rl:take_errors"), 0);
+    assert_eq!(b.counter("rl:taken"), taken.len() as i64);
+    assert_eq!(b.counter("rl:take_errors"), 0);
     for ip in &taken {
         assert!(!a.cli(&["get", &bucket_key(*ip)]).status.success(), "{ip:?}'s bucket is still on a");
         assert!(b.cli(&["get", &bucket_key(*ip)]).status.success(), "{ip:?}'s bucket is not on b");
@@ -432,7 +423,7 @@ fn ratelimit_buckets_follow_moved_flows_only_with_state_sharing() {
 
     let (a, b, stats) = run("off");
     assert_eq!(stat(&stats, "nf_forwarded"), baseline, "{stats}");
-    assert_eq!(int(&b, "rl:taken"), 0);
+    assert_eq!(b.counter("rl:taken"), 0);
     for ip in &taken {
         assert!(a.cli(&["get", &bucket_key(*ip)]).status.success(), "{ip:?}'s bucket left a in the baseline");
     }

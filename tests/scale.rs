@@ -243,21 +243,30 @@ fn a_hand_off_nobody_acknowledges_fails_and_the_node_keeps_its_state() {
     let fake = FakeMember::join("silent", &node);
     let control = node.control.clone();
     let leave = std::thread::spawn(move || {
-        support::estate().args(["--control", &control, "leave", "--timeout-ms", "1500"]).output().unwrap()
+        support::estate().args(["--control", &control, "leave", "--timeout-ms", "3000"]).output().unwrap()
     });
-    // Receive (and heartbeat) until the leave returns, acknowledging nothing.
-    let mut batches = 0;
+    // The batch comes, then comes again (same id, same items): nobody acknowledged it.
+    let batch = || {
+        fake.recv_until(|body| match body {
+            Body::Handoff { id, items, .. } => Some((id, items)),
+            _ => None,
+        })
+    };
+    let first = batch();
+    assert_eq!(batch(), first, "sent again");
+    // Acknowledge nothing, and keep heartbeating until the leave returns.
     while !leave.is_finished() {
         if fake.inbox.poll(zmq::POLLIN, 50).unwrap() > 0 {
-            let parts = fake.inbox.recv_multipart(0).unwrap();
-            batches += matches!(wire::decode(parts.last().unwrap()).unwrap().body, Body::Handoff { .. }) as u32;
+            fake.inbox.recv_multipart(0).unwrap();
         }
         fake.send(Body::Member(MemberMsg::Heartbeat));
     }
     let out = leave.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("did not acknowledge") && err.contains("stays"), "{err}");
-    assert!(batches >= 2, "sent, then sent again: {batches}");
+    let stats = node.stats();
+    assert!(stats["handoff_resent"].as_u64() >= Some(1), "{stats}");
+    assert_eq!(stats["handoff_out"].as_u64(), Some(0), "{stats}");
     assert_eq!(node.ok(&["get", "k"]), "7");
     node.ok(&["set", "k", "8"]);
     assert_eq!(node.ok(&["get", "k"]), "8");

@@ -240,36 +240,55 @@ fn steered_input_survives_bad_frames_and_stops_cleanly() {
     assert_eq!((stats["nf_packets"].as_u64(), stats["nf_bad_frames"].as_u64()), (Some(1), Some(2)), "{stats}");
     assert_eq!(node.ok(&["get", "count:packets"]), "1");
 
-    // Unloading an NF whose input waits for packets does not wait for traffic.
+    // Unloading an NF whose input waits for packets does not wait for traffic: no packet
+    // ever comes to this node, and the unload is answered (within the CLI's deadline).
     let waiting = NodeProc::start_with("n2", &[], &args);
     assert_eq!(waiting.ok(&["nf", "status"]), "running");
-    let asked = Instant::now();
     assert_eq!(waiting.ok(&["nf", "unload"]), "unloaded");
-    assert!(asked.elapsed() < Duration::from_secs(5), "unload took {:?}", asked.elapsed());
     assert_eq!(waiting.ok(&["nf", "status"]), "none");
+    let stats = waiting.stats();
+    assert_eq!((stats["nf_packets"].as_u64(), stats["nf_bad_frames"].as_u64()), (Some(0), Some(0)), "{stats}");
 
-    // Nor does shutting the node down.
+    // Nor does shutting the node down: SIGTERM, no traffic, and it exits by itself, cleanly.
     let mut waiting = NodeProc::start_with("n3", &[], &args);
     assert_eq!(waiting.ok(&["nf", "status"]), "running");
-    let asked = Instant::now();
     assert!(waiting.terminate().success());
-    assert!(asked.elapsed() < Duration::from_secs(10), "shutdown took {:?}", asked.elapsed());
+    assert!(waiting.log_text().contains("node stopped"), "{}", waiting.log_text());
+}
+
+/// Runs `cmd` to its end, waiting at most `within` (then kills it and fails): a guard
+/// against a hang, not a measurement.
+fn output_within(cmd: &mut std::process::Command, within: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(within).unwrap_or_else(|_| {
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        panic!("{cmd:?} did not end within {within:?}")
+    })
 }
 
 /// A node nobody listens for costs the switch one send timeout, not one per packet, and
 /// its packets are counted; a bad schedule is refused with the event named.
 #[test]
 fn the_switch_survives_a_dead_node_and_names_bad_events() {
-    let started = Instant::now();
-    let out = support::estate()
-        .args(["traffic", "switch", "--synth", "seed=1,flows=10,packets=300,share=0"])
-        .args(["--node", "A=tcp://127.0.0.1:1", "--send-timeout-ms", "200"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("node A: sent 0, undeliverable 300, input not ended"), "{stdout}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // 3000 packets at a 200 ms timeout each would take 10 minutes: the run would not end
+    // within the guard below. The count is the switch's own: it logs each time a node
+    // fails to take a frame within the timeout (and then is taken for down).
+    let out = output_within(
+        support::estate()
+            .env("RUST_LOG", "warn")
+            .args(["traffic", "switch", "--synth", "seed=1,flows=10,packets=3000,share=0"])
+            .args(["--node", "A=tcp://127.0.0.1:1", "--send-timeout-ms", "200"]),
+        Duration::from_secs(120),
+    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("node A: sent 0, undeliverable 3000, input not ended"), "{stdout}");
+    assert_eq!(stderr.matches("frame not taken within 200ms").count(), 1, "one send timed out: {stderr}");
+    assert!(!stderr.contains("takes frames again"), "{stderr}");
 
     for (at, needle) in [
         ("10:move:2:A:B", "fraction \"2\""),

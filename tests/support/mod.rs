@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 /// Fast failure detection so tests do not wait long.
 pub const TIMING: [&str; 6] = ["--heartbeat-ms", "100", "--suspect-ms", "400", "--remove-ms", "1200"];
 
+/// Failure detection that suspects a silent member as fast as [`TIMING`] but removes
+/// none within any test's lifetime (10 minutes): a member that a node with this timing
+/// drops must have announced its leave, and a dead member stays (suspect) in its view.
+pub const NO_REMOVAL: [&str; 6] = ["--heartbeat-ms", "100", "--suspect-ms", "400", "--remove-ms", "600000"];
+
 /// One `estate node` process. Killed when dropped.
 pub struct NodeProc {
     pub id: String,
@@ -32,13 +37,19 @@ impl NodeProc {
 
     /// Like [`NodeProc::start`], with more `estate node` arguments.
     pub fn start_with(id: &str, join: &[&str], extra: &[&str]) -> NodeProc {
+        NodeProc::start_timed(id, join, &TIMING, extra)
+    }
+
+    /// Like [`NodeProc::start_with`], with the failure detection flags `timing` (e.g.
+    /// [`TIMING`], [`NO_REMOVAL`]) instead of [`TIMING`].
+    pub fn start_timed(id: &str, join: &[&str], timing: &[&str], extra: &[&str]) -> NodeProc {
         let log = std::env::temp_dir().join(format!("estate-test-{}-{id}-{}.log", std::process::id(), rand_suffix()));
         let mut cmd = estate();
         cmd.args(["--control", "tcp://127.0.0.1:*", "node", "--id", id, "--listen", "tcp://127.0.0.1:*"]);
         for j in join {
             cmd.args(["--join", j]);
         }
-        cmd.args(TIMING);
+        cmd.args(timing);
         cmd.args(extra);
         cmd.env("RUST_LOG", "info,estate=debug");
         let mut child =
@@ -128,11 +139,43 @@ impl NodeProc {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits (bounded, a minute) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} ({}): {sent:?}", self.id);
+        self.wait_exit(Duration::from_secs(60))
+    }
+
+    /// The integer counter at `key`: 0 if the node answers that there is no such key
+    /// (counters are created by their first add). Fails the test if the call fails in
+    /// any other way or the value is not an integer.
+    pub fn counter(&self, key: &str) -> i64 {
+        let out = self.cli(&["get", key, "--json"]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            // `get` exits with 1, prints `null` and says "not found" for a missing key,
+            // and only then.
+            let absent = out.status.code() == Some(1) && stdout.trim() == "null" && stderr.trim() == "not found";
+            assert!(absent, "{}: estate get {key} failed ({:?}): {stdout}{stderr}", self.id, out.status);
+            return 0;
+        }
+        let got: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{}: estate get {key} --json printed {stdout:?}: {e}", self.id));
+        got["value"].as_i64().unwrap_or_else(|| panic!("{}: {key} is not an integer: {got}", self.id))
+    }
+
+    /// The removals this node logged, in order: (member, reason), the reason being
+    /// `Left` (it announced its leave) or `Failed` (failure detection removed it).
+    pub fn removals(&self) -> Vec<(String, String)> {
+        let field = |line: &str, name: &str| {
+            line.split_whitespace().find_map(|f| f.strip_prefix(name)).map(String::from).unwrap_or_default()
+        };
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains("member removed"))
+            .map(|line| (field(line, "member="), field(line, "reason=")))
+            .collect()
     }
 
     pub fn log_text(&self) -> String {
@@ -156,11 +199,16 @@ fn rand_suffix() -> u64 {
 /// Starts `n` nodes `n1..=n<n>`, the later ones joining through the first, and waits
 /// until every node sees all of them.
 pub fn cluster(n: usize) -> Vec<NodeProc> {
-    let first = NodeProc::start("n1", &[]);
+    cluster_timed(n, &TIMING)
+}
+
+/// Like [`cluster`], every node with the failure detection flags `timing`.
+pub fn cluster_timed(n: usize, timing: &[&str]) -> Vec<NodeProc> {
+    let first = NodeProc::start_timed("n1", &[], timing, &[]);
     let seed = first.listen.clone();
     let mut nodes = vec![first];
     for i in 2..=n {
-        nodes.push(NodeProc::start(&format!("n{i}"), &[&seed]));
+        nodes.push(NodeProc::start_timed(&format!("n{i}"), &[&seed], timing, &[]));
     }
     let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
