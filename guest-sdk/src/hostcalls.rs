@@ -85,15 +85,15 @@ pub(crate) fn state_del(key: &str) -> i32 {
 
 #[link(wasm_import_module = "estate")]
 unsafe extern "C" {
-    #[link_name = "counter_add"]
-    fn estate_counter_add(key_ptr: *const u8, key_len: usize, delta: i64) -> i64;
+    #[link_name = "counter_try_add"]
+    fn estate_counter_try_add(key_ptr: *const u8, key_len: usize, delta: i64, out: *mut i64) -> i32;
 }
 
-/// `counter_add`: the counter's new value (the host traps the guest on a non-integer or
-/// an overflow).
-pub(crate) fn counter_add(key: &str, delta: i64) -> i64 {
-    // SAFETY: the host reads `key.len()` bytes at `key.as_ptr()`, all inside `key`.
-    unsafe { estate_counter_add(key.as_ptr(), key.len(), delta) }
+/// `counter_try_add`: answers `abi::counter_try_add`; on `OK` the new value is in `out`.
+pub(crate) fn counter_try_add(key: &str, delta: i64, out: &mut i64) -> i32 {
+    // SAFETY: the host reads `key.len()` bytes at `key.as_ptr()`, all inside `key`, and
+    // writes 8 bytes at `out`, a live and aligned `i64`.
+    unsafe { estate_counter_try_add(key.as_ptr(), key.len(), delta, out) }
 }
 
 #[link(wasm_import_module = "estate")]

@@ -144,9 +144,12 @@ mod host {
         }
 
         fn counter_add(&mut self, key: &str, delta: i64) -> Result<i64, Error> {
-            // ABI version 1: the node traps the guest on a non-integer or an overflow,
-            // so every answer is the new value.
-            Ok(h::counter_add(key, delta))
+            let mut value = 0;
+            match h::counter_try_add(key, delta, &mut value) {
+                abi::counter_try_add::OK => Ok(value),
+                abi::counter_try_add::REFUSED => Err(Error::Refused(staged_message())),
+                code => Err(Error::UnknownCode { call: import::COUNTER_TRY_ADD, code: code.into() }),
+            }
         }
 
         fn global(&mut self, pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, Error> {

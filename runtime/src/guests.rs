@@ -6,14 +6,44 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+/// Why a guest module could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestModuleError {
+    /// The build skipped the guests.
+    #[error("the wasm32 guests were not built (ESTATE_SKIP_GUEST_BUILD is set)")]
+    NotBuilt,
+    /// No guest has that name.
+    #[error("no guest named {name:?}; built guests: {known}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The built guests, comma-separated.
+        known: String,
+    },
+    /// The module file could not be read.
+    #[error("reading guest {name} at {path}: {source}")]
+    Read {
+        /// The guest.
+        name: String,
+        /// Its file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// Reads the bytes of the guest module `name` (a crate name such as `reducer_sum`).
-pub fn require(name: &str) -> anyhow::Result<Vec<u8>> {
+pub fn require(name: &str) -> Result<Vec<u8>, GuestModuleError> {
     if !BUILT {
-        anyhow::bail!("the wasm32 guests were not built (ESTATE_SKIP_GUEST_BUILD is set)");
+        return Err(GuestModuleError::NotBuilt);
     }
     let Some((_, path)) = ALL.iter().find(|(n, _)| *n == name) else {
         let known: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
-        anyhow::bail!("no guest named {name:?}; built guests: {}", known.join(", "));
+        return Err(GuestModuleError::Unknown { name: name.to_string(), known: known.join(", ") });
     };
-    std::fs::read(path).map_err(|e| anyhow::anyhow!("reading guest {name} at {path}: {e}"))
+    std::fs::read(path).map_err(|source| GuestModuleError::Read {
+        name: name.to_string(),
+        path: path.to_string(),
+        source,
+    })
 }

@@ -12,8 +12,14 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// A compiled key pattern.
 #[derive(Clone, Debug)]
 pub enum Pattern {
-    /// A pattern without regex metacharacters: matches exactly that key.
-    Exact(String),
+    /// A pattern without regex syntax (metacharacters escaped at most): matches exactly
+    /// that key.
+    Exact {
+        /// The key.
+        key: String,
+        /// The pattern as given.
+        source: String,
+    },
     /// A literal followed by `.*` (`flow:<escaped flow key>:.*`, how a moved flow's
     /// keys are fetched): the keys that start with `prefix` (and, as `.` does not match
     /// a newline, have none after it). A store can find them without a scan.
@@ -48,38 +54,17 @@ pub enum PatternError {
     },
 }
 
-/// Outside a character class, only these characters are special.
-const META: [char; 14] = ['\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$'];
-
-/// The key a pattern stands for if it has no unescaped metacharacter (`flow:10\.0\.0\.1`
-/// is the exact key `flow:10.0.0.1`), else `None`.
-fn literal(pattern: &str) -> Option<String> {
-    let mut key = String::with_capacity(pattern.len());
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(escaped) if META.contains(&escaped) => key.push(escaped),
-                _ => return None,
-            },
-            c if META.contains(&c) => return None,
-            c => key.push(c),
-        }
-    }
-    Some(key)
-}
-
 impl Pattern {
     /// Compiles `pattern`. A pattern without regex metacharacters is an exact key.
     pub fn new(pattern: &str) -> Result<Pattern, PatternError> {
         if pattern.len() > MAX_PATTERN_LEN {
             return Err(PatternError::TooLong(pattern.len()));
         }
-        if let Some(key) = literal(pattern) {
-            return Ok(Pattern::Exact(key));
+        // One definition of what a literal is, shared with guests (`pattern::exact`).
+        if let Some(key) = estate_guest::pattern::literal(pattern) {
+            return Ok(Pattern::Exact { key, source: pattern.to_string() });
         }
-        // (`a\.*` is none: before its `.*` is a lone backslash, which is no literal.)
-        if let Some(prefix) = pattern.strip_suffix(".*").and_then(literal) {
+        if let Some(prefix) = estate_guest::pattern::prefix(pattern) {
             return Ok(Pattern::Prefix { prefix, source: pattern.to_string() });
         }
         RegexBuilder::new(&format!("^(?:{pattern})$"))
@@ -93,7 +78,7 @@ impl Pattern {
     /// Whether `key` matches.
     pub fn matches(&self, key: &str) -> bool {
         match self {
-            Pattern::Exact(k) => k == key,
+            Pattern::Exact { key: k, .. } => k == key,
             Pattern::Prefix { prefix, .. } => {
                 key.strip_prefix(prefix.as_str()).is_some_and(|rest| !rest.contains('\n'))
             }
@@ -104,7 +89,7 @@ impl Pattern {
     /// The key, if this is an exact-key pattern.
     pub fn exact(&self) -> Option<&str> {
         match self {
-            Pattern::Exact(k) => Some(k),
+            Pattern::Exact { key, .. } => Some(key),
             Pattern::Prefix { .. } | Pattern::Regex { .. } => None,
         }
     }
@@ -113,15 +98,14 @@ impl Pattern {
     pub fn prefix(&self) -> Option<&str> {
         match self {
             Pattern::Prefix { prefix, .. } => Some(prefix),
-            Pattern::Exact(_) | Pattern::Regex { .. } => None,
+            Pattern::Exact { .. } | Pattern::Regex { .. } => None,
         }
     }
 
     /// The pattern as given.
     pub fn source(&self) -> &str {
         match self {
-            Pattern::Exact(k) => k,
-            Pattern::Prefix { source, .. } | Pattern::Regex { source, .. } => source,
+            Pattern::Exact { source, .. } | Pattern::Prefix { source, .. } | Pattern::Regex { source, .. } => source,
         }
     }
 }
@@ -168,6 +152,18 @@ mod tests {
                 assert_eq!(p.matches(k), regex.is_match(k), "{source} on {k:?}");
             }
         }
+    }
+
+    #[test]
+    fn escaped_keys_take_the_exact_path_and_keep_their_escapes_on_the_wire() {
+        let flow = "6:10.0.0.1:5000-10.0.0.2:443";
+        let p = Pattern::new(&regex::escape(flow)).unwrap();
+        assert_eq!(p.exact(), Some(flow), "regex::escape's `\\-` is a literal too");
+        // What a peer compiles again is still exactly this key, not `.` as any character.
+        let again = Pattern::new(p.source()).unwrap();
+        assert!(again.matches(flow) && !again.matches("6:10x0.0.1:5000-10.0.0.2:443"));
+        let moved = Pattern::new(&estate_guest::pattern::flow_keys(flow)).unwrap();
+        assert_eq!(moved.prefix(), Some("flow:6:10.0.0.1:5000-10.0.0.2:443:"));
     }
 
     #[test]

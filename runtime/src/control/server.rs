@@ -1,50 +1,24 @@
-//! The control server: requests from the control socket, answered by the I/O thread.
+//! The control server: what each operator request does, answered now or deferred to
+//! a worker (loading modules, unloading the NF, leaving). The control socket itself is
+//! the driver's; this decides the replies.
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::global::GlobalOptions;
 use crate::pattern::Pattern;
-use crate::peering::driver::*;
-use crate::peering::stats::bump;
+use crate::peering::driver::{Command, Driver, HandoffWaiter, Waiter};
+use crate::peering::proto::Input;
 use crate::store::DEFAULT_TENANT;
-use crate::wire::{self, ControlReply, ControlRequest};
+use crate::wire::{ControlReply, ControlRequest};
 
 impl Driver {
-    pub(crate) fn drain_control(&mut self) {
-        for _ in 0..256 {
-            let Some(control) = &self.control else { return };
-            let parts = match control.recv_multipart(zmq::DONTWAIT) {
-                Ok(parts) => parts,
-                Err(_) => return,
-            };
-            // A REQ client sends [routing id, empty delimiter, request].
-            let [identity, delimiter, frame] = parts.as_slice() else {
-                bump(&self.stats.control_malformed);
-                warn!(parts = parts.len(), "dropped a control message with an unexpected frame count");
-                continue;
-            };
-            if !delimiter.is_empty() {
-                bump(&self.stats.control_malformed);
-                continue;
-            }
-            let identity = identity.clone();
-            match wire::decode_request(frame) {
-                Ok(req) => self.on_control(identity, req),
-                Err(e) => {
-                    bump(&self.stats.control_malformed);
-                    warn!("malformed control request: {e}");
-                    self.reply_control(identity, &ControlReply::Error(format!("malformed request: {e}")));
-                }
-            }
-        }
-    }
-
+    /// Carries out one operator request from client `identity`.
     pub(crate) fn on_control(&mut self, identity: Vec<u8>, req: ControlRequest) {
         let tenant = self.store.tenant(DEFAULT_TENANT);
         let replace = matches!(req, ControlRequest::NfReplace { .. });
-        if self.handoff.is_some() && matches!(req, ControlRequest::Set { .. } | ControlRequest::Del { .. }) {
+        if self.proto.handing_off() && matches!(req, ControlRequest::Set { .. } | ControlRequest::Del { .. }) {
             // The state is on its way to the other members: a write here now would stay
             // behind and be lost when the node exits.
             let reply = ControlReply::Error("this node is handing its state over and leaving; write elsewhere".into());
@@ -121,7 +95,7 @@ impl Driver {
                     Ok((reducer, pattern)) => {
                         let timeout = Duration::from_millis(timeout_ms);
                         let options = GlobalOptions { timeout, consistency, remote, take: false };
-                        self.start_read(&pattern, reducer, options, Waiter::Control(identity));
+                        self.feed(Input::Read { pattern, reducer, options, waiter: Waiter::Control(identity) });
                         return;
                     }
                     Err(e) => ControlReply::Error(e),
@@ -129,14 +103,5 @@ impl Driver {
             }
         };
         self.reply_control(identity, &reply);
-    }
-
-    pub(crate) fn reply_control(&self, identity: Vec<u8>, reply: &ControlReply) {
-        if let Some(control) = &self.control {
-            let frames: [&[u8]; 3] = [&identity, &[], &wire::encode_reply(reply)];
-            if let Err(e) = control.send_multipart(frames, zmq::DONTWAIT) {
-                warn!("control reply dropped: {e}");
-            }
-        }
     }
 }

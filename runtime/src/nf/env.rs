@@ -167,7 +167,7 @@ impl NfEnv for NfContext {
             return Ok(0);
         }
         // Every key of the flow, on any member: `flow:<key>:…` with the key escaped.
-        self.bring(&format!("flow:{}:.*", regex::escape(flow)), mode == FlowState::Take)
+        self.bring(&estate_guest::pattern::flow_keys(flow), mode == FlowState::Take)
     }
 }
 

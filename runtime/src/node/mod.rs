@@ -86,8 +86,8 @@ pub enum StartError {
     #[error("spawning a thread: {0}")]
     Thread(#[from] std::io::Error),
     /// The Wasm engine could not be set up.
-    #[error("setting up the Wasm engine: {0:#}")]
-    Wasm(anyhow::Error),
+    #[error(transparent)]
+    Wasm(#[from] crate::wasm::EngineError),
 }
 
 /// A running estate node. Dropping it leaves the cluster, like [`Node::shutdown`].
@@ -127,7 +127,7 @@ impl Node {
         let inbox = sockets.inbox.clone();
         let store = Arc::new(Store::new(&config.id));
         let default = store.tenant(DEFAULT_TENANT);
-        let host = WasmHost::new(config.limits.clone()).map_err(StartError::Wasm)?;
+        let host = WasmHost::new(config.limits.clone())?;
         let registry = Arc::new(Registry::new(Arc::new(host)));
         let view = Arc::new(RwLock::new(Vec::new()));
         let stats = Arc::new(Stats::default());

@@ -495,7 +495,18 @@ mod tests {
                     (Reduced::Value(Value::Float(a)), Reduced::Value(Value::Float(b))) => {
                         assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "case {case}: {a} vs {b}");
                     }
-                    (Reduced::Items(a), Reduced::Items(b)) => assert_eq!(a.len(), b.len(), "case {case}"),
+                    (Reduced::Items(a), Reduced::Items(b)) => {
+                        // The same items, whatever order each way lists them in.
+                        let sorted = |items: &[Item]| {
+                            let mut v: Vec<(String, String, u64, String)> = items
+                                .iter()
+                                .map(|i| (i.key.clone(), i.origin.clone(), i.version, format!("{:?}", i.value)))
+                                .collect();
+                            v.sort();
+                            v
+                        };
+                        assert_eq!(sorted(a), sorted(b), "case {case}");
+                    }
                     _ => assert_eq!(fetch, pushed, "case {case} {b}"),
                 }
             }

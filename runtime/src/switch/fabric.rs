@@ -35,6 +35,8 @@ pub struct ZmqFabric {
     pub(crate) ports: Vec<Port>,
     pub(crate) send_timeout: Duration,
     pub(crate) settle_timeout: Duration,
+    /// Sends that waited the whole send timeout in vain.
+    pub(crate) timeouts: u64,
 }
 
 /// One node as the fabric reaches it.
@@ -61,6 +63,12 @@ pub(crate) fn millis(d: Duration) -> i32 {
 }
 
 impl ZmqFabric {
+    /// How many sends waited the whole send timeout in vain: one per time a node went
+    /// down, not one per frame sent to it while down.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts
+    }
+
     /// Connects to the steered inputs of `nodes` (name and endpoint, in the switch's
     /// order). `controls` gives the control endpoints (by node name) of nodes the switch
     /// waits for before moving flows away from them, each wait bounded by
@@ -89,7 +97,7 @@ impl ZmqFabric {
             let control = controls.get(name).cloned();
             ports.push(Port { name: name.clone(), endpoint: endpoint.clone(), socket, control, down: false });
         }
-        Ok(ZmqFabric { ports, send_timeout, settle_timeout })
+        Ok(ZmqFabric { ports, send_timeout, settle_timeout, timeouts: 0 })
     }
 
     /// Packets the NF of the node at `control` has handled (forwarded, dropped, or
@@ -121,6 +129,7 @@ impl Fabric for ZmqFabric {
             }
             Err(e) => {
                 if !port.down {
+                    self.timeouts += 1;
                     warn!(node = %port.name, endpoint = %port.endpoint, "frame not taken within {timeout:?} ({e}); \
                            counting frames as undeliverable until the node takes one again");
                     port.down = true;

@@ -308,12 +308,17 @@ struct Pacer {
 
 impl Pacer {
     fn pace(&mut self) {
-        self.count += 1;
-        let due = self.since + Duration::from_secs_f64(self.count as f64 / self.rate);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        let wait = self.wait(self.since.elapsed());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
+    }
+
+    /// Counts one more packet and says how long to wait before sending it, `elapsed`
+    /// after the pacing started: the packet is due at `count / rate`.
+    pub(crate) fn wait(&mut self, elapsed: Duration) -> Duration {
+        self.count += 1;
+        Duration::from_secs_f64(self.count as f64 / self.rate).saturating_sub(elapsed)
     }
 
     fn restart(&mut self) {

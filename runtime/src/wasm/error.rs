@@ -6,6 +6,17 @@ use wasmtime::{Store, Trap};
 
 use super::*;
 
+/// Why the Wasm engine could not be set up. Nothing was started.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration or a host function.
+    #[error("setting up the Wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// The epoch ticker thread could not be spawned.
+    #[error("starting the epoch ticker: {0}")]
+    Ticker(std::io::Error),
+}
+
 /// Why a guest call failed. The guest's store is discarded; the node is unaffected.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {

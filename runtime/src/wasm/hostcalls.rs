@@ -3,17 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use estate_guest::abi;
 use estate_guest::codec::Value;
 use wasmtime::{AsContextMut, Caller};
 
 use super::*;
 
+/// The caller's exported memory, cached at instantiation: a by-name export lookup on
+/// every host call is not free.
+fn guest_memory(caller: &Caller<'_, GuestData>) -> wasmtime::Result<Memory> {
+    caller.data().memory.ok_or_else(|| wasmtime::format_err!("guest has no exported memory"))
+}
+
 /// Reads `len` bytes at `ptr` from the caller's memory, bounds-checked.
 pub(crate) fn guest_bytes(caller: &mut Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<Vec<u8>> {
-    // Cached at instantiation: a by-name export lookup on every host call is not free.
-    let Some(memory) = caller.data().memory else {
-        wasmtime::bail!("guest has no exported memory");
-    };
+    let memory = guest_memory(caller)?;
     span(memory.data(&caller), ptr, len).map(<[u8]>::to_vec)
 }
 
@@ -47,9 +51,7 @@ pub(crate) fn with_key<R>(
     call: &str,
     f: impl FnOnce(&dyn NfState, &str, &[u8]) -> wasmtime::Result<R>,
 ) -> wasmtime::Result<R> {
-    let Some(memory) = caller.data().memory else {
-        wasmtime::bail!("guest has no exported memory");
-    };
+    let memory = guest_memory(caller)?;
     let (memory, data) = memory.data_and_store_mut(caller);
     let key =
         std::str::from_utf8(span(memory, ptr, len)?).map_err(|_| wasmtime::format_err!("{call}: key is not UTF-8"))?;
@@ -68,6 +70,34 @@ pub(crate) fn host_counter_add(
     with_key(&mut caller, ptr, len, "counter_add", |state, key, _| {
         state.counter_add(key, delta).map_err(|e| wasmtime::format_err!("counter_add({key}): {e}"))
     })
+}
+
+/// `estate.counter_try_add(key_ptr, key_len, delta, out_ptr) -> i32`: `OK` and the new
+/// value written at `out_ptr` (8 bytes, little-endian), or `REFUSED` and the message
+/// staged (nothing changed). An `out_ptr` outside guest memory traps (a guest bug).
+pub(crate) fn host_counter_try_add(
+    mut caller: Caller<'_, GuestData>,
+    ptr: u32,
+    len: u32,
+    delta: i64,
+    out: u32,
+) -> wasmtime::Result<i32> {
+    let added = with_key(&mut caller, ptr, len, "counter_try_add", |state, key, _| Ok(state.counter_add(key, delta)))?;
+    let value = match added {
+        Ok(value) => value,
+        Err(message) => {
+            caller.data_mut().staged = message.into_bytes();
+            return Ok(abi::counter_try_add::REFUSED);
+        }
+    };
+    let memory = guest_memory(&caller)?;
+    let slot = memory
+        .data_mut(&mut caller)
+        .get_mut(out as usize..)
+        .and_then(|s| s.get_mut(..8))
+        .ok_or_else(|| wasmtime::format_err!("counter_try_add: output {out}+8 is outside guest memory"))?;
+    slot.copy_from_slice(&value.to_le_bytes());
+    Ok(abi::counter_try_add::OK)
 }
 
 pub(crate) fn nf_state(caller: &Caller<'_, GuestData>, call: &str) -> wasmtime::Result<Arc<dyn NfState>> {
@@ -89,10 +119,7 @@ pub(crate) fn host_staged_read(mut caller: Caller<'_, GuestData>, ptr: u32, len:
     if len as usize != staged.len() {
         wasmtime::bail!("staged_read of {len} bytes, {} staged", staged.len());
     }
-    // Cached at instantiation: a by-name export lookup on every host call is not free.
-    let Some(memory) = caller.data().memory else {
-        wasmtime::bail!("guest has no exported memory");
-    };
+    let memory = guest_memory(&caller)?;
     memory
         .write(&mut caller, ptr as usize, &staged)
         .map_err(|_| wasmtime::format_err!("staged_read buffer {ptr}+{len} is outside guest memory"))
@@ -105,9 +132,9 @@ pub(crate) fn host_state_get(mut caller: Caller<'_, GuestData>, ptr: u32, len: u
             let mut staged = Vec::new();
             value.encode(&mut staged);
             caller.data_mut().staged = staged;
-            1
+            abi::state_get::FOUND
         }
-        None => 0,
+        None => abi::state_get::ABSENT,
     })
 }
 
@@ -126,17 +153,19 @@ pub(crate) fn host_state_set(
         Ok(state.set(key, value))
     })?;
     Ok(match set {
-        Ok(()) => 0,
+        Ok(()) => abi::state_set::OK,
         Err(message) => {
             caller.data_mut().staged = message.into_bytes();
-            1
+            abi::state_set::REFUSED
         }
     })
 }
 
 /// `estate.state_del(key_ptr, key_len) -> i32`: 1 if the key existed, else 0.
 pub(crate) fn host_state_del(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
-    with_key(&mut caller, ptr, len, "state_del", |state, key, _| Ok(state.del(key) as i32))
+    with_key(&mut caller, ptr, len, "state_del", |state, key, _| {
+        Ok(if state.del(key) { abi::state_del::DELETED } else { abi::state_del::ABSENT })
+    })
 }
 
 /// `estate.global(pat_ptr, pat_len, red_ptr, red_len, timeout_ms) -> i32` (and
@@ -170,7 +199,7 @@ pub(crate) fn host_take(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -
         Ok(n) => n as i64,
         Err(message) => {
             caller.data_mut().staged = message.into_bytes();
-            -1
+            abi::take::ERROR
         }
     })
 }
@@ -188,13 +217,13 @@ pub(crate) fn global_call(
     let answer = state.global(&pattern, &reducer, Duration::from_millis(timeout_ms.into()), all);
     rearm_wall_time(&mut caller);
     let (code, staged) = match answer {
-        Ok(None) => (0, Vec::new()),
+        Ok(None) => (abi::global::NONE, Vec::new()),
         Ok(Some(item)) => {
             let mut staged = Vec::new();
             item.encode(&mut staged);
-            (1, staged)
+            (abi::global::ITEM, staged)
         }
-        Err(message) => (2, message.into_bytes()),
+        Err(message) => (abi::global::ERROR, message.into_bytes()),
     };
     caller.data_mut().staged = staged;
     Ok(code)

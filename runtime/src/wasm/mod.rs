@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use estate_guest::abi::{self, IMPORT_MODULE, export, import};
 use wasmtime::{
     Caller, Config, Engine, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
     TypedFunc,
 };
 
 /// The guest ABI version this host speaks.
-pub const ABI_VERSION: i32 = estate_guest::ABI_VERSION;
+pub const ABI_VERSION: i32 = abi::VERSION;
 
 /// Budgets for one guest call. Every limit names itself in the error that enforces it.
 #[derive(Clone, Debug)]
@@ -60,8 +61,8 @@ mod reducer;
 #[cfg(test)]
 mod tests;
 
-pub use error::GuestError;
 pub(crate) use error::classify;
+pub use error::{EngineError, GuestError};
 use hostcalls::*;
 pub use nf::{NfInstance, NfModule, NfState};
 pub use reducer::ReducerModule;
@@ -105,38 +106,46 @@ impl Drop for WasmHost {
 
 impl WasmHost {
     /// A host whose guests run under `limits` by default.
-    pub fn new(limits: Limits) -> anyhow::Result<WasmHost> {
+    pub fn new(limits: Limits) -> Result<WasmHost, EngineError> {
         let mut config = Config::new();
         config.consume_fuel(true).epoch_interruption(true);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(EngineError::Engine)?;
         let mut linker = Linker::new(&engine);
-        linker.func_wrap("estate", "result", host_result)?;
-        linker.func_wrap("estate", "counter_add", host_counter_add)?;
-        linker.func_wrap("estate", "staged_len", |c: Caller<'_, GuestData>| c.data().staged.len() as i32)?;
-        linker.func_wrap("estate", "staged_read", host_staged_read)?;
-        linker.func_wrap("estate", "state_get", host_state_get)?;
-        linker.func_wrap("estate", "state_set", host_state_set)?;
-        linker.func_wrap("estate", "state_del", host_state_del)?;
-        linker.func_wrap("estate", "global", host_global::<false>)?;
-        linker.func_wrap("estate", "global_all", host_global::<true>)?;
-        linker.func_wrap("estate", "take", host_take)?;
-        linker.func_wrap("estate", "now_ms", |_: Caller<'_, GuestData>| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-        })?;
-        linker.func_wrap("estate", "metric_add", host_metric_add)?;
-        linker.func_wrap("estate", "emit", host_emit)?;
+        linker.func_wrap(IMPORT_MODULE, import::RESULT, host_result).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::COUNTER_ADD, host_counter_add).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::COUNTER_TRY_ADD, host_counter_try_add).map_err(EngineError::Engine)?;
+        linker
+            .func_wrap(IMPORT_MODULE, import::STAGED_LEN, |c: Caller<'_, GuestData>| c.data().staged.len() as i32)
+            .map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::STAGED_READ, host_staged_read).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::STATE_GET, host_state_get).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::STATE_SET, host_state_set).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::STATE_DEL, host_state_del).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::GLOBAL, host_global::<false>).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::GLOBAL_ALL, host_global::<true>).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::TAKE, host_take).map_err(EngineError::Engine)?;
+        linker
+            .func_wrap(IMPORT_MODULE, import::NOW_MS, |_: Caller<'_, GuestData>| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+            })
+            .map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::METRIC_ADD, host_metric_add).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::EMIT, host_emit).map_err(EngineError::Engine)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
-        thread::Builder::new().name("estate-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(EPOCH_TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        thread::Builder::new()
+            .name("estate-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
-            }
-        })?;
+            })
+            .map_err(EngineError::Ticker)?;
         Ok(WasmHost { engine, linker, limits, ticker_stop })
     }
 
@@ -147,7 +156,7 @@ impl WasmHost {
 
     fn compile(&self, bytes: &[u8], entry: &str) -> Result<Module, GuestError> {
         let module = Module::new(&self.engine, bytes).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
-        for name in ["estate_abi_version", "estate_alloc", entry] {
+        for name in [export::ABI_VERSION, export::ALLOC, entry] {
             if module.get_export(name).is_none() {
                 return Err(GuestError::Invalid(format!("missing export `{name}`")));
             }
@@ -185,16 +194,16 @@ impl WasmHost {
         limits: &Limits,
     ) -> Result<Guest, GuestError> {
         let instance = pre.instantiate(&mut *store).map_err(|e| classify(e, store, limits))?;
-        let version: TypedFunc<(), i32> = typed(&instance, &mut *store, "estate_abi_version")?;
+        let version: TypedFunc<(), i32> = typed(&instance, &mut *store, export::ABI_VERSION)?;
         let found = version.call(&mut *store, ()).map_err(|e| classify(e, store, limits))?;
         if found != ABI_VERSION {
             return Err(GuestError::AbiVersion { found });
         }
         let memory = instance
-            .get_memory(&mut *store, "memory")
+            .get_memory(&mut *store, export::MEMORY)
             .ok_or_else(|| GuestError::Invalid("missing export `memory`".into()))?;
         store.data_mut().memory = Some(memory);
-        let alloc = typed(&instance, &mut *store, "estate_alloc")?;
+        let alloc = typed(&instance, &mut *store, export::ALLOC)?;
         Ok(Guest { instance, memory, alloc })
     }
 }
@@ -224,7 +233,7 @@ impl Guest {
     /// Copies `input` into a buffer the guest allocated; returns the guest pointer.
     fn write_input(&self, store: &mut Store<GuestData>, input: &[u8], limits: &Limits) -> Result<i32, GuestError> {
         let ptr = self.alloc.call(&mut *store, len_i32(input)?).map_err(|e| classify(e, store, limits))?;
-        if ptr == 0 {
+        if ptr == abi::ALLOC_FAILED {
             return Err(GuestError::Abi(format!("estate_alloc({}) returned null", input.len())));
         }
         self.memory

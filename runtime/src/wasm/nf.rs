@@ -4,9 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use estate_guest::Verdict;
+use estate_guest::abi::{export, status};
 use estate_guest::codec::{Item, Value};
 use estate_guest::nf::Packet;
-use estate_guest::{Verdict, status};
 use wasmtime::{InstancePre, Store, TypedFunc};
 
 use super::*;
@@ -66,8 +67,8 @@ impl WasmHost {
         if bytes.len() > self.limits.module_bytes {
             return Err(GuestError::ModuleSize { size: bytes.len(), limit: self.limits.module_bytes });
         }
-        let module = self.compile(bytes, "estate_on_packet")?;
-        if module.get_export("estate_nf_init").is_none() {
+        let module = self.compile(bytes, export::ON_PACKET)?;
+        if module.get_export(export::NF_INIT).is_none() {
             return Err(GuestError::Invalid("missing export `estate_nf_init`".into()));
         }
         let pre = self.linker.instantiate_pre(&module).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
@@ -80,19 +81,19 @@ impl WasmHost {
     pub fn start_nf(&self, nf: &NfModule, state: Arc<dyn NfState>, config: &str) -> Result<NfInstance, GuestError> {
         let mut store = self.store(&self.limits, Some(state));
         let guest = self.instantiate(&mut store, &nf.pre, &self.limits)?;
-        let on_packet = typed(&guest.instance, &mut store, "estate_on_packet")?;
+        let on_packet = typed(&guest.instance, &mut store, export::ON_PACKET)?;
         // Optional: NFs that do not care about moved flows need not export it.
-        let on_flow_moved = match guest.instance.get_export(&mut store, "estate_on_flow_moved") {
-            Some(_) => Some(typed(&guest.instance, &mut store, "estate_on_flow_moved")?),
+        let on_flow_moved = match guest.instance.get_export(&mut store, export::ON_FLOW_MOVED) {
+            Some(_) => Some(typed(&guest.instance, &mut store, export::ON_FLOW_MOVED)?),
             None => None,
         };
-        let init: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, "estate_nf_init")?;
+        let init: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, export::NF_INIT)?;
         let ptr = guest.write_input(&mut store, config.as_bytes(), &self.limits)?;
         let code =
             init.call(&mut store, (ptr, len_i32(config.as_bytes())?)).map_err(|e| classify(e, &store, &self.limits))?;
         let output = store.data_mut().result.take();
         match code {
-            0 => Ok(NfInstance {
+            status::OK => Ok(NfInstance {
                 store,
                 guest,
                 on_packet,
@@ -147,9 +148,10 @@ impl NfInstance {
             .on_packet
             .call(&mut self.store, (ptr, len_i32(&self.record)?))
             .map_err(|e| classify(e, &self.store, &self.limits))?;
+        if let Some(verdict) = Verdict::from_code(code) {
+            return Ok(verdict);
+        }
         match code {
-            0 => Ok(Verdict::Forward),
-            1 => Ok(Verdict::Drop),
             status::BAD_INPUT => {
                 Err(GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take()))))
             }
@@ -169,7 +171,7 @@ impl NfInstance {
             .call(&mut self.store, (ptr, len_i32(flow.as_bytes())?, brought.code()))
             .map_err(|e| classify(e, &self.store, &self.limits))?;
         match code {
-            0 => Ok(()),
+            status::OK => Ok(()),
             other => Err(GuestError::Abi(format!(
                 "estate_on_flow_moved returned {other}: {}",
                 message(self.store.data_mut().result.take())

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use estate_guest::Phase;
+use estate_guest::abi::{self, export, status};
 use estate_guest::codec::{self, Item};
-use estate_guest::{Phase, status};
 use wasmtime::{InstancePre, TypedFunc};
 
 use super::*;
@@ -22,20 +23,20 @@ impl WasmHost {
         if bytes.len() > limits.module_bytes {
             return Err(GuestError::ModuleSize { size: bytes.len(), limit: limits.module_bytes });
         }
-        let module = self.compile(bytes, "estate_reduce")?;
+        let module = self.compile(bytes, export::REDUCE)?;
         let pre = self.linker.instantiate_pre(&module).map_err(|e| GuestError::Invalid(format!("{e:#}")))?;
         // Instantiate once now so a bad module fails at load time, not at first use.
         let mut store = self.store(&limits, None);
         let guest = self.instantiate(&mut store, &pre, &limits)?;
-        let _: TypedFunc<(i32, i32, i32), i32> = typed(&guest.instance, &mut store, "estate_reduce")?;
-        let has_finish = module.get_export("estate_finish").is_some();
+        let _: TypedFunc<(i32, i32, i32), i32> = typed(&guest.instance, &mut store, export::REDUCE)?;
+        let has_finish = module.get_export(export::FINISH).is_some();
         if has_finish {
-            let _: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, "estate_finish")?;
+            let _: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, export::FINISH)?;
         }
-        let flags = match module.get_export("estate_reducer_flags") {
-            None => 0,
+        let flags = match module.get_export(export::REDUCER_FLAGS) {
+            None => abi::flags::NONE,
             Some(_) => {
-                let f: TypedFunc<(), i32> = typed(&guest.instance, &mut store, "estate_reducer_flags")?;
+                let f: TypedFunc<(), i32> = typed(&guest.instance, &mut store, export::REDUCER_FLAGS)?;
                 f.call(&mut store, ()).map_err(|e| classify(e, &store, &limits))?
             }
         };
@@ -43,7 +44,7 @@ impl WasmHost {
             pre,
             idle: Arc::default(),
             hash: sha256(bytes),
-            combinable: flags & estate_guest::flags::COMBINABLE != 0,
+            combinable: flags & abi::flags::COMBINABLE != 0,
             has_finish,
             limits,
         })
@@ -63,11 +64,7 @@ impl WasmHost {
         input: &[u8],
         phase: Phase,
     ) -> Result<Option<Item>, GuestError> {
-        let phase = match phase {
-            Phase::Items => 0,
-            Phase::Partials => 1,
-        };
-        self.call_reducer(reducer, "estate_reduce", input, Some(phase))
+        self.call_reducer(reducer, export::REDUCE, input, Some(phase.code()))
     }
 
     /// Turns a reducer's combined result into its answer (`estate_finish`; without
@@ -78,7 +75,7 @@ impl WasmHost {
         }
         let mut input = Vec::new();
         partial.encode(&mut input);
-        self.call_reducer(reducer, "estate_finish", &input, None)
+        self.call_reducer(reducer, export::FINISH, &input, None)
     }
 
     /// `finish(reduce(items))`: the whole reduction where all items are at hand.

@@ -153,6 +153,12 @@ fn the_flow_moved_callback_gets_how_the_state_came_and_is_checked() {
 /// An NF whose `estate_on_packet` runs `body` (then forwards), with the state calls
 /// imported and, in its memory, the key "k" at 0, the bytes ff fe at 16 and an Int(7)
 /// value at 32.
+/// A one-byte TCP packet.
+fn one_packet() -> crate::nf::input::synth::OwnedPacket {
+    let dir = estate_guest::nf::Direction::Forward;
+    crate::nf::input::synth::OwnedPacket::new(6, ([10, 0, 0, 1], 1), ([10, 0, 0, 2], 2), dir, b"x".to_vec())
+}
+
 fn state_nf(body: &str) -> Vec<u8> {
     format!(
         r#"(module
@@ -175,13 +181,7 @@ fn state_nf(body: &str) -> Vec<u8> {
 fn state_calls_check_what_the_guest_points_at() {
     let host = host();
     let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
-    let packet = crate::nf::input::synth::OwnedPacket::new(
-        6,
-        ([10, 0, 0, 1], 1),
-        ([10, 0, 0, 2], 2),
-        estate_guest::nf::Direction::Forward,
-        b"x".to_vec(),
-    );
+    let packet = one_packet();
     let run = |body: &str| {
         let nf = host.load_nf(&state_nf(body)).unwrap();
         host.start_nf(&nf, store.clone(), "").unwrap().on_packet(&packet.as_packet())
@@ -204,4 +204,49 @@ fn state_calls_check_what_the_guest_points_at() {
         assert!(err.to_string().contains(needle), "{body}: {err}");
     }
     assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(7)));
+}
+
+/// An NF whose verdict is `counter_try_add`'s answer (OK = forward, REFUSED = drop), and
+/// that traps unless an OK add wrote `expect` at `out`.
+fn try_add_nf(delta: i64, out: i32, expect: i64) -> Vec<u8> {
+    format!(
+        r#"(module
+            (import "estate" "counter_try_add" (func $try_add (param i32 i32 i64 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "k")
+            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32) (local $code i32)
+                (local.set $code (call $try_add (i32.const 0) (i32.const 1) (i64.const {delta}) (i32.const {out})))
+                (if (i32.eqz (local.get $code))
+                    (then (if (i64.ne (i64.load (i32.const {out})) (i64.const {expect})) (then unreachable))))
+                (local.get $code)))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn counter_try_add_answers_a_refusal_instead_of_trapping() {
+    use estate_guest::Verdict;
+    let host = host();
+    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+    let packet = one_packet();
+    let run = |delta: i64, out: i32, expect: i64| {
+        let nf = host.load_nf(&try_add_nf(delta, out, expect)).unwrap();
+        host.start_nf(&nf, store.clone(), "").unwrap().on_packet(&packet.as_packet())
+    };
+    // Added: OK, and the new value written where the guest asked.
+    assert_eq!(run(5, 48, 5).unwrap(), Verdict::Forward);
+    assert_eq!(run(2, 48, 7).unwrap(), Verdict::Forward);
+    // An overflow and a text value are refused: no trap, the store unchanged.
+    assert_eq!(run(i64::MAX, 48, 0).unwrap(), Verdict::Drop);
+    assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(7)));
+    store.set("k", Value::Text("t".into())).unwrap();
+    assert_eq!(run(1, 48, 0).unwrap(), Verdict::Drop);
+    assert_eq!(store.get("k").map(|v| v.value), Some(Value::Text("t".into())));
+    // An output pointer outside guest memory is a guest fault.
+    store.set("k", Value::Int(1)).unwrap();
+    let err = run(1, 65534, 2).unwrap_err();
+    assert!(err.to_string().contains("outside guest memory"), "{err}");
 }

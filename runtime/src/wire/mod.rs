@@ -80,6 +80,38 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
     encode_with(PEER_MAGIC, env)
 }
 
+/// Whether a peer frame from `from` carrying `body` stays within [`MAX_FRAME`], so the
+/// receiver will take it. Large item lists are sized exactly (an encoding pass that
+/// writes nothing); everything else is bounded cheaply first.
+pub fn fits(from: &str, body: &Body) -> bool {
+    // Generous per-item overhead: length prefixes, tags, version, the `counter` flag.
+    const ITEM_OVERHEAD: usize = 48;
+    let items_bound = |keys: &mut dyn Iterator<Item = (&str, &estate_guest::Value, &str)>| -> usize {
+        keys.map(|(k, v, o)| k.len() + crate::store::value_len(v) + o.len() + ITEM_OVERHEAD).sum()
+    };
+    let bound = match body {
+        Body::GlobalReply { result: Ok(crate::global::Answer::Items(items)), .. } => {
+            Some(items_bound(&mut items.iter().map(|i| (i.key.as_str(), &i.value, i.origin.as_str()))))
+        }
+        Body::GlobalReply { result: Ok(crate::global::Answer::Taken(items)), .. } => {
+            Some(items_bound(&mut items.iter().map(|m| (m.item.key.as_str(), &m.item.value, m.item.origin.as_str()))))
+        }
+        _ => None,
+    };
+    if bound.is_some_and(|b| b + from.len() + 64 <= MAX_FRAME) {
+        return true;
+    }
+    #[derive(Serialize)]
+    struct EnvelopeRef<'a> {
+        from: &'a str,
+        clock: u64,
+        body: &'a Body,
+    }
+    let mut size = bincode::enc::write::SizeWriter::default();
+    let env = EnvelopeRef { from, clock: u64::MAX, body };
+    bincode::serde::encode_into_writer(&env, &mut size, config()).is_ok() && 3 + size.bytes_written <= MAX_FRAME
+}
+
 /// Decodes a peer message.
 pub fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
     decode_with(PEER_MAGIC, frame)

@@ -2,7 +2,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use super::*;
+use super::{Command, Inbox};
 
 pub(crate) type Job = Box<dyn FnOnce() -> Command + Send>;
 

@@ -1,43 +1,55 @@
+//! Graceful scale-in: a leaving node hands every item to the live members, and a member
+//! stores what a leaver hands it.
+//!
+//! The leaver sends its items in batches (a flow's keys together, to a member chosen by
+//! rendezvous hashing) and leaves only once every batch is acknowledged. A batch not yet
+//! acknowledged is sent again under the same id every quarter of the timeout (at least
+//! [`HANDOFF_RESEND_MIN_MS`]); a receiver remembers the batches it stored (the last
+//! [`HANDOFF_REMEMBERED`]) and acknowledges a repeat without storing it twice. Refused
+//! items, and batches still unacknowledged at the deadline, go back into the leaver's
+//! store, and the leaver stays. From the start of a hand-off the store refuses writes,
+//! so nothing is written behind the items on their way out.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::*;
+use super::{Action, Peering};
 use crate::store::Moving;
-use crate::wire::{Body, ControlReply, HandoffReport};
+use crate::wire::{Body, HandoffReport};
 
 /// Largest number of items in one hand-off batch.
-pub(crate) const HANDOFF_BATCH_ITEMS: usize = 16_384;
+const HANDOFF_BATCH_ITEMS: usize = 16_384;
 /// Largest (estimated) size of one hand-off batch, well under the frame limit.
-pub(crate) const HANDOFF_BATCH_BYTES: usize = 4 << 20;
+const HANDOFF_BATCH_BYTES: usize = 4 << 20;
 /// Shortest wait before a hand-off batch nobody acknowledged is sent again.
-pub(crate) const HANDOFF_RESEND_MIN_MS: u64 = 250;
+pub const HANDOFF_RESEND_MIN_MS: u64 = 250;
 /// How many received hand-off batches a node remembers, to acknowledge a batch sent
 /// twice (its first acknowledgement was lost) without storing it twice.
-pub(crate) const HANDOFF_REMEMBERED: usize = 4096;
-
-/// The acknowledgements of hand-off batches this node stored, by batch id: the sender,
-/// the items stored and those refused. Bounded; the oldest are forgotten first.
-#[derive(Default)]
-pub(crate) struct HandoffsReceived {
-    pub(crate) acks: HashMap<u128, ReceivedBatch>,
-    pub(crate) order: VecDeque<u128>,
-}
+pub const HANDOFF_REMEMBERED: usize = 4096;
 
 /// A stored hand-off batch: its sender, the items stored, those refused (key, why).
-pub(crate) type ReceivedBatch = (String, u64, Vec<(String, String)>);
+type ReceivedBatch = (String, u64, Vec<(String, String)>);
+
+/// The acknowledgements of hand-off batches this node stored, by batch id. Bounded; the
+/// oldest are forgotten first.
+#[derive(Debug, Default)]
+pub struct HandoffsReceived {
+    acks: HashMap<u128, ReceivedBatch>,
+    order: VecDeque<u128>,
+}
 
 impl HandoffsReceived {
-    pub(crate) fn get(&self, id: u128, from: &str) -> Option<(u64, Vec<(String, String)>)> {
+    /// The acknowledgement of batch `id` if `from` sent it and this node stored it.
+    pub fn get(&self, id: u128, from: &str) -> Option<(u64, Vec<(String, String)>)> {
         self.acks
             .get(&id)
             .filter(|(sender, _, _)| sender == from)
             .map(|(_, stored, refused)| (*stored, refused.clone()))
     }
 
-    pub(crate) fn remember(&mut self, id: u128, from: &str, stored: u64, refused: Vec<(String, String)>) {
+    /// Remembers that batch `id` of `from` stored `stored` items and refused `refused`.
+    pub fn remember(&mut self, id: u128, from: &str, stored: u64, refused: Vec<(String, String)>) {
         if self.order.len() == HANDOFF_REMEMBERED
             && let Some(oldest) = self.order.pop_front()
         {
@@ -46,33 +58,61 @@ impl HandoffsReceived {
         self.acks.insert(id, (from.to_string(), stored, refused));
         self.order.push_back(id);
     }
+
+    /// How many batches are remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.acks.len()
+    }
 }
 
 /// A hand-off in progress: batches sent and not yet acknowledged.
-pub(crate) struct Handoff {
-    pub(crate) waiter: HandoffWaiter,
-    pub(crate) started: Instant,
-    /// Deadline, in the driver's milliseconds.
-    pub(crate) deadline: u64,
+#[derive(Debug)]
+struct Handoff<H> {
+    waiter: H,
+    deadline: u64,
     /// When unacknowledged batches are sent again (same id), and the interval.
-    pub(crate) resend_at: u64,
-    pub(crate) resend_every: u64,
+    resend_at: u64,
+    resend_every: u64,
     /// Unacknowledged batches by id: the member, the tenant and the items (kept to be
     /// put back if the batch is refused or never acknowledged).
-    pub(crate) pending: HashMap<u128, (String, String, Vec<Moving>)>,
+    pending: HashMap<u128, (String, String, Vec<Moving>)>,
     /// Batches acknowledged (a batch sent again may be acknowledged twice).
-    pub(crate) acked: HashSet<u128>,
+    acked: HashSet<u128>,
     /// Items stored by each member.
-    pub(crate) stored: BTreeMap<String, u64>,
+    stored: BTreeMap<String, u64>,
     /// Why batches came back.
-    pub(crate) failures: Vec<String>,
+    failures: Vec<String>,
     /// The live members when the hand-off started: where batches go.
-    pub(crate) members: Vec<String>,
+    members: Vec<String>,
+}
+
+/// This node's hand-off (if it is leaving) and the batches it received.
+#[derive(Debug)]
+pub(crate) struct Handoffs<H> {
+    current: Option<Handoff<H>>,
+    received: HandoffsReceived,
+}
+
+impl<H> Default for Handoffs<H> {
+    fn default() -> Self {
+        Handoffs { current: None, received: HandoffsReceived::default() }
+    }
+}
+
+impl<H> Handoffs<H> {
+    pub(crate) fn active(&self) -> bool {
+        self.current.is_some()
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.current.as_ref().map(|h| h.resend_at.min(h.deadline))
+    }
 }
 
 /// The member a leaving node hands `key` to: rendezvous hashing over `members` (not
 /// empty), with all keys of one flow (`flow:<flow>:<name>`) hashed as one.
-pub(crate) fn successor<'a>(members: &'a [String], key: &str) -> &'a str {
+fn successor<'a>(members: &'a [String], key: &str) -> &'a str {
     use std::hash::{Hash, Hasher};
     let group = match key.strip_prefix("flow:").and_then(|rest| rest.rsplit_once(':')) {
         Some((flow, _)) => flow,
@@ -86,31 +126,25 @@ pub(crate) fn successor<'a>(members: &'a [String], key: &str) -> &'a str {
     members.iter().max_by_key(|m| score(m)).expect("members is not empty")
 }
 
-impl Driver {
-    /// Graceful scale-in: gives every item of every tenant to the live members, in
-    /// batches, and leaves once all are acknowledged. The keys of one flow
-    /// (`flow:<flow>:…`) go to the same member, chosen by rendezvous hashing so the
-    /// state spreads evenly; a flow that later moves elsewhere is taken from there like
-    /// from any member. Refused or unacknowledged batches are put back: the node then
-    /// reports the failure and stays, with its state.
-    pub(crate) fn start_handoff(&mut self, timeout: Duration, waiter: HandoffWaiter) {
-        if self.handoff.is_some() {
-            return self.finish_waiter(waiter, Err("a hand-off is already in progress".into()));
+impl<W, H> Peering<W, H> {
+    /// Starts a graceful scale-in: every item of every tenant goes to the live members.
+    pub(super) fn start_handoff(&mut self, timeout_ms: u64, waiter: H, now: u64, out: &mut Vec<Action<W, H>>) {
+        if self.handoffs.active() {
+            let result = Err("a hand-off is already in progress".into());
+            return out.push(Action::HandoffDone { waiter, result });
         }
         let members: Vec<String> = self.membership.live().map(|(id, _)| id.clone()).collect();
         let tenants = self.store.tenants();
         let total: usize = tenants.iter().map(|(_, t)| t.len()).sum();
         if members.is_empty() && total > 0 {
-            let message = format!("no live member to hand {total} items to; this node keeps them and stays");
-            return self.finish_waiter(waiter, Err(message));
+            let result = Err(format!("no live member to hand {total} items to; this node keeps them and stays"));
+            return out.push(Action::HandoffDone { waiter, result });
         }
-        let (now, timeout_ms) = (self.now(), timeout.as_millis() as u64);
         let resend_every = (timeout_ms / 4).max(HANDOFF_RESEND_MIN_MS);
         // From here on a write would land after the items were taken out: refused.
         self.store.close_writes();
-        self.handoff = Some(Handoff {
+        self.handoffs.current = Some(Handoff {
             waiter,
-            started: Instant::now(),
             deadline: now + timeout_ms,
             resend_at: now + resend_every,
             resend_every,
@@ -122,15 +156,15 @@ impl Driver {
         });
         info!(items = total, "handing state over before leaving");
         for (name, tenant) in tenants {
-            self.hand_over(&name, tenant.take_all());
+            self.hand_over(&name, tenant.take_all(), out);
         }
-        self.check_handoff();
+        self.check_handoff(now, out);
     }
 
     /// Sends `items` of `tenant` in batches to the hand-off's members (a flow's keys to
     /// one member) and records the batches as pending.
-    pub(crate) fn hand_over(&mut self, tenant: &str, items: Vec<Moving>) {
-        let Some(handoff) = self.handoff.as_mut() else {
+    pub(super) fn hand_over(&mut self, tenant: &str, items: Vec<Moving>, out: &mut Vec<Action<W, H>>) {
+        let Some(handoff) = self.handoffs.current.as_mut() else {
             return;
         };
         if handoff.members.is_empty() {
@@ -144,7 +178,7 @@ impl Driver {
             return;
         }
         let mut batches: Vec<(String, Vec<Moving>)> = Vec::new();
-        let mut by_member: HashMap<&str, (Vec<Moving>, usize)> = HashMap::new();
+        let mut by_member: BTreeMap<&str, (Vec<Moving>, usize)> = BTreeMap::new();
         for moving in items {
             let member = successor(&handoff.members, &moving.item.key);
             let (batch, bytes) = by_member.entry(member).or_default();
@@ -158,18 +192,27 @@ impl Driver {
         batches.extend(by_member.into_iter().filter(|(_, (b, _))| !b.is_empty()).map(|(m, (b, _))| (m.to_string(), b)));
         let mut sends = Vec::with_capacity(batches.len());
         for (member, items) in batches {
-            let id: u128 = rand::random();
+            let id = self.ids.next_id();
             sends.push((member.clone(), Body::Handoff { id, tenant: tenant.to_string(), items: items.clone() }));
             handoff.pending.insert(id, (member, tenant.to_string(), items));
         }
         debug!(%tenant, batches = sends.len(), "hand-off batches sent");
         for (member, body) in sends {
-            self.send_to_member(&member, body);
+            self.send_to_member(&member, body, out);
         }
     }
 
-    pub(crate) fn on_handoff_ack(&mut self, from: &str, id: u128, stored: u64, refused: Vec<(String, String)>) {
-        let Some(handoff) = self.handoff.as_mut() else {
+    /// A member acknowledged a batch: count what it stored, put back what it refused.
+    pub(super) fn on_handoff_ack(
+        &mut self,
+        from: &str,
+        id: u128,
+        stored: u64,
+        refused: Vec<(String, String)>,
+        now: u64,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        let Some(handoff) = self.handoffs.current.as_mut() else {
             return self.reject(from, "a hand-off acknowledgement nobody waits for");
         };
         match handoff.pending.get(&id) {
@@ -177,7 +220,7 @@ impl Driver {
             _ if handoff.acked.contains(&id) => return debug!(%from, "a second acknowledgement of a batch sent twice"),
             _ => return self.reject(from, "a hand-off acknowledgement for no batch of its own"),
         }
-        let (member, tenant, items) = handoff.pending.remove(&id).expect("checked above");
+        let Some((member, tenant, items)) = handoff.pending.remove(&id) else { return };
         handoff.acked.insert(id);
         *handoff.stored.entry(member.clone()).or_default() += stored;
         if let Some((key, why)) = refused.first() {
@@ -190,14 +233,14 @@ impl Driver {
                 let _ = store.put_back(moving);
             }
         }
-        self.check_handoff();
+        self.check_handoff(now, out);
     }
 
-    /// Ends the hand-off once nothing is pending (or at its deadline): leaves the
-    /// cluster if everything was stored, else reports and stays.
-    pub(crate) fn check_handoff(&mut self) {
-        let now = self.now();
-        let Some(handoff) = self.handoff.as_mut() else {
+    /// Sends unacknowledged batches again when due; ends the hand-off once nothing is
+    /// pending (or at its deadline): leaves the cluster if everything was stored, else
+    /// reports and stays.
+    pub(super) fn check_handoff(&mut self, now: u64, out: &mut Vec<Action<W, H>>) {
+        let Some(handoff) = self.handoffs.current.as_mut() else {
             return;
         };
         if !handoff.pending.is_empty() && now < handoff.deadline {
@@ -213,15 +256,15 @@ impl Driver {
                         (member.clone(), Body::Handoff { id: *id, tenant: tenant.clone(), items: items.clone() })
                     })
                     .collect();
-                self.stats.handoff_resent.fetch_add(again.len() as u64, Ordering::Relaxed);
+                self.stats.handoff_resent.fetch_add(again.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 warn!(batches = again.len(), "hand-off batches not acknowledged yet; sending them again");
                 for (member, body) in again {
-                    self.send_to_member(&member, body);
+                    self.send_to_member(&member, body, out);
                 }
             }
             return;
         }
-        let mut handoff = self.handoff.take().expect("checked above");
+        let Some(mut handoff) = self.handoffs.current.take() else { return };
         for (_, (member, tenant, items)) in handoff.pending.drain() {
             // Never acknowledged, though sent again until the deadline: the member may
             // or may not have stored them. Keeping them may count them twice; dropping
@@ -233,7 +276,7 @@ impl Driver {
             }
         }
         let items: u64 = handoff.stored.values().sum();
-        self.stats.handoff_out.fetch_add(items, Ordering::Relaxed);
+        self.stats.handoff_out.fetch_add(items, std::sync::atomic::Ordering::Relaxed);
         if !handoff.failures.is_empty() {
             self.store.open_writes();
             let message = format!(
@@ -241,34 +284,48 @@ impl Driver {
                  `nf load` starts it again): {}",
                 handoff.failures.join("; ")
             );
-            return self.finish_waiter(handoff.waiter, Err(message));
+            return out.push(Action::HandoffDone { waiter: handoff.waiter, result: Err(message) });
         }
-        let report = HandoffReport {
-            items,
-            members: handoff.stored.into_iter().collect(),
-            micros: handoff.started.elapsed().as_micros() as u64,
-        };
-        info!(items, micros = report.micros, "state handed over; leaving");
-        self.finish_waiter(handoff.waiter, Ok(report));
-        let mut actions = Vec::new();
-        self.membership.leave(&mut actions);
-        self.apply(actions);
-        self.leaving = true;
+        // The driver measures the time the hand-off took.
+        let report = HandoffReport { items, members: handoff.stored.into_iter().collect(), micros: 0 };
+        info!(items, "state handed over; leaving");
+        out.push(Action::HandoffDone { waiter: handoff.waiter, result: Ok(report) });
+        self.leave(out);
     }
 
-    pub(crate) fn finish_waiter(&self, waiter: HandoffWaiter, result: Result<HandoffReport, String>) {
-        match waiter {
-            HandoffWaiter::Api(tx) => {
-                let _ = tx.send(result);
-            }
-            HandoffWaiter::Control(identity) => {
-                let reply = match result {
-                    Ok(report) => ControlReply::Left(report),
-                    Err(e) => ControlReply::Error(e),
-                };
-                self.reply_control(identity, &reply);
+    /// A leaving member hands this node a batch: store it (once) and acknowledge it.
+    pub(super) fn on_handoff(
+        &mut self,
+        from: &str,
+        id: u128,
+        tenant: &str,
+        items: Vec<Moving>,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        // Sent again because our acknowledgement was lost: acknowledge again, store
+        // nothing (counters would count twice).
+        if let Some((stored, refused)) = self.handoffs.received.get(id, from) {
+            let n = super::bump(&self.stats.handoff_duplicates);
+            info!(%from, stored, total = n, "a hand-off batch came again; acknowledged again, not stored");
+            return self.send_to_member(from, Body::HandoffAck { id, stored, refused }, out);
+        }
+        let (n, store) = (items.len(), self.store.tenant(tenant));
+        let mut refused = Vec::new();
+        for moving in items {
+            let key = moving.item.key.clone();
+            if let Err(e) = store.merge(moving) {
+                refused.push((key, e.to_string()));
             }
         }
+        let stored = (n - refused.len()) as u64;
+        self.stats.handoff_in.fetch_add(stored, std::sync::atomic::Ordering::Relaxed);
+        info!(%from, %tenant, stored, refused = refused.len(), "state handed over by a leaving member");
+        // A batch that stored nothing can safely be merged again; remembering only the
+        // others keeps what a member can make this node hold small.
+        if stored > 0 {
+            self.handoffs.received.remember(id, from, stored, refused.clone());
+        }
+        self.send_to_member(from, Body::HandoffAck { id, stored, refused }, out);
     }
 }
 
@@ -289,6 +346,6 @@ mod tests {
         received.remember(0, "a", 1, Vec::new());
         assert_eq!(received.get(1, "a"), None, "the oldest is forgotten first");
         assert!(received.get(2, "a").is_some() && received.get(0, "a").is_some());
-        assert_eq!(received.acks.len(), HANDOFF_REMEMBERED);
+        assert_eq!(received.len(), HANDOFF_REMEMBERED);
     }
 }

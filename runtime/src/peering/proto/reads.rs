@@ -1,0 +1,270 @@
+//! This node's own global reads: asking the members, collecting their answers, and the
+//! items a take brings here.
+//!
+//! A take moves items: a member that answers deletes its copies. An answer that comes
+//! after the take's deadline is therefore kept rather than dropped, but only for a take
+//! this node issued, from a member it asked that had not answered, and only for a while
+//! ([`LATE_TAKE_WINDOW_MS`], at most [`LATE_TAKES_REMEMBERED`] takes): any other
+//! `Taken` answer is a member writing into this node's store unasked, and is rejected.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::convert::Infallible;
+
+use estate_guest::codec::ItemsWriter;
+use tracing::warn;
+
+use super::{Action, Peering, Work};
+use crate::global::{Answer, Completion, Gathered, GlobalError, GlobalOptions, GlobalReads, ReplyOutcome};
+use crate::pattern::Pattern;
+use crate::peering::stats::bump;
+use crate::reduce::registry::ReducerRef;
+use crate::reduce::{Builtin, PartialBuilder};
+use crate::store::{DEFAULT_TENANT, Moving};
+use crate::wire::{Body, RemoteReducer};
+
+/// How long after its deadline a take still accepts a late answer.
+pub const LATE_TAKE_WINDOW_MS: u64 = 60_000;
+/// How many expired takes are remembered for late answers (the oldest go first).
+pub const LATE_TAKES_REMEMBERED: usize = 4096;
+
+/// A finished read, for the driver to reduce and deliver.
+#[derive(Debug)]
+pub struct ReadDone<W> {
+    /// Who waits.
+    pub waiter: W,
+    /// The read's reducer.
+    pub reducer: ReducerRef,
+    /// Whether it was pushed down (the parts are partials).
+    pub remote: bool,
+    /// Whether it was a take (the parts are items given up to this node).
+    pub take: bool,
+    /// The answers, or why the read failed.
+    pub result: Result<Gathered<Answer>, GlobalError>,
+}
+
+/// A read in flight: who waits, and how its answers are reduced.
+#[derive(Debug)]
+pub(crate) struct ReadCtx<W> {
+    id: u128,
+    waiter: W,
+    reducer: ReducerRef,
+    remote: bool,
+    take: bool,
+}
+
+/// A take that ended with members missing: they may still answer.
+#[derive(Debug)]
+struct LateTake {
+    missing: BTreeSet<String>,
+    until: u64,
+}
+
+/// This node's reads in flight, and its recently expired takes.
+#[derive(Debug)]
+pub(crate) struct Reads<W> {
+    pending: GlobalReads<ReadCtx<W>, Answer>,
+    late: HashMap<u128, LateTake>,
+    late_order: VecDeque<u128>,
+}
+
+impl<W> Default for Reads<W> {
+    fn default() -> Self {
+        Reads { pending: GlobalReads::default(), late: HashMap::new(), late_order: VecDeque::new() }
+    }
+}
+
+impl<W> Reads<W> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.pending.next_deadline()
+    }
+
+    pub(crate) fn expire(&mut self, now: u64) -> Vec<Completion<ReadCtx<W>, Answer>> {
+        self.late.retain(|_, t| t.until > now);
+        self.late_order.retain(|id| self.late.contains_key(id));
+        self.pending.expire(now)
+    }
+
+    pub(crate) fn member_down(&mut self, member: &str) -> Vec<Completion<ReadCtx<W>, Answer>> {
+        self.pending.member_down(member)
+    }
+
+    pub(crate) fn abort(&mut self) -> Vec<W> {
+        self.pending.abort().into_iter().map(|ctx| ctx.waiter).collect()
+    }
+
+    /// Remembers take `id`, ended with `missing` members, for their late answers.
+    fn remember_late(&mut self, id: u128, missing: &[String], now: u64) {
+        if missing.is_empty() {
+            return;
+        }
+        if self.late_order.len() >= LATE_TAKES_REMEMBERED
+            && let Some(oldest) = self.late_order.pop_front()
+        {
+            self.late.remove(&oldest);
+        }
+        let missing = missing.iter().cloned().collect();
+        self.late.insert(id, LateTake { missing, until: now + LATE_TAKE_WINDOW_MS });
+        self.late_order.push_back(id);
+    }
+
+    /// Whether a late take answer from `from` for `id` is one this node waits for (and
+    /// now no longer: a second copy is not).
+    fn accept_late(&mut self, id: u128, from: &str) -> bool {
+        self.late.get_mut(&id).is_some_and(|t| t.missing.remove(from))
+    }
+}
+
+impl<W, H> Peering<W, H> {
+    /// Starts a read: asks every live member, and answers it for this node itself.
+    pub(super) fn start_read(
+        &mut self,
+        pattern: &Pattern,
+        reducer: ReducerRef,
+        options: GlobalOptions,
+        waiter: W,
+        now: u64,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        if options.remote && options.take {
+            return Self::refuse_read(waiter, "take cannot be combined with push-down".into(), out, reducer);
+        }
+        if options.remote && !reducer.combinable() {
+            let message = format!(
+                "reducer {} is not combinable, so it cannot be pushed down to the peers; run it without --remote",
+                reducer.name()
+            );
+            return Self::refuse_read(waiter, message, out, reducer);
+        }
+        let id = self.ids.next_id();
+        let mut asked: BTreeSet<String> = self.membership.live().map(|(id, _)| id.clone()).collect();
+        let remote = match (&reducer, options.remote) {
+            (_, false) => None,
+            (ReducerRef::Builtin(b), true) => Some(RemoteReducer::Builtin(*b)),
+            (ReducerRef::Wasm(l), true) => Some(RemoteReducer::Wasm(*l.module.hash())),
+        };
+        for member in &asked {
+            let body = Body::GlobalRequest {
+                id,
+                tenant: DEFAULT_TENANT.to_string(),
+                pattern: pattern.source().to_string(),
+                reducer: remote.clone(),
+                take: options.take,
+            };
+            self.send_to_member(member, body, out);
+        }
+        asked.insert(self.id.clone());
+        let deadline = now + options.timeout.as_millis() as u64;
+        let ctx = ReadCtx { id, waiter, reducer: reducer.clone(), remote: options.remote, take: options.take };
+        self.reads.pending.start(id, options.consistency, asked, deadline, ctx);
+        // This node answers its own read like any member; a Wasm partial is computed by
+        // the driver's workers and comes back as `Input::LocalPartial`.
+        let me = self.id.clone();
+        match (reducer, options.remote) {
+            // A take leaves this node's own items where they are.
+            (_, false) if options.take => self.on_answer(id, &me, Ok(Answer::Taken(Vec::new())), now, out),
+            (_, false) => {
+                let local = self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
+                self.on_answer(id, &me, Ok(Answer::Items(local)), now, out);
+            }
+            (ReducerRef::Builtin(b), true) => {
+                let result = self.builtin_partial(DEFAULT_TENANT, pattern, b);
+                self.on_answer(id, &me, result, now, out);
+            }
+            (reducer @ ReducerRef::Wasm(_), true) => {
+                let items = self.encoded_items(DEFAULT_TENANT, pattern);
+                out.push(Action::Work(Work::LocalPartial { id, reducer, items }));
+            }
+        }
+    }
+
+    /// An answer to read `id` from `from` (possibly this node).
+    pub(super) fn on_answer(
+        &mut self,
+        id: u128,
+        from: &str,
+        result: Result<Answer, String>,
+        now: u64,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        if let Ok(Answer::Taken(items)) = &result
+            && !self.reads.pending.is_outstanding(id)
+        {
+            if items.is_empty() {
+                return;
+            }
+            if self.reads.accept_late(id, from) {
+                // The sender deleted these when it answered: kept here rather than lost.
+                warn!(%from, items = items.len(), "a member's take answer arrived late; keeping its items");
+                let Ok(Answer::Taken(items)) = result else { return };
+                return self.keep_taken(items, out);
+            }
+            let n = bump(&self.stats.rejected);
+            warn!(%from, items = items.len(), total = n, "refused items for a take this node did not ask that member for");
+            return;
+        }
+        match self.reads.pending.reply(id, from, result) {
+            ReplyOutcome::Rejected => self.reject(from, "a reply to no outstanding read"),
+            ReplyOutcome::Recorded => {}
+            ReplyOutcome::Complete(done) => self.read_done(done, now, out),
+        }
+    }
+
+    /// Hands a finished read to the driver (remembering a take's missing members).
+    pub(super) fn read_done(
+        &mut self,
+        (ctx, result): Completion<ReadCtx<W>, Answer>,
+        now: u64,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        let ReadCtx { id, waiter, reducer, remote, take } = ctx;
+        if take {
+            // Missing members may still answer; a failed take (error, consistency)
+            // asked them just the same.
+            let missing: Vec<String> = match &result {
+                Ok(g) => g.missing.clone(),
+                Err(GlobalError::Incomplete { missing }) => missing.clone(),
+                Err(_) => Vec::new(),
+            };
+            self.reads.remember_late(id, &missing, now);
+        }
+        out.push(Action::ReadDone(ReadDone { waiter, reducer, remote, take, result }));
+    }
+
+    /// Keeps items given up to this node (a late take answer, or a take nobody waits
+    /// for any more); while handing over they go along with the rest.
+    pub(super) fn keep_taken(&mut self, items: Vec<Moving>, out: &mut Vec<Action<W, H>>) {
+        if self.handoffs.active() {
+            return self.hand_over(DEFAULT_TENANT, items, out);
+        }
+        let tenant = self.store.tenant(DEFAULT_TENANT);
+        for moving in items {
+            let key = moving.item.key.clone();
+            if let Err(e) = tenant.merge(moving) {
+                // Only once the node has handed everything over and is leaving.
+                tracing::error!(%key, "a taken item arrived too late to keep, and is lost: {e}");
+            }
+        }
+    }
+
+    /// This node's partial of a pushed-down built-in, straight from the store.
+    pub(super) fn builtin_partial(&self, tenant: &str, pattern: &Pattern, reducer: Builtin) -> Result<Answer, String> {
+        let mut builder = PartialBuilder::new(reducer, &self.id);
+        if let Some(t) = self.store.existing_tenant(tenant) {
+            t.for_each_matching(pattern, |key, v| builder.push(key, &v.value, v.version)).map_err(|e| e.to_string())?;
+        }
+        Ok(Answer::Builtin(builder.finish()))
+    }
+
+    /// The matching items of `tenant`, encoded for a guest straight from the store.
+    pub(super) fn encoded_items(&self, tenant: &str, pattern: &Pattern) -> Vec<u8> {
+        let mut writer = ItemsWriter::default();
+        if let Some(t) = self.store.existing_tenant(tenant) {
+            let pushed: Result<(), Infallible> = t.for_each_matching(pattern, |key, v| {
+                writer.push(key, &v.value, &self.id, v.version);
+                Ok(())
+            });
+            let Ok(()) = pushed;
+        }
+        writer.finish()
+    }
+}

@@ -1,0 +1,175 @@
+//! Serving the members' reads: their items, a pushed-down reducer's partial, items given
+//! up for a take, and the bytes of a module a member lacks.
+//!
+//! A pushed-down Wasm reducer travels by sha256. A node without the module asks the
+//! requester for it, checks the bytes against the hash before compiling them, and
+//! answers every read that waited for it; a module whose bytes never come (or do not
+//! match) fails those reads with an error answer rather than silence.
+
+use std::collections::HashMap;
+
+use tracing::{info, warn};
+
+use super::{Action, Peering, Work};
+use crate::global::Answer;
+use crate::pattern::Pattern;
+use crate::wasm::sha256;
+use crate::wire::{self, Body, RemoteReducer};
+
+/// How long a pushed-down read waits for a module's bytes.
+pub const MODULE_WAIT_MS: u64 = 30_000;
+/// Compiled patterns of recent requests kept.
+const PATTERN_CACHE: usize = 256;
+
+/// A peer's pushed-down read, waiting for the module's bytes.
+#[derive(Debug)]
+struct AwaitingModule {
+    from: String,
+    id: u128,
+    /// The matching items, already in the guest encoding.
+    items: Vec<u8>,
+    since: u64,
+}
+
+/// Reads waiting for modules, and the pattern cache.
+#[derive(Debug, Default)]
+pub(crate) struct Serving {
+    awaiting: HashMap<[u8; 32], Vec<AwaitingModule>>,
+    patterns: HashMap<String, Pattern>,
+}
+
+impl Serving {
+    fn pattern(&mut self, pattern: &str) -> Result<Pattern, String> {
+        if let Some(p) = self.patterns.get(pattern) {
+            return Ok(p.clone());
+        }
+        let compiled = Pattern::new(pattern).map_err(|e| e.to_string())?;
+        if self.patterns.len() >= PATTERN_CACHE {
+            self.patterns.clear();
+        }
+        self.patterns.insert(pattern.to_string(), compiled.clone());
+        Ok(compiled)
+    }
+}
+
+impl<W, H> Peering<W, H> {
+    /// Answers a member's global read: its items, their partial, or (take) the items
+    /// themselves, given up.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn serve(
+        &mut self,
+        from: String,
+        id: u128,
+        tenant: &str,
+        pattern: &str,
+        reducer: Option<RemoteReducer>,
+        take: bool,
+        now: u64,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        let pattern = match self.serving.pattern(pattern) {
+            Ok(p) => p,
+            Err(e) => return self.send_answer(&from, id, Err(e), out),
+        };
+        match (take, reducer) {
+            (true, Some(_)) => self.send_answer(&from, id, Err("take cannot be pushed down".into()), out),
+            (true, None) => self.give_up(&from, id, tenant, &pattern, out),
+            (false, None) => {
+                let items = self.store.existing_tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default();
+                self.send_answer(&from, id, Ok(Answer::Items(items)), out);
+            }
+            (false, Some(RemoteReducer::Builtin(b))) => {
+                let result = self.builtin_partial(tenant, &pattern, b);
+                self.send_answer(&from, id, result, out);
+            }
+            (false, Some(RemoteReducer::Wasm(hash))) => {
+                let items = self.encoded_items(tenant, &pattern);
+                if self.modules.has(&hash) {
+                    return out.push(Action::Work(Work::PeerPartial { to: from, id, hash, items }));
+                }
+                let first = !self.serving.awaiting.contains_key(&hash);
+                let waiting = AwaitingModule { from: from.clone(), id, items, since: now };
+                self.serving.awaiting.entry(hash).or_default().push(waiting);
+                if first {
+                    self.send_to_member(&from, Body::ModuleRequest { hash }, out);
+                }
+            }
+        }
+    }
+
+    /// A take: the matching items leave this node's store for the requester's.
+    fn give_up(&mut self, from: &str, id: u128, tenant: &str, pattern: &Pattern, out: &mut Vec<Action<W, H>>) {
+        let store = self.store.tenant(tenant);
+        let items = store.take_matching(pattern);
+        info!(%from, items = items.len(), "items taken over by a member");
+        let body = Body::GlobalReply { id, result: Ok(Answer::Taken(items)) };
+        if wire::fits(&self.id, &body) {
+            return self.send_to_member(from, body, out);
+        }
+        // Too large to send: nothing moves. Not an error answer, which would fail the
+        // whole take and lose what other members already gave up.
+        warn!(%from, "items to give up exceed the frame limit; they stay here");
+        if let Body::GlobalReply { result: Ok(Answer::Taken(items)), .. } = body {
+            for moving in items {
+                let _ = store.put_back(moving);
+            }
+        }
+        self.send_answer(from, id, Ok(Answer::Taken(Vec::new())), out);
+    }
+
+    /// Sends `to` this node's answer to its read `id`; an answer too large for a frame
+    /// becomes an error answer that says so (the receiver would refuse the frame).
+    pub(super) fn send_answer(&self, to: &str, id: u128, result: Result<Answer, String>, out: &mut Vec<Action<W, H>>) {
+        let mut body = Body::GlobalReply { id, result };
+        if !wire::fits(&self.id, &body) {
+            let result = Err(format!("the reply exceeds the frame limit of {} bytes", wire::MAX_FRAME));
+            body = Body::GlobalReply { id, result };
+        }
+        self.send_to_member(to, body, out);
+    }
+
+    /// A member lacks a module this node pushed down: send its bytes.
+    pub(super) fn module_request(&self, from: &str, hash: [u8; 32], out: &mut Vec<Action<W, H>>) {
+        match self.modules.bytes(&hash) {
+            Some(bytes) => self.send_to_member(from, Body::ModuleData { hash, bytes: bytes.to_vec() }, out),
+            None => warn!(%from, hash = %hex::encode(hash), "asked for a module this node does not have"),
+        }
+    }
+
+    /// A module's bytes arrived: compile them if someone waits and they are the module.
+    pub(super) fn module_data(&mut self, from: &str, hash: [u8; 32], bytes: Vec<u8>, out: &mut Vec<Action<W, H>>) {
+        if !self.serving.awaiting.contains_key(&hash) {
+            return self.reject(from, "module bytes nobody asked for");
+        }
+        if sha256(&bytes) != hash {
+            self.reject(from, "module bytes that do not match their hash");
+            let message = format!("the bytes {from} sent for module {} do not match its hash", hex::encode(hash));
+            return self.module_installed(hash, Err(message), out);
+        }
+        out.push(Action::Work(Work::Install { hash, bytes }));
+    }
+
+    /// A fetched module compiled (or not): answer the reads that waited for it.
+    pub(super) fn module_installed(&mut self, hash: [u8; 32], result: Result<(), String>, out: &mut Vec<Action<W, H>>) {
+        for a in self.serving.awaiting.remove(&hash).unwrap_or_default() {
+            match &result {
+                Ok(()) => out.push(Action::Work(Work::PeerPartial { to: a.from, id: a.id, hash, items: a.items })),
+                Err(e) => self.send_answer(&a.from, a.id, Err(e.clone()), out),
+            }
+        }
+    }
+
+    /// Fails the reads that waited too long for a module's bytes.
+    pub(super) fn expire_awaiting(&mut self, now: u64, out: &mut Vec<Action<W, H>>) {
+        let expired: Vec<[u8; 32]> = self
+            .serving
+            .awaiting
+            .iter()
+            .filter(|(_, w)| w.iter().all(|a| now.saturating_sub(a.since) > MODULE_WAIT_MS))
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in expired {
+            self.module_installed(hash, Err("the module's bytes never arrived".into()), out);
+        }
+    }
+}
