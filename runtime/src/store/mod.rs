@@ -348,7 +348,8 @@ impl TenantStore {
         keys.into_iter()
             .filter_map(|key| {
                 let v = items.remove(&key)?;
-                let item = Item { key, value: v.value, origin: self.node.to_string(), version: v.version };
+                let (origin, writer) = (self.node.to_string(), self.node.to_string());
+                let item = Item { key, value: v.value, origin, writer, version: v.version };
                 Some(Moving { item, counter: v.counter })
             })
             .collect()
@@ -361,7 +362,13 @@ impl TenantStore {
             .map
             .into_iter()
             .map(|(key, v)| Moving {
-                item: Item { key, value: v.value, origin: self.node.to_string(), version: v.version },
+                item: Item {
+                    key,
+                    value: v.value,
+                    origin: self.node.to_string(),
+                    writer: self.node.to_string(),
+                    version: v.version,
+                },
                 counter: v.counter,
             })
             .collect()
@@ -396,6 +403,7 @@ impl TenantStore {
             key: key.to_string(),
             value: v.value.clone(),
             origin: self.node.to_string(),
+            writer: self.node.to_string(),
             version: v.version,
         };
         items.matching(pattern).map(|(k, v)| item(k, v)).collect()
@@ -483,7 +491,7 @@ mod tests {
         let taken = t.take_all();
         assert_eq!(t.set("k", Value::Int(1)), Err(StoreError::Closed));
         assert_eq!(other.add("c", 1), Err(StoreError::Closed), "every tenant");
-        let item = Item { key: "m".into(), value: Value::Int(1), origin: "x".into(), version: 1 };
+        let item = Item { key: "m".into(), value: Value::Int(1), origin: "x".into(), writer: "x".into(), version: 1 };
         assert_eq!(t.merge(Moving { item, counter: true }), Err(StoreError::Closed));
         assert!(t.is_empty() && other.is_empty());
         // Items that could not be handed over go back even so.
