@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
             key: "c".into(),
             value: Value::Int(1_234_567 * n),
             origin: format!("node{n}"),
+            writer: format!("node{n}"),
             version: n as u64,
         })
         .collect();

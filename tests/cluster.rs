@@ -233,6 +233,7 @@ fn hostile_frames_are_counted_logged_and_survived() {
                 key: "c".into(),
                 value: Value::Int(1000),
                 origin: "mallory".into(),
+                writer: "mallory".into(),
                 version: 1,
             }])),
         },

@@ -7,7 +7,7 @@ use estate::wasm::{GuestError, Limits, WasmHost};
 use estate_guest::{Direction, Item, Packet, Value, Verdict};
 
 fn item(key: &str, value: Value, origin: &str) -> Item {
-    Item { key: key.into(), value, origin: origin.into(), version: 1 }
+    Item { key: key.into(), value, origin: origin.into(), writer: origin.into(), version: 1 }
 }
 
 #[test]

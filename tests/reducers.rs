@@ -51,7 +51,7 @@ fn load(name: &str) -> ReducerModule {
 }
 
 fn item(key: &str, value: Value, origin: &str, version: u64) -> Item {
-    Item { key: key.into(), value, origin: origin.into(), version }
+    Item { key: key.into(), value, origin: origin.into(), writer: origin.into(), version }
 }
 
 fn int(key: &str, v: i64, origin: &str) -> Item {
@@ -248,7 +248,7 @@ fn topk_errors_name_the_item() {
 }
 
 #[test]
-fn latest_is_the_largest_version_then_origin() {
+fn latest_is_the_largest_version_then_writer() {
     let host = host();
     let latest = load("latest");
     let items = [
@@ -257,10 +257,14 @@ fn latest_is_the_largest_version_then_origin() {
         item("c", Value::Float(0.5), "n3", 20),
     ];
     assert_eq!(host.reduce_all(&latest, &items).unwrap(), Some(items[1].clone()));
-    // Equal versions: the larger origin wins.
+    // Equal versions: the larger writer wins.
     let tie =
         [item("k", Value::Int(1), "n9", 30), item("k", Value::Int(2), "n10", 30), item("k", Value::Int(3), "n1", 29)];
     assert_eq!(host.reduce_all(&latest, &tie).unwrap(), Some(tie[0].clone()));
+    // The writer, not the node that holds the item now.
+    let moved = Item { origin: "n0".into(), ..tie[0].clone() };
+    let stayed = Item { writer: "n8".into(), origin: "n8".into(), ..tie[1].clone() };
+    assert_eq!(host.reduce_all(&latest, &[stayed, moved.clone()]).unwrap(), Some(moved));
     // Partials are items too: the latest of the latest.
     assert_eq!(
         host.reduce(&latest, &[tie[2].clone(), items[1].clone()], Phase::Partials).unwrap(),
@@ -348,6 +352,7 @@ fn random_items(rng: &mut Rng, value: fn(&mut Rng) -> Value) -> Vec<Item> {
         .map(|_| Item {
             key: format!("flow:{}", rng.below(12)),
             origin: format!("n{}", rng.below(8)),
+            writer: format!("n{}", rng.below(8)),
             version: rng.below(40),
             value: value(rng),
         })

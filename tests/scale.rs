@@ -162,7 +162,8 @@ impl FakeMember {
 }
 
 fn counter_item(key: &str, value: i64) -> Moving {
-    let item = Item { key: key.into(), value: Value::Int(value), origin: "fake".into(), version: 1 };
+    let item =
+        Item { key: key.into(), value: Value::Int(value), origin: "fake".into(), writer: "fake".into(), version: 1 };
     Moving { item, counter: true }
 }
 

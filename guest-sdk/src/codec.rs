@@ -78,7 +78,11 @@ impl Value {
     }
 }
 
-/// One state item as a reducer sees it: where it came from and which version it is.
+/// One state item as a reducer sees it: where it is, and which write it is.
+///
+/// An item keeps the version and writer of its last write wherever it moves, so
+/// `(version, writer)` names the write and orders any two items of a key cluster-wide,
+/// while `origin` says which node holds it now.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Item {
@@ -86,10 +90,13 @@ pub struct Item {
     pub key: String,
     /// The item's value.
     pub value: Value,
-    /// Id of the node that owns (wrote) the item.
+    /// Id of the node that holds the item (the node a read got it from).
     pub origin: String,
-    /// The item's version: a hybrid logical clock timestamp (larger is newer; ties are
-    /// broken by `origin`).
+    /// Id of the node that made the item's last write. The same as `origin` unless the
+    /// item moved to another node since (a take, a hand-off).
+    pub writer: String,
+    /// The item's version: the hybrid logical clock timestamp of its last write (larger
+    /// is newer; equal versions are ordered by `writer`).
     pub version: u64,
 }
 
@@ -99,6 +106,7 @@ impl Item {
         put_bytes(out, self.key.as_bytes());
         self.value.encode(out);
         put_bytes(out, self.origin.as_bytes());
+        put_bytes(out, self.writer.as_bytes());
         out.extend_from_slice(&self.version.to_le_bytes());
     }
 
@@ -107,8 +115,9 @@ impl Item {
         let key = r.text()?;
         let value = Value::decode(r)?;
         let origin = r.text()?;
+        let writer = r.text()?;
         let version = u64::from_le_bytes(r.array()?);
-        Ok(Item { key, value, origin, version })
+        Ok(Item { key, value, origin, writer, version })
     }
 }
 
@@ -135,11 +144,12 @@ impl Default for ItemsWriter {
 }
 
 impl ItemsWriter {
-    /// Appends one item.
-    pub fn push(&mut self, key: &str, value: &Value, origin: &str, version: u64) {
+    /// Appends one item (the fields of an [`Item`], in its order).
+    pub fn push(&mut self, key: &str, value: &Value, origin: &str, writer: &str, version: u64) {
         put_bytes(&mut self.buf, key.as_bytes());
         value.encode(&mut self.buf);
         put_bytes(&mut self.buf, origin.as_bytes());
+        put_bytes(&mut self.buf, writer.as_bytes());
         self.buf.extend_from_slice(&version.to_le_bytes());
         self.count += 1;
     }
@@ -169,8 +179,8 @@ pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
 }
 
 /// The smallest encoded item: empty key, an empty text or bytes value (tag and length),
-/// empty origin, version.
-const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 8;
+/// empty origin and writer, version.
+const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 4 + 8;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -273,10 +283,22 @@ mod tests {
 
     fn sample() -> Vec<Item> {
         vec![
-            Item { key: "a".into(), value: Value::Int(-5), origin: "n1".into(), version: 7 },
-            Item { key: "b".into(), value: Value::Float(1.5), origin: "n2".into(), version: 8 },
-            Item { key: "flow:1".into(), value: Value::Text("hé".into()), origin: "n3".into(), version: 9 },
-            Item { key: "".into(), value: Value::Bytes(vec![0, 255]), origin: "".into(), version: 0 },
+            Item { key: "a".into(), value: Value::Int(-5), origin: "n1".into(), writer: "n1".into(), version: 7 },
+            Item { key: "b".into(), value: Value::Float(1.5), origin: "n2".into(), writer: "n4".into(), version: 8 },
+            Item {
+                key: "flow:1".into(),
+                value: Value::Text("hé".into()),
+                origin: "n3".into(),
+                writer: "né".into(),
+                version: 9,
+            },
+            Item {
+                key: "".into(),
+                value: Value::Bytes(vec![0, 255]),
+                origin: "".into(),
+                writer: "".into(),
+                version: 0,
+            },
         ]
     }
 
@@ -291,7 +313,7 @@ mod tests {
     fn writer_matches_encode_items() {
         let mut w = ItemsWriter::default();
         for i in sample() {
-            w.push(&i.key, &i.value, &i.origin, i.version);
+            w.push(&i.key, &i.value, &i.origin, &i.writer, i.version);
         }
         let mut buf = Vec::new();
         encode_items(&sample(), &mut buf);

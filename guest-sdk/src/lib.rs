@@ -61,7 +61,8 @@ pub type ReduceResult = Result<Option<Item>, alloc::string::String>;
 impl Item {
     /// An item that carries only a value: the usual answer of a reducer.
     pub fn of(value: Value) -> Item {
-        Item { key: alloc::string::String::new(), value, origin: alloc::string::String::new(), version: 0 }
+        let none = alloc::string::String::new;
+        Item { key: none(), value, origin: none(), writer: none(), version: 0 }
     }
 }
 

@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
             key: format!("flow:{i}"),
             value: Value::Int(i * 1000),
             origin: format!("n{}", i % 4),
+            writer: format!("n{}", i % 4),
             version: i as u64,
         })
         .collect();

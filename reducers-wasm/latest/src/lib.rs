@@ -1,13 +1,14 @@
 //! `latest`: the most recently written item (combinable, no finish).
 //!
-//! The item with the largest `(version, origin)` wins: a larger version is newer, and equal
-//! versions are ordered by origin, as the store orders writes. Two items with equal
-//! version and origin (which the store never produces) are ordered by key, then by the
-//! value's encoding, so the answer is always deterministic. Any value type is accepted.
+//! The item with the largest `(version, writer)` wins: a larger version is newer, and
+//! equal versions are ordered by writer, as the store orders writes. Two items with equal
+//! version and writer (the same write, held twice) are ordered by origin, then key, then
+//! the value's encoding, so the answer is always deterministic. Any value type is
+//! accepted.
 //!
-//! Partial result: the winning item itself, unchanged (key, value, origin and version);
-//! reducing partials picks the latest of them again, and the combined partial is the
-//! answer.
+//! Partial result: the winning item itself, unchanged (key, value, origin, writer and
+//! version); reducing partials picks the latest of them again, and the combined partial
+//! is the answer.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -22,8 +23,8 @@ fn latest(items: &[Item], _: Phase) -> ReduceResult {
 }
 
 fn order(a: &Item, b: &Item) -> Ordering {
-    (a.version, &a.origin, &a.key)
-        .cmp(&(b.version, &b.origin, &b.key))
+    (a.version, &a.writer, &a.origin, &a.key)
+        .cmp(&(b.version, &b.writer, &b.origin, &b.key))
         .then_with(|| encoded(&a.value).cmp(&encoded(&b.value)))
 }
 

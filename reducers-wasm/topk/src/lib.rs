@@ -2,12 +2,12 @@
 //!
 //! Order: larger value first (integers and floats are compared exactly, `Int(2)` equals
 //! `Float(2.0)`); equal values by smaller key, then smaller origin, then larger version,
-//! then the value's encoding, so the selection is deterministic. A text, bytes or NaN
+//! then smaller writer, then the value's encoding, so the selection is deterministic. A text, bytes or NaN
 //! value is an error naming its key and origin.
 //!
 //! Partial result: an item whose value is `Value::Bytes` holding at most 3 items, in that
 //! order, encoded with `estate_guest::codec::encode_items` (the original items with their
-//! key, value, origin and version). Reducing partials decodes and merges them; a partial
+//! key, value, origin, writer and version). Reducing partials decodes and merges them; a partial
 //! that does not decode is an error. `finish` renders `Value::Text` with one line per
 //! item, `key origin value`, largest first, joined by '\n' (floats always show a decimal
 //! point or exponent, e.g. `2.0`).
@@ -97,6 +97,7 @@ fn rank(a: &Item, b: &Item) -> Ordering {
         .then_with(|| a.key.cmp(&b.key))
         .then_with(|| a.origin.cmp(&b.origin))
         .then_with(|| b.version.cmp(&a.version))
+        .then_with(|| a.writer.cmp(&b.writer))
         .then_with(|| encoded(&a.value).cmp(&encoded(&b.value)))
 }
 

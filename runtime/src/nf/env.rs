@@ -96,7 +96,7 @@ impl NfContext {
         let mut newest: HashMap<String, Item> = HashMap::new();
         for item in items.into_iter().filter(|i| i.origin != self.tenant.node()) {
             match newest.get(&item.key) {
-                Some(have) if !crate::store::newer(item.version, &item.origin, have.version, &have.origin) => {}
+                Some(have) if !crate::store::newer(item.version, &item.writer, have.version, &have.writer) => {}
                 _ => {
                     newest.insert(item.key.clone(), item);
                 }

@@ -20,7 +20,8 @@ pub mod registry;
 /// A reducer that ships with every node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Builtin {
-    /// The item with the newest version (ties broken by origin id).
+    /// The item of the newest write: the largest version, equal versions ordered by
+    /// writer id, as the store orders writes ([`crate::store::newer`]).
     Latest,
     /// The exact sum of the values.
     Sum,
@@ -153,7 +154,7 @@ pub fn reduce(reducer: Builtin, mut items: Vec<Item>) -> Result<Reduced, ReduceE
         Builtin::Latest => {
             let mut best = items.swap_remove(0);
             for item in items {
-                if newer(item.version, &item.origin, best.version, &best.origin) {
+                if later(&item, &best) {
                     best = item;
                 }
             }
@@ -171,6 +172,15 @@ pub fn reduce(reducer: Builtin, mut items: Vec<Item>) -> Result<Reduced, ReduceE
             Reduced::Value(extreme(reducer, &items)?.map(|item| item.value.clone()).unwrap_or(Value::Int(0)))
         }
     })
+}
+
+/// Whether `a` is a later write than `b` ([`newer`] on version and writer). The store
+/// never gives two writes the same version and writer; should two items still tie (the
+/// same write held twice), the holder, then the key decide, so "latest" never depends
+/// on the order the answers arrived in.
+fn later(a: &Item, b: &Item) -> bool {
+    newer(a.version, &a.writer, b.version, &b.writer)
+        || (a.version == b.version && a.writer == b.writer && (&a.origin, &a.key) > (&b.origin, &b.key))
 }
 
 /// The item with the smallest (min) or largest (max) value.
@@ -217,7 +227,7 @@ pub enum Partial {
 pub fn partial(reducer: Builtin, node: &str, items: Vec<Item>) -> Result<Partial, ReduceError> {
     let mut builder = PartialBuilder::new(reducer, node);
     for item in &items {
-        builder.push(&item.key, &item.value, item.version)?;
+        builder.push(&item.key, &item.value, &item.writer, item.version)?;
     }
     Ok(builder.finish())
 }
@@ -243,8 +253,9 @@ impl<'a> PartialBuilder<'a> {
         PartialBuilder { reducer, node, count: 0, int: 0, float: None, max_version: 0, best: None, list: Vec::new() }
     }
 
-    fn item(&self, key: &str, value: &Value, version: u64) -> Item {
-        Item { key: key.to_string(), value: value.clone(), origin: self.node.to_string(), version }
+    fn item(&self, key: &str, value: &Value, writer: &str, version: u64) -> Item {
+        let origin = self.node.to_string();
+        Item { key: key.to_string(), value: value.clone(), origin, writer: writer.to_string(), version }
     }
 
     fn num(&self, key: &str, value: &Value) -> Result<Num, ReduceError> {
@@ -260,13 +271,13 @@ impl<'a> PartialBuilder<'a> {
         }
     }
 
-    /// Adds one entry of this node.
-    pub fn push(&mut self, key: &str, value: &Value, version: u64) -> Result<(), ReduceError> {
+    /// Adds one entry of this node, with the writer and version of its last write.
+    pub fn push(&mut self, key: &str, value: &Value, writer: &str, version: u64) -> Result<(), ReduceError> {
         self.count += 1;
         self.max_version = self.max_version.max(version);
         match self.reducer {
             Builtin::Count => {}
-            Builtin::List => self.list.push(self.item(key, value, version)),
+            Builtin::List => self.list.push(self.item(key, value, writer, version)),
             Builtin::Sum | Builtin::Avg => match self.num(key, value)? {
                 Num::Int(v) if self.reducer == Builtin::Sum => {
                     self.int = self
@@ -277,9 +288,10 @@ impl<'a> PartialBuilder<'a> {
                 n => *self.float.get_or_insert(0.0) += as_f64(&n),
             },
             Builtin::Latest => {
-                // Versions of one node never repeat; the first of equals stays.
-                if self.best.as_ref().is_none_or(|b| version > b.version) {
-                    self.best = Some(self.item(key, value, version));
+                // As `later`, whose holder is the same for every entry here.
+                let later = |b: &Item| (version, writer, key) > (b.version, b.writer.as_str(), b.key.as_str());
+                if self.best.as_ref().is_none_or(later) {
+                    self.best = Some(self.item(key, value, writer, version));
                 }
             }
             Builtin::Min | Builtin::Max => {
@@ -297,7 +309,7 @@ impl<'a> PartialBuilder<'a> {
                     }
                 };
                 if better {
-                    self.best = Some(self.item(key, value, version));
+                    self.best = Some(self.item(key, value, writer, version));
                 }
             }
         }
@@ -316,10 +328,12 @@ impl<'a> PartialBuilder<'a> {
                     None => Value::Int(self.int),
                     Some(f) => Value::Float(f + self.int as f64),
                 };
+                // The node's own item, made from its entries, as of the newest of them.
                 Partial::Items(vec![Item {
                     key: format!("(sum of {} items)", self.count),
                     value,
                     origin: self.node.to_string(),
+                    writer: self.node.to_string(),
                     version: self.max_version,
                 }])
             }
@@ -378,7 +392,11 @@ mod tests {
     use super::*;
 
     fn it(key: &str, value: Value, origin: &str, version: u64) -> Item {
-        Item { key: key.into(), value, origin: origin.into(), version }
+        written(key, value, origin, origin, version)
+    }
+
+    fn written(key: &str, value: Value, origin: &str, writer: &str, version: u64) -> Item {
+        Item { key: key.into(), value, origin: origin.into(), writer: writer.into(), version }
     }
 
     fn ints(values: &[i64]) -> Vec<Item> {
@@ -431,16 +449,23 @@ mod tests {
     }
 
     #[test]
-    fn latest_uses_version_then_origin() {
-        let items =
-            vec![it("k", Value::Int(1), "a", 10), it("k", Value::Int(2), "c", 12), it("k", Value::Int(3), "b", 12)];
+    fn latest_uses_version_then_writer() {
+        let items = vec![
+            it("k", Value::Int(1), "a", 10),
+            written("k", Value::Int(2), "a", "c", 12),
+            written("k", Value::Int(3), "d", "b", 12),
+        ];
         let Reduced::Item(item) = reduce(Builtin::Latest, items.clone()).unwrap() else { panic!() };
-        assert_eq!((item.value, item.origin.as_str()), (Value::Int(2), "c"));
+        assert_eq!((item.value, item.origin.as_str(), item.writer.as_str()), (Value::Int(2), "a", "c"));
         // The answer does not depend on the order the answers arrived in.
         let mut reversed = items;
         reversed.reverse();
         let Reduced::Item(again) = reduce(Builtin::Latest, reversed).unwrap() else { panic!() };
-        assert_eq!(again.origin, "c");
+        assert_eq!(again.writer, "c");
+        // Pushed down: a node's partial is its own latest by version and writer.
+        let held = vec![written("k", Value::Int(5), "a", "b", 12), written("j", Value::Int(6), "a", "c", 12)];
+        let Partial::Items(best) = partial(Builtin::Latest, "a", held).unwrap() else { panic!() };
+        assert_eq!((&best[0].value, best[0].writer.as_str()), (&Value::Int(6), "c"));
     }
 
     #[test]
@@ -471,14 +496,13 @@ mod tests {
                 .map(|i| {
                     let v = (next() % 2001) as i64 - 1000;
                     let value = if floats && i % 2 == 0 { Value::Float(v as f64 / 4.0) } else { Value::Int(v) };
-                    // A node's clock never repeats a version; across nodes, versions may tie.
+                    // A node holds items written on any node (they moved there). A
+                    // writer's clock never repeats a version; across writers, versions
+                    // tie: every 4 items share one, each with its own writer.
                     let node = next() % nodes as u64;
-                    it(
-                        &format!("k{}", next() % 10),
-                        value,
-                        &format!("n{node}"),
-                        (i as u64 / 2) * 64 + (i as u64 % 2) * 8 + node,
-                    )
+                    let writer = i as u64 % 4 + next() % 2 * 4;
+                    let key = format!("k{}", next() % 10);
+                    written(&key, value, &format!("n{node}"), &format!("n{writer}"), i as u64 / 4)
                 })
                 .collect();
             for b in Builtin::ALL {

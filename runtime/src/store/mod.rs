@@ -1,9 +1,12 @@
 //! The local state store of one node.
 //!
 //! Every node writes only its own items; `set`, `get` and `del` are strictly consistent
-//! on the node (a read sees the last write, from any thread). Each item carries its
-//! origin (this node) and a hybrid-logical-clock version, so that "latest" across nodes
-//! follows causality, with the origin id as a deterministic tie-break.
+//! on the node (a read sees the last write, from any thread). Each item carries the
+//! version of its last write, a hybrid-logical-clock timestamp, and the id of the node
+//! that made it (its [`Writer`]). An item that moves to another node (a take, a
+//! hand-off) keeps both, and the receiving node's clock observes the version, so a
+//! later write there is newer: "latest" across nodes follows causality wherever the
+//! items are, with the writer's id as a deterministic tie-break ([`newer`]).
 //!
 //! State is partitioned by tenant from the start: a [`TenantStore`] holds one tenant's
 //! items and nothing reaches across tenants.
@@ -23,6 +26,10 @@ use serde::{Deserialize, Serialize};
 use crate::hlc::Hlc;
 use crate::pattern::Pattern;
 
+mod writer;
+
+pub use writer::Writer;
+
 /// The tenant every node has; the one used when none is named.
 pub const DEFAULT_TENANT: &str = "default";
 /// Longest key accepted, in bytes.
@@ -30,25 +37,40 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// Largest text or bytes value accepted, in bytes.
 pub const MAX_VALUE_LEN: usize = 1 << 20;
 
-/// A value with the version of its last write.
+/// A value with the version and writer of its last write.
+///
+/// `(version, writer)` names the write: a node's clock never gives two writes the same
+/// version, and the pair stays with the value when it moves to another node. 48 bytes
+/// beside the key (the writer is an interned id, see [`Writer`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned {
     /// The value.
     pub value: Value,
-    /// Hybrid logical clock timestamp of the write.
+    /// Hybrid logical clock timestamp of the write, on the writer's clock.
     pub version: u64,
+    /// The node that made the write: this node, or the node the value was taken or
+    /// handed over from (or the one that node had it from).
+    pub writer: Writer,
     /// Whether the last write was an [`TenantStore::add`]: the value is this node's
-    /// contribution to a count, so two nodes' values for the key add up.
+    /// share of a count, so two nodes' values for the key add up.
     pub counter: bool,
+}
+
+impl Versioned {
+    /// Whether `self` is a newer write than `other` ([`newer`]).
+    pub fn newer_than(&self, other: &Versioned) -> bool {
+        (self.version, self.writer) > (other.version, other.writer)
+    }
 }
 
 /// An item leaving its node for another (a take, a hand-off), with how the receiver
 /// merges it into its own value for the key (see [`TenantStore::merge`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Moving {
-    /// The item, with its version and origin.
+    /// The item: `origin` is the node it leaves, `writer` and `version` are those of
+    /// its last write, which the receiver keeps.
     pub item: Item,
-    /// The item is a counter contribution ([`Versioned::counter`]).
+    /// The item is a counter share ([`Versioned::counter`]).
     pub counter: bool,
 }
 
@@ -80,16 +102,19 @@ pub enum StoreError {
     Closed,
 }
 
-/// Orders two versions of items from different origins: true if `(a, a_origin)` is
-/// newer than `(b, b_origin)`. Versions decide; equal versions are broken by origin id.
-pub fn newer(a: u64, a_origin: &str, b: u64, b_origin: &str) -> bool {
-    (a, a_origin) > (b, b_origin)
+/// Orders two writes, each named by its version and its writer's node id: true if
+/// `(a, a_writer)` is newer than `(b, b_writer)`. Versions decide; equal versions (two
+/// nodes' clocks can give the same timestamp) are broken by writer id. Every node, and
+/// every reducer of "latest", orders writes this way.
+pub fn newer(a: u64, a_writer: &str, b: u64, b_writer: &str) -> bool {
+    (a, a_writer) > (b, b_writer)
 }
 
 /// One node's store: a clock and one [`TenantStore`] per tenant.
 #[derive(Debug)]
 pub struct Store {
     node: Arc<str>,
+    writer: Writer,
     clock: Arc<Hlc>,
     tenants: RwLock<HashMap<String, Arc<TenantStore>>>,
     /// Shared with every tenant: writes are refused (see [`Store::close_writes`]).
@@ -101,6 +126,7 @@ impl Store {
     pub fn new(node: &str) -> Store {
         let store = Store {
             node: node.into(),
+            writer: Writer::new(node),
             clock: Arc::new(Hlc::new()),
             tenants: RwLock::default(),
             closed: Arc::default(),
@@ -109,7 +135,8 @@ impl Store {
         store
     }
 
-    /// The node's id (the origin of every item here).
+    /// The node's id: the origin of every item here, and the writer of every write made
+    /// here.
     pub fn node(&self) -> &str {
         &self.node
     }
@@ -131,6 +158,7 @@ impl Store {
             .or_insert_with(|| {
                 Arc::new(TenantStore {
                     node: self.node.clone(),
+                    writer: self.writer,
                     clock: self.clock.clone(),
                     items: RwLock::default(),
                     closed: self.closed.clone(),
@@ -167,6 +195,7 @@ impl Store {
 #[derive(Debug)]
 pub struct TenantStore {
     node: Arc<str>,
+    writer: Writer,
     clock: Arc<Hlc>,
     items: RwLock<Items>,
     closed: Arc<AtomicBool>,
@@ -257,11 +286,11 @@ impl TenantStore {
         self.check_open()?;
         // Tick under the lock so that versions of one key increase in write order.
         let version = self.clock.tick();
-        items.put(key, Versioned { value, version, counter: false });
+        items.put(key, Versioned { value, version, writer: self.writer, counter: false });
         Ok(version)
     }
 
-    /// The value at `key` and its version.
+    /// The value at `key`, with the version and writer of its last write.
     pub fn get(&self, key: &str) -> Option<Versioned> {
         self.items.read().unwrap().get(key).cloned()
     }
@@ -296,7 +325,8 @@ impl TenantStore {
             }
         };
         let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
-        let added = Versioned { value: Value::Int(next), version: self.clock.tick(), counter: true };
+        let added =
+            Versioned { value: Value::Int(next), version: self.clock.tick(), writer: self.writer, counter: true };
         // One hash lookup for a key that exists (the common case: a counter per packet).
         match slot {
             Some(slot) => *slot = added,
@@ -307,8 +337,11 @@ impl TenantStore {
 
     /// Merges an item that another node gave up into this node's value for its key:
     /// two counters add up (each was its node's share of the count, so the cluster's
-    /// sum is unchanged); otherwise the newer version wins (a key this node does not
-    /// have is simply stored). Returns whether the store changed.
+    /// sum is unchanged); otherwise the newer write wins ([`Versioned::newer_than`]), and
+    /// a key this node does not have is simply stored. The item keeps the version and
+    /// writer of its last write (a sum of two counter shares, those of the newer share),
+    /// and this node's clock observes that version, so a later write here is newer.
+    /// Returns whether the store changed.
     pub fn merge(&self, moving: Moving) -> Result<bool, StoreError> {
         self.merge_into(moving, false)
     }
@@ -321,22 +354,27 @@ impl TenantStore {
     }
 
     fn merge_into(&self, moving: Moving, even_closed: bool) -> Result<bool, StoreError> {
-        let Moving { item, counter } = moving;
-        check_size(&item.key, &item.value)?;
+        let Moving { item: Item { key, value, writer, version, .. }, counter } = moving;
+        check_size(&key, &value)?;
+        let moved = Versioned { value, version, writer: Writer::new(&writer), counter };
         let mut items = self.items.write().unwrap();
         if !even_closed {
             self.check_open()?;
         }
-        let value = match (items.get(&item.key), &item.value) {
-            (None, _) => item.value,
-            (Some(Versioned { value: Value::Int(have), counter: true, .. }), Value::Int(add)) if counter => {
-                Value::Int(have.checked_add(*add).ok_or_else(|| StoreError::Overflow { key: item.key.clone() })?)
-            }
-            (Some(have), _) if !newer(item.version, &item.origin, have.version, &self.node) => return Ok(false),
-            (Some(_), _) => item.value,
+        self.clock.observe(version);
+        let merged = match items.get(&key) {
+            None => moved,
+            Some(have) => match (&have.value, &moved.value) {
+                (Value::Int(a), Value::Int(b)) if have.counter && moved.counter => {
+                    let value = Value::Int(a.checked_add(*b).ok_or_else(|| StoreError::Overflow { key: key.clone() })?);
+                    let newer = if moved.newer_than(have) { &moved } else { have };
+                    Versioned { value, version: newer.version, writer: newer.writer, counter: true }
+                }
+                _ if moved.newer_than(have) => moved,
+                _ => return Ok(false),
+            },
         };
-        let version = self.clock.tick();
-        items.put(&item.key, Versioned { value, version, counter });
+        items.put(&key, merged);
         Ok(true)
     }
 
@@ -345,26 +383,24 @@ impl TenantStore {
     pub fn take_matching(&self, pattern: &Pattern) -> Vec<Moving> {
         let mut items = self.items.write().unwrap();
         let keys: Vec<String> = items.matching(pattern).map(|(k, _)| k.clone()).collect();
-        keys.into_iter()
-            .filter_map(|key| {
-                let v = items.remove(&key)?;
-                let item = Item { key, value: v.value, origin: self.node.to_string(), version: v.version };
-                Some(Moving { item, counter: v.counter })
-            })
-            .collect()
+        keys.into_iter().filter_map(|key| items.remove(&key).map(|v| self.moving(key, v))).collect()
     }
 
     /// Removes every item and returns them (a hand-off), atomically.
     pub fn take_all(&self) -> Vec<Moving> {
         let items = std::mem::take(&mut *self.items.write().unwrap());
-        items
-            .map
-            .into_iter()
-            .map(|(key, v)| Moving {
-                item: Item { key, value: v.value, origin: self.node.to_string(), version: v.version },
-                counter: v.counter,
-            })
-            .collect()
+        items.map.into_iter().map(|(key, v)| self.moving(key, v)).collect()
+    }
+
+    /// An item taken out of this store.
+    fn moving(&self, key: String, v: Versioned) -> Moving {
+        let counter = v.counter;
+        Moving { item: self.item(key, v.value, v.version, v.writer), counter }
+    }
+
+    /// An item of this store, as reads and takes report it.
+    fn item(&self, key: String, value: Value, version: u64, writer: Writer) -> Item {
+        Item { key, value, origin: self.node.to_string(), writer: writer.name().to_string(), version }
     }
 
     /// Number of items.
@@ -378,7 +414,7 @@ impl TenantStore {
     }
 
     /// Calls `f` with every entry whose key matches `pattern`, under the read lock
-    /// (keep `f` short), stopping at the first error.
+    /// (keep `f` short, and write to no store in it), stopping at the first error.
     pub fn for_each_matching<E>(
         &self,
         pattern: &Pattern,
@@ -388,17 +424,11 @@ impl TenantStore {
         items.matching(pattern).try_for_each(|(k, v)| f(k, v))
     }
 
-    /// Every item whose key matches `pattern`, as items of this node, in no particular
-    /// order.
+    /// Every item whose key matches `pattern`, in no particular order: held by this node
+    /// (`origin`), with the version and writer of its last write.
     pub fn matching(&self, pattern: &Pattern) -> Vec<Item> {
         let items = self.items.read().unwrap();
-        let item = |key: &str, v: &Versioned| Item {
-            key: key.to_string(),
-            value: v.value.clone(),
-            origin: self.node.to_string(),
-            version: v.version,
-        };
-        items.matching(pattern).map(|(k, v)| item(k, v)).collect()
+        items.matching(pattern).map(|(k, v)| self.item(k.clone(), v.value.clone(), v.version, v.writer)).collect()
     }
 }
 
@@ -483,7 +513,7 @@ mod tests {
         let taken = t.take_all();
         assert_eq!(t.set("k", Value::Int(1)), Err(StoreError::Closed));
         assert_eq!(other.add("c", 1), Err(StoreError::Closed), "every tenant");
-        let item = Item { key: "m".into(), value: Value::Int(1), origin: "x".into(), version: 1 };
+        let item = Item { key: "m".into(), value: Value::Int(1), origin: "x".into(), writer: "x".into(), version: 1 };
         assert_eq!(t.merge(Moving { item, counter: true }), Err(StoreError::Closed));
         assert!(t.is_empty() && other.is_empty());
         // Items that could not be handed over go back even so.
@@ -501,7 +531,8 @@ mod tests {
         let t = store.tenant(DEFAULT_TENANT);
         assert_eq!(t.get("k"), None);
         let v1 = t.set("k", Value::Int(5)).unwrap();
-        assert_eq!(t.get("k"), Some(Versioned { value: Value::Int(5), version: v1, counter: false }));
+        let written = Versioned { value: Value::Int(5), version: v1, writer: Writer::new("n1"), counter: false };
+        assert_eq!(t.get("k"), Some(written));
         let v2 = t.set("k", Value::Text("x".into())).unwrap();
         assert!(v2 > v1);
         assert_eq!(t.get("k").unwrap().value, Value::Text("x".into()));
@@ -554,7 +585,79 @@ mod tests {
         assert_eq!(keys("flow"), ["flow"]);
         assert_eq!(keys("missing"), Vec::<String>::new());
         let item = &t.matching(&Pattern::new("other").unwrap())[0];
-        assert_eq!(item.origin, "n7");
+        assert_eq!((item.origin.as_str(), item.writer.as_str()), ("n7", "n7"));
+    }
+
+    #[test]
+    fn a_moved_item_keeps_its_version_and_writer() {
+        let (store_a, store_b) = (Store::new("a"), Store::new("b"));
+        let (a, b) = (store_a.tenant(DEFAULT_TENANT), store_b.tenant(DEFAULT_TENANT));
+        let written = a.set("r", Value::Int(1)).unwrap();
+        // b's clock is far behind a's: the moved write still reads as a's, at a's version.
+        for m in a.take_matching(&Pattern::new("r").unwrap()) {
+            assert_eq!((m.item.origin.as_str(), m.item.writer.as_str(), m.item.version), ("a", "a", written));
+            assert!(b.merge(m).unwrap());
+        }
+        let held = b.get("r").unwrap();
+        assert_eq!((held.version, held.writer), (written, Writer::new("a")));
+        let item = &b.matching(&Pattern::new("r").unwrap())[0];
+        assert_eq!((item.origin.as_str(), item.writer.as_str(), item.version), ("b", "a", written));
+        // b's clock observed the version: its next write is newer.
+        assert!(b.set("other", Value::Int(0)).unwrap() > written);
+        // Moved on again, from b to a third node: still a's write.
+        let store_c = Store::new("c");
+        for m in b.take_all() {
+            store_c.tenant(DEFAULT_TENANT).merge(m).unwrap();
+        }
+        let held = store_c.tenant(DEFAULT_TENANT).get("r").unwrap();
+        assert_eq!((held.value, held.version, held.writer.name()), (Value::Int(1), written, "a"));
+    }
+
+    #[test]
+    fn equal_versions_are_ordered_by_writer() {
+        let t = Store::new("m").tenant(DEFAULT_TENANT);
+        let moving = |writer: &str, value: i64| Moving {
+            item: Item {
+                key: "r".into(),
+                value: Value::Int(value),
+                origin: "x".into(),
+                writer: writer.into(),
+                version: 7,
+            },
+            counter: false,
+        };
+        assert!(t.merge(moving("b", 1)).unwrap());
+        assert!(!t.merge(moving("a", 2)).unwrap(), "a's write at the same version is older");
+        assert!(!t.merge(moving("b", 1)).unwrap(), "the same write again changes nothing");
+        assert!(t.merge(moving("c", 3)).unwrap());
+        assert_eq!(t.get("r").map(|v| (v.value, v.writer.name())), Some((Value::Int(3), "c")));
+    }
+
+    #[test]
+    fn merged_counter_shares_carry_the_newer_write() {
+        let (store_a, store_b, store_c) = (Store::new("a"), Store::new("b"), Store::new("c"));
+        let tenant = |s: &Store| s.tenant(DEFAULT_TENANT);
+        tenant(&store_a).add("hits", 5).unwrap();
+        // b's clock is an hour ahead: its share is the newest write of the count.
+        let ahead = crate::hlc::from_millis(crate::hlc::millis(store_a.clock().tick()) + 3_600_000);
+        store_b.clock().observe(ahead);
+        tenant(&store_b).add("hits", 3).unwrap();
+        let newest = tenant(&store_b).get("hits").unwrap().version;
+        tenant(&store_c).add("hits", 1).unwrap();
+        for from in [&store_b, &store_c] {
+            for m in tenant(from).take_all() {
+                tenant(&store_a).merge(m).unwrap();
+            }
+        }
+        // The sum of the three shares, with the version and writer of b's, the newest.
+        let held = tenant(&store_a).get("hits").unwrap();
+        assert_eq!((held.value, held.version, held.writer.name(), held.counter), (Value::Int(9), newest, "b", true));
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_stored_value_stays_small() {
+        assert_eq!(size_of::<Versioned>(), 48);
     }
 
     #[test]
@@ -577,7 +680,7 @@ mod tests {
     }
 
     #[test]
-    fn newer_breaks_ties_by_origin() {
+    fn newer_breaks_ties_by_writer() {
         assert!(newer(2, "a", 1, "z"));
         assert!(newer(1, "b", 1, "a"));
         assert!(!newer(1, "a", 1, "b"));

@@ -11,7 +11,7 @@ fn wat_reducer(body: &str) -> Vec<u8> {
         r#"(module
             (import "estate" "result" (func $result (param i32 i32)))
             (memory (export "memory") 1)
-            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_abi_version") (result i32) i32.const 2)
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_reduce") (param i32 i32 i32) (result i32) {body}))"#
     )
@@ -99,7 +99,13 @@ fn warm_instances_are_reused_and_stay_correct() {
     let sum = host.load_reducer(&crate::guests::require("reducer_sum").unwrap()).unwrap();
     for n in 1..=20i64 {
         let items: Vec<Item> = (1..=n)
-            .map(|i| Item { key: format!("k{i}"), value: Value::Int(i), origin: "a".into(), version: 1 })
+            .map(|i| Item {
+                key: format!("k{i}"),
+                value: Value::Int(i),
+                origin: "a".into(),
+                writer: "a".into(),
+                version: 1,
+            })
             .collect();
         let answer = host.reduce_all(&sum, &items).unwrap().unwrap();
         assert_eq!(answer.value, Value::Int(n * (n + 1) / 2));
@@ -121,7 +127,7 @@ fn wrong_abi_version_is_rejected() {
 fn flow_moved_nf(sig: &str, body: &str) -> Vec<u8> {
     format!(
         r#"(module (memory (export "memory") 1)
-            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_abi_version") (result i32) i32.const 2)
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) i32.const 0)
@@ -169,7 +175,7 @@ fn state_nf(body: &str) -> Vec<u8> {
             (data (i32.const 0) "k")
             (data (i32.const 16) "\ff\fe")
             (data (i32.const 32) "\00\07\00\00\00\00\00\00\00")
-            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_abi_version") (result i32) i32.const 2)
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) {body} i32.const 0))"#
@@ -214,7 +220,7 @@ fn try_add_nf(delta: i64, out: i32, expect: i64) -> Vec<u8> {
             (import "estate" "counter_try_add" (func $try_add (param i32 i32 i64 i32) (result i32)))
             (memory (export "memory") 1)
             (data (i32.const 0) "k")
-            (func (export "estate_abi_version") (result i32) i32.const 1)
+            (func (export "estate_abi_version") (result i32) i32.const 2)
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) (local $code i32)

@@ -16,7 +16,7 @@ pub use control::*;
 pub use peer::*;
 
 /// The protocol version spoken by this build.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest frame accepted or sent, in bytes.
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -155,6 +155,7 @@ mod tests {
                     key: "k".into(),
                     value: Value::Int(-1),
                     origin: "n".into(),
+                    writer: "m".into(),
                     version: 3,
                 }])),
             },

@@ -29,7 +29,10 @@ fn show(r: &Reduced) -> String {
         Reduced::Nothing => "(nothing)".into(),
         Reduced::Value(v) => format!("{v:?}"),
         Reduced::Item(i) if i.origin.is_empty() => format!("{:?}", i.value),
-        Reduced::Item(i) => format!("{:?} (from {}, version {})", i.value, i.origin, i.version),
+        Reduced::Item(i) if i.writer == i.origin => format!("{:?} (from {}, version {})", i.value, i.origin, i.version),
+        Reduced::Item(i) => {
+            format!("{:?} (from {}, written by {} at version {})", i.value, i.origin, i.writer, i.version)
+        }
         Reduced::Items(items) => format!("{} items", items.len()),
     }
 }

@@ -111,7 +111,7 @@ fn global(answer: &GlobalAnswer, json: bool) {
         Reduced::Item(item) => println!("{}", show(&item.value)),
         Reduced::Items(items) => {
             for item in items {
-                println!("{}\t{}\t{}\t{}", item.key, show(&item.value), item.origin, item.version);
+                println!("{}\t{}\t{}\t{}\t{}", item.key, show(&item.value), item.origin, item.version, item.writer);
             }
         }
     }
@@ -156,6 +156,7 @@ fn item_json(item: &Item) -> serde_json::Value {
         "key": item.key,
         "value": value_json(&item.value),
         "origin": item.origin,
+        "writer": item.writer,
         "version": item.version,
     })
 }

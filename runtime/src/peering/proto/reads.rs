@@ -250,7 +250,8 @@ impl<W, H> Peering<W, H> {
     pub(super) fn builtin_partial(&self, tenant: &str, pattern: &Pattern, reducer: Builtin) -> Result<Answer, String> {
         let mut builder = PartialBuilder::new(reducer, &self.id);
         if let Some(t) = self.store.existing_tenant(tenant) {
-            t.for_each_matching(pattern, |key, v| builder.push(key, &v.value, v.version)).map_err(|e| e.to_string())?;
+            t.for_each_matching(pattern, |key, v| builder.push(key, &v.value, v.writer.name(), v.version))
+                .map_err(|e| e.to_string())?;
         }
         Ok(Answer::Builtin(builder.finish()))
     }
@@ -260,7 +261,7 @@ impl<W, H> Peering<W, H> {
         let mut writer = ItemsWriter::default();
         if let Some(t) = self.store.existing_tenant(tenant) {
             let pushed: Result<(), Infallible> = t.for_each_matching(pattern, |key, v| {
-                writer.push(key, &v.value, &self.id, v.version);
+                writer.push(key, &v.value, &self.id, v.writer.name(), v.version);
                 Ok(())
             });
             let Ok(()) = pushed;
