@@ -28,7 +28,7 @@ use crate::pattern::Pattern;
 
 mod writer;
 
-pub use writer::Writer;
+pub use writer::{MAX_WRITER_LEN, MAX_WRITERS, Writer, WriterError};
 
 /// The tenant every node has; the one used when none is named.
 pub const DEFAULT_TENANT: &str = "default";
@@ -97,6 +97,9 @@ pub enum StoreError {
         /// The key.
         key: String,
     },
+    /// A moved item named a writer this node does not take (see [`Writer::from_peer`]).
+    #[error("refused: {0}")]
+    Writer(#[from] WriterError),
     /// The node is handing its state over to leave the cluster.
     #[error("this node is handing its state over and leaving; write elsewhere")]
     Closed,
@@ -356,7 +359,7 @@ impl TenantStore {
     fn merge_into(&self, moving: Moving, even_closed: bool) -> Result<bool, StoreError> {
         let Moving { item: Item { key, value, writer, version, .. }, counter } = moving;
         check_size(&key, &value)?;
-        let moved = Versioned { value, version, writer: Writer::new(&writer), counter };
+        let moved = Versioned { value, version, writer: Writer::from_peer(&writer)?, counter };
         let mut items = self.items.write().unwrap();
         if !even_closed {
             self.check_open()?;

@@ -16,6 +16,23 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{LazyLock, OnceLock, RwLock};
 
+/// The most distinct writers a process interns. A cluster has a handful of node ids;
+/// a member sending items with made-up writers cannot grow the table without bound.
+pub const MAX_WRITERS: usize = 4096;
+/// The longest writer id interned (a node id's limit).
+pub const MAX_WRITER_LEN: usize = 64;
+
+/// A writer id that was not interned. The item that named it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriterError {
+    /// Longer than [`MAX_WRITER_LEN`].
+    #[error("writer id of {0} bytes is longer than the limit of {MAX_WRITER_LEN}")]
+    TooLong(usize),
+    /// [`MAX_WRITERS`] distinct writers are interned already.
+    #[error("{MAX_WRITERS} distinct writers are known already; refusing a new one")]
+    TooMany,
+}
+
 /// The id of the node that made a write, interned (see the module docs). The same name
 /// is the same `Writer` in every store of the process. Writers are ordered by name, so
 /// the order is the same on every node.
@@ -38,14 +55,31 @@ fn slot(id: u32) -> (usize, usize) {
 }
 
 impl Writer {
-    /// The writer named `name`, interned on first use.
+    /// The writer named `name`, interned on first use (a node's own id: infallible,
+    /// whatever the table holds).
     pub fn new(name: &str) -> Writer {
+        Writer::intern(name, usize::MAX).expect("a node's own id is always interned")
+    }
+
+    /// The writer named `name` from another node's item: refused if it is too long, or
+    /// new while [`MAX_WRITERS`] are known.
+    pub fn from_peer(name: &str) -> Result<Writer, WriterError> {
+        if name.len() > MAX_WRITER_LEN {
+            return Err(WriterError::TooLong(name.len()));
+        }
+        Writer::intern(name, MAX_WRITERS)
+    }
+
+    fn intern(name: &str, limit: usize) -> Result<Writer, WriterError> {
         if let Some(&id) = IDS.read().unwrap().get(name) {
-            return Writer(id);
+            return Ok(Writer(id));
         }
         let mut ids = IDS.write().unwrap();
         if let Some(&id) = ids.get(name) {
-            return Writer(id);
+            return Ok(Writer(id));
+        }
+        if ids.len() >= limit {
+            return Err(WriterError::TooMany);
         }
         let id = u32::try_from(ids.len()).expect("fewer than 2^32 writers");
         let (segment, index) = slot(id);
@@ -54,7 +88,7 @@ impl Writer {
         let names = NAMES[segment].get_or_init(|| (0..FIRST << segment).map(|_| OnceLock::new()).collect());
         names[index].set(name).expect("a new id's slot is empty");
         ids.insert(name, id);
-        Writer(id)
+        Ok(Writer(id))
     }
 
     /// The writer's node id.
@@ -101,6 +135,16 @@ mod tests {
         assert_eq!(a.name(), "writer-test-b");
         assert!(b < a, "by name, not by id");
         assert_eq!(format!("{a} {b:?}"), "writer-test-b \"writer-test-a\"");
+    }
+
+    #[test]
+    fn writers_from_peers_are_bounded() {
+        assert_eq!(Writer::from_peer(&"w".repeat(MAX_WRITER_LEN + 1)), Err(WriterError::TooLong(MAX_WRITER_LEN + 1)));
+        let known = Writer::new("bounded-known");
+        // A full table still resolves the names it has, and takes no new one.
+        assert_eq!(Writer::intern("bounded-known", 0), Ok(known));
+        assert_eq!(Writer::intern("bounded-never-seen", 0), Err(WriterError::TooMany));
+        assert!(Writer::from_peer("bounded-peer").is_ok());
     }
 
     #[test]
