@@ -63,7 +63,7 @@ impl Driver {
                     let done = if replace { nf.replace(&bytes, &config) } else { nf.load(&bytes, &config) };
                     let reply = match done {
                         Ok(what) => ControlReply::Nf(what.into()),
-                        Err(e) => ControlReply::Error(e),
+                        Err(e) => ControlReply::Error(e.to_string()),
                     };
                     Command::ControlDone { identity, reply }
                 });
@@ -90,6 +90,7 @@ impl Driver {
                 let parsed = self
                     .registry
                     .resolve(&reducer)
+                    .map_err(|e| e.to_string())
                     .and_then(|r| Pattern::new(&pattern).map(|p| (r, p)).map_err(|e| e.to_string()));
                 match parsed {
                     Ok((reducer, pattern)) => {

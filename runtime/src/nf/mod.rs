@@ -29,7 +29,7 @@ use estate_guest::Verdict;
 pub use counters::NfCounters;
 pub use input::{Input, Packets};
 pub use runner::NfRun;
-pub use slot::NfSlot;
+pub use slot::{NfLoadError, NfSlot};
 
 /// What a packet gets when the NF faults on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

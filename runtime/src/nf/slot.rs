@@ -9,6 +9,20 @@ use crate::nf::input::Input;
 use crate::nf::{FlowState, NfRun, NfSettings};
 use crate::wasm::{GuestError, WasmHost};
 
+/// Why an NF was not loaded or replaced. Nothing changed: a running NF keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum NfLoadError {
+    /// The module or its configuration was refused (or its instance failed to start).
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// `replace` asked, and no NF runs.
+    #[error("no NF is running on this node to replace (nf load starts one)")]
+    NothingToReplace,
+    /// `load` asked, and the node has no input for an NF.
+    #[error("no NF input on this node: start it with --input")]
+    NoInput,
+}
+
 /// The NF place of a node: at most one NF, its input, and hot loading, replacement and
 /// unloading of the NF while the node runs.
 pub struct NfSlot {
@@ -76,13 +90,13 @@ impl NfSlot {
     /// Loads the NF `bytes`: it replaces the running NF between two packets (the state
     /// in the store stays), or starts on the held input. The new instance is built here,
     /// so a bad module or configuration is an error and changes nothing.
-    pub fn load(&self, bytes: &[u8], config: &str) -> Result<&'static str, String> {
+    pub fn load(&self, bytes: &[u8], config: &str) -> Result<&'static str, NfLoadError> {
         self.load_or_replace(bytes, config, false)
     }
 
     /// Replaces the running NF with `bytes` between two packets (the state in the store
     /// stays); an error, changing nothing, if no NF is running or the module is bad.
-    pub fn replace(&self, bytes: &[u8], config: &str) -> Result<&'static str, String> {
+    pub fn replace(&self, bytes: &[u8], config: &str) -> Result<&'static str, NfLoadError> {
         self.load_or_replace(bytes, config, true)
     }
 
@@ -91,23 +105,23 @@ impl NfSlot {
         bytes: &[u8],
         config: &str,
         replace_only: bool,
-    ) -> Result<&'static str, String> {
-        let module = self.host.load_nf(bytes).map_err(|e| e.to_string())?;
+    ) -> Result<&'static str, NfLoadError> {
+        let module = self.host.load_nf(bytes)?;
         let running = self.run.lock().unwrap();
         if let Some(run) = running.as_ref().filter(|r| !r.is_finished()) {
             let state = self.run_state.lock().unwrap().clone().unwrap_or_else(|| self.state.clone());
-            let instance = self.host.start_nf(&module, state, config).map_err(|e| e.to_string())?;
+            let instance = self.host.start_nf(&module, state, config)?;
             run.replace(module, config.to_string(), instance);
             return Ok("replaced");
         }
         drop(running);
         if replace_only {
-            return Err("no NF is running on this node to replace (nf load starts one)".into());
+            return Err(NfLoadError::NothingToReplace);
         }
         let Some((packets, settings)) = self.held.lock().unwrap().take() else {
-            return Err("no NF input on this node: start it with --input".into());
+            return Err(NfLoadError::NoInput);
         };
-        self.start(bytes, config, packets, settings).map_err(|e| e.to_string())?;
+        self.start(bytes, config, packets, settings)?;
         Ok("started")
     }
 

@@ -35,6 +35,7 @@ use crate::wasm::{GuestError, Limits, WasmHost};
 
 pub use crate::global::{Consistency, GlobalError, GlobalOptions};
 pub use crate::peering::driver::SocketError;
+pub use crate::peering::proto::HandoffError;
 pub use crate::peering::proto::membership::Timing;
 pub use crate::peering::stats::Stats;
 
@@ -88,6 +89,17 @@ pub enum StartError {
     /// The Wasm engine could not be set up.
     #[error(transparent)]
     Wasm(#[from] crate::wasm::EngineError),
+}
+
+/// Why a graceful leave did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaveError {
+    /// The hand-off did not complete: the node stays, with its state.
+    #[error(transparent)]
+    Handoff(#[from] HandoffError),
+    /// The node had stopped already (or stopped while handing over).
+    #[error("the node stopped")]
+    Stopped,
 }
 
 /// A running estate node. Dropping it leaves the cluster, like [`Node::shutdown`].
@@ -286,12 +298,13 @@ impl Node {
     /// then leaves the cluster. On success the node has stopped ([`Node::has_left`]).
     /// On failure (no live member, a refusal, a missing acknowledgement) it keeps its
     /// state, stays a member, and says why.
-    pub fn leave(&self, timeout: Duration) -> Result<HandoffReport, String> {
+    pub fn leave(&self, timeout: Duration) -> Result<HandoffReport, LeaveError> {
         self.nf.unload();
         let (tx, rx) = mpsc::channel();
-        self.inbox.send(Command::HandOff { timeout, waiter: HandoffWaiter::Api(tx) }).map_err(|e| e.to_string())?;
-        let report =
-            rx.recv_timeout(timeout + Duration::from_secs(10)).map_err(|_| "the node stopped".to_string())??;
+        self.inbox
+            .send(Command::HandOff { timeout, waiter: HandoffWaiter::Api(tx) })
+            .map_err(|_| LeaveError::Stopped)?;
+        let report = rx.recv_timeout(timeout + Duration::from_secs(10)).map_err(|_| LeaveError::Stopped)??;
         // The I/O thread exits once its `Leave` messages are queued.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.has_left() && Instant::now() < deadline {

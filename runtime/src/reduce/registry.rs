@@ -70,6 +70,16 @@ pub struct ReducerInfo {
     pub combinable: bool,
 }
 
+/// No reducer has this name. Nothing happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown reducer {name:?}; known reducers: {}", known.join(", "))]
+pub struct UnknownReducer {
+    /// The name asked for.
+    pub name: String,
+    /// The reducers the node knows, sorted.
+    pub known: Vec<String>,
+}
+
 /// Why a load or fetch was refused. Nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -140,7 +150,7 @@ impl Registry {
     }
 
     /// Resolves a reducer name: built-ins first, then loaded reducers.
-    pub fn resolve(&self, name: &str) -> Result<ReducerRef, String> {
+    pub fn resolve(&self, name: &str) -> Result<ReducerRef, UnknownReducer> {
         if let Ok(b) = name.parse::<Builtin>() {
             return Ok(ReducerRef::Builtin(b));
         }
@@ -149,7 +159,7 @@ impl Registry {
         }
         let mut names: Vec<String> = self.list().into_iter().map(|r| r.name).collect();
         names.sort();
-        Err(format!("unknown reducer {name:?}; known reducers: {}", names.join(", ")))
+        Err(UnknownReducer { name: name.to_string(), known: names })
     }
 
     /// Every reducer: built-ins, then loaded ones by name.
@@ -245,7 +255,7 @@ mod tests {
         let ReducerRef::Wasm(before) = held else { panic!() };
         assert_ne!(now.module.hash(), before.module.hash(), "a replaced reducer resolves to the new module");
         assert!(r.unload("mine"));
-        assert!(r.resolve("mine").unwrap_err().contains("unknown reducer"));
+        assert!(r.resolve("mine").unwrap_err().to_string().contains("unknown reducer"));
         assert!(!r.unload("mine"));
     }
 

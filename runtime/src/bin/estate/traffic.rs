@@ -28,7 +28,7 @@ pub(crate) fn run(action: TrafficAction) -> anyhow::Result<ExitCode> {
     match action {
         TrafficAction::Pcap { out, synth } => {
             let config: SynthConfig = synth.parse().map_err(anyhow::Error::msg)?;
-            let n = pcap::write(&out, synth::synthetic(&config)).map_err(anyhow::Error::msg)?;
+            let n = pcap::write(&out, synth::synthetic(&config))?;
             println!("wrote {n} packets to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -78,7 +78,7 @@ fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
     let events = at.iter().map(|spec| spec.parse::<Event>()).collect::<Result<Vec<_>, _>>().context("--at")?;
     let schedule = Schedule::new(events, &names).context("--at")?;
     let packets: Packets = match (&pcap_file, &synth_spec) {
-        (Some(path), _) => Box::new(pcap::read(path).map_err(anyhow::Error::msg)?),
+        (Some(path), _) => Box::new(pcap::read(path)?),
         (None, Some(spec)) => Box::new(synth::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?)),
         (None, None) => bail!("give the stream: --pcap FILE or --synth SPEC"),
     };

@@ -43,8 +43,8 @@ impl FromStr for InputSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The pcap file could not be read.
-    #[error("{0}")]
-    Pcap(String),
+    #[error(transparent)]
+    Pcap(#[from] pcap::PcapError),
     /// The steered input's socket could not be bound.
     #[error(transparent)]
     Steer(#[from] SteerError),
@@ -60,7 +60,7 @@ impl InputSpec {
                 Ok((packets.into(), None))
             }
             InputSpec::Pcap(path) => {
-                let packets: Packets = Box::new(pcap::read(path).map_err(InputError::Pcap)?);
+                let packets: Packets = Box::new(pcap::read(path)?);
                 Ok((packets.into(), None))
             }
             InputSpec::Steer(endpoint) => {

@@ -110,15 +110,44 @@ pub fn frame(p: &OwnedPacket) -> Vec<u8> {
     f
 }
 
+/// Why a pcap file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PcapError {
+    /// The file could not be opened or created.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a pcap file, or writing it failed.
+    #[error("{path}: {source}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What the pcap library said.
+        source: pcap_file::PcapError,
+    },
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> PcapError + '_ {
+    move |source| PcapError::File { path: path.display().to_string(), source }
+}
+
+fn format_error(path: &Path) -> impl FnOnce(pcap_file::PcapError) -> PcapError + '_ {
+    move |source| PcapError::Format { path: path.display().to_string(), source }
+}
+
 /// Writes `packets` to a pcap file at `path`; returns how many were written.
-pub fn write(path: &Path, packets: impl IntoIterator<Item = OwnedPacket>) -> Result<usize, String> {
-    let file = File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
-    let mut writer = PcapWriter::new(file).map_err(|e| format!("writing {}: {e}", path.display()))?;
+pub fn write(path: &Path, packets: impl IntoIterator<Item = OwnedPacket>) -> Result<usize, PcapError> {
+    let file = File::create(path).map_err(file_error(path))?;
+    let mut writer = PcapWriter::new(file).map_err(format_error(path))?;
     let mut n = 0;
     for (i, p) in packets.into_iter().enumerate() {
         let data = frame(&p);
         let packet = PcapPacket::new(Duration::from_micros(i as u64 * 10), data.len() as u32, &data);
-        writer.write_packet(&packet).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        writer.write_packet(&packet).map_err(format_error(path))?;
         n += 1;
     }
     Ok(n)
@@ -164,10 +193,9 @@ impl std::fmt::Debug for PcapSource {
 }
 
 /// Opens a pcap file for replay.
-pub fn read(path: &Path) -> Result<PcapSource, String> {
-    let file = File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let reader =
-        PcapReader::new(BufReader::new(file)).map_err(|e| format!("{}: not a pcap file: {e}", path.display()))?;
+pub fn read(path: &Path) -> Result<PcapSource, PcapError> {
+    let file = File::open(path).map_err(file_error(path))?;
+    let reader = PcapReader::new(BufReader::new(file)).map_err(format_error(path))?;
     Ok(PcapSource { reader, directions: FlowDirections::default(), skipped: 0 })
 }
 

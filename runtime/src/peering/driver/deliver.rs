@@ -10,7 +10,7 @@ use tracing::warn;
 use super::{Command, Driver, GlobalResult, timed};
 use crate::control::ControlReply;
 use crate::global::{Gathered, GlobalError, finish_builtin, finish_wasm, taken_of};
-use crate::peering::proto::{Input, ReadDone};
+use crate::peering::proto::{HandoffError, Input, ReadDone};
 use crate::reduce::Reduced;
 use crate::reduce::registry::ReducerRef;
 use crate::store::Moving;
@@ -31,7 +31,7 @@ pub(crate) enum Waiter {
 #[derive(Debug)]
 pub(crate) enum HandoffWaiter {
     /// A library call.
-    Api(mpsc::Sender<Result<HandoffReport, String>>),
+    Api(mpsc::Sender<Result<HandoffReport, HandoffError>>),
     /// A control client, by its routing id.
     Control(Vec<u8>),
 }
@@ -112,7 +112,7 @@ impl Driver {
     }
 
     /// Tells a hand-off's waiter how it ended, with the time it took.
-    pub(super) fn handoff_done(&self, waiter: Timed, result: Result<HandoffReport, String>) {
+    pub(super) fn handoff_done(&self, waiter: Timed, result: Result<HandoffReport, HandoffError>) {
         let result = result.map(|report| timed(report, waiter.started));
         match waiter.waiter {
             HandoffWaiter::Api(tx) => {
@@ -121,7 +121,7 @@ impl Driver {
             HandoffWaiter::Control(identity) => {
                 let reply = match result {
                     Ok(report) => ControlReply::Left(report),
-                    Err(e) => ControlReply::Error(e),
+                    Err(e) => ControlReply::Error(e.to_string()),
                 };
                 self.reply_control(identity, &reply);
             }

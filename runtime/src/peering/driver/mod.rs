@@ -165,7 +165,7 @@ pub(crate) fn global_read(
     options: GlobalOptions,
 ) -> GlobalResult {
     let pattern = Pattern::new(pattern).map_err(|e| GlobalError::Invalid(e.to_string()))?;
-    let reducer = registry.resolve(reducer).map_err(GlobalError::Invalid)?;
+    let reducer = registry.resolve(reducer).map_err(|e| GlobalError::Invalid(e.to_string()))?;
     let (tx, rx) = mpsc::channel();
     inbox.send(Command::Global { pattern, reducer, options, reply: tx })?;
     // The I/O thread completes every read at its deadline (a final Wasm reduction runs

@@ -28,6 +28,31 @@ pub const HANDOFF_RESEND_MIN_MS: u64 = 250;
 /// twice (its first acknowledgement was lost) without storing it twice.
 pub const HANDOFF_REMEMBERED: usize = 4096;
 
+/// Why a hand-off did not complete. The node stays a member and keeps its state (items
+/// refused or never acknowledged were put back); writes are open again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandoffError {
+    /// Another hand-off is running.
+    #[error("a hand-off is already in progress")]
+    InProgress,
+    /// Nobody to hand the items to.
+    #[error("no live member to hand {items} items to; this node keeps them and stays")]
+    NoMember {
+        /// Items the node holds.
+        items: usize,
+    },
+    /// Some items were refused or not acknowledged in time.
+    #[error(
+        "hand-off incomplete, the node stays with its state (its NF, if it had one, stays unloaded: \
+         `nf load` starts it again): {}",
+        .failures.join("; ")
+    )]
+    Incomplete {
+        /// What went wrong, per member.
+        failures: Vec<String>,
+    },
+}
+
 /// A stored hand-off batch: its sender, the items stored, those refused (key, why).
 type ReceivedBatch = (String, u64, Vec<(String, String)>);
 
@@ -130,14 +155,14 @@ impl<W, H> Peering<W, H> {
     /// Starts a graceful scale-in: every item of every tenant goes to the live members.
     pub(super) fn start_handoff(&mut self, timeout_ms: u64, waiter: H, now: u64, out: &mut Vec<Action<W, H>>) {
         if self.handoffs.active() {
-            let result = Err("a hand-off is already in progress".into());
+            let result = Err(HandoffError::InProgress);
             return out.push(Action::HandoffDone { waiter, result });
         }
         let members: Vec<String> = self.membership.live().map(|(id, _)| id.clone()).collect();
         let tenants = self.store.tenants();
         let total: usize = tenants.iter().map(|(_, t)| t.len()).sum();
         if members.is_empty() && total > 0 {
-            let result = Err(format!("no live member to hand {total} items to; this node keeps them and stays"));
+            let result = Err(HandoffError::NoMember { items: total });
             return out.push(Action::HandoffDone { waiter, result });
         }
         let resend_every = (timeout_ms / 4).max(HANDOFF_RESEND_MIN_MS);
@@ -279,12 +304,8 @@ impl<W, H> Peering<W, H> {
         self.stats.handoff_out.fetch_add(items, std::sync::atomic::Ordering::Relaxed);
         if !handoff.failures.is_empty() {
             self.store.open_writes();
-            let message = format!(
-                "hand-off incomplete, the node stays with its state (its NF, if it had one, stays unloaded: \
-                 `nf load` starts it again): {}",
-                handoff.failures.join("; ")
-            );
-            return out.push(Action::HandoffDone { waiter: handoff.waiter, result: Err(message) });
+            let result = Err(HandoffError::Incomplete { failures: handoff.failures });
+            return out.push(Action::HandoffDone { waiter: handoff.waiter, result });
         }
         // The driver measures the time the hand-off took.
         let report = HandoffReport { items, members: handoff.stored.into_iter().collect(), micros: 0 };

@@ -30,6 +30,7 @@ use crate::peering::stats::{Stats, bump};
 use crate::reduce::registry::ReducerRef;
 use crate::store::{Moving, Store};
 use crate::wire::{Body, HandoffReport};
+pub use handoff::HandoffError;
 use handoff::Handoffs;
 use membership::{Membership, Timing};
 use reads::Reads;
@@ -177,7 +178,7 @@ pub enum Action<W, H> {
         /// Who waits.
         waiter: H,
         /// Items and members, or why the node stays.
-        result: Result<HandoffReport, String>,
+        result: Result<HandoffReport, HandoffError>,
     },
     /// The node has left the cluster: stop.
     Stop,

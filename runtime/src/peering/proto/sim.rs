@@ -75,7 +75,7 @@ struct Node {
     stats: Arc<Stats>,
     modules: Arc<FakeModules>,
     reads: Vec<ReadDone<u32>>,
-    handoffs: Vec<(u32, Result<HandoffReport, String>)>,
+    handoffs: Vec<(u32, Result<HandoffReport, super::HandoffError>)>,
     work: Vec<String>,
     stopped: bool,
 }
@@ -406,7 +406,7 @@ fn a_hand_off_to_a_member_that_is_itself_leaving_comes_back() {
     sim.feed("b", Input::HandOff { timeout_ms: 2_000, waiter: 2 });
     sim.run_until(|s| !s.node("a").handoffs.is_empty() && !s.node("b").handoffs.is_empty(), 3_000);
     for id in ["a", "b"] {
-        let err = sim.node(id).handoffs[0].1.as_ref().unwrap_err();
+        let err = sim.node(id).handoffs[0].1.as_ref().unwrap_err().to_string();
         assert!(err.contains("refused"), "{id}: {err}");
         assert!(!sim.node(id).stopped, "{id} stays");
     }
