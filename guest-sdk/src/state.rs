@@ -25,8 +25,7 @@ pub trait State {
 
     /// Adds `delta` to the integer counter `key` (a missing key counts as 0) and returns
     /// the new value; [`Error::Refused`] if the key holds no integer or the sum would
-    /// overflow. (On a node, ABI version 2 has no error answer for this call: there the
-    /// guest traps instead, and `HostState` never returns an error.)
+    /// overflow, and nothing changed (on a node this is the `counter_try_add` host call).
     fn counter_add(&mut self, key: &str, delta: i64) -> Result<i64, Error>;
 
     /// A global read across the cluster: `reducer` (a built-in or loaded reducer name)

@@ -33,7 +33,7 @@ use crate::{Error, State, pattern};
 ///   write is ever refused.
 /// - `counter_add` adds as the node does: a missing key counts as 0; a key that holds no
 ///   integer, or a sum that would overflow, is [`Error::Refused`] with the node's message
-///   and changes nothing. (On a node running ABI version 2 the guest traps instead.)
+///   and changes nothing, as on a node.
 /// - `now_ms` is [`MemoryState::now`], which only the test moves.
 /// - `global` and `global_all` record the read in [`MemoryState::reads`] and then, unless
 ///   [`MemoryState::unreachable`] is set (then they fail, as with a member that does not

@@ -2,7 +2,7 @@
 //! built-in reducers, a node killed with SIGKILL, and hostile frames at a listen
 //! endpoint.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

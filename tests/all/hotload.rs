@@ -2,7 +2,7 @@
 //! push-down to peers by content hash, and hostile modules that must fail cleanly while
 //! the node keeps serving.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

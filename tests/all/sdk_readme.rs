@@ -5,7 +5,7 @@
 //! the same name changes the answers, and no node restarts. The README's NF (typed
 //! state) is built the same way and run by a node over a synthetic stream.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! other members, then exits; nothing is lost, counters keep their cluster-wide sums.
 //! And state in transit is never dropped: a take too large for a frame moves nothing.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

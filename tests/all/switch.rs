@@ -4,7 +4,7 @@
 //! steered input's robustness (bad frames, unload and shutdown while it waits, a dead
 //! node).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

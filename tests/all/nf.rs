@@ -2,7 +2,7 @@
 //! state written through host calls, read back globally, and hostile NF guests that get
 //! the fail policy while the node keeps serving.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

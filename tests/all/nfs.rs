@@ -5,7 +5,7 @@
 //! In the synthetic stream clients are `10.0.x.y` and servers `192.168.0.x`; a packet
 //! goes either way, so a flow's first packet may come from the server.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

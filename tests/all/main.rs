@@ -1,0 +1,18 @@
+//! Every integration test of the runtime, in one binary with a module per area (as
+//! wasmtime's `tests/all`): each test binary links wasmtime and ZeroMQ, so one binary
+//! links them once. `support` starts real `estate` processes on ephemeral ports.
+
+mod support;
+
+mod cluster;
+mod guests;
+mod hotload;
+mod ids;
+mod layout;
+mod nf;
+mod nfs;
+mod reducers;
+mod scale;
+mod sdk_readme;
+mod store_model;
+mod switch;
