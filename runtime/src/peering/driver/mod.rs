@@ -27,7 +27,7 @@ use estate_guest::Phase;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlReply;
-use crate::global::{GlobalError, GlobalOptions};
+use crate::global::{Answer, GlobalError, GlobalOptions};
 use crate::nf::{NfCounters, NfSlot};
 use crate::pattern::Pattern;
 use crate::peering::proto::membership::Timing;
@@ -35,6 +35,7 @@ use crate::peering::proto::{Action, Ids, Input, MemberEvent, Modules, Peering, S
 use crate::peering::stats::{Stats, bump};
 use crate::reduce::registry::{ReducerRef, Registry};
 use crate::store::{Moving, Store};
+use crate::wasm::ReducerModule;
 use crate::wire::{self, Body, DecodeError, Envelope, GlobalAnswer, HandoffReport, MemberView};
 pub(crate) use deliver::{HandoffWaiter, Timed, Waiter};
 pub use sockets::SocketError;
@@ -319,25 +320,22 @@ impl Driver {
     fn work(&self, work: Work) {
         let registry = self.registry.clone();
         self.workers.submit(move || {
+            // A pushed-down Wasm reducer over one node's items: that node's partial.
+            let partial = |module: &ReducerModule, items: &[u8]| {
+                let reduced = registry.host().reduce_encoded(module, items, Phase::Items);
+                reduced.map(Answer::Wasm).map_err(|e| e.to_string())
+            };
             Command::Worked(match work {
                 Work::LocalPartial { id, reducer, items } => {
-                    let result = match reducer {
-                        ReducerRef::Wasm(loaded) => registry
-                            .host()
-                            .reduce_encoded(&loaded.module, &items, Phase::Items)
-                            .map(crate::global::Answer::Wasm)
-                            .map_err(|e| e.to_string()),
+                    let result = match &reducer {
+                        ReducerRef::Wasm(loaded) => partial(&loaded.module, &items),
                         ReducerRef::Builtin(b) => Err(format!("built-in {b} is not run as Wasm")),
                     };
                     Input::LocalPartial { id, result }
                 }
                 Work::PeerPartial { to, id, hash, items } => {
                     let result = match registry.module(&hash) {
-                        Some(module) => registry
-                            .host()
-                            .reduce_encoded(&module, &items, Phase::Items)
-                            .map(crate::global::Answer::Wasm)
-                            .map_err(|e| e.to_string()),
+                        Some(module) => partial(&module, &items),
                         None => Err("the module was evicted before it ran".into()),
                     };
                     Input::PeerPartial { to, id, result }

@@ -79,8 +79,14 @@ impl<W> Reads<W> {
     }
 
     pub(crate) fn expire(&mut self, now: u64) -> Vec<Completion<ReadCtx<W>, Answer>> {
-        self.late.retain(|_, t| t.until > now);
-        self.late_order.retain(|id| self.late.contains_key(id));
+        // Late takes are remembered in the order they expire: drop them from the front.
+        while let Some(id) = self.late_order.front() {
+            if self.late.get(id).is_some_and(|t| t.until > now) {
+                break;
+            }
+            self.late.remove(id);
+            self.late_order.pop_front();
+        }
         self.pending.expire(now)
     }
 

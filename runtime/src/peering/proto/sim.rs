@@ -520,3 +520,18 @@ fn a_take_answer_arriving_during_a_hand_off_goes_out_with_it() {
     let holders: Vec<i64> = ["b", "c"].iter().filter_map(|id| sim.int(id, "flow:f:n")).collect();
     assert_eq!(holders, [4]);
 }
+
+#[test]
+fn a_take_answer_later_than_the_window_is_refused() {
+    let mut sim = Sim::cluster(&["a", "b", "c"]);
+    sim.node("c").store.tenant(DEFAULT_TENANT).add("flow:f:n", 4).unwrap();
+    let late = super::reads::LATE_TAKE_WINDOW_MS + 1_000;
+    sim.filter = Box::new(move |m| {
+        if m.from == "c" && matches!(m.body, Body::GlobalReply { .. }) { Fate::Late(late) } else { Fate::Deliver }
+    });
+    sim.read("a", "flow:f:.*", Builtin::List, read_options(200, true), 1);
+    sim.run_for(late + 100);
+    assert_eq!(sim.done("a", 1).unwrap().result.as_ref().unwrap().missing, ["c"]);
+    assert_eq!(sim.int("a", "flow:f:n"), None, "too late to be kept");
+    assert_eq!(sim.stat("a", |s| &s.rejected), 1);
+}
