@@ -32,6 +32,9 @@ pub struct Stats {
     pub handoff_resent: AtomicU64,
     /// Hand-off batches received again (acknowledged again, not stored twice).
     pub handoff_duplicates: AtomicU64,
+    /// Peer messages refused for naming a tenant this node does not have (no map is
+    /// created for it).
+    pub unknown_tenant: AtomicU64,
 }
 
 impl Stats {
@@ -52,6 +55,7 @@ impl Stats {
             ("handoff_in".into(), get(&self.handoff_in)),
             ("handoff_resent".into(), get(&self.handoff_resent)),
             ("handoff_duplicates".into(), get(&self.handoff_duplicates)),
+            ("unknown_tenant".into(), get(&self.unknown_tenant)),
         ]
     }
 }

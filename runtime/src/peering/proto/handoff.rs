@@ -330,7 +330,16 @@ impl<W, H> Peering<W, H> {
             info!(%from, stored, total = n, "a hand-off batch came again; acknowledged again, not stored");
             return self.send_to_member(from, Body::HandoffAck { id, stored, refused }, out);
         }
-        let (n, store) = (items.len(), self.store.tenant(tenant));
+        let Some(store) = self.store.existing_tenant(tenant) else {
+            // Only configured tenants exist: the batch is refused whole and goes back to
+            // its sender; no map is created for the name.
+            let n = super::bump(&self.stats.unknown_tenant);
+            warn!(%from, %tenant, total = n, "refused a hand-off batch for an unknown tenant");
+            let why = format!("unknown tenant {tenant:?}");
+            let refused = items.into_iter().map(|m| (m.item.key, why.clone())).collect();
+            return self.send_to_member(from, Body::HandoffAck { id, stored: 0, refused }, out);
+        };
+        let n = items.len();
         let mut refused = Vec::new();
         for moving in items {
             let key = moving.item.key.clone();

@@ -67,6 +67,12 @@ impl<W, H> Peering<W, H> {
         now: u64,
         out: &mut Vec<Action<W, H>>,
     ) {
+        if self.store.existing_tenant(tenant).is_none() {
+            // Only configured tenants exist: a read for another creates nothing here.
+            let n = super::bump(&self.stats.unknown_tenant);
+            warn!(%from, %tenant, total = n, "refused a read for an unknown tenant");
+            return self.send_answer(&from, id, Err(format!("unknown tenant {tenant:?}")), out);
+        }
         let pattern = match self.serving.pattern(pattern) {
             Ok(p) => p,
             Err(e) => return self.send_answer(&from, id, Err(e), out),

@@ -535,3 +535,40 @@ fn a_take_answer_later_than_the_window_is_refused() {
     assert_eq!(sim.int("a", "flow:f:n"), None, "too late to be kept");
     assert_eq!(sim.stat("a", |s| &s.rejected), 1);
 }
+
+#[test]
+fn a_read_or_take_for_an_unknown_tenant_is_refused_and_creates_nothing() {
+    let mut sim = Sim::cluster(&["a", "b"]);
+    for (id, take) in [(1, false), (2, true)] {
+        let request = Body::GlobalRequest { id, tenant: "ghost".into(), pattern: ".*".into(), reducer: None, take };
+        sim.send(Msg { from: "a".into(), to: "b".into(), body: request });
+    }
+    sim.run_for(3);
+    let replies = sim.sent(|m| m.from == "b" && matches!(m.body, Body::GlobalReply { .. }));
+    assert_eq!(replies.len(), 2);
+    for reply in replies {
+        match reply.body {
+            Body::GlobalReply { result: Err(e), .. } => assert!(e.contains("unknown tenant"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(sim.stat("b", |s| &s.unknown_tenant), 2);
+    assert!(sim.node("b").store.existing_tenant("ghost").is_none(), "no map made for the name");
+}
+
+#[test]
+fn a_hand_off_batch_for_an_unknown_tenant_goes_back_to_its_sender() {
+    let mut sim = Sim::cluster(&["a", "b"]);
+    // a has a tenant b does not have.
+    sim.node("a").store.tenant("t2").add("c", 3).unwrap();
+    sim.node("a").store.tenant(DEFAULT_TENANT).add("d", 1).unwrap();
+    sim.feed("a", Input::HandOff { timeout_ms: 2_000, waiter: 1 });
+    sim.run_until(|s| !s.node("a").handoffs.is_empty(), 3_000);
+    let err = sim.node("a").handoffs[0].1.as_ref().unwrap_err().to_string();
+    assert!(err.contains("unknown tenant"), "{err}");
+    assert!(!sim.node("a").stopped, "a stays");
+    assert_eq!(sim.node("a").store.tenant("t2").get("c").map(|v| v.value), Some(Value::Int(3)), "back at a");
+    assert!(sim.node("b").store.existing_tenant("t2").is_none(), "no map made at b");
+    assert_eq!(sim.stat("b", |s| &s.unknown_tenant), 1);
+    assert_eq!(sim.int("b", "d"), Some(1), "the default tenant's batch was stored");
+}
