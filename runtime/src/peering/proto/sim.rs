@@ -417,20 +417,19 @@ fn a_hand_off_to_a_member_that_is_itself_leaving_comes_back() {
     assert!(sim.node("a").store.tenant(DEFAULT_TENANT).add("flow:f0:n", 1).is_ok());
 }
 
+/// A read of key `c` with the Wasm reducer `hash` pushed down, as read `id`.
+fn pushed_down(id: u128, hash: [u8; 32]) -> Body {
+    let reducer = Some(wire::RemoteReducer::Wasm(hash));
+    Body::GlobalRequest { id, tenant: DEFAULT_TENANT.into(), pattern: "c".into(), reducer, take: false }
+}
+
 #[test]
 fn module_bytes_that_do_not_match_their_hash_fail_the_read_and_are_not_compiled() {
     let mut sim = Sim::cluster(&["a", "b"]);
     let hash = crate::wasm::sha256(b"the real module");
     sim.node("a").modules.bytes.lock().unwrap().insert(hash, b"something else".to_vec());
     // a asks b to reduce with a module b lacks (as a pushed-down read does).
-    let request = Body::GlobalRequest {
-        id: 77,
-        tenant: DEFAULT_TENANT.into(),
-        pattern: "c".into(),
-        reducer: Some(wire::RemoteReducer::Wasm(hash)),
-        take: false,
-    };
-    sim.send(Msg { from: "a".into(), to: "b".into(), body: request });
+    sim.send(Msg { from: "a".into(), to: "b".into(), body: pushed_down(77, hash) });
     sim.run_for(5);
     assert_eq!(sim.sent(|m| matches!(m.body, Body::ModuleRequest { .. })).len(), 1);
     assert_eq!(sim.sent(|m| matches!(m.body, Body::ModuleData { .. })).len(), 1);
@@ -444,14 +443,7 @@ fn module_bytes_that_do_not_match_their_hash_fail_the_read_and_are_not_compiled(
 
     // The right bytes are compiled, and the read is answered.
     sim.node("a").modules.bytes.lock().unwrap().insert(hash, b"the real module".to_vec());
-    let request = Body::GlobalRequest {
-        id: 78,
-        tenant: DEFAULT_TENANT.into(),
-        pattern: "c".into(),
-        reducer: Some(wire::RemoteReducer::Wasm(hash)),
-        take: false,
-    };
-    sim.send(Msg { from: "a".into(), to: "b".into(), body: request });
+    sim.send(Msg { from: "a".into(), to: "b".into(), body: pushed_down(78, hash) });
     sim.run_for(5);
     assert_eq!(sim.node("b").work, ["install", "peer a"]);
 }
