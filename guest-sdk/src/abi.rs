@@ -166,7 +166,6 @@ pub mod global {
     pub const ERROR: i32 = 2;
 }
 
-/// Answers of the `take` host call (other than a count of keys, `>= 0`).
 /// Answers of the `counter_try_add` host call.
 pub mod counter_try_add {
     /// Added; the new value is at `out_ptr`.
@@ -175,7 +174,7 @@ pub mod counter_try_add {
     pub const REFUSED: i32 = 1;
 }
 
-/// Answers of the `take` host call.
+/// Answers of the `take` host call (other than a count of keys, `>= 0`).
 pub mod take {
     /// The take failed; the message is staged.
     pub const ERROR: i64 = -1;

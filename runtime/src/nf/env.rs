@@ -1,3 +1,6 @@
+//! What a running NF reaches: the node's store through its guest's host calls, global
+//! reads and takes through the driver, and the fetching of a moved flow's state.
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
@@ -15,6 +18,7 @@ use crate::reduce::registry::Registry;
 use crate::store::TenantStore;
 use crate::wasm::NfState;
 
+/// The NF environment of a node: its default tenant, the driver, the registry.
 pub(crate) struct NfContext {
     pub(crate) tenant: Arc<TenantStore>,
     pub(crate) inbox: Arc<Inbox>,
@@ -22,21 +26,23 @@ pub(crate) struct NfContext {
     pub(crate) counters: Arc<NfCounters>,
 }
 
+/// Local state is the tenant's (its own `NfState`, below); the cluster is reached
+/// through the driver.
 impl NfState for NfContext {
     fn counter_add(&self, key: &str, delta: i64) -> Result<i64, String> {
-        self.tenant.add(key, delta).map_err(|e| e.to_string())
+        NfState::counter_add(&*self.tenant, key, delta)
     }
 
     fn get(&self, key: &str) -> Option<Value> {
-        self.tenant.get(key).map(|v| v.value)
+        NfState::get(&*self.tenant, key)
     }
 
     fn set(&self, key: &str, value: Value) -> Result<(), String> {
-        self.tenant.set(key, value).map(drop).map_err(|e| e.to_string())
+        NfState::set(&*self.tenant, key, value)
     }
 
     fn del(&self, key: &str) -> bool {
-        self.tenant.del(key)
+        NfState::del(&*self.tenant, key)
     }
 
     fn global(&self, pattern: &str, reducer: &str, timeout: Duration, all: bool) -> Result<Option<Item>, String> {

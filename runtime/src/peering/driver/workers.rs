@@ -1,3 +1,6 @@
+//! The worker pool: guest code (reducer calls, module compilation) and slow control
+//! requests run here, off the I/O thread, and post their results back as commands.
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
