@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     // here into a node store of its own.
     let nf = host.load_nf(&guests::require("nf_count")?)?;
     let store = Store::new("node1");
-    let tenant = store.tenant(DEFAULT_TENANT);
+    let tenant = store.tenant(DEFAULT_TENANT).expect("every store has the default tenant");
     let mut running = host.start_nf(&nf, tenant.clone(), "max_payload = 1000")?;
     for len in [60, 1500, 40] {
         let payload = vec![0u8; len];

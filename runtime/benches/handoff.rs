@@ -30,7 +30,7 @@ fn pair() -> (Node, Node) {
 
 /// The state of `FLOWS` flows on `node`: a packet and a match counter per flow.
 fn fill(node: &Node) -> i64 {
-    let t = node.store().tenant(DEFAULT_TENANT);
+    let t = node.store().tenant(DEFAULT_TENANT).unwrap();
     let mut total = 0;
     for f in 0..FLOWS {
         let packets = (f % 97) as i64 + 1;
@@ -48,7 +48,7 @@ fn census(node: &Node) -> (usize, i64) {
         estate::reduce::Reduced::Value(Value::Int(s)) => s,
         other => panic!("unexpected {other:?}"),
     };
-    (node.store().tenant(DEFAULT_TENANT).len(), sum)
+    (node.store().tenant(DEFAULT_TENANT).unwrap().len(), sum)
 }
 
 fn main() {
@@ -85,7 +85,7 @@ fn main() {
         let answer = a.get_global(&pattern, "list", options).unwrap();
         if let estate::reduce::Reduced::Items(items) = answer.result {
             for item in items {
-                a.store().tenant(DEFAULT_TENANT).set(&item.key, item.value).unwrap();
+                a.store().tenant(DEFAULT_TENANT).unwrap().set(&item.key, item.value).unwrap();
                 moved += 1;
             }
         }

@@ -44,7 +44,7 @@ fn pps(packets: usize, took: Duration) -> f64 {
 /// A Wasm NF on a local store of its own.
 fn wasm_nf(host: &WasmHost, bytes: &[u8], config: &str) -> NfInstance {
     let nf = host.load_nf(bytes).unwrap();
-    let tenant: Arc<TenantStore> = Store::new("bench").tenant(DEFAULT_TENANT);
+    let tenant: Arc<TenantStore> = Store::new("bench").tenant(DEFAULT_TENANT).unwrap();
     host.start_nf(&nf, tenant, config).unwrap()
 }
 
@@ -196,7 +196,8 @@ fn main() {
         // warm it up (its memory, its store's tables), then measured passes whose
         // order alternates.
         let mut in_wasm = wasm_nf(&host, &ids, &config);
-        let mut in_native = (Ids::from_config(&config).unwrap(), NativeEnv(Store::new("bench").tenant(DEFAULT_TENANT)));
+        let mut in_native =
+            (Ids::from_config(&config).unwrap(), NativeEnv(Store::new("bench").tenant(DEFAULT_TENANT).unwrap()));
         wasm_local(&mut in_wasm, packets);
         native_local(&mut in_native, packets);
         let (mut wasm, mut native) = (Vec::new(), Vec::new());

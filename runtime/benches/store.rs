@@ -21,7 +21,7 @@ fn bench(c: &mut Criterion) {
     let keys = keys();
     assert!(keys.iter().all(|k| k.len() == 40), "{}", keys[0].len());
     let store = Store::new("bench");
-    let tenant = store.tenant(DEFAULT_TENANT);
+    let tenant = store.tenant(DEFAULT_TENANT).unwrap();
     let mut baseline: HashMap<String, i64> = HashMap::new();
     for (i, k) in keys.iter().enumerate() {
         tenant.set(k, Value::Int(i as i64)).unwrap();

@@ -27,8 +27,10 @@ pub mod node;
 pub mod pattern;
 pub(crate) mod peering;
 pub mod reduce;
+pub mod security_log;
 pub mod store;
 pub mod switch;
+pub mod tenancy;
 pub mod wasm;
 pub(crate) mod wire;
 

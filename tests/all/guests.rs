@@ -54,7 +54,7 @@ fn count_nf_counts_packets_and_bytes_in_the_node_store() {
     let host = WasmHost::new(Limits::default()).unwrap();
     let nf = host.load_nf(&guests::require("nf_count").unwrap()).unwrap();
     let store = Store::new("n1");
-    let tenant = store.tenant(DEFAULT_TENANT);
+    let tenant = store.tenant(DEFAULT_TENANT).unwrap();
     let mut running = host.start_nf(&nf, tenant.clone(), "max_payload = 40").unwrap();
     for n in 1..=50usize {
         let flow = if n % 2 == 0 { "6:a-b" } else { "6:c-d" };
@@ -73,7 +73,7 @@ fn count_nf_counts_packets_and_bytes_in_the_node_store() {
 fn nf_configuration_errors_are_values() {
     let host = WasmHost::new(Limits::default()).unwrap();
     let nf = host.load_nf(&guests::require("nf_count").unwrap()).unwrap();
-    let tenant = Store::new("n1").tenant(DEFAULT_TENANT);
+    let tenant = Store::new("n1").tenant(DEFAULT_TENANT).unwrap();
     match host.start_nf(&nf, tenant, "max_payload = lots") {
         Err(GuestError::Guest(msg)) => assert!(msg.contains("max_payload"), "{msg}"),
         other => panic!("expected a configuration error, got {other:?}"),

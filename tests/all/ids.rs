@@ -25,7 +25,7 @@ struct Node {
 
 impl Node {
     fn new(id: &str) -> Node {
-        Node { tenant: Store::new(id).tenant(DEFAULT_TENANT), events: Mutex::default() }
+        Node { tenant: Store::new(id).tenant(DEFAULT_TENANT).unwrap(), events: Mutex::default() }
     }
 
     /// Every item of the tenant as `(key, value)`, sorted by key.
@@ -239,7 +239,7 @@ fn ids_configuration_errors_are_values() {
         ("threshold = 5", "no pattern"),
         ("", "no pattern"),
     ] {
-        let tenant = Store::new("n1").tenant(DEFAULT_TENANT);
+        let tenant = Store::new("n1").tenant(DEFAULT_TENANT).unwrap();
         match host.start_nf(&nf, tenant, config) {
             Err(GuestError::Guest(msg)) => {
                 assert!(msg.contains(needle), "{config:?}: {msg}");

@@ -16,3 +16,4 @@ mod scale;
 mod sdk_readme;
 mod store_model;
 mod switch;
+mod tenants;

@@ -97,12 +97,12 @@ fn a_take_too_large_for_one_frame_leaves_the_items_where_they_are() {
     let answer = a.get_global("flow:f:.*", "list", take).unwrap();
     assert_eq!(answer.missing, Vec::<String>::new(), "b answered");
     assert_eq!(count(answer.result), 0);
-    assert_eq!(b.store().tenant(DEFAULT_TENANT).len(), 17, "b kept every item");
+    assert_eq!(b.store().tenant(DEFAULT_TENANT).unwrap().len(), 17, "b kept every item");
     assert_eq!(b.get("flow:f:16").unwrap().value, Value::Text(big.clone()));
     // Ten of them fit: they move.
     let answer = a.get_global("flow:f:0.*", "list", take).unwrap();
     assert_eq!(count(answer.result), 10);
-    assert_eq!(b.store().tenant(DEFAULT_TENANT).len(), 7);
+    assert_eq!(b.store().tenant(DEFAULT_TENANT).unwrap().len(), 7);
 }
 
 /// A cluster member played by the test over raw ZeroMQ: it joins a node with the

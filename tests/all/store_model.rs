@@ -97,7 +97,7 @@ impl Cluster {
     fn holders(&self, key: &str) -> Vec<(String, Versioned)> {
         self.stores
             .iter()
-            .filter_map(|s| s.tenant(DEFAULT_TENANT).get(key).map(|v| (s.node().to_string(), v)))
+            .filter_map(|s| s.tenant(DEFAULT_TENANT).unwrap().get(key).map(|v| (s.node().to_string(), v)))
             .collect()
     }
 
@@ -123,7 +123,7 @@ impl Cluster {
             let by = rotate % moving.len();
             moving.rotate_left(by);
         }
-        let t = self.stores[to].tenant(DEFAULT_TENANT);
+        let t = self.stores[to].tenant(DEFAULT_TENANT).unwrap();
         for m in moving {
             t.merge(m).unwrap();
         }
@@ -133,12 +133,12 @@ impl Cluster {
     fn apply(&self, op: &Op, model: &mut Model) {
         match *op {
             Op::Add { at, key, delta } => {
-                self.at(at).tenant(DEFAULT_TENANT).add(COUNTERS[key], delta).unwrap();
+                self.at(at).tenant(DEFAULT_TENANT).unwrap().add(COUNTERS[key], delta).unwrap();
                 *model.sums.entry(COUNTERS[key]).or_default() += delta;
             }
             Op::Set { at, key, value } => {
                 let store = self.at(at);
-                let version = store.tenant(DEFAULT_TENANT).set(REGISTERS[key], Value::Int(value)).unwrap();
+                let version = store.tenant(DEFAULT_TENANT).unwrap().set(REGISTERS[key], Value::Int(value)).unwrap();
                 let latest = model.latest.entry(REGISTERS[key]).or_insert((0, String::new(), 0));
                 if newer(version, store.node(), latest.0, &latest.1) {
                     *latest = (version, store.node().to_string(), value);
@@ -147,11 +147,11 @@ impl Cluster {
             Op::Take { from, to, pattern, rotate } => {
                 let (from, to) = self.pair(from, to);
                 let pattern = Pattern::new(PATTERNS[pattern]).unwrap();
-                self.merge_into(to, self.stores[from].tenant(DEFAULT_TENANT).take_matching(&pattern), rotate);
+                self.merge_into(to, self.stores[from].tenant(DEFAULT_TENANT).unwrap().take_matching(&pattern), rotate);
             }
             Op::HandOff { from, to, rotate } => {
                 let (from, to) = self.pair(from, to);
-                self.merge_into(to, self.stores[from].tenant(DEFAULT_TENANT).take_all(), rotate);
+                self.merge_into(to, self.stores[from].tenant(DEFAULT_TENANT).unwrap().take_all(), rotate);
             }
             Op::Observe { from, to } => {
                 let (from, to) = self.pair(from, to);
@@ -241,7 +241,7 @@ proptest! {
 #[test]
 fn a_moved_register_stays_older_than_a_later_write() {
     let (a, b, c) = (Store::new("a"), Store::new("b"), Store::new("c"));
-    let tenant = |s: &Store| s.tenant(DEFAULT_TENANT);
+    let tenant = |s: &Store| s.tenant(DEFAULT_TENANT).unwrap();
     let key = Pattern::new("r").unwrap();
     let first = tenant(&a).set("r", Value::Int(1)).unwrap();
     // b has heard from a (as from any message of a's): its write comes after a's.

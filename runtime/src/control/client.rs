@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use crate::wire::{self, ControlReply, ControlRequest, DecodeError};
+use crate::control::auth::CredentialError;
+use crate::wire::{self, ControlCall, ControlReply, ControlRequest, Credential, DecodeError};
 
 /// Why a control request got no reply.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +45,52 @@ pub enum ClientError {
     },
 }
 
-/// Sends `request` to the node's control socket at `endpoint` and waits at most `wait`
-/// for its reply.
+/// Who a client calls as: a credential (none: for a node without a credentials file)
+/// and the tenant to act in.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The credential sent with every request.
+    pub credential: Option<Credential>,
+    /// The tenant to act in (none: the principal's own, or `default` for the admin).
+    pub tenant: Option<String>,
+}
+
+/// The environment variable holding a credential (`PRINCIPAL SECRET`).
+pub const CREDENTIAL_ENV: &str = "ESTATE_CREDENTIAL";
+/// The environment variable naming a credential file.
+pub const CREDENTIAL_FILE_ENV: &str = "ESTATE_CREDENTIAL_FILE";
+
+impl Caller {
+    /// The credential from `file` if given, else from [`CREDENTIAL_FILE_ENV`] or
+    /// [`CREDENTIAL_ENV`], else none. Never from the command line's arguments: they are
+    /// visible to every user of the machine.
+    pub fn from_env(file: Option<&std::path::Path>, tenant: Option<String>) -> Result<Caller, CredentialError> {
+        let credential = match (file, std::env::var_os(CREDENTIAL_FILE_ENV), std::env::var(CREDENTIAL_ENV)) {
+            (Some(path), _, _) => Some(Credential::load(path)?),
+            (None, Some(path), _) => Some(Credential::load(std::path::Path::new(&path))?),
+            (None, None, Ok(text)) => Some(Credential::parse(&text, CREDENTIAL_ENV)?),
+            (None, None, Err(_)) => None,
+        };
+        Ok(Caller { credential, tenant })
+    }
+}
+
+/// Sends `request` to the node's control socket at `endpoint` without a credential
+/// (a node without a credentials file) and waits at most `wait` for its reply.
 pub fn call(endpoint: &str, request: &ControlRequest, wait: Duration) -> Result<ControlReply, ClientError> {
-    let frame = round_trip(endpoint, &wire::encode_request(request), wait)?;
+    call_as(endpoint, &Caller::default(), request, wait)
+}
+
+/// Sends `request` as `caller` and waits at most `wait` for its reply.
+pub fn call_as(
+    endpoint: &str,
+    caller: &Caller,
+    request: &ControlRequest,
+    wait: Duration,
+) -> Result<ControlReply, ClientError> {
+    let call =
+        ControlCall { credential: caller.credential.clone(), tenant: caller.tenant.clone(), request: request.clone() };
+    let frame = round_trip(endpoint, &wire::encode_request(&call), wait)?;
     wire::decode_reply(&frame).map_err(|source| ClientError::Decode { endpoint: endpoint.to_string(), source })
 }
 

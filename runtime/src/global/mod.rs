@@ -75,6 +75,14 @@ pub enum GlobalError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Shutdown,
+    /// Refused: the tenant is at one of its quotas on this node.
+    #[error("quota {quota} of {limit} reached")]
+    Quota {
+        /// Which quota.
+        quota: &'static str,
+        /// Its limit.
+        limit: u64,
+    },
 }
 
 /// The answers of a finished read, ready to be reduced.
@@ -217,6 +225,14 @@ impl<W, A> GlobalReads<W, A> {
     /// The earliest deadline of a read in flight.
     pub fn next_deadline(&self) -> Option<u64> {
         self.pending.values().map(|p| p.deadline).min()
+    }
+
+    /// Whether a read in flight whose waiter satisfies `pred` still waits for
+    /// `member`'s answer.
+    pub fn any_waiting_on(&self, member: &str, pred: impl Fn(&W) -> bool) -> bool {
+        self.pending.values().any(|p| {
+            p.asked.contains(member) && !p.answered.contains(member) && !p.gone.contains(member) && pred(&p.waiter)
+        })
     }
 
     /// Reads in flight.

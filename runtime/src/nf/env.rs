@@ -18,8 +18,10 @@ use crate::reduce::registry::Registry;
 use crate::store::TenantStore;
 use crate::wasm::NfState;
 
-/// The NF environment of a node: its default tenant, the driver, the registry.
+/// The NF environment of a node: the tenant that owns its NF place (every host call
+/// reaches that tenant's keys and reducers only), the driver, the registry.
 pub(crate) struct NfContext {
+    pub(crate) name: String,
     pub(crate) tenant: Arc<TenantStore>,
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) registry: Arc<Registry>,
@@ -48,7 +50,8 @@ impl NfState for NfContext {
     fn global(&self, pattern: &str, reducer: &str, timeout: Duration, all: bool) -> Result<Option<Item>, String> {
         let consistency = if all { Consistency::All } else { Consistency::BestEffort };
         let options = GlobalOptions { timeout, consistency, ..GlobalOptions::default() };
-        let answer = global_read(&self.inbox, &self.registry, pattern, reducer, options).map_err(|e| e.to_string())?;
+        let answer = global_read(&self.inbox, &self.registry, &self.name, pattern, reducer, options)
+            .map_err(|e| e.to_string())?;
         match answer.result {
             Reduced::Nothing => Ok(None),
             Reduced::Value(v) => Ok(Some(Item::of(v))),
@@ -81,7 +84,9 @@ impl NfContext {
             let pattern = Pattern::new(pattern).map_err(|e| e.to_string())?;
             let timeout = GlobalOptions::default().timeout;
             let (tx, rx) = mpsc::channel();
-            self.inbox.send(Command::Take { pattern, timeout, reply: tx }).map_err(|e| e.to_string())?;
+            self.inbox
+                .send(Command::Take { tenant: self.name.clone(), pattern, timeout, reply: tx })
+                .map_err(|e| e.to_string())?;
             let taken = rx
                 .recv_timeout(timeout + Duration::from_secs(10))
                 .map_err(|_| GlobalError::Shutdown.to_string())?
@@ -93,7 +98,8 @@ impl NfContext {
             return Ok(brought);
         }
         let options = GlobalOptions::default();
-        let answer = global_read(&self.inbox, &self.registry, pattern, "list", options).map_err(|e| e.to_string())?;
+        let answer = global_read(&self.inbox, &self.registry, &self.name, pattern, "list", options)
+            .map_err(|e| e.to_string())?;
         let Reduced::Items(items) = answer.result else {
             return Ok(0);
         };

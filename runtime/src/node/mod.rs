@@ -17,6 +17,7 @@
 //! the only way in).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,18 +27,25 @@ use tracing::info;
 
 use crate::control::{HandoffReport, LimitOverrides, MemberView};
 
+use crate::control::auth::{CredentialError, Credentials};
 use crate::nf::env::NfContext;
 use crate::nf::{FailPolicy, FlowState, NfCounters, NfSettings, NfSlot, Packets};
-use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Shared, Sockets, global_read};
+use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Shared, Sockets};
 use crate::reduce::registry::{LoadError, ReducerInfo, Registry};
-use crate::store::{DEFAULT_TENANT, Store, StoreError, TenantStore, Versioned};
+use crate::security_log::SecurityLog;
+use crate::store::{DEFAULT_TENANT, Store, StoreError, Versioned};
+use crate::tenancy::{Quotas, Tenants};
 use crate::wasm::{GuestError, Limits, WasmHost};
+use tenant::NoDefault;
+pub use tenant::Tenant;
 
 pub use crate::global::{Consistency, GlobalError, GlobalOptions};
 pub use crate::peering::driver::SocketError;
 pub use crate::peering::proto::HandoffError;
 pub use crate::peering::proto::membership::Timing;
 pub use crate::peering::stats::Stats;
+
+mod tenant;
 
 /// Longest node id accepted.
 pub const MAX_ID_LEN: usize = 64;
@@ -58,6 +66,17 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Default budgets of Wasm reducer calls (overridable per reducer at load).
     pub limits: Limits,
+    /// The tenants and their quotas (default: the one tenant `default`).
+    pub tenants: Tenants,
+    /// The tenant that owns the node's NF place (its state, reads and counters):
+    /// `default` if there is one, else the first tenant by name.
+    pub nf_tenant: Option<String>,
+    /// The control credentials file (see [`crate::control::auth`]). Without one, every
+    /// control request acts as the admin, so the control socket must be local.
+    pub credentials: Option<PathBuf>,
+    /// Allow what is unsafe on a shared network: a control socket that is not local
+    /// without a credentials file.
+    pub insecure: bool,
 }
 
 impl NodeConfig {
@@ -70,6 +89,10 @@ impl NodeConfig {
             control: None,
             timing: Timing::default(),
             limits: Limits::default(),
+            tenants: Tenants::default(),
+            nf_tenant: None,
+            credentials: None,
+            insecure: false,
         }
     }
 }
@@ -89,6 +112,15 @@ pub enum StartError {
     /// The Wasm engine could not be set up.
     #[error(transparent)]
     Wasm(#[from] crate::wasm::EngineError),
+    /// The control credentials file could not be used.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    /// Refused as unsafe without `insecure`.
+    #[error("{0}; or start with --insecure")]
+    Unsafe(String),
+    /// The NF place's owner is not one of the node's tenants.
+    #[error("the NF tenant {0:?} is not configured in the tenants file")]
+    UnknownNfTenant(String),
 }
 
 /// Why a graceful leave did not happen.
@@ -108,7 +140,9 @@ pub struct Node {
     endpoint: String,
     control_endpoint: Option<String>,
     store: Arc<Store>,
-    default: Arc<TenantStore>,
+    /// The `default` tenant, if configured (what `set`/`get`/`del`/`get_global` use).
+    default: Option<Tenant>,
+    tenants: Arc<Tenants>,
     registry: Arc<Registry>,
     inbox: Arc<Inbox>,
     view: Arc<RwLock<Vec<MemberView>>>,
@@ -124,6 +158,18 @@ impl fmt::Debug for Node {
     }
 }
 
+/// Whether `endpoint` is reachable only from this machine (loopback, `ipc://`,
+/// `inproc://`).
+pub fn is_local(endpoint: &str) -> bool {
+    if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") {
+        return true;
+    }
+    let Some(rest) = endpoint.strip_prefix("tcp://") else { return false };
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -135,10 +181,26 @@ impl Node {
         if !valid_id(&config.id) {
             return Err(StartError::InvalidId(config.id));
         }
+        let tenants = Arc::new(config.tenants.clone());
+        let nf_tenant = match &config.nf_tenant {
+            Some(t) if !tenants.has(t) => return Err(StartError::UnknownNfTenant(t.clone())),
+            Some(t) => t.clone(),
+            None if tenants.has(DEFAULT_TENANT) => DEFAULT_TENANT.to_string(),
+            None => tenants.names().next().unwrap_or(DEFAULT_TENANT).to_string(),
+        };
+        let credentials = config.credentials.as_deref().map(Credentials::load).transpose()?;
+        if let Some(control) =
+            config.control.as_deref().filter(|c| credentials.is_none() && !config.insecure && !is_local(c))
+        {
+            let why = format!("control endpoint {control} is reachable from other machines: give a credentials file");
+            return Err(StartError::Unsafe(why));
+        }
         let sockets = Sockets::bind(&config.listen, config.control.as_deref())?;
         let inbox = sockets.inbox.clone();
-        let store = Arc::new(Store::new(&config.id));
-        let default = store.tenant(DEFAULT_TENANT);
+        let store = Arc::new(Store::with_tenants(&config.id, []));
+        for name in tenants.names() {
+            store.add_tenant_with(name, tenants.quotas(name).map(Quotas::store).unwrap_or_default());
+        }
         let host = WasmHost::new(config.limits.clone())?;
         let registry = Arc::new(Registry::new(Arc::new(host)));
         let view = Arc::new(RwLock::new(Vec::new()));
@@ -147,7 +209,8 @@ impl Node {
         let nf = Arc::new(NfSlot::new(
             registry.host().clone(),
             Arc::new(NfContext {
-                tenant: default.clone(),
+                name: nf_tenant.clone(),
+                tenant: store.add_tenant(&nf_tenant),
                 inbox: inbox.clone(),
                 registry: registry.clone(),
                 counters: nf_counters.clone(),
@@ -162,15 +225,20 @@ impl Node {
             stats: stats.clone(),
             nf_counters: nf_counters.clone(),
             nf: nf.clone(),
+            tenants: tenants.clone(),
+            nf_tenant,
+            credentials,
+            security: Arc::new(SecurityLog::default()),
         };
         let thread = driver::spawn(&config.id, &config.join, config.timing, sockets, shared)?;
         info!(id = %config.id, %endpoint, control = ?control_endpoint, "node started");
-        Ok(Node {
+        let mut node = Node {
             id: config.id,
             endpoint,
             control_endpoint,
             store,
-            default,
+            default: None,
+            tenants,
             registry,
             inbox,
             view,
@@ -178,7 +246,30 @@ impl Node {
             nf_counters,
             nf,
             thread: Some(thread),
+        };
+        node.default = node.tenant(DEFAULT_TENANT);
+        Ok(node)
+    }
+
+    /// The library API of one tenant, if the node has it: its keys, global reads and
+    /// reducers, and nothing of any other tenant's.
+    pub fn tenant(&self, name: &str) -> Option<Tenant> {
+        Some(Tenant {
+            name: name.to_string(),
+            store: self.store.tenant(name)?,
+            quotas: self.tenants.quotas(name)?.clone(),
+            inbox: self.inbox.clone(),
+            registry: self.registry.clone(),
         })
+    }
+
+    /// The tenants of the node.
+    pub fn tenants(&self) -> &Tenants {
+        &self.tenants
+    }
+
+    fn default_tenant(&self) -> Result<&Tenant, NoDefault> {
+        self.default.as_ref().ok_or(NoDefault)
     }
 
     /// The node's id.
@@ -201,19 +292,20 @@ impl Node {
         &self.store
     }
 
-    /// Sets `key` in the default tenant; returns the new version.
+    /// Sets `key` in the default tenant; returns the new version. An error if the
+    /// node has no `default` tenant (use [`Node::tenant`]).
     pub fn set(&self, key: &str, value: Value) -> Result<u64, StoreError> {
-        self.default.set(key, value)
+        self.default_tenant().map_err(|_| StoreError::NoSuchTenant(DEFAULT_TENANT.into()))?.set(key, value)
     }
 
-    /// Reads `key` from the default tenant.
+    /// Reads `key` from the default tenant (`None` without one).
     pub fn get(&self, key: &str) -> Option<Versioned> {
-        self.default.get(key)
+        self.default_tenant().ok()?.get(key)
     }
 
     /// Deletes `key` from the default tenant; returns whether it existed.
     pub fn del(&self, key: &str) -> bool {
-        self.default.del(key)
+        self.default_tenant().is_ok_and(|t| t.del(key))
     }
 
     /// Reads every live member's items of the default tenant whose key matches
@@ -228,7 +320,8 @@ impl Node {
     /// println!("{:?} (missing: {:?})", answer.result, answer.missing);
     /// ```
     pub fn get_global(&self, pattern: &str, reducer: &str, options: GlobalOptions) -> GlobalResult {
-        global_read(&self.inbox, &self.registry, pattern, reducer, options)
+        let tenant = self.default_tenant().map_err(|e| GlobalError::Invalid(e.to_string()))?;
+        tenant.get_global(pattern, reducer, options)
     }
 
     /// Runs the NF module `bytes`, built from `config`, over `packets`, with `fail` for
@@ -262,19 +355,20 @@ impl Node {
 
     /// Loads (or atomically replaces) the Wasm reducer `name`; reads in flight finish
     /// on the module they started with.
+    /// (In the default tenant.)
     pub fn load_reducer(&self, name: &str, bytes: Vec<u8>, limits: &LimitOverrides) -> Result<ReducerInfo, LoadError> {
-        let limits = limits.apply(self.registry.host().limits());
-        self.registry.load(name, bytes, Some(limits))
+        let tenant = self.default_tenant().map_err(|_| LoadError::NoSuchTenant(DEFAULT_TENANT.into()))?;
+        tenant.load_reducer(name, bytes, limits)
     }
 
-    /// Unloads the Wasm reducer `name`; returns whether it was loaded.
+    /// Unloads the default tenant's Wasm reducer `name`; returns whether it was loaded.
     pub fn unload_reducer(&self, name: &str) -> bool {
-        self.registry.unload(name)
+        self.default_tenant().is_ok_and(|t| t.unload_reducer(name))
     }
 
-    /// Every reducer this node knows: built-ins, then loaded ones.
+    /// Every reducer of the default tenant: built-ins, then loaded ones.
     pub fn reducers(&self) -> Vec<ReducerInfo> {
-        self.registry.list()
+        self.registry.list(DEFAULT_TENANT)
     }
 
     /// The membership view: this node first, then the other members by id.

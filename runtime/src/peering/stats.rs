@@ -1,5 +1,7 @@
 //! Counters of what a node's peering received, sent and dropped.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters of what the node received and dropped.
@@ -35,6 +37,16 @@ pub struct Stats {
     /// Peer messages refused for naming a tenant this node does not have (no map is
     /// created for it).
     pub unknown_tenant: AtomicU64,
+    /// Module requests refused: no read of this node in flight pushes the module down
+    /// to the asker for that tenant.
+    pub module_refused: AtomicU64,
+    /// Control requests without a credential, or with one the node does not accept.
+    pub control_unauthenticated: AtomicU64,
+    /// Control requests a principal may not make (another tenant, the admin's).
+    pub control_forbidden: AtomicU64,
+    /// Refusals by tenant and quota (`reducers`, `modules`, `module_bytes`, `reads`,
+    /// `wasm_jobs`; the store counts `keys` and `bytes` itself).
+    quota_refused: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Stats {
@@ -56,7 +68,24 @@ impl Stats {
             ("handoff_resent".into(), get(&self.handoff_resent)),
             ("handoff_duplicates".into(), get(&self.handoff_duplicates)),
             ("unknown_tenant".into(), get(&self.unknown_tenant)),
+            ("module_refused".into(), get(&self.module_refused)),
+            ("control_unauthenticated".into(), get(&self.control_unauthenticated)),
+            ("control_forbidden".into(), get(&self.control_forbidden)),
         ]
+    }
+
+    /// Counts a refusal of `tenant`'s by its quota `quota`; returns the count.
+    pub fn quota_refused(&self, tenant: &str, quota: &'static str) -> u64 {
+        let mut map = self.quota_refused.lock().unwrap();
+        let n = map.entry((tenant.to_string(), quota)).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// `tenant`'s refusals by quota.
+    pub fn quota_refusals(&self, tenant: &str) -> Vec<(&'static str, u64)> {
+        let map = self.quota_refused.lock().unwrap();
+        map.iter().filter(|((t, _), _)| t == tenant).map(|((_, q), n)| (*q, *n)).collect()
     }
 }
 

@@ -1,14 +1,18 @@
-//! The reducers a node knows: built-ins by name, Wasm reducers hot-loaded by name, and
-//! a cache of compiled modules by content hash (sha256).
+//! The reducers a node knows: built-ins by name (shared by every tenant), and per
+//! tenant, Wasm reducers hot-loaded by name and a cache of compiled modules by content
+//! hash (sha256).
 //!
 //! Loading under an existing name swaps an `Arc` under a lock: a read that already
 //! resolved the old module keeps it until it finishes, new reads get the new one. A
-//! module compiles once per node, however many names or pushed-down reads use it.
+//! module compiles once per tenant on a node, however many names or pushed-down reads
+//! use it. Tenants never share names, modules or cache room: the same name in two
+//! tenants is two reducers, and one tenant's modules never evict another's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::reduce::Builtin;
+use crate::tenancy::Quotas;
 use crate::wasm::{GuestError, Limits, ReducerModule, WasmHost, sha256};
 
 /// Longest reducer name accepted.
@@ -20,6 +24,8 @@ const CACHE_LIMIT: usize = 64;
 /// A Wasm reducer loaded under a name.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The tenant that loaded it.
+    pub tenant: String,
     /// The name it was loaded under.
     pub name: String,
     /// The compiled module.
@@ -97,17 +103,35 @@ pub enum LoadError {
     /// The module failed to compile or check.
     #[error(transparent)]
     Guest(#[from] GuestError),
+    /// The node has no such tenant.
+    #[error("no tenant {0:?} on this node")]
+    NoSuchTenant(String),
+    /// Loading would take the tenant over one of its quotas on this node.
+    #[error("quota {quota} of {limit} reached")]
+    Quota {
+        /// Which quota: `reducers`, `modules` or `module_bytes`.
+        quota: &'static str,
+        /// Its limit.
+        limit: u64,
+    },
 }
 
 /// A compiled module and its bytes.
 type Cached = (ReducerModule, Arc<Vec<u8>>);
 
+/// A tenant's name for something (a reducer name, a module hash).
+type Scoped<K> = (String, K);
+
 /// Reducers of one node.
 #[derive(Debug)]
 pub struct Registry {
     host: Arc<WasmHost>,
-    by_name: RwLock<HashMap<String, Arc<Loaded>>>,
-    by_hash: Mutex<HashMap<[u8; 32], Cached>>,
+    by_name: RwLock<HashMap<Scoped<String>, Arc<Loaded>>>,
+    by_hash: Mutex<HashMap<Scoped<[u8; 32]>, Cached>>,
+}
+
+fn scoped<K>(tenant: &str, k: K) -> Scoped<K> {
+    (tenant.to_string(), k)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -128,42 +152,62 @@ impl Registry {
         &self.host
     }
 
-    /// Loads (or replaces) the reducer `name` from `bytes`, run under `limits` (the
-    /// host's defaults if `None`).
-    pub fn load(&self, name: &str, bytes: Vec<u8>, limits: Option<Limits>) -> Result<ReducerInfo, LoadError> {
+    /// Loads (or replaces) `tenant`'s reducer `name` from `bytes`, run under `limits`
+    /// (the host's defaults if `None`).
+    /// Refused, changing nothing, if it would take the tenant over `quotas`
+    /// (`reducers`, `modules`, `module_bytes`).
+    pub fn load(
+        &self,
+        tenant: &str,
+        quotas: &Quotas,
+        name: &str,
+        bytes: Vec<u8>,
+        limits: Option<Limits>,
+    ) -> Result<ReducerInfo, LoadError> {
         if !valid_name(name) {
             return Err(LoadError::InvalidName(name.to_string()));
         }
-        let limits = limits.unwrap_or_else(|| self.host.limits().clone());
+        let replacing = self.by_name.read().unwrap().contains_key(&scoped(tenant, name.to_string()));
+        if let Some(limit) = quotas.reducers.filter(|&l| !replacing && self.loaded(tenant) as u64 >= l) {
+            return Err(LoadError::Quota { quota: "reducers", limit });
+        }
+        self.make_room(tenant, quotas, bytes.len())?;
+        let limits = quotas.clamp(&limits.unwrap_or_else(|| self.host.limits().clone()));
         let module = self.host.load_reducer_with(&bytes, limits)?;
         let bytes = Arc::new(bytes);
-        self.remember(module.clone(), bytes.clone());
-        let loaded = Arc::new(Loaded { name: name.to_string(), module, bytes });
+        self.remember(tenant, module.clone(), bytes.clone());
+        let loaded = Arc::new(Loaded { tenant: tenant.to_string(), name: name.to_string(), module, bytes });
         let info = info(&loaded);
-        self.by_name.write().unwrap().insert(name.to_string(), loaded);
+        self.by_name.write().unwrap().insert(scoped(tenant, name.to_string()), loaded);
         Ok(info)
     }
 
-    /// Unloads `name`; reads in flight finish on it. Returns whether it was loaded.
-    pub fn unload(&self, name: &str) -> bool {
-        self.by_name.write().unwrap().remove(name).is_some()
+    /// Unloads `tenant`'s `name`; reads in flight finish on it. Returns whether it was
+    /// loaded.
+    pub fn unload(&self, tenant: &str, name: &str) -> bool {
+        self.by_name.write().unwrap().remove(&scoped(tenant, name.to_string())).is_some()
     }
 
-    /// Resolves a reducer name: built-ins first, then loaded reducers.
-    pub fn resolve(&self, name: &str) -> Result<ReducerRef, UnknownReducer> {
+    /// Resolves a reducer name for `tenant`: built-ins first, then its loaded reducers.
+    pub fn resolve(&self, tenant: &str, name: &str) -> Result<ReducerRef, UnknownReducer> {
         if let Ok(b) = name.parse::<Builtin>() {
             return Ok(ReducerRef::Builtin(b));
         }
-        if let Some(loaded) = self.by_name.read().unwrap().get(name) {
+        if let Some(loaded) = self.by_name.read().unwrap().get(&scoped(tenant, name.to_string())) {
             return Ok(ReducerRef::Wasm(loaded.clone()));
         }
-        let mut names: Vec<String> = self.list().into_iter().map(|r| r.name).collect();
+        let mut names: Vec<String> = self.list(tenant).into_iter().map(|r| r.name).collect();
         names.sort();
         Err(UnknownReducer { name: name.to_string(), known: names })
     }
 
-    /// Every reducer: built-ins, then loaded ones by name.
-    pub fn list(&self) -> Vec<ReducerInfo> {
+    /// How many Wasm reducers `tenant` has loaded.
+    pub fn loaded(&self, tenant: &str) -> usize {
+        self.by_name.read().unwrap().keys().filter(|(t, _)| t == tenant).count()
+    }
+
+    /// Every reducer `tenant` can use: built-ins, then its loaded ones by name.
+    pub fn list(&self, tenant: &str) -> Vec<ReducerInfo> {
         let mut rows: Vec<ReducerInfo> = Builtin::ALL
             .iter()
             .map(|b| ReducerInfo {
@@ -174,45 +218,87 @@ impl Registry {
                 combinable: true,
             })
             .collect();
-        let mut loaded: Vec<ReducerInfo> = self.by_name.read().unwrap().values().map(|l| info(l)).collect();
+        let by_name = self.by_name.read().unwrap();
+        let mut loaded: Vec<ReducerInfo> =
+            by_name.iter().filter(|((t, _), _)| t == tenant).map(|(_, l)| info(l)).collect();
         loaded.sort_by(|a, b| a.name.cmp(&b.name));
         rows.extend(loaded);
         rows
     }
 
-    /// The compiled module with content hash `hash`, if this node has it.
-    pub fn module(&self, hash: &[u8; 32]) -> Option<ReducerModule> {
-        self.by_hash.lock().unwrap().get(hash).map(|(m, _)| m.clone())
+    /// `tenant`'s compiled module with content hash `hash`, if this node has it.
+    pub fn module(&self, tenant: &str, hash: &[u8; 32]) -> Option<ReducerModule> {
+        self.by_hash.lock().unwrap().get(&scoped(tenant, *hash)).map(|(m, _)| m.clone())
     }
 
-    /// The bytes of the module with content hash `hash`, if this node has them.
-    pub fn bytes(&self, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>> {
-        self.by_hash.lock().unwrap().get(hash).map(|(_, b)| b.clone())
+    /// The bytes of `tenant`'s module with content hash `hash`, if this node has them.
+    pub fn bytes(&self, tenant: &str, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>> {
+        self.by_hash.lock().unwrap().get(&scoped(tenant, *hash)).map(|(_, b)| b.clone())
     }
 
-    /// Installs a module fetched from a peer for push-down: checks that `bytes` hash
-    /// to `hash`, compiles once under the host's default limits, caches.
-    pub fn install(&self, hash: &[u8; 32], bytes: Vec<u8>) -> Result<ReducerModule, LoadError> {
+    /// Installs a module fetched from a peer for a read of `tenant` pushed down here:
+    /// checks that `bytes` hash to `hash`, compiles once under the tenant's budgets
+    /// (the node's defaults within its ceilings), caches it as the tenant's (within its
+    /// `modules` and `module_bytes` quotas).
+    pub fn install(
+        &self,
+        tenant: &str,
+        quotas: &Quotas,
+        hash: &[u8; 32],
+        bytes: Vec<u8>,
+    ) -> Result<ReducerModule, LoadError> {
         let got = sha256(&bytes);
         if &got != hash {
             return Err(LoadError::HashMismatch { expected: hex::encode(hash), got: hex::encode(got) });
         }
-        if let Some(module) = self.module(hash) {
+        if let Some(module) = self.module(tenant, hash) {
             return Ok(module);
         }
-        let module = self.host.load_reducer(&bytes)?;
-        self.remember(module.clone(), Arc::new(bytes));
+        self.make_room(tenant, quotas, bytes.len())?;
+        let module = self.host.load_reducer_with(&bytes, quotas.clamp(self.host.limits()))?;
+        self.remember(tenant, module.clone(), Arc::new(bytes));
         Ok(module)
     }
 
-    fn remember(&self, module: ReducerModule, bytes: Arc<Vec<u8>>) {
-        let mut cache = self.by_hash.lock().unwrap();
-        if cache.len() >= CACHE_LIMIT {
-            // Keep what a name still uses; drop the rest (it is fetched again if needed).
-            let named: Vec<[u8; 32]> = self.by_name.read().unwrap().values().map(|l| *l.module.hash()).collect();
-            cache.retain(|h, _| named.contains(h));
+    /// How many compiled modules of `tenant` are cached, and their bytes in total.
+    pub fn cached(&self, tenant: &str) -> (usize, usize) {
+        let cache = self.by_hash.lock().unwrap();
+        let mine = cache.iter().filter(|((t, _), _)| t == tenant);
+        mine.fold((0, 0), |(n, bytes), (_, (_, b))| (n + 1, bytes + b.len()))
+    }
+
+    /// Makes room in `tenant`'s part of the cache for one more module of `size` bytes
+    /// within its quotas, dropping its modules no name uses (they are fetched again if
+    /// needed); refused if its named modules alone leave no room.
+    fn make_room(&self, tenant: &str, quotas: &Quotas, size: usize) -> Result<(), LoadError> {
+        let (max_n, max_bytes) = (quotas.modules.unwrap_or(u64::MAX), quotas.module_bytes.unwrap_or(u64::MAX));
+        if size as u64 > max_bytes {
+            return Err(LoadError::Quota { quota: "module_bytes", limit: max_bytes });
         }
-        cache.insert(*module.hash(), (module, bytes));
+        let fits = |(n, bytes): (usize, usize)| (n as u64) < max_n && (bytes + size) as u64 <= max_bytes;
+        if fits(self.cached(tenant)) {
+            return Ok(());
+        }
+        let named: Vec<Scoped<[u8; 32]>> =
+            self.by_name.read().unwrap().values().map(|l| scoped(&l.tenant, *l.module.hash())).collect();
+        self.by_hash.lock().unwrap().retain(|k, _| k.0 != tenant || named.contains(k));
+        match self.cached(tenant) {
+            now if fits(now) => Ok(()),
+            (n, _) if n as u64 >= max_n => Err(LoadError::Quota { quota: "modules", limit: max_n }),
+            _ => Err(LoadError::Quota { quota: "module_bytes", limit: max_bytes }),
+        }
+    }
+
+    fn remember(&self, tenant: &str, module: ReducerModule, bytes: Arc<Vec<u8>>) {
+        let mut cache = self.by_hash.lock().unwrap();
+        if cache.keys().filter(|(t, _)| t == tenant).count() >= CACHE_LIMIT {
+            // Keep what a name still uses; drop the tenant's other modules (fetched again
+            // if needed). Other tenants' modules stay.
+            let named: Vec<Scoped<[u8; 32]>> =
+                self.by_name.read().unwrap().values().map(|l| scoped(&l.tenant, *l.module.hash())).collect();
+            cache.retain(|k, _| k.0 != tenant || named.contains(k));
+        }
+        cache.insert(scoped(tenant, *module.hash()), (module, bytes));
     }
 }
 
@@ -230,6 +316,8 @@ fn info(l: &Loaded) -> ReducerInfo {
 mod tests {
     use super::*;
 
+    const T: &str = "t";
+
     fn registry() -> Registry {
         Registry::new(Arc::new(WasmHost::new(Limits::default()).unwrap()))
     }
@@ -244,26 +332,32 @@ mod tests {
     #[test]
     fn load_replace_unload() {
         let r = registry();
-        let info = r.load("mine", REDUCER.as_bytes().to_vec(), None).unwrap();
+        let info = r.load(T, &Quotas::default(), "mine", REDUCER.as_bytes().to_vec(), None).unwrap();
         assert!(info.combinable && info.kind == "wasm");
-        assert!(matches!(r.resolve("mine"), Ok(ReducerRef::Wasm(_))));
-        assert!(matches!(r.resolve("sum"), Ok(ReducerRef::Builtin(Builtin::Sum))));
-        let held = r.resolve("mine").unwrap();
+        assert!(matches!(r.resolve(T, "mine"), Ok(ReducerRef::Wasm(_))));
+        assert!(matches!(r.resolve(T, "sum"), Ok(ReducerRef::Builtin(Builtin::Sum))));
+        let held = r.resolve(T, "mine").unwrap();
         let other = REDUCER.replace("i32.const 1))", "i32.const 1) (func (export \"x\")))");
-        r.load("mine", other.into_bytes(), None).unwrap();
-        let ReducerRef::Wasm(now) = r.resolve("mine").unwrap() else { panic!() };
+        r.load(T, &Quotas::default(), "mine", other.into_bytes(), None).unwrap();
+        let ReducerRef::Wasm(now) = r.resolve(T, "mine").unwrap() else { panic!() };
         let ReducerRef::Wasm(before) = held else { panic!() };
         assert_ne!(now.module.hash(), before.module.hash(), "a replaced reducer resolves to the new module");
-        assert!(r.unload("mine"));
-        assert!(r.resolve("mine").unwrap_err().to_string().contains("unknown reducer"));
-        assert!(!r.unload("mine"));
+        assert!(r.unload(T, "mine"));
+        assert!(r.resolve(T, "mine").unwrap_err().to_string().contains("unknown reducer"));
+        assert!(!r.unload(T, "mine"));
     }
 
     #[test]
     fn names_are_checked() {
         let r = registry();
         for bad in ["", "sum", "a b", &"x".repeat(65)] {
-            assert!(matches!(r.load(bad, REDUCER.as_bytes().to_vec(), None), Err(LoadError::InvalidName(_))), "{bad}");
+            assert!(
+                matches!(
+                    r.load(T, &Quotas::default(), bad, REDUCER.as_bytes().to_vec(), None),
+                    Err(LoadError::InvalidName(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -274,10 +368,64 @@ mod tests {
         let hash = sha256(&bytes);
         let mut tampered = bytes.clone();
         tampered.push(b' ');
-        assert!(matches!(r.install(&hash, tampered), Err(LoadError::HashMismatch { .. })));
-        assert!(r.module(&hash).is_none());
-        r.install(&hash, bytes.clone()).unwrap();
-        assert!(r.module(&hash).is_some());
-        assert_eq!(r.bytes(&hash).unwrap().as_slice(), bytes.as_slice());
+        assert!(matches!(r.install(T, &Quotas::default(), &hash, tampered), Err(LoadError::HashMismatch { .. })));
+        assert!(r.module(T, &hash).is_none());
+        r.install(T, &Quotas::default(), &hash, bytes.clone()).unwrap();
+        assert!(r.module(T, &hash).is_some());
+        assert_eq!(r.bytes(T, &hash).unwrap().as_slice(), bytes.as_slice());
+    }
+
+    #[test]
+    fn tenants_have_their_own_names_and_modules() {
+        let r = registry();
+        r.load("a", &Quotas::default(), "mine", REDUCER.as_bytes().to_vec(), None).unwrap();
+        assert!(r.resolve("b", "mine").is_err(), "b does not see a's reducer");
+        assert_eq!(r.list("b").iter().filter(|i| i.kind == "wasm").count(), 0);
+        let other = REDUCER.replace("i32.const 1))", "i32.const 1) (func (export \"y\")))");
+        r.load("b", &Quotas::default(), "mine", other.into_bytes(), None).unwrap();
+        let (ReducerRef::Wasm(a), ReducerRef::Wasm(b)) =
+            (r.resolve("a", "mine").unwrap(), r.resolve("b", "mine").unwrap())
+        else {
+            panic!("both are Wasm reducers")
+        };
+        assert_ne!(a.module.hash(), b.module.hash(), "the same name in two tenants is two reducers");
+        let hash = *a.module.hash();
+        assert!(r.module("a", &hash).is_some());
+        assert!(r.module("b", &hash).is_none() && r.bytes("b", &hash).is_none(), "b cannot reach a's module");
+        assert!(r.unload("b", "mine"));
+        assert!(r.resolve("a", "mine").is_ok(), "unloading b's name leaves a's");
+        assert_eq!((r.loaded("a"), r.loaded("b")), (1, 0));
+    }
+
+    #[test]
+    fn one_tenants_modules_never_evict_anothers() {
+        let r = registry();
+        let keep = REDUCER.as_bytes().to_vec();
+        let keep_hash = sha256(&keep);
+        r.install("a", &Quotas::default(), &keep_hash, keep).unwrap();
+        for i in 0..CACHE_LIMIT + 5 {
+            let bytes =
+                REDUCER.replace("i32.const 1))", &format!("i32.const 1) (func (export \"f{i}\")))")).into_bytes();
+            r.install("b", &Quotas::default(), &sha256(&bytes), bytes).unwrap();
+        }
+        assert!(r.module("a", &keep_hash).is_some(), "a's module survived b filling its cache");
+        assert!(r.cached("b").0 <= CACHE_LIMIT);
+    }
+
+    #[test]
+    fn quotas_refuse_with_their_name_and_change_nothing() {
+        let r = registry();
+        let quotas = Quotas { reducers: Some(1), modules: Some(2), ..Quotas::default() };
+        r.load("a", &quotas, "one", REDUCER.as_bytes().to_vec(), None).unwrap();
+        let other = REDUCER.replace("i32.const 1))", "i32.const 1) (func (export \"z\")))").into_bytes();
+        let e = r.load("a", &quotas, "two", other.clone(), None).unwrap_err();
+        assert!(matches!(e, LoadError::Quota { quota: "reducers", limit: 1 }), "{e}");
+        assert!(e.to_string().contains("reducers"));
+        assert!(r.resolve("a", "two").is_err());
+        r.load("a", &quotas, "one", other, None).expect("replacing under a name needs no new room");
+        r.load("b", &Quotas::default(), "two", REDUCER.as_bytes().to_vec(), None).expect("b is not limited by a");
+        let tiny = Quotas { module_bytes: Some(10), ..Quotas::default() };
+        let e = r.install("c", &tiny, &sha256(REDUCER.as_bytes()), REDUCER.as_bytes().to_vec()).unwrap_err();
+        assert!(matches!(e, LoadError::Quota { quota: "module_bytes", .. }), "{e}");
     }
 }

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use estate_guest::{Item, Value};
@@ -103,6 +103,17 @@ pub enum StoreError {
     /// The node is handing its state over to leave the cluster.
     #[error("this node is handing its state over and leaving; write elsewhere")]
     Closed,
+    /// The node has no such tenant.
+    #[error("no tenant {0:?} on this node")]
+    NoSuchTenant(String),
+    /// The write would take the tenant over one of its quotas on this node.
+    #[error("quota {quota} of {limit} reached")]
+    Quota {
+        /// Which quota: `keys` or `bytes`.
+        quota: &'static str,
+        /// Its limit.
+        limit: u64,
+    },
 }
 
 /// Orders two writes, each named by its version and its writer's node id: true if
@@ -127,6 +138,11 @@ pub struct Store {
 impl Store {
     /// An empty store of node `node` with the default tenant.
     pub fn new(node: &str) -> Store {
+        Store::with_tenants(node, [DEFAULT_TENANT])
+    }
+
+    /// An empty store of node `node` with exactly these tenants.
+    pub fn with_tenants<'a>(node: &str, tenants: impl IntoIterator<Item = &'a str>) -> Store {
         let store = Store {
             node: node.into(),
             writer: Writer::new(node),
@@ -134,7 +150,9 @@ impl Store {
             tenants: RwLock::default(),
             closed: Arc::default(),
         };
-        store.tenant(DEFAULT_TENANT);
+        for tenant in tenants {
+            store.add_tenant(tenant);
+        }
         store
     }
 
@@ -149,12 +167,22 @@ impl Store {
         &self.clock
     }
 
-    /// The store of `tenant`, created empty on first use. Keep the handle for repeated
+    /// The store of `tenant`, if the node has that tenant. Keep the handle for repeated
     /// use: it skips the tenant lookup.
-    pub fn tenant(&self, tenant: &str) -> Arc<TenantStore> {
-        if let Some(t) = self.tenants.read().unwrap().get(tenant) {
-            return t.clone();
-        }
+    pub fn tenant(&self, tenant: &str) -> Option<Arc<TenantStore>> {
+        self.tenants.read().unwrap().get(tenant).cloned()
+    }
+
+    /// Adds `tenant` (empty, without quotas) if the node does not have it yet; returns
+    /// its store. Only configuration adds tenants: a name arriving from a peer or a
+    /// client never does.
+    pub fn add_tenant(&self, tenant: &str) -> Arc<TenantStore> {
+        self.add_tenant_with(tenant, Quota::default())
+    }
+
+    /// Adds `tenant` (empty) with `quota` if the node does not have it yet; returns its
+    /// store.
+    pub fn add_tenant_with(&self, tenant: &str, quota: Quota) -> Arc<TenantStore> {
         let mut tenants = self.tenants.write().unwrap();
         tenants
             .entry(tenant.to_string())
@@ -165,14 +193,11 @@ impl Store {
                     clock: self.clock.clone(),
                     items: RwLock::default(),
                     closed: self.closed.clone(),
+                    quota,
+                    refused: Default::default(),
                 })
             })
             .clone()
-    }
-
-    /// The store of `tenant` if it exists.
-    pub fn existing_tenant(&self, tenant: &str) -> Option<Arc<TenantStore>> {
-        self.tenants.read().unwrap().get(tenant).cloned()
     }
 
     /// Every tenant, by name.
@@ -202,6 +227,23 @@ pub struct TenantStore {
     clock: Arc<Hlc>,
     items: RwLock<Items>,
     closed: Arc<AtomicBool>,
+    quota: Quota,
+    /// Writes refused by the `keys` and the `bytes` quota.
+    refused: [AtomicU64; 2],
+}
+
+/// How far state arriving from other nodes (a take, a hand-off) may take a tenant
+/// beyond its quotas: up to this multiple of them, so a scale-in does not fail on a
+/// full node and a tenant still cannot grow without bound.
+pub const MOVED_STATE_HEADROOM: u64 = 2;
+
+/// A tenant's limits on this node's store. `None`: unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Items held.
+    pub keys: Option<u64>,
+    /// Key and value bytes held.
+    pub bytes: Option<u64>,
 }
 
 /// A tenant's items: a hash map for the hot path, plus the keys in order so prefix
@@ -213,6 +255,13 @@ struct Items {
     map: HashMap<String, Versioned, foldhash::fast::RandomState>,
     /// The same keys, ordered. Touched only when a key appears or goes.
     ordered: BTreeSet<String>,
+    /// Key and value bytes held (what the `bytes` quota counts).
+    bytes: u64,
+}
+
+/// What an item counts for against the `bytes` quota.
+fn footprint(key: &str, value: &Value) -> u64 {
+    (key.len() + value_len(value)) as u64
 }
 
 impl Items {
@@ -222,8 +271,12 @@ impl Items {
 
     /// Sets `key`; the index changes only for a new key.
     fn put(&mut self, key: &str, v: Versioned) {
+        self.bytes += footprint(key, &v.value);
         match self.map.get_mut(key) {
-            Some(slot) => *slot = v,
+            Some(slot) => {
+                self.bytes -= footprint(key, &slot.value);
+                *slot = v
+            }
             None => {
                 self.map.insert(key.to_string(), v);
                 self.ordered.insert(key.to_string());
@@ -234,7 +287,27 @@ impl Items {
     fn remove(&mut self, key: &str) -> Option<Versioned> {
         let v = self.map.remove(key)?;
         self.ordered.remove(key);
+        self.bytes -= footprint(key, &v.value);
         Some(v)
+    }
+
+    /// Whether writing `value` at `key` keeps the items within `quota` scaled by
+    /// `times`; the quota that it would break if not.
+    fn admits(&self, key: &str, value: &Value, quota: &Quota, times: u64) -> Result<(), (usize, u64)> {
+        let old = self.map.get(key);
+        if let Some(keys) = quota.keys
+            && old.is_none()
+            && self.map.len() as u64 >= keys.saturating_mul(times)
+        {
+            return Err((0, keys));
+        }
+        if let Some(bytes) = quota.bytes {
+            let after = self.bytes + footprint(key, value) - old.map_or(0, |o| footprint(key, &o.value));
+            if after > bytes.saturating_mul(times) {
+                return Err((1, bytes));
+            }
+        }
+        Ok(())
     }
 
     /// The entries whose key matches `pattern`: one lookup for an exact key, a range of
@@ -287,6 +360,7 @@ impl TenantStore {
         check_size(key, &value)?;
         let mut items = self.items.write().unwrap();
         self.check_open()?;
+        self.admit(&items, key, &value, 1)?;
         // Tick under the lock so that versions of one key increase in write order.
         let version = self.clock.tick();
         items.put(key, Versioned { value, version, writer: self.writer, counter: false });
@@ -312,6 +386,33 @@ impl TenantStore {
         }
     }
 
+    /// Refuses (and counts) a write that would take the tenant over its quota scaled
+    /// by `times`.
+    fn admit(&self, items: &Items, key: &str, value: &Value, times: u64) -> Result<(), StoreError> {
+        if self.quota == Quota::default() {
+            return Ok(());
+        }
+        items.admits(key, value, &self.quota, times).map_err(|(which, limit)| {
+            self.refused[which].fetch_add(1, Ordering::Relaxed);
+            StoreError::Quota { quota: ["keys", "bytes"][which], limit }
+        })
+    }
+
+    /// The tenant's quota on this node.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// Writes refused by the `keys` and the `bytes` quota, by name.
+    pub fn refusals(&self) -> [(&'static str, u64); 2] {
+        [("keys", 0), ("bytes", 1)].map(|(name, i)| (name, self.refused[i].load(Ordering::Relaxed)))
+    }
+
+    /// Key and value bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.items.read().unwrap().bytes
+    }
+
     /// Adds `delta` to the integer at `key` (missing counts as 0); returns the new value.
     pub fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         if key.len() > MAX_KEY_LEN {
@@ -319,22 +420,23 @@ impl TenantStore {
         }
         let mut items = self.items.write().unwrap();
         self.check_open()?;
-        let slot = items.map.get_mut(key);
-        let current = match &slot {
-            None => 0,
-            Some(Versioned { value: Value::Int(v), .. }) => *v,
-            Some(other) => {
-                return Err(StoreError::NotAnInteger { key: key.to_string(), found: other.value.type_name() });
-            }
+        let counted = |current: i64, tick: &Hlc| -> Result<(i64, Versioned), StoreError> {
+            let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
+            Ok((next, Versioned { value: Value::Int(next), version: tick.tick(), writer: self.writer, counter: true }))
         };
-        let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
-        let added =
-            Versioned { value: Value::Int(next), version: self.clock.tick(), writer: self.writer, counter: true };
-        // One hash lookup for a key that exists (the common case: a counter per packet).
-        match slot {
-            Some(slot) => *slot = added,
-            None => items.put(key, added),
+        // One hash lookup for a key that exists (the common case: a counter per packet);
+        // an integer replacing an integer leaves the byte count as it was.
+        if let Some(slot) = items.map.get_mut(key) {
+            let Value::Int(current) = slot.value else {
+                return Err(StoreError::NotAnInteger { key: key.to_string(), found: slot.value.type_name() });
+            };
+            let (next, added) = counted(current, &self.clock)?;
+            *slot = added;
+            return Ok(next);
         }
+        let (next, added) = counted(0, &self.clock)?;
+        self.admit(&items, key, &added.value, 1)?;
+        items.put(key, added);
         Ok(next)
     }
 
@@ -363,6 +465,9 @@ impl TenantStore {
         let mut items = self.items.write().unwrap();
         if !even_closed {
             self.check_open()?;
+            // State moving here is admitted beyond the quota, up to the headroom; state
+            // put back was this node's already.
+            self.admit(&items, &key, &moved.value, MOVED_STATE_HEADROOM)?;
         }
         self.clock.observe(version);
         let merged = match items.get(&key) {

@@ -2,7 +2,7 @@ use super::*;
 
 #[test]
 fn prefix_patterns_use_the_ordered_keys_and_agree_with_a_scan() {
-    let t = Store::new("n").tenant(DEFAULT_TENANT);
+    let t = Store::new("n").tenant(DEFAULT_TENANT).unwrap();
     for f in 0..50 {
         t.add(&format!("flow:{f}:packets"), 1).unwrap();
         t.set(&format!("flow:{f}:ct"), Value::Int(f)).unwrap();
@@ -38,7 +38,7 @@ fn prefix_patterns_use_the_ordered_keys_and_agree_with_a_scan() {
 #[test]
 fn merge_adds_counters_and_keeps_the_newest_register() {
     let (store_a, store_b) = (Store::new("a"), Store::new("b"));
-    let (a, b) = (store_a.tenant(DEFAULT_TENANT), store_b.tenant(DEFAULT_TENANT));
+    let (a, b) = (store_a.tenant(DEFAULT_TENANT).unwrap(), store_b.tenant(DEFAULT_TENANT).unwrap());
     a.add("hits", 5).unwrap();
     b.add("hits", 3).unwrap();
     let vb = b.set("port", Value::Int(20001)).unwrap();
@@ -60,7 +60,7 @@ fn merge_adds_counters_and_keeps_the_newest_register() {
     let va = a.set("hits", Value::Int(1)).unwrap();
     let store_c = Store::new("c");
     store_c.clock().observe(va);
-    let c = store_c.tenant(DEFAULT_TENANT);
+    let c = store_c.tenant(DEFAULT_TENANT).unwrap();
     c.add("hits", 2).unwrap();
     for m in c.take_matching(&Pattern::new("hits").unwrap()) {
         a.merge(m).unwrap();
@@ -71,7 +71,7 @@ fn merge_adds_counters_and_keeps_the_newest_register() {
 #[test]
 fn a_closed_store_refuses_writes_but_takes_back_its_own_items() {
     let store = Store::new("n");
-    let (t, other) = (store.tenant(DEFAULT_TENANT), store.tenant("other"));
+    let (t, other) = (store.tenant(DEFAULT_TENANT).unwrap(), store.add_tenant("other"));
     t.add("c", 2).unwrap();
     store.close_writes();
     let taken = t.take_all();
@@ -92,7 +92,7 @@ fn a_closed_store_refuses_writes_but_takes_back_its_own_items() {
 #[test]
 fn set_get_del_are_consistent() {
     let store = Store::new("n1");
-    let t = store.tenant(DEFAULT_TENANT);
+    let t = store.tenant(DEFAULT_TENANT).unwrap();
     assert_eq!(t.get("k"), None);
     let v1 = t.set("k", Value::Int(5)).unwrap();
     let written = Versioned { value: Value::Int(5), version: v1, writer: Writer::new("n1"), counter: false };
@@ -107,16 +107,17 @@ fn set_get_del_are_consistent() {
 
 #[test]
 fn tenants_are_isolated() {
-    let store = Store::new("n1");
-    store.tenant("a").set("k", Value::Int(1)).unwrap();
-    assert_eq!(store.tenant("b").get("k"), None);
-    assert_eq!(store.tenant(DEFAULT_TENANT).get("k"), None);
-    assert!(store.existing_tenant("zzz").is_none());
+    let store = Store::with_tenants("n1", ["a", "b"]);
+    store.tenant("a").unwrap().set("k", Value::Int(1)).unwrap();
+    assert_eq!(store.tenant("b").unwrap().get("k"), None);
+    assert!(store.tenant(DEFAULT_TENANT).is_none(), "only the tenants named exist");
+    assert!(store.tenant("zzz").is_none());
+    assert!(store.tenant("zzz").is_none(), "asking creates nothing");
 }
 
 #[test]
 fn limits_refuse_without_changing_state() {
-    let t = Store::new("n1").tenant(DEFAULT_TENANT);
+    let t = Store::new("n1").tenant(DEFAULT_TENANT).unwrap();
     t.set("k", Value::Int(1)).unwrap();
     assert_eq!(t.set(&"k".repeat(MAX_KEY_LEN + 1), Value::Int(1)), Err(StoreError::KeyTooLong(MAX_KEY_LEN + 1)));
     assert!(matches!(t.set("k", Value::Bytes(vec![0; MAX_VALUE_LEN + 1])), Err(StoreError::ValueTooLarge(_))));
@@ -125,7 +126,7 @@ fn limits_refuse_without_changing_state() {
 
 #[test]
 fn add_is_exact_and_checked() {
-    let t = Store::new("n1").tenant(DEFAULT_TENANT);
+    let t = Store::new("n1").tenant(DEFAULT_TENANT).unwrap();
     assert_eq!(t.add("c", 5).unwrap(), 5);
     assert_eq!(t.add("c", -2).unwrap(), 3);
     t.set("m", Value::Int(i64::MAX)).unwrap();
@@ -136,7 +137,7 @@ fn add_is_exact_and_checked() {
 
 #[test]
 fn matching_uses_regex_or_exact_key() {
-    let t = Store::new("n7").tenant(DEFAULT_TENANT);
+    let t = Store::new("n7").tenant(DEFAULT_TENANT).unwrap();
     for k in ["flow:1", "flow:2", "other", "flow"] {
         t.set(k, Value::Int(1)).unwrap();
     }
@@ -155,7 +156,7 @@ fn matching_uses_regex_or_exact_key() {
 #[test]
 fn a_moved_item_keeps_its_version_and_writer() {
     let (store_a, store_b) = (Store::new("a"), Store::new("b"));
-    let (a, b) = (store_a.tenant(DEFAULT_TENANT), store_b.tenant(DEFAULT_TENANT));
+    let (a, b) = (store_a.tenant(DEFAULT_TENANT).unwrap(), store_b.tenant(DEFAULT_TENANT).unwrap());
     let written = a.set("r", Value::Int(1)).unwrap();
     // b's clock is far behind a's: the moved write still reads as a's, at a's version.
     for m in a.take_matching(&Pattern::new("r").unwrap()) {
@@ -171,15 +172,15 @@ fn a_moved_item_keeps_its_version_and_writer() {
     // Moved on again, from b to a third node: still a's write.
     let store_c = Store::new("c");
     for m in b.take_all() {
-        store_c.tenant(DEFAULT_TENANT).merge(m).unwrap();
+        store_c.tenant(DEFAULT_TENANT).unwrap().merge(m).unwrap();
     }
-    let held = store_c.tenant(DEFAULT_TENANT).get("r").unwrap();
+    let held = store_c.tenant(DEFAULT_TENANT).unwrap().get("r").unwrap();
     assert_eq!((held.value, held.version, held.writer.name()), (Value::Int(1), written, "a"));
 }
 
 #[test]
 fn equal_versions_are_ordered_by_writer() {
-    let t = Store::new("m").tenant(DEFAULT_TENANT);
+    let t = Store::new("m").tenant(DEFAULT_TENANT).unwrap();
     let moving = |writer: &str, value: i64| Moving {
         item: Item { key: "r".into(), value: Value::Int(value), origin: "x".into(), writer: writer.into(), version: 7 },
         counter: false,
@@ -194,7 +195,7 @@ fn equal_versions_are_ordered_by_writer() {
 #[test]
 fn merged_counter_shares_carry_the_newer_write() {
     let (store_a, store_b, store_c) = (Store::new("a"), Store::new("b"), Store::new("c"));
-    let tenant = |s: &Store| s.tenant(DEFAULT_TENANT);
+    let tenant = |s: &Store| s.tenant(DEFAULT_TENANT).unwrap();
     tenant(&store_a).add("hits", 5).unwrap();
     // b's clock is an hour ahead: its share is the newest write of the count.
     let ahead = crate::hlc::from_millis(crate::hlc::millis(store_a.clock().tick()) + 3_600_000);
@@ -223,7 +224,7 @@ fn concurrent_adds_lose_nothing() {
     let store = Arc::new(Store::new("n1"));
     let handles: Vec<_> = (0..4)
         .map(|_| {
-            let t = store.tenant(DEFAULT_TENANT);
+            let t = store.tenant(DEFAULT_TENANT).unwrap();
             std::thread::spawn(move || {
                 for _ in 0..10_000 {
                     t.add("c", 1).unwrap();
@@ -234,7 +235,7 @@ fn concurrent_adds_lose_nothing() {
     for h in handles {
         h.join().unwrap();
     }
-    assert_eq!(store.tenant(DEFAULT_TENANT).get("c").unwrap().value, Value::Int(40_000));
+    assert_eq!(store.tenant(DEFAULT_TENANT).unwrap().get("c").unwrap().value, Value::Int(40_000));
 }
 
 #[test]

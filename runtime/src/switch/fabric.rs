@@ -103,7 +103,10 @@ impl ZmqFabric {
     /// Packets the NF of the node at `control` has handled (forwarded, dropped, or
     /// skipped as a bad frame), from its `stats`.
     pub(crate) fn handled(&self, control: &str, wait: Duration) -> Result<u64, String> {
-        match crate::control::call(control, &ControlRequest::Stats, wait).map_err(|e| e.to_string())? {
+        // As the admin, if the environment names a credential (nodes with credentials
+        // files need one): $ESTATE_CREDENTIAL_FILE or $ESTATE_CREDENTIAL.
+        let caller = crate::control::Caller::from_env(None, None).map_err(|e| e.to_string())?;
+        match crate::control::call_as(control, &caller, &ControlRequest::Stats, wait).map_err(|e| e.to_string())? {
             ControlReply::Stats(rows) => Ok(rows
                 .iter()
                 .filter(|(k, _)| matches!(k.as_str(), "nf_forwarded" | "nf_dropped" | "nf_bad_frames"))

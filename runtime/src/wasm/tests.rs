@@ -139,7 +139,7 @@ fn flow_moved_nf(sig: &str, body: &str) -> Vec<u8> {
 #[test]
 fn the_flow_moved_callback_gets_how_the_state_came_and_is_checked() {
     let host = host();
-    let state: Arc<dyn NfState> = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+    let state: Arc<dyn NfState> = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT).unwrap();
     // Returns `brought` itself: 0 (copied) is ok, 1 (taken) is an error status.
     let nf = host.load_nf(&flow_moved_nf("(param i32 i32 i32) (result i32)", "local.get 2")).unwrap();
     let mut instance = host.start_nf(&nf, state.clone(), "").unwrap();
@@ -186,7 +186,7 @@ fn state_nf(body: &str) -> Vec<u8> {
 #[test]
 fn state_calls_check_what_the_guest_points_at() {
     let host = host();
-    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT).unwrap();
     let packet = one_packet();
     let run = |body: &str| {
         let nf = host.load_nf(&state_nf(body)).unwrap();
@@ -236,7 +236,7 @@ fn try_add_nf(delta: i64, out: i32, expect: i64) -> Vec<u8> {
 fn counter_try_add_answers_a_refusal_instead_of_trapping() {
     use estate_guest::Verdict;
     let host = host();
-    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT);
+    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT).unwrap();
     let packet = one_packet();
     let run = |delta: i64, out: i32, expect: i64| {
         let nf = host.load_nf(&try_add_nf(delta, out, expect)).unwrap();

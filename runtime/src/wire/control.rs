@@ -7,6 +7,45 @@ use crate::global::Consistency;
 use crate::reduce::Reduced;
 use crate::reduce::registry::ReducerInfo;
 
+/// One control request as sent: who sends it, for which tenant, and what it asks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlCall {
+    /// The caller's credential (none: accepted only by a node without a credentials
+    /// file, which then takes every request as the admin's).
+    pub credential: Option<Credential>,
+    /// The tenant to act in: a tenant principal's own (or none), or any for the admin
+    /// (none: `default`).
+    pub tenant: Option<String>,
+    /// The request.
+    pub request: ControlRequest,
+}
+
+/// What a client sends to prove a principal (see `control::auth`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// The principal, as `admin` or `tenant:NAME`.
+    pub principal: String,
+    /// The secret.
+    pub secret: String,
+}
+
+/// One line of the security log: refusals of one reason, principal and object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityEntry {
+    /// Why the node refused (`unauthenticated`, `forbidden`, `quota:keys`, …).
+    pub reason: String,
+    /// Who was refused (a principal, a peer, or `-`).
+    pub principal: String,
+    /// What was refused (a request kind, a tenant; never a value or a secret).
+    pub object: String,
+    /// How many times.
+    pub count: u64,
+    /// First and last time, in milliseconds since the Unix epoch.
+    pub first_ms: u64,
+    /// Last time, in milliseconds since the Unix epoch.
+    pub last_ms: u64,
+}
+
 /// A request from the command line to a node's control socket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -77,8 +116,10 @@ pub enum ControlRequest {
     NfUnload,
     /// The NF's status.
     NfStatus,
-    /// The node's counters.
+    /// The node's counters (the tenant's own, for a tenant).
     Stats,
+    /// The security log (admin only).
+    SecurityLog,
     /// Graceful scale-in: stop the NF, hand every item to the other members, leave the
     /// cluster and exit. If the hand-off fails the node keeps its state and stays.
     Leave {
@@ -173,6 +214,8 @@ pub enum ControlReply {
     Members(Vec<MemberView>),
     /// The node's counters, by name.
     Stats(Vec<(String, u64)>),
+    /// The security log, most recent last.
+    SecurityLog(Vec<SecurityEntry>),
     /// A reducer was loaded.
     Loaded(ReducerInfo),
     /// Whether an unloaded reducer existed.

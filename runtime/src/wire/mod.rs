@@ -16,7 +16,7 @@ pub use control::*;
 pub use peer::*;
 
 /// The protocol version spoken by this build.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest frame accepted or sent, in bytes.
 pub const MAX_FRAME: usize = 16 << 20;
 
@@ -118,12 +118,12 @@ pub fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
 }
 
 /// Encodes a control request.
-pub fn encode_request(req: &ControlRequest) -> Vec<u8> {
+pub fn encode_request(req: &ControlCall) -> Vec<u8> {
     encode_with(CONTROL_MAGIC, req)
 }
 
 /// Decodes a control request.
-pub fn decode_request(frame: &[u8]) -> Result<ControlRequest, DecodeError> {
+pub fn decode_request(frame: &[u8]) -> Result<ControlCall, DecodeError> {
     decode_with(CONTROL_MAGIC, frame)
 }
 
@@ -173,7 +173,9 @@ mod tests {
             consistency: Consistency::All,
             remote: true,
         };
-        assert_eq!(decode_request(&encode_request(&req)).unwrap(), req);
+        let credential = Some(Credential { principal: "tenant:a".into(), secret: "s".into() });
+        let call = ControlCall { credential, tenant: Some("a".into()), request: req };
+        assert_eq!(decode_request(&encode_request(&call)).unwrap(), call);
     }
 
     #[test]

@@ -45,13 +45,18 @@ pub enum Body {
         /// The items or partial, or why the node could not answer.
         result: Result<Answer, String>,
     },
-    /// Asks the receiver for the bytes of the reducer module with this sha256.
+    /// Asks the receiver for the bytes of the reducer module with this sha256, which a
+    /// read of `tenant` pushed down.
     ModuleRequest {
+        /// The tenant whose read pushed the module down.
+        tenant: String,
         /// sha256 of the module.
         hash: [u8; 32],
     },
     /// The bytes of a reducer module, answering [`Body::ModuleRequest`].
     ModuleData {
+        /// The tenant whose read pushed the module down.
+        tenant: String,
         /// sha256 the bytes must have.
         hash: [u8; 32],
         /// The module.

@@ -22,6 +22,8 @@ pub struct NodeProc {
     /// The steered input's endpoint (`--input steer:…`), if the node has one.
     pub steer: Option<String>,
     pub log: PathBuf,
+    /// The credential file `cli` sends (`--credential`), for a node that requires one.
+    pub credential: Option<PathBuf>,
     child: Child,
 }
 
@@ -65,13 +67,19 @@ impl NodeProc {
             control: field("control"),
             steer: optional("steer"),
             log,
+            credential: None,
             child,
         }
     }
 
     /// Runs `estate --control <this node> ARGS`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        estate().args(["--control", &self.control]).args(args).output().unwrap()
+        let mut cmd = estate();
+        cmd.args(["--control", &self.control]).args(args);
+        if let Some(credential) = &self.credential {
+            cmd.arg("--credential").arg(credential);
+        }
+        cmd.env_remove("ESTATE_CREDENTIAL").env_remove("ESTATE_CREDENTIAL_FILE").output().unwrap()
     }
 
     /// Runs the CLI, asserts success, returns trimmed stdout.

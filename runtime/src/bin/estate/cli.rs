@@ -13,6 +13,15 @@ pub(crate) struct Cli {
     /// Control endpoint of the node to talk to (for every command but `node`).
     #[arg(long, global = true, value_name = "ENDPOINT")]
     pub(crate) control: Option<String>,
+    /// File with the credential to send with control requests (`PRINCIPAL SECRET`, as
+    /// `estate credential` writes it). Also from $ESTATE_CREDENTIAL_FILE, or the
+    /// credential itself from $ESTATE_CREDENTIAL; never as an argument.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) credential: Option<std::path::PathBuf>,
+    /// The tenant to act in (a tenant's credential acts in its own; the admin's in
+    /// `default` without this).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) tenant: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -46,6 +55,24 @@ pub(crate) enum Command {
         limits: NodeLimits,
         #[command(flatten)]
         nf: NfArgs,
+        #[command(flatten)]
+        security: NodeSecurity,
+    },
+    /// Makes a control credential for PRINCIPAL (`admin` or `tenant:NAME`): writes it
+    /// to FILE (mode 0600) for the client, and prints the line that the node's
+    /// credentials file needs to accept it (the secret's sha256, never the secret).
+    Credential {
+        /// `admin` or `tenant:NAME`.
+        principal: String,
+        /// The client's credential file to write.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
+    /// Prints the security log: what the node refused, by reason, principal and
+    /// object, with counts and times (admin only).
+    SecurityLog {
+        #[arg(long)]
+        json: bool,
     },
     /// Sets KEY to VALUE (an integer if it parses as i64, a float if f64, else text).
     Set { key: String, value: String },
@@ -222,6 +249,27 @@ pub(crate) struct NfArgs {
     /// the newest values (the paper's way), `off` shares nothing (baseline).
     #[arg(long, value_parser = ["take", "copy", "off"], default_value = "take")]
     pub(crate) flow_state: String,
+}
+
+/// Tenants and who may use the control socket.
+#[derive(clap::Args, Debug)]
+pub(crate) struct NodeSecurity {
+    /// Tenants file (TOML: `[tenants.NAME]` tables with quotas). Only these tenants
+    /// exist; without it, the one tenant `default`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tenants: Option<std::path::PathBuf>,
+    /// The tenant owning the node's NF place (default: `default`, else the first).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) nf_tenant: Option<String>,
+    /// Control credentials the node accepts (`PRINCIPAL sha256:HEX` lines); read again
+    /// whenever it changes. Without it every control request acts as the admin, so the
+    /// control endpoint must be local unless --insecure.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) credentials: Option<std::path::PathBuf>,
+    /// Allow what is unsafe on a shared network (a non-local control endpoint without
+    /// credentials).
+    #[arg(long)]
+    pub(crate) insecure: bool,
 }
 
 /// Default budgets of Wasm reducer calls on a node.

@@ -5,10 +5,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Parser;
-use estate::control;
+use estate::control::{self, Caller, Credential, Principal};
 use estate::node::{NodeConfig, Timing};
+use estate::tenancy::Tenants;
 
 use crate::cli::{Cli, Command};
 
@@ -32,20 +33,56 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits, nf } => {
+        Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits, nf, security } => {
             let timing = Timing { heartbeat_ms, suspect_ms, remove_ms, rejoin_ms: Timing::default().rejoin_ms };
-            let config = NodeConfig { id, listen, join, control: cli.control, timing, limits: limits.limits() };
+            let tenants = match &security.tenants {
+                Some(path) => Tenants::load(path)?,
+                None => Tenants::default(),
+            };
+            let config = NodeConfig {
+                id,
+                listen,
+                join,
+                control: cli.control,
+                timing,
+                limits: limits.limits(),
+                tenants,
+                nf_tenant: security.nf_tenant,
+                credentials: security.credentials,
+                insecure: security.insecure,
+            };
             node::run(config, nf)
         }
         Command::Traffic { action } => traffic::run(action),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Command::Credential { principal, out } => {
+            let principal: Principal = principal.parse().map_err(anyhow::Error::msg)?;
+            let credential = Credential::generate(&principal);
+            write_private(&out, &format!("{} {}\n", credential.principal, credential.secret))?;
+            println!("{}", credential.accept_line());
+            Ok(ExitCode::SUCCESS)
+        }
         command => {
             let Some(endpoint) = cli.control else {
                 bail!("--control ENDPOINT is required to talk to a node");
             };
+            let caller = Caller::from_env(cli.credential.as_deref(), cli.tenant)?;
             let (request, wait) = request::of(&command)?;
-            let reply = control::call(&endpoint, &request, wait)?;
+            let reply = control::call_as(&endpoint, &caller, &request, wait)?;
             print::reply(&command, reply)
         }
     }
+}
+
+/// Writes `text` to a new file at `path` readable by its owner only (mode 0600).
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }

@@ -15,6 +15,7 @@ pub(crate) fn reply(command: &Command, reply: ControlReply) -> anyhow::Result<Ex
         | Command::Global { json, .. }
         | Command::Members { json }
         | Command::Stats { json }
+        | Command::SecurityLog { json }
         | Command::Leave { json, .. }
         | Command::Reducer { action: ReducerAction::List { json } } => *json,
         _ => false,
@@ -67,6 +68,19 @@ pub(crate) fn reply(command: &Command, reply: ControlReply) -> anyhow::Result<Ex
                     let hash = if r.hash.is_empty() { "-".to_string() } else { r.hash[..16].to_string() };
                     let combinable = if r.combinable { "combinable" } else { "not-combinable" };
                     println!("{}\t{}\t{}\t{}\t{}", r.name, r.kind, combinable, r.size, hash);
+                }
+            }
+        }
+        ControlReply::SecurityLog(entries) => {
+            if json {
+                println!("{}", serde_json::to_string(&entries)?);
+            } else {
+                for e in entries {
+                    let (first, last) = (e.first_ms, e.last_ms);
+                    println!(
+                        "{}\t{}\t{}\tcount={}\tfirst_ms={first}\tlast_ms={last}",
+                        e.reason, e.principal, e.object, e.count
+                    );
                 }
             }
         }

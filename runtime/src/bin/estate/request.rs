@@ -9,10 +9,11 @@ use estate_guest::Value;
 
 use crate::cli::{Command, ConsistencyArg, NfAction, ReducerAction};
 
-/// The control request of a client `command`, and how long to wait for its reply.
+/// The control request of a client `command`, and how long to wait for its reply (a
+/// module to compile gets two minutes: compiling a large NF on a busy host is slow).
 pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)> {
     Ok(match command {
-        Command::Node { .. } | Command::Demo | Command::Traffic { .. } => {
+        Command::Node { .. } | Command::Demo | Command::Traffic { .. } | Command::Credential { .. } => {
             bail!("not a request to a node's control socket")
         }
         Command::Set { key, value } => {
@@ -22,6 +23,7 @@ pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)
         Command::Del { key } => (ControlRequest::Del { key: key.clone() }, Duration::from_secs(5)),
         Command::Members { .. } => (ControlRequest::Members, Duration::from_secs(5)),
         Command::Stats { .. } => (ControlRequest::Stats, Duration::from_secs(5)),
+        Command::SecurityLog { .. } => (ControlRequest::SecurityLog, Duration::from_secs(5)),
         Command::Nf { action: NfAction::Status } => (ControlRequest::NfStatus, Duration::from_secs(5)),
         Command::Leave { timeout_ms, .. } => (
             ControlRequest::Leave { timeout_ms: *timeout_ms },
@@ -38,7 +40,7 @@ pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)
                 Command::Nf { action: NfAction::Replace { .. } } => ControlRequest::NfReplace { bytes, config },
                 _ => ControlRequest::NfLoad { bytes, config },
             };
-            (request, Duration::from_secs(30))
+            (request, Duration::from_secs(120))
         }
         Command::Reducer { action: ReducerAction::List { .. } } => {
             (ControlRequest::ReducerList, Duration::from_secs(5))
@@ -54,7 +56,7 @@ pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)
                 memory_bytes: memory_mb.map(|m| m << 20),
                 output_bytes: output_kb.map(|k| k << 10),
             };
-            (ControlRequest::ReducerLoad { name: name.clone(), bytes, limits }, Duration::from_secs(30))
+            (ControlRequest::ReducerLoad { name: name.clone(), bytes, limits }, Duration::from_secs(120))
         }
         Command::Global { pattern, reducer, timeout_ms, consistency, remote, .. } => (
             ControlRequest::Global {

@@ -46,7 +46,7 @@ pub(crate) struct Timed {
 impl Driver {
     /// Reduces a finished read's answers and tells its waiter (via a worker for Wasm).
     pub(super) fn read_done(&mut self, done: ReadDone<Waiter>) {
-        let ReadDone { waiter, reducer, remote, take, result } = done;
+        let ReadDone { waiter, tenant, reducer, remote, take, result } = done;
         let Gathered { answered, missing, parts } = match result {
             Ok(g) => g,
             Err(e) => return self.notify(waiter, Err(e)),
@@ -61,7 +61,7 @@ impl Driver {
                 }
                 if let Err(mpsc::SendError(Ok(items))) = tx.send(Ok(items)) {
                     // The taker gave up waiting: the items are this node's all the same.
-                    self.feed(Input::KeepTaken(items));
+                    self.feed(Input::KeepTaken { tenant, items });
                 }
                 return;
             }

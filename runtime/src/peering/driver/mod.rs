@@ -14,6 +14,7 @@
 
 mod control;
 mod deliver;
+mod quota;
 mod sockets;
 mod workers;
 
@@ -27,6 +28,7 @@ use estate_guest::Phase;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlReply;
+use crate::control::auth::Credentials;
 use crate::global::{Answer, GlobalError, GlobalOptions};
 use crate::nf::{NfCounters, NfSlot};
 use crate::pattern::Pattern;
@@ -34,7 +36,9 @@ use crate::peering::proto::membership::Timing;
 use crate::peering::proto::{Action, Ids, Input, MemberEvent, Modules, Peering, Setup, Work};
 use crate::peering::stats::{Stats, bump};
 use crate::reduce::registry::{ReducerRef, Registry};
+use crate::security_log::SecurityLog;
 use crate::store::{Moving, Store};
+use crate::tenancy::Tenants;
 use crate::wasm::ReducerModule;
 use crate::wire::{self, Body, DecodeError, Envelope, GlobalAnswer, HandoffReport, MemberView};
 pub(crate) use deliver::{HandoffWaiter, Timed, Waiter};
@@ -60,6 +64,12 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     pub(crate) nf_counters: Arc<NfCounters>,
     pub(crate) nf: Arc<NfSlot>,
+    pub(crate) tenants: Arc<Tenants>,
+    /// The tenant that owns the NF place.
+    pub(crate) nf_tenant: String,
+    /// The control credentials the node accepts (none: every request is the admin's).
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) security: Arc<SecurityLog>,
 }
 
 /// Protocol ids: 128 random bits, unguessable by other members.
@@ -72,12 +82,12 @@ impl Ids for RandomIds {
 }
 
 impl Modules for Registry {
-    fn has(&self, hash: &[u8; 32]) -> bool {
-        self.module(hash).is_some()
+    fn has(&self, tenant: &str, hash: &[u8; 32]) -> bool {
+        self.module(tenant, hash).is_some()
     }
 
-    fn bytes(&self, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>> {
-        Registry::bytes(self, hash)
+    fn bytes(&self, tenant: &str, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>> {
+        Registry::bytes(self, tenant, hash)
     }
 }
 
@@ -91,7 +101,7 @@ pub(crate) fn spawn(
     shared: Shared,
 ) -> std::io::Result<JoinHandle<()>> {
     let workers = Workers::start(WORKERS, sockets.inbox.clone(), id)?;
-    let Shared { store, registry, view, stats, nf_counters, nf } = shared;
+    let Shared { store, registry, view, stats, nf_counters, nf, tenants, nf_tenant, credentials, security } = shared;
     let proto = Peering::new(Setup {
         id: id.to_string(),
         endpoint: sockets.endpoint.clone(),
@@ -119,6 +129,11 @@ pub(crate) fn spawn(
         stats,
         nf_counters,
         nf,
+        tenants,
+        nf_tenant,
+        credentials,
+        security,
+        load: quota::Load::default(),
         started: Instant::now(),
     };
     driver.refresh_view();
@@ -127,8 +142,14 @@ pub(crate) fn spawn(
 
 /// What other threads ask of the I/O thread.
 pub(crate) enum Command {
-    /// A library call's global read.
-    Global { pattern: Pattern, reducer: ReducerRef, options: GlobalOptions, reply: mpsc::Sender<GlobalResult> },
+    /// A library call's global read of `tenant`'s keys.
+    Global {
+        tenant: String,
+        pattern: Pattern,
+        reducer: ReducerRef,
+        options: GlobalOptions,
+        reply: mpsc::Sender<GlobalResult>,
+    },
     /// Leave the cluster and stop.
     Leave,
     /// A worker finished a read's final reduction.
@@ -137,8 +158,8 @@ pub(crate) enum Command {
     Worked(Input<Waiter, Timed>),
     /// A worker finished a control request.
     ControlDone { identity: Vec<u8>, reply: ControlReply },
-    /// Move the items matching `pattern` here from the other members.
-    Take { pattern: Pattern, timeout: Duration, reply: mpsc::Sender<Result<Vec<Moving>, GlobalError>> },
+    /// Move `tenant`'s items matching `pattern` here from the other members.
+    Take { tenant: String, pattern: Pattern, timeout: Duration, reply: mpsc::Sender<Result<Vec<Moving>, GlobalError>> },
     /// Hand every item to the other members, then leave (the NF is stopped already).
     HandOff { timeout: Duration, waiter: HandoffWaiter },
 }
@@ -157,18 +178,19 @@ impl Inbox {
     }
 }
 
-/// A global read on behalf of a library call or an NF.
+/// A global read of `tenant`'s keys on behalf of a library call or an NF.
 pub(crate) fn global_read(
     inbox: &Inbox,
     registry: &Registry,
+    tenant: &str,
     pattern: &str,
     reducer: &str,
     options: GlobalOptions,
 ) -> GlobalResult {
     let pattern = Pattern::new(pattern).map_err(|e| GlobalError::Invalid(e.to_string()))?;
-    let reducer = registry.resolve(reducer).map_err(|e| GlobalError::Invalid(e.to_string()))?;
+    let reducer = registry.resolve(tenant, reducer).map_err(|e| GlobalError::Invalid(e.to_string()))?;
     let (tx, rx) = mpsc::channel();
-    inbox.send(Command::Global { pattern, reducer, options, reply: tx })?;
+    inbox.send(Command::Global { tenant: tenant.to_string(), pattern, reducer, options, reply: tx })?;
     // The I/O thread completes every read at its deadline (a final Wasm reduction runs
     // under its own wall-time limit); the grace only covers a dead thread.
     rx.recv_timeout(options.timeout + Duration::from_secs(10)).map_err(|_| GlobalError::Shutdown)?
@@ -193,6 +215,11 @@ pub(crate) struct Driver {
     pub(crate) stats: Arc<Stats>,
     pub(crate) nf_counters: Arc<NfCounters>,
     pub(crate) nf: Arc<NfSlot>,
+    pub(crate) tenants: Arc<Tenants>,
+    pub(crate) nf_tenant: String,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) security: Arc<SecurityLog>,
+    load: quota::Load,
     started: Instant,
 }
 
@@ -242,6 +269,12 @@ impl Driver {
 
     /// Runs one input through the protocol and carries out what it says.
     pub(crate) fn feed(&mut self, input: Input<Waiter, Timed>) {
+        if let Input::Read { tenant, options, .. } = &input
+            && let Err(e) = self.load.start_read(&self.tenants, &self.stats, tenant, options.take)
+        {
+            let Input::Read { waiter, .. } = input else { return };
+            return self.notify(waiter, Err(e));
+        }
         let mut actions = Vec::new();
         self.proto.handle(input, self.now(), &mut actions);
         for action in actions {
@@ -249,7 +282,10 @@ impl Driver {
                 Action::Send { endpoint, body } => self.send(&endpoint, body),
                 Action::Member(event) => self.member_event(event),
                 Action::Work(work) => self.work(work),
-                Action::ReadDone(done) => self.read_done(done),
+                Action::ReadDone(done) => {
+                    self.load.end_read(&done.tenant, done.take);
+                    self.read_done(done)
+                }
                 Action::HandoffDone { waiter, result } => self.handoff_done(waiter, result),
                 Action::Stop => {}
             }
@@ -296,17 +332,17 @@ impl Driver {
         while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Global { pattern, reducer, options, reply } => {
-                    self.feed(Input::Read { pattern, reducer, options, waiter: Waiter::Api(reply) });
+                Command::Global { tenant, pattern, reducer, options, reply } => {
+                    self.feed(Input::Read { tenant, pattern, reducer, options, waiter: Waiter::Api(reply) });
                 }
                 Command::Leave => self.feed(Input::Leave),
                 Command::Finished { waiter, result } => self.notify(waiter, result),
                 Command::Worked(input) => self.feed(input),
                 Command::ControlDone { identity, reply } => self.reply_control(identity, &reply),
-                Command::Take { pattern, timeout, reply } => {
+                Command::Take { tenant, pattern, timeout, reply } => {
                     let options = GlobalOptions { timeout, take: true, ..GlobalOptions::default() };
                     let reducer = ReducerRef::Builtin(crate::reduce::Builtin::List);
-                    self.feed(Input::Read { pattern, reducer, options, waiter: Waiter::Take(reply) });
+                    self.feed(Input::Read { tenant, pattern, reducer, options, waiter: Waiter::Take(reply) });
                 }
                 Command::HandOff { timeout, waiter } => {
                     let waiter = Timed { waiter, started: Instant::now() };
@@ -318,10 +354,20 @@ impl Driver {
 
     /// Runs protocol work on the worker pool; the result comes back as an input.
     fn work(&self, work: Work) {
+        let tenant = match &work {
+            Work::LocalPartial { reducer: ReducerRef::Wasm(l), .. } => l.tenant.clone(),
+            Work::LocalPartial { .. } => String::new(),
+            Work::PeerPartial { tenant, .. } | Work::Install { tenant, .. } => tenant.clone(),
+        };
+        let slot = self.load.start_job(&self.tenants, &self.stats, &tenant);
         let registry = self.registry.clone();
+        let tenants = self.tenants.clone();
         self.workers.submit(move || {
+            // Refused by the tenant's `wasm_jobs` quota: the work fails with its name.
+            let slot = slot.map_err(|e| e.to_string());
             // A pushed-down Wasm reducer over one node's items: that node's partial.
             let partial = |module: &ReducerModule, items: &[u8]| {
+                slot.as_ref().map_err(Clone::clone)?;
                 let reduced = registry.host().reduce_encoded(module, items, Phase::Items);
                 reduced.map(Answer::Wasm).map_err(|e| e.to_string())
             };
@@ -333,16 +379,23 @@ impl Driver {
                     };
                     Input::LocalPartial { id, result }
                 }
-                Work::PeerPartial { to, id, hash, items } => {
-                    let result = match registry.module(&hash) {
+                Work::PeerPartial { to, id, tenant, hash, items } => {
+                    let result = match registry.module(&tenant, &hash) {
                         Some(module) => partial(&module, &items),
                         None => Err("the module was evicted before it ran".into()),
                     };
                     Input::PeerPartial { to, id, result }
                 }
-                Work::Install { hash, bytes } => {
-                    let result = registry.install(&hash, bytes).map(drop).map_err(|e| e.to_string());
-                    Input::ModuleInstalled { hash, result }
+                Work::Install { tenant, hash, bytes } => {
+                    // Compiled, cached and later run under the reading tenant's quotas.
+                    let result = match (tenants.quotas(&tenant), &slot) {
+                        (_, Err(e)) => Err(e.clone()),
+                        (Some(quotas), Ok(_)) => {
+                            registry.install(&tenant, quotas, &hash, bytes).map(drop).map_err(|e| e.to_string())
+                        }
+                        (None, Ok(_)) => Err(format!("unknown tenant {tenant:?}")),
+                    };
+                    Input::ModuleInstalled { tenant, hash, result }
                 }
             })
         });

@@ -196,10 +196,7 @@ impl<W, H> Peering<W, H> {
             // Nobody to hand them to (a lone node starts a hand-off only with nothing to
             // hand over): they stay, and the hand-off fails.
             handoff.failures.push(format!("no live member for {} more items", items.len()));
-            let store = self.store.tenant(tenant);
-            for moving in items {
-                let _ = store.put_back(moving);
-            }
+            self.put_back(tenant, items);
             return;
         }
         let mut batches: Vec<(String, Vec<Moving>)> = Vec::new();
@@ -253,10 +250,8 @@ impl<W, H> Peering<W, H> {
             warn!(%member, refused = refused.len(), "a member refused handed-over items, e.g. {key}: {why}");
             handoff.failures.push(format!("{member} refused {} items, e.g. {key}: {why}", refused.len()));
             let refused: BTreeSet<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
-            let store = self.store.tenant(&tenant);
-            for moving in items.into_iter().filter(|m| refused.contains(m.item.key.as_str())) {
-                let _ = store.put_back(moving);
-            }
+            let refused = items.into_iter().filter(|m| refused.contains(m.item.key.as_str()));
+            self.put_back(&tenant, refused);
         }
         self.check_handoff(now, out);
     }
@@ -295,10 +290,7 @@ impl<W, H> Peering<W, H> {
             // or may not have stored them. Keeping them may count them twice; dropping
             // them may lose them. They are kept.
             handoff.failures.push(format!("{member} did not acknowledge {} items in time", items.len()));
-            let store = self.store.tenant(&tenant);
-            for moving in items {
-                let _ = store.put_back(moving);
-            }
+            self.put_back(&tenant, items);
         }
         let items: u64 = handoff.stored.values().sum();
         self.stats.handoff_out.fetch_add(items, std::sync::atomic::Ordering::Relaxed);
@@ -330,7 +322,7 @@ impl<W, H> Peering<W, H> {
             info!(%from, stored, total = n, "a hand-off batch came again; acknowledged again, not stored");
             return self.send_to_member(from, Body::HandoffAck { id, stored, refused }, out);
         }
-        let Some(store) = self.store.existing_tenant(tenant) else {
+        let Some(store) = self.store.tenant(tenant) else {
             // Only configured tenants exist: the batch is refused whole and goes back to
             // its sender; no map is created for the name.
             let n = super::bump(&self.stats.unknown_tenant);

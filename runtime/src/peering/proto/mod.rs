@@ -46,11 +46,14 @@ pub trait Ids: Send {
 }
 
 /// What the protocol needs to know of the node's compiled Wasm modules.
+///
+/// Modules belong to a tenant: a module is cached, compiled and run per (tenant, hash),
+/// so one tenant never runs under, evicts or learns of another's modules.
 pub trait Modules: Send + Sync {
-    /// Whether the module with this sha256 is compiled here.
-    fn has(&self, hash: &[u8; 32]) -> bool;
-    /// The bytes of the module with this sha256, to send to a peer that lacks it.
-    fn bytes(&self, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>>;
+    /// Whether `tenant`'s module with this sha256 is compiled here.
+    fn has(&self, tenant: &str, hash: &[u8; 32]) -> bool;
+    /// The bytes of `tenant`'s module with this sha256, to send to a peer that lacks it.
+    fn bytes(&self, tenant: &str, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>>;
 }
 
 /// What happens next, given to [`Peering::handle`].
@@ -67,6 +70,8 @@ pub enum Input<W, H> {
     Tick,
     /// A global read for a caller on this node.
     Read {
+        /// Whose keys.
+        tenant: String,
         /// Which keys.
         pattern: Pattern,
         /// How to reduce them.
@@ -94,6 +99,8 @@ pub enum Input<W, H> {
     },
     /// [`Work::Install`] is done.
     ModuleInstalled {
+        /// The tenant it was installed for.
+        tenant: String,
         /// The module.
         hash: [u8; 32],
         /// Whether it compiled.
@@ -101,7 +108,12 @@ pub enum Input<W, H> {
     },
     /// Items given up to this node by a take whose caller stopped waiting: they are
     /// this node's now.
-    KeepTaken(Vec<Moving>),
+    KeepTaken {
+        /// Whose items.
+        tenant: String,
+        /// The items.
+        items: Vec<Moving>,
+    },
     /// Hand every item over to the live members, then leave.
     HandOff {
         /// How long the members have to acknowledge.
@@ -131,6 +143,8 @@ pub enum Work {
         to: String,
         /// Its read.
         id: u128,
+        /// The tenant that reads (whose module and budgets are used).
+        tenant: String,
         /// The module (compiled here).
         hash: [u8; 32],
         /// The matching items in the guest encoding.
@@ -139,6 +153,8 @@ pub enum Work {
     /// Compile fetched module bytes (their sha256 already checked) →
     /// [`Input::ModuleInstalled`].
     Install {
+        /// The tenant the module is fetched for.
+        tenant: String,
         /// The module's sha256.
         hash: [u8; 32],
         /// Its bytes.
@@ -279,16 +295,16 @@ impl<W, H> Peering<W, H> {
         match input {
             Input::Message { from, body } => self.on_message(from, body, now, out),
             Input::Tick => self.tick(now, out),
-            Input::Read { pattern, reducer, options, waiter } => {
-                self.start_read(&pattern, reducer, options, waiter, now, out)
+            Input::Read { tenant, pattern, reducer, options, waiter } => {
+                self.start_read(tenant, &pattern, reducer, options, waiter, now, out)
             }
             Input::LocalPartial { id, result } => {
                 let me = self.id.clone();
                 self.on_answer(id, &me, result, now, out);
             }
             Input::PeerPartial { to, id, result } => self.send_answer(&to, id, result, out),
-            Input::ModuleInstalled { hash, result } => self.module_installed(hash, result, out),
-            Input::KeepTaken(items) => self.keep_taken(items, out),
+            Input::ModuleInstalled { tenant, hash, result } => self.module_installed(&tenant, hash, result, out),
+            Input::KeepTaken { tenant, items } => self.keep_taken(&tenant, items, out),
             Input::HandOff { timeout_ms, waiter } => self.start_handoff(timeout_ms, waiter, now, out),
             Input::Leave => self.leave(out),
         }
@@ -327,8 +343,8 @@ impl<W, H> Peering<W, H> {
                 }
                 self.on_answer(id, &from, result, now, out);
             }
-            Body::ModuleRequest { hash } => self.module_request(&from, hash, out),
-            Body::ModuleData { hash, bytes } => self.module_data(&from, hash, bytes, out),
+            Body::ModuleRequest { tenant, hash } => self.module_request(&from, &tenant, hash, out),
+            Body::ModuleData { tenant, hash, bytes } => self.module_data(&from, tenant, hash, bytes, out),
             Body::Handoff { id, tenant, items } => self.on_handoff(&from, id, &tenant, items, out),
             Body::HandoffAck { id, stored, refused } => self.on_handoff_ack(&from, id, stored, refused, now, out),
         }
@@ -349,6 +365,17 @@ impl<W, H> Peering<W, H> {
                     out.push(Action::Member(MemberEvent::Down(id, reason)));
                 }
             }
+        }
+    }
+
+    /// Puts items of this node's `tenant` back into its store (a hand-off or take that
+    /// did not move them).
+    fn put_back(&self, tenant: &str, items: impl IntoIterator<Item = Moving>) {
+        let Some(store) = self.store.tenant(tenant) else {
+            return tracing::error!(%tenant, "items of a tenant this node no longer has are lost");
+        };
+        for moving in items {
+            let _ = store.put_back(moving);
         }
     }
 
@@ -383,9 +410,10 @@ impl<W, H> Peering<W, H> {
     }
 
     /// A read's request for a bad pattern or reducer fails at once.
-    fn refuse_read(waiter: W, message: String, out: &mut Vec<Action<W, H>>, reducer: ReducerRef) {
+    fn refuse_read(tenant: String, waiter: W, message: String, out: &mut Vec<Action<W, H>>, reducer: ReducerRef) {
         out.push(Action::ReadDone(ReadDone {
             waiter,
+            tenant,
             reducer,
             remote: false,
             take: false,

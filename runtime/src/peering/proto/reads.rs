@@ -19,7 +19,7 @@ use crate::pattern::Pattern;
 use crate::peering::stats::bump;
 use crate::reduce::registry::ReducerRef;
 use crate::reduce::{Builtin, PartialBuilder};
-use crate::store::{DEFAULT_TENANT, Moving};
+use crate::store::Moving;
 use crate::wire::{Body, RemoteReducer};
 
 /// How long after its deadline a take still accepts a late answer.
@@ -32,6 +32,8 @@ pub const LATE_TAKES_REMEMBERED: usize = 4096;
 pub struct ReadDone<W> {
     /// Who waits.
     pub waiter: W,
+    /// The tenant whose items were read.
+    pub tenant: String,
     /// The read's reducer.
     pub reducer: ReducerRef,
     /// Whether it was pushed down (the parts are partials).
@@ -46,6 +48,7 @@ pub struct ReadDone<W> {
 #[derive(Debug)]
 pub(crate) struct ReadCtx<W> {
     id: u128,
+    tenant: String,
     waiter: W,
     reducer: ReducerRef,
     remote: bool,
@@ -55,6 +58,7 @@ pub(crate) struct ReadCtx<W> {
 /// A take that ended with members missing: they may still answer.
 #[derive(Debug)]
 struct LateTake {
+    tenant: String,
     missing: BTreeSet<String>,
     until: u64,
 }
@@ -99,7 +103,7 @@ impl<W> Reads<W> {
     }
 
     /// Remembers take `id`, ended with `missing` members, for their late answers.
-    fn remember_late(&mut self, id: u128, missing: &[String], now: u64) {
+    fn remember_late(&mut self, id: u128, tenant: &str, missing: &[String], now: u64) {
         if missing.is_empty() {
             return;
         }
@@ -109,21 +113,33 @@ impl<W> Reads<W> {
             self.late.remove(&oldest);
         }
         let missing = missing.iter().cloned().collect();
-        self.late.insert(id, LateTake { missing, until: now + LATE_TAKE_WINDOW_MS });
+        let tenant = tenant.to_string();
+        self.late.insert(id, LateTake { tenant, missing, until: now + LATE_TAKE_WINDOW_MS });
         self.late_order.push_back(id);
     }
 
-    /// Whether a late take answer from `from` for `id` is one this node waits for (and
-    /// now no longer: a second copy is not).
-    fn accept_late(&mut self, id: u128, from: &str) -> bool {
-        self.late.get_mut(&id).is_some_and(|t| t.missing.remove(from))
+    /// The tenant of take `id` if a late answer from `from` is one this node waits for
+    /// (and now no longer: a second copy is not).
+    fn accept_late(&mut self, id: u128, from: &str) -> Option<String> {
+        let take = self.late.get_mut(&id)?;
+        take.missing.remove(from).then(|| take.tenant.clone())
+    }
+
+    /// Whether member `member` is still to answer a read in flight of `tenant` that pushes
+    /// down the Wasm module `hash` (so it may fetch the module from this node).
+    pub(crate) fn pushes_down(&self, tenant: &str, hash: &[u8; 32], member: &str) -> bool {
+        self.pending.any_waiting_on(member, |ctx| {
+            ctx.remote && ctx.tenant == tenant && matches!(&ctx.reducer, ReducerRef::Wasm(l) if l.module.hash() == hash)
+        })
     }
 }
 
 impl<W, H> Peering<W, H> {
     /// Starts a read: asks every live member, and answers it for this node itself.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_read(
         &mut self,
+        tenant: String,
         pattern: &Pattern,
         reducer: ReducerRef,
         options: GlobalOptions,
@@ -131,15 +147,19 @@ impl<W, H> Peering<W, H> {
         now: u64,
         out: &mut Vec<Action<W, H>>,
     ) {
+        if self.store.tenant(&tenant).is_none() {
+            let message = format!("unknown tenant {tenant:?}");
+            return Self::refuse_read(tenant, waiter, message, out, reducer);
+        }
         if options.remote && options.take {
-            return Self::refuse_read(waiter, "take cannot be combined with push-down".into(), out, reducer);
+            return Self::refuse_read(tenant, waiter, "take cannot be combined with push-down".into(), out, reducer);
         }
         if options.remote && !reducer.combinable() {
             let message = format!(
                 "reducer {} is not combinable, so it cannot be pushed down to the peers; run it without --remote",
                 reducer.name()
             );
-            return Self::refuse_read(waiter, message, out, reducer);
+            return Self::refuse_read(tenant, waiter, message, out, reducer);
         }
         let id = self.ids.next_id();
         let mut asked: BTreeSet<String> = self.membership.live().map(|(id, _)| id.clone()).collect();
@@ -151,7 +171,7 @@ impl<W, H> Peering<W, H> {
         for member in &asked {
             let body = Body::GlobalRequest {
                 id,
-                tenant: DEFAULT_TENANT.to_string(),
+                tenant: tenant.clone(),
                 pattern: pattern.source().to_string(),
                 reducer: remote.clone(),
                 take: options.take,
@@ -160,7 +180,14 @@ impl<W, H> Peering<W, H> {
         }
         asked.insert(self.id.clone());
         let deadline = now + options.timeout.as_millis() as u64;
-        let ctx = ReadCtx { id, waiter, reducer: reducer.clone(), remote: options.remote, take: options.take };
+        let ctx = ReadCtx {
+            id,
+            tenant: tenant.clone(),
+            waiter,
+            reducer: reducer.clone(),
+            remote: options.remote,
+            take: options.take,
+        };
         self.reads.pending.start(id, options.consistency, asked, deadline, ctx);
         // This node answers its own read like any member; a Wasm partial is computed by
         // the driver's workers and comes back as `Input::LocalPartial`.
@@ -169,15 +196,15 @@ impl<W, H> Peering<W, H> {
             // A take leaves this node's own items where they are.
             (_, false) if options.take => self.on_answer(id, &me, Ok(Answer::Taken(Vec::new())), now, out),
             (_, false) => {
-                let local = self.store.existing_tenant(DEFAULT_TENANT).map(|t| t.matching(pattern)).unwrap_or_default();
+                let local = self.store.tenant(&tenant).map(|t| t.matching(pattern)).unwrap_or_default();
                 self.on_answer(id, &me, Ok(Answer::Items(local)), now, out);
             }
             (ReducerRef::Builtin(b), true) => {
-                let result = self.builtin_partial(DEFAULT_TENANT, pattern, b);
+                let result = self.builtin_partial(&tenant, pattern, b);
                 self.on_answer(id, &me, result, now, out);
             }
             (reducer @ ReducerRef::Wasm(_), true) => {
-                let items = self.encoded_items(DEFAULT_TENANT, pattern);
+                let items = self.encoded_items(&tenant, pattern);
                 out.push(Action::Work(Work::LocalPartial { id, reducer, items }));
             }
         }
@@ -198,11 +225,11 @@ impl<W, H> Peering<W, H> {
             if items.is_empty() {
                 return;
             }
-            if self.reads.accept_late(id, from) {
+            if let Some(tenant) = self.reads.accept_late(id, from) {
                 // The sender deleted these when it answered: kept here rather than lost.
                 warn!(%from, items = items.len(), "a member's take answer arrived late; keeping its items");
                 let Ok(Answer::Taken(items)) = result else { return };
-                return self.keep_taken(items, out);
+                return self.keep_taken(&tenant, items, out);
             }
             let n = bump(&self.stats.rejected);
             warn!(%from, items = items.len(), total = n, "refused items for a take this node did not ask that member for");
@@ -222,7 +249,7 @@ impl<W, H> Peering<W, H> {
         now: u64,
         out: &mut Vec<Action<W, H>>,
     ) {
-        let ReadCtx { id, waiter, reducer, remote, take } = ctx;
+        let ReadCtx { id, tenant, waiter, reducer, remote, take } = ctx;
         if take {
             // Missing members may still answer; a failed take (error, consistency)
             // asked them just the same.
@@ -231,18 +258,20 @@ impl<W, H> Peering<W, H> {
                 Err(GlobalError::Incomplete { missing }) => missing.clone(),
                 Err(_) => Vec::new(),
             };
-            self.reads.remember_late(id, &missing, now);
+            self.reads.remember_late(id, &tenant, &missing, now);
         }
-        out.push(Action::ReadDone(ReadDone { waiter, reducer, remote, take, result }));
+        out.push(Action::ReadDone(ReadDone { waiter, tenant, reducer, remote, take, result }));
     }
 
     /// Keeps items given up to this node (a late take answer, or a take nobody waits
     /// for any more); while handing over they go along with the rest.
-    pub(super) fn keep_taken(&mut self, items: Vec<Moving>, out: &mut Vec<Action<W, H>>) {
+    pub(super) fn keep_taken(&mut self, tenant: &str, items: Vec<Moving>, out: &mut Vec<Action<W, H>>) {
         if self.handoffs.active() {
-            return self.hand_over(DEFAULT_TENANT, items, out);
+            return self.hand_over(tenant, items, out);
         }
-        let tenant = self.store.tenant(DEFAULT_TENANT);
+        let Some(tenant) = self.store.tenant(tenant) else {
+            return tracing::error!(%tenant, items = items.len(), "taken items of a tenant this node no longer has are lost");
+        };
         for moving in items {
             let key = moving.item.key.clone();
             if let Err(e) = tenant.merge(moving) {
@@ -255,7 +284,7 @@ impl<W, H> Peering<W, H> {
     /// This node's partial of a pushed-down built-in, straight from the store.
     pub(super) fn builtin_partial(&self, tenant: &str, pattern: &Pattern, reducer: Builtin) -> Result<Answer, String> {
         let mut builder = PartialBuilder::new(reducer, &self.id);
-        if let Some(t) = self.store.existing_tenant(tenant) {
+        if let Some(t) = self.store.tenant(tenant) {
             t.for_each_matching(pattern, |key, v| builder.push(key, &v.value, v.writer.name(), v.version))
                 .map_err(|e| e.to_string())?;
         }
@@ -265,7 +294,7 @@ impl<W, H> Peering<W, H> {
     /// The matching items of `tenant`, encoded for a guest straight from the store.
     pub(super) fn encoded_items(&self, tenant: &str, pattern: &Pattern) -> Vec<u8> {
         let mut writer = ItemsWriter::default();
-        if let Some(t) = self.store.existing_tenant(tenant) {
+        if let Some(t) = self.store.tenant(tenant) {
             let pushed: Result<(), Infallible> = t.for_each_matching(pattern, |key, v| {
                 writer.push(key, &v.value, &self.id, v.writer.name(), v.version);
                 Ok(())

@@ -34,7 +34,8 @@ struct AwaitingModule {
 /// Reads waiting for modules, and the pattern cache.
 #[derive(Debug, Default)]
 pub(crate) struct Serving {
-    awaiting: HashMap<[u8; 32], Vec<AwaitingModule>>,
+    /// By (tenant, module hash): a module is fetched and compiled per tenant.
+    awaiting: HashMap<(String, [u8; 32]), Vec<AwaitingModule>>,
     patterns: HashMap<String, Pattern>,
 }
 
@@ -67,7 +68,7 @@ impl<W, H> Peering<W, H> {
         now: u64,
         out: &mut Vec<Action<W, H>>,
     ) {
-        if self.store.existing_tenant(tenant).is_none() {
+        if self.store.tenant(tenant).is_none() {
             // Only configured tenants exist: a read for another creates nothing here.
             let n = super::bump(&self.stats.unknown_tenant);
             warn!(%from, %tenant, total = n, "refused a read for an unknown tenant");
@@ -81,7 +82,7 @@ impl<W, H> Peering<W, H> {
             (true, Some(_)) => self.send_answer(&from, id, Err("take cannot be pushed down".into()), out),
             (true, None) => self.give_up(&from, id, tenant, &pattern, out),
             (false, None) => {
-                let items = self.store.existing_tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default();
+                let items = self.store.tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default();
                 self.send_answer(&from, id, Ok(Answer::Items(items)), out);
             }
             (false, Some(RemoteReducer::Builtin(b))) => {
@@ -90,14 +91,16 @@ impl<W, H> Peering<W, H> {
             }
             (false, Some(RemoteReducer::Wasm(hash))) => {
                 let items = self.encoded_items(tenant, &pattern);
-                if self.modules.has(&hash) {
-                    return out.push(Action::Work(Work::PeerPartial { to: from, id, hash, items }));
+                let tenant = tenant.to_string();
+                if self.modules.has(&tenant, &hash) {
+                    return out.push(Action::Work(Work::PeerPartial { to: from, id, tenant, hash, items }));
                 }
-                let first = !self.serving.awaiting.contains_key(&hash);
+                let key = (tenant, hash);
+                let first = !self.serving.awaiting.contains_key(&key);
                 let waiting = AwaitingModule { from: from.clone(), id, items, since: now };
-                self.serving.awaiting.entry(hash).or_default().push(waiting);
+                self.serving.awaiting.entry(key.clone()).or_default().push(waiting);
                 if first {
-                    self.send_to_member(&from, Body::ModuleRequest { hash }, out);
+                    self.send_to_member(&from, Body::ModuleRequest { tenant: key.0, hash }, out);
                 }
             }
         }
@@ -105,8 +108,7 @@ impl<W, H> Peering<W, H> {
 
     /// A take: the matching items leave this node's store for the requester's.
     fn give_up(&mut self, from: &str, id: u128, tenant: &str, pattern: &Pattern, out: &mut Vec<Action<W, H>>) {
-        let store = self.store.tenant(tenant);
-        let items = store.take_matching(pattern);
+        let items = self.store.tenant(tenant).map(|t| t.take_matching(pattern)).unwrap_or_default();
         info!(%from, items = items.len(), "items taken over by a member");
         let body = Body::GlobalReply { id, result: Ok(Answer::Taken(items)) };
         if wire::fits(&self.id, &body) {
@@ -116,9 +118,7 @@ impl<W, H> Peering<W, H> {
         // whole take and lose what other members already gave up.
         warn!(%from, "items to give up exceed the frame limit; they stay here");
         if let Body::GlobalReply { result: Ok(Answer::Taken(items)), .. } = body {
-            for moving in items {
-                let _ = store.put_back(moving);
-            }
+            self.put_back(tenant, items);
         }
         self.send_answer(from, id, Ok(Answer::Taken(Vec::new())), out);
     }
@@ -134,32 +134,65 @@ impl<W, H> Peering<W, H> {
         self.send_to_member(to, body, out);
     }
 
-    /// A member lacks a module this node pushed down: send its bytes.
-    pub(super) fn module_request(&self, from: &str, hash: [u8; 32], out: &mut Vec<Action<W, H>>) {
-        match self.modules.bytes(&hash) {
-            Some(bytes) => self.send_to_member(from, Body::ModuleData { hash, bytes: bytes.to_vec() }, out),
-            None => warn!(%from, hash = %hex::encode(hash), "asked for a module this node does not have"),
+    /// A member lacks a module this node pushed down: send its bytes, but only for a
+    /// read in flight of that tenant that pushes the module down and still waits for
+    /// that member. Any other request is refused and counted: module bytes are the
+    /// tenant's, not the cluster's.
+    pub(super) fn module_request(&self, from: &str, tenant: &str, hash: [u8; 32], out: &mut Vec<Action<W, H>>) {
+        if self.store.tenant(tenant).is_none() {
+            let n = super::bump(&self.stats.unknown_tenant);
+            return warn!(%from, %tenant, total = n, "refused a module request for an unknown tenant");
+        }
+        let bytes = match self.reads.pushes_down(tenant, &hash, from) {
+            true => self.modules.bytes(tenant, &hash),
+            false => None,
+        };
+        match bytes {
+            Some(bytes) => {
+                let tenant = tenant.to_string();
+                self.send_to_member(from, Body::ModuleData { tenant, hash, bytes: bytes.to_vec() }, out)
+            }
+            None => {
+                let n = super::bump(&self.stats.module_refused);
+                warn!(%from, %tenant, hash = %hex::encode(hash), total = n, "refused a module request for no read of ours");
+            }
         }
     }
 
     /// A module's bytes arrived: compile them if someone waits and they are the module.
-    pub(super) fn module_data(&mut self, from: &str, hash: [u8; 32], bytes: Vec<u8>, out: &mut Vec<Action<W, H>>) {
-        if !self.serving.awaiting.contains_key(&hash) {
+    pub(super) fn module_data(
+        &mut self,
+        from: &str,
+        tenant: String,
+        hash: [u8; 32],
+        bytes: Vec<u8>,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        if !self.serving.awaiting.contains_key(&(tenant.clone(), hash)) {
             return self.reject(from, "module bytes nobody asked for");
         }
         if sha256(&bytes) != hash {
             self.reject(from, "module bytes that do not match their hash");
             let message = format!("the bytes {from} sent for module {} do not match its hash", hex::encode(hash));
-            return self.module_installed(hash, Err(message), out);
+            return self.module_installed(&tenant, hash, Err(message), out);
         }
-        out.push(Action::Work(Work::Install { hash, bytes }));
+        out.push(Action::Work(Work::Install { tenant, hash, bytes }));
     }
 
     /// A fetched module compiled (or not): answer the reads that waited for it.
-    pub(super) fn module_installed(&mut self, hash: [u8; 32], result: Result<(), String>, out: &mut Vec<Action<W, H>>) {
-        for a in self.serving.awaiting.remove(&hash).unwrap_or_default() {
+    pub(super) fn module_installed(
+        &mut self,
+        tenant: &str,
+        hash: [u8; 32],
+        result: Result<(), String>,
+        out: &mut Vec<Action<W, H>>,
+    ) {
+        for a in self.serving.awaiting.remove(&(tenant.to_string(), hash)).unwrap_or_default() {
             match &result {
-                Ok(()) => out.push(Action::Work(Work::PeerPartial { to: a.from, id: a.id, hash, items: a.items })),
+                Ok(()) => {
+                    let (to, id, tenant, items) = (a.from, a.id, tenant.to_string(), a.items);
+                    out.push(Action::Work(Work::PeerPartial { to, id, tenant, hash, items }))
+                }
                 Err(e) => self.send_answer(&a.from, a.id, Err(e.clone()), out),
             }
         }
@@ -167,15 +200,15 @@ impl<W, H> Peering<W, H> {
 
     /// Fails the reads that waited too long for a module's bytes.
     pub(super) fn expire_awaiting(&mut self, now: u64, out: &mut Vec<Action<W, H>>) {
-        let expired: Vec<[u8; 32]> = self
+        let expired: Vec<(String, [u8; 32])> = self
             .serving
             .awaiting
             .iter()
             .filter(|(_, w)| w.iter().all(|a| now.saturating_sub(a.since) > MODULE_WAIT_MS))
-            .map(|(h, _)| *h)
+            .map(|(k, _)| k.clone())
             .collect();
-        for hash in expired {
-            self.module_installed(hash, Err("the module's bytes never arrived".into()), out);
+        for (tenant, hash) in expired {
+            self.module_installed(&tenant, hash, Err("the module's bytes never arrived".into()), out);
         }
     }
 }

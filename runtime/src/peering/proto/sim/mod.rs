@@ -40,11 +40,11 @@ struct FakeModules {
 }
 
 impl Modules for FakeModules {
-    fn has(&self, hash: &[u8; 32]) -> bool {
+    fn has(&self, _: &str, hash: &[u8; 32]) -> bool {
         self.has.lock().unwrap().contains(hash)
     }
 
-    fn bytes(&self, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>> {
+    fn bytes(&self, _: &str, hash: &[u8; 32]) -> Option<Arc<Vec<u8>>> {
         self.bytes.lock().unwrap().get(hash).cloned().map(Arc::new)
     }
 }
@@ -174,10 +174,10 @@ impl Sim {
                             node.work.push(format!("peer {to}"));
                             Input::PeerPartial { to, id, result: Ok(Answer::Wasm(None)) }
                         }
-                        Work::Install { hash, .. } => {
+                        Work::Install { tenant, hash, .. } => {
                             node.work.push("install".into());
                             node.modules.has.lock().unwrap().insert(hash);
-                            Input::ModuleInstalled { hash, result: Ok(()) }
+                            Input::ModuleInstalled { tenant, hash, result: Ok(()) }
                         }
                     });
                 }
@@ -243,8 +243,12 @@ impl Sim {
     }
 
     fn read(&mut self, id: &str, p: &str, reducer: Builtin, options: GlobalOptions, waiter: u32) {
-        let input = Input::Read { pattern: pattern(p), reducer: ReducerRef::Builtin(reducer), options, waiter };
-        self.feed(id, input);
+        self.read_in(DEFAULT_TENANT, id, p, reducer, options, waiter)
+    }
+
+    fn read_in(&mut self, tenant: &str, id: &str, p: &str, reducer: Builtin, options: GlobalOptions, waiter: u32) {
+        let (tenant, reducer) = (tenant.to_string(), ReducerRef::Builtin(reducer));
+        self.feed(id, Input::Read { tenant, pattern: pattern(p), reducer, options, waiter });
     }
 
     fn done(&self, id: &str, waiter: u32) -> Option<&ReadDone<u32>> {
@@ -252,7 +256,7 @@ impl Sim {
     }
 
     fn int(&self, id: &str, key: &str) -> Option<i64> {
-        match self.node(id).store.tenant(DEFAULT_TENANT).get(key)?.value {
+        match self.node(id).store.tenant(DEFAULT_TENANT).unwrap().get(key)?.value {
             Value::Int(n) => Some(n),
             other => panic!("{key} on {id} is {other:?}"),
         }
@@ -296,7 +300,7 @@ fn sum_of(done: &ReadDone<u32>) -> Reduced {
 fn a_read_completes_as_soon_as_everyone_answered() {
     let mut sim = Sim::cluster(&["a", "b", "c"]);
     for (i, id) in ["a", "b", "c"].iter().enumerate() {
-        sim.node(id).store.tenant(DEFAULT_TENANT).set("c", Value::Int(i as i64 + 1)).unwrap();
+        sim.node(id).store.tenant(DEFAULT_TENANT).unwrap().set("c", Value::Int(i as i64 + 1)).unwrap();
     }
     let start = sim.now;
     sim.read("a", "c", Builtin::Sum, read_options(1_000, false), 1);
@@ -336,7 +340,7 @@ fn a_read_ends_at_its_deadline_naming_who_did_not_answer() {
 #[test]
 fn a_strangers_and_a_duplicate_reply_are_rejected() {
     let mut sim = Sim::cluster(&["a", "b"]);
-    sim.node("b").store.tenant(DEFAULT_TENANT).set("c", Value::Int(5)).unwrap();
+    sim.node("b").store.tenant(DEFAULT_TENANT).unwrap().set("c", Value::Int(5)).unwrap();
     // b's reply arrives twice; the read counts it once.
     sim.filter = Box::new(|m| if matches!(m.body, Body::GlobalReply { .. }) { Fate::Twice } else { Fate::Deliver });
     sim.read("a", "c", Builtin::Sum, read_options(1_000, false), 1);
@@ -362,11 +366,11 @@ fn a_strangers_and_a_duplicate_reply_are_rejected() {
 /// A cluster where `a` holds counters and hands them over.
 fn leaving_a() -> Sim {
     let sim = Sim::cluster(&["a", "b"]);
-    let store = sim.node("a").store.tenant(DEFAULT_TENANT);
+    let store = sim.node("a").store.tenant(DEFAULT_TENANT).unwrap();
     for i in 0..10 {
         store.add(&format!("flow:f{i}:n"), 7).unwrap();
     }
-    sim.node("b").store.tenant(DEFAULT_TENANT).add("flow:f0:n", 1).unwrap();
+    sim.node("b").store.tenant(DEFAULT_TENANT).unwrap().add("flow:f0:n", 1).unwrap();
     sim
 }
 
@@ -414,44 +418,13 @@ fn a_hand_off_to_a_member_that_is_itself_leaving_comes_back() {
     assert_eq!(sim.int("a", "flow:f0:n"), Some(7));
     assert_eq!(sim.int("a", "flow:f9:n"), Some(7));
     assert_eq!(sim.int("b", "flow:f0:n"), Some(1));
-    assert!(sim.node("a").store.tenant(DEFAULT_TENANT).add("flow:f0:n", 1).is_ok());
-}
-
-/// A read of key `c` with the Wasm reducer `hash` pushed down, as read `id`.
-fn pushed_down(id: u128, hash: [u8; 32]) -> Body {
-    let reducer = Some(wire::RemoteReducer::Wasm(hash));
-    Body::GlobalRequest { id, tenant: DEFAULT_TENANT.into(), pattern: "c".into(), reducer, take: false }
-}
-
-#[test]
-fn module_bytes_that_do_not_match_their_hash_fail_the_read_and_are_not_compiled() {
-    let mut sim = Sim::cluster(&["a", "b"]);
-    let hash = crate::wasm::sha256(b"the real module");
-    sim.node("a").modules.bytes.lock().unwrap().insert(hash, b"something else".to_vec());
-    // a asks b to reduce with a module b lacks (as a pushed-down read does).
-    sim.send(Msg { from: "a".into(), to: "b".into(), body: pushed_down(77, hash) });
-    sim.run_for(5);
-    assert_eq!(sim.sent(|m| matches!(m.body, Body::ModuleRequest { .. })).len(), 1);
-    assert_eq!(sim.sent(|m| matches!(m.body, Body::ModuleData { .. })).len(), 1);
-    assert!(sim.node("b").work.is_empty(), "nothing compiled: {:?}", sim.node("b").work);
-    assert_eq!(sim.stat("b", |s| &s.rejected), 1);
-    let reply = sim.sent(|m| m.from == "b" && matches!(m.body, Body::GlobalReply { .. }));
-    match &reply[..] {
-        [Msg { body: Body::GlobalReply { id: 77, result: Err(e) }, .. }] => assert!(e.contains("do not match"), "{e}"),
-        other => panic!("{other:?}"),
-    }
-
-    // The right bytes are compiled, and the read is answered.
-    sim.node("a").modules.bytes.lock().unwrap().insert(hash, b"the real module".to_vec());
-    sim.send(Msg { from: "a".into(), to: "b".into(), body: pushed_down(78, hash) });
-    sim.run_for(5);
-    assert_eq!(sim.node("b").work, ["install", "peer a"]);
+    assert!(sim.node("a").store.tenant(DEFAULT_TENANT).unwrap().add("flow:f0:n", 1).is_ok());
 }
 
 /// `a` takes flow f's state while c's answer is held back past the deadline.
 fn late_take() -> Sim {
     let mut sim = Sim::cluster(&["a", "b", "c"]);
-    sim.node("c").store.tenant(DEFAULT_TENANT).add("flow:f:n", 4).unwrap();
+    sim.node("c").store.tenant(DEFAULT_TENANT).unwrap().add("flow:f:n", 4).unwrap();
     sim.filter = Box::new(|m| {
         if m.from == "c" && matches!(m.body, Body::GlobalReply { .. }) { Fate::Late(500) } else { Fate::Deliver }
     });
@@ -473,7 +446,7 @@ fn a_take_answer_after_the_deadline_is_kept() {
 #[test]
 fn taken_items_nobody_asked_for_are_refused() {
     let mut sim = Sim::cluster(&["a", "b"]);
-    let items = sim.node("b").store.tenant(DEFAULT_TENANT);
+    let items = sim.node("b").store.tenant(DEFAULT_TENANT).unwrap();
     items.add("flow:x:n", 1000).unwrap();
     let moving = items.take_all();
     // b "answers" a take a never issued, to write into a's store unasked.
@@ -500,7 +473,7 @@ fn taken_items_nobody_asked_for_are_refused() {
 #[test]
 fn a_take_answer_arriving_during_a_hand_off_goes_out_with_it() {
     let mut sim = late_take();
-    sim.node("a").store.tenant(DEFAULT_TENANT).add("own", 1).unwrap();
+    sim.node("a").store.tenant(DEFAULT_TENANT).unwrap().add("own", 1).unwrap();
     // The acknowledgements are slow, so the hand-off is still going when c's late take
     // answer (on the wire already) arrives.
     sim.filter = Box::new(|m| if is_ack(m) { Fate::Late(600) } else { Fate::Deliver });
@@ -516,7 +489,7 @@ fn a_take_answer_arriving_during_a_hand_off_goes_out_with_it() {
 #[test]
 fn a_take_answer_later_than_the_window_is_refused() {
     let mut sim = Sim::cluster(&["a", "b", "c"]);
-    sim.node("c").store.tenant(DEFAULT_TENANT).add("flow:f:n", 4).unwrap();
+    sim.node("c").store.tenant(DEFAULT_TENANT).unwrap().add("flow:f:n", 4).unwrap();
     let late = super::reads::LATE_TAKE_WINDOW_MS + 1_000;
     sim.filter = Box::new(move |m| {
         if m.from == "c" && matches!(m.body, Body::GlobalReply { .. }) { Fate::Late(late) } else { Fate::Deliver }
@@ -528,39 +501,4 @@ fn a_take_answer_later_than_the_window_is_refused() {
     assert_eq!(sim.stat("a", |s| &s.rejected), 1);
 }
 
-#[test]
-fn a_read_or_take_for_an_unknown_tenant_is_refused_and_creates_nothing() {
-    let mut sim = Sim::cluster(&["a", "b"]);
-    for (id, take) in [(1, false), (2, true)] {
-        let request = Body::GlobalRequest { id, tenant: "ghost".into(), pattern: ".*".into(), reducer: None, take };
-        sim.send(Msg { from: "a".into(), to: "b".into(), body: request });
-    }
-    sim.run_for(3);
-    let replies = sim.sent(|m| m.from == "b" && matches!(m.body, Body::GlobalReply { .. }));
-    assert_eq!(replies.len(), 2);
-    for reply in replies {
-        match reply.body {
-            Body::GlobalReply { result: Err(e), .. } => assert!(e.contains("unknown tenant"), "{e}"),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(sim.stat("b", |s| &s.unknown_tenant), 2);
-    assert!(sim.node("b").store.existing_tenant("ghost").is_none(), "no map made for the name");
-}
-
-#[test]
-fn a_hand_off_batch_for_an_unknown_tenant_goes_back_to_its_sender() {
-    let mut sim = Sim::cluster(&["a", "b"]);
-    // a has a tenant b does not have.
-    sim.node("a").store.tenant("t2").add("c", 3).unwrap();
-    sim.node("a").store.tenant(DEFAULT_TENANT).add("d", 1).unwrap();
-    sim.feed("a", Input::HandOff { timeout_ms: 2_000, waiter: 1 });
-    sim.run_until(|s| !s.node("a").handoffs.is_empty(), 3_000);
-    let err = sim.node("a").handoffs[0].1.as_ref().unwrap_err().to_string();
-    assert!(err.contains("unknown tenant"), "{err}");
-    assert!(!sim.node("a").stopped, "a stays");
-    assert_eq!(sim.node("a").store.tenant("t2").get("c").map(|v| v.value), Some(Value::Int(3)), "back at a");
-    assert!(sim.node("b").store.existing_tenant("t2").is_none(), "no map made at b");
-    assert_eq!(sim.stat("b", |s| &s.unknown_tenant), 1);
-    assert_eq!(sim.int("b", "d"), Some(1), "the default tenant's batch was stored");
-}
+mod modules;
