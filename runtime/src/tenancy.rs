@@ -191,6 +191,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let t = Tenants::parse(include_str!("../../examples/tenants.toml"), "examples/tenants.toml").unwrap();
+        assert_eq!(t.names().collect::<Vec<_>>(), ["acme", "globex"]);
+        assert_eq!(t.quotas("acme").unwrap().wasm_jobs, Some(2));
+    }
+
+    #[test]
     fn refuses_bad_files_naming_the_problem() {
         for (text, says) in [
             ("[tenants.a]\nkeyz = 1\n", "keyz"),

@@ -13,7 +13,7 @@ use crate::peering::driver::{Command, Driver, HandoffWaiter, Waiter};
 use crate::peering::proto::Input;
 use crate::peering::stats::bump;
 use crate::reduce::registry::LoadError;
-use crate::store::{DEFAULT_TENANT, StoreError};
+use crate::store::{DEFAULT_TENANT, QuotaExceeded, StoreError};
 use crate::wire::{ControlCall, ControlReply, ControlRequest};
 
 /// A request refused before it ran: counted, logged in the security log, answered.
@@ -139,7 +139,7 @@ impl Driver {
                 None => unknown(),
                 Some(Ok(version)) => ControlReply::Set(version),
                 Some(Err(e)) => {
-                    if let StoreError::Quota { quota, .. } = &e {
+                    if let StoreError::Quota(QuotaExceeded { quota, .. }) = &e {
                         self.security.record(&format!("quota {quota}"), &principal.to_string(), &tenant_name);
                     }
                     ControlReply::Error(e.to_string())
@@ -193,7 +193,7 @@ impl Driver {
                 self.workers.submit(move || {
                     let limits = limits.apply(registry.host().limits());
                     let loaded = registry.load(&tenant_name, &quotas, &name, bytes, Some(limits));
-                    if let Err(LoadError::Quota { quota, .. }) = &loaded {
+                    if let Err(LoadError::Quota(QuotaExceeded { quota, .. })) = &loaded {
                         stats.quota_refused(&tenant_name, quota);
                     }
                     let reply = match loaded {

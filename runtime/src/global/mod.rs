@@ -75,14 +75,9 @@ pub enum GlobalError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Shutdown,
-    /// Refused: the tenant is at one of its quotas on this node.
-    #[error("quota {quota} of {limit} reached")]
-    Quota {
-        /// Which quota.
-        quota: &'static str,
-        /// Its limit.
-        limit: u64,
-    },
+    /// Refused: the tenant is at its `reads` quota on this node.
+    #[error(transparent)]
+    Quota(#[from] crate::store::QuotaExceeded),
 }
 
 /// The answers of a finished read, ready to be reduced.

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::reduce::Builtin;
+use crate::store::QuotaExceeded;
 use crate::tenancy::Quotas;
 use crate::wasm::{GuestError, Limits, ReducerModule, WasmHost, sha256};
 
@@ -106,14 +107,10 @@ pub enum LoadError {
     /// The node has no such tenant.
     #[error("no tenant {0:?} on this node")]
     NoSuchTenant(String),
-    /// Loading would take the tenant over one of its quotas on this node.
-    #[error("quota {quota} of {limit} reached")]
-    Quota {
-        /// Which quota: `reducers`, `modules` or `module_bytes`.
-        quota: &'static str,
-        /// Its limit.
-        limit: u64,
-    },
+    /// Loading would take the tenant over its `reducers`, `modules` or
+    /// `module_bytes` quota here.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 /// A compiled module and its bytes.
@@ -169,7 +166,7 @@ impl Registry {
         }
         let replacing = self.by_name.read().unwrap().contains_key(&scoped(tenant, name.to_string()));
         if let Some(limit) = quotas.reducers.filter(|&l| !replacing && self.loaded(tenant) as u64 >= l) {
-            return Err(LoadError::Quota { quota: "reducers", limit });
+            return Err(QuotaExceeded { quota: "reducers", limit }.into());
         }
         self.make_room(tenant, quotas, bytes.len())?;
         let limits = quotas.clamp(&limits.unwrap_or_else(|| self.host.limits().clone()));
@@ -273,7 +270,7 @@ impl Registry {
     fn make_room(&self, tenant: &str, quotas: &Quotas, size: usize) -> Result<(), LoadError> {
         let (max_n, max_bytes) = (quotas.modules.unwrap_or(u64::MAX), quotas.module_bytes.unwrap_or(u64::MAX));
         if size as u64 > max_bytes {
-            return Err(LoadError::Quota { quota: "module_bytes", limit: max_bytes });
+            return Err(QuotaExceeded { quota: "module_bytes", limit: max_bytes }.into());
         }
         let fits = |(n, bytes): (usize, usize)| (n as u64) < max_n && (bytes + size) as u64 <= max_bytes;
         if fits(self.cached(tenant)) {
@@ -284,8 +281,8 @@ impl Registry {
         self.by_hash.lock().unwrap().retain(|k, _| k.0 != tenant || named.contains(k));
         match self.cached(tenant) {
             now if fits(now) => Ok(()),
-            (n, _) if n as u64 >= max_n => Err(LoadError::Quota { quota: "modules", limit: max_n }),
-            _ => Err(LoadError::Quota { quota: "module_bytes", limit: max_bytes }),
+            (n, _) if n as u64 >= max_n => Err(QuotaExceeded { quota: "modules", limit: max_n }.into()),
+            _ => Err(QuotaExceeded { quota: "module_bytes", limit: max_bytes }.into()),
         }
     }
 
@@ -313,7 +310,7 @@ fn info(l: &Loaded) -> ReducerInfo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const T: &str = "t";
@@ -322,7 +319,9 @@ mod tests {
         Registry::new(Arc::new(WasmHost::new(Limits::default()).unwrap()))
     }
 
-    const REDUCER: &str = r#"(module
+    /// A combinable Wasm reducer that answers nothing (for tests of loading and
+    /// fetching modules).
+    pub(crate) const REDUCER: &str = r#"(module
         (memory (export "memory") 1)
         (func (export "estate_abi_version") (result i32) i32.const 2)
         (func (export "estate_reducer_flags") (result i32) i32.const 1)
@@ -419,13 +418,13 @@ mod tests {
         r.load("a", &quotas, "one", REDUCER.as_bytes().to_vec(), None).unwrap();
         let other = REDUCER.replace("i32.const 1))", "i32.const 1) (func (export \"z\")))").into_bytes();
         let e = r.load("a", &quotas, "two", other.clone(), None).unwrap_err();
-        assert!(matches!(e, LoadError::Quota { quota: "reducers", limit: 1 }), "{e}");
+        assert!(matches!(e, LoadError::Quota(QuotaExceeded { quota: "reducers", limit: 1 })), "{e}");
         assert!(e.to_string().contains("reducers"));
         assert!(r.resolve("a", "two").is_err());
         r.load("a", &quotas, "one", other, None).expect("replacing under a name needs no new room");
         r.load("b", &Quotas::default(), "two", REDUCER.as_bytes().to_vec(), None).expect("b is not limited by a");
         let tiny = Quotas { module_bytes: Some(10), ..Quotas::default() };
         let e = r.install("c", &tiny, &sha256(REDUCER.as_bytes()), REDUCER.as_bytes().to_vec()).unwrap_err();
-        assert!(matches!(e, LoadError::Quota { quota: "module_bytes", .. }), "{e}");
+        assert!(matches!(e, LoadError::Quota(QuotaExceeded { quota: "module_bytes", .. })), "{e}");
     }
 }

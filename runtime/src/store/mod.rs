@@ -106,14 +106,21 @@ pub enum StoreError {
     /// The node has no such tenant.
     #[error("no tenant {0:?} on this node")]
     NoSuchTenant(String),
-    /// The write would take the tenant over one of its quotas on this node.
-    #[error("quota {quota} of {limit} reached")]
-    Quota {
-        /// Which quota: `keys` or `bytes`.
-        quota: &'static str,
-        /// Its limit.
-        limit: u64,
-    },
+    /// The write would take the tenant over its `keys` or `bytes` quota here.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+}
+
+/// A request refused because it would take a tenant over one of its quotas on this
+/// node. Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("quota {quota} of {limit} reached")]
+pub struct QuotaExceeded {
+    /// Which quota (`keys`, `bytes`, `reducers`, `modules`, `module_bytes`, `reads`,
+    /// `wasm_jobs`).
+    pub quota: &'static str,
+    /// Its limit.
+    pub limit: u64,
 }
 
 /// Orders two writes, each named by its version and its writer's node id: true if
@@ -394,7 +401,7 @@ impl TenantStore {
         }
         items.admits(key, value, &self.quota, times).map_err(|(which, limit)| {
             self.refused[which].fetch_add(1, Ordering::Relaxed);
-            StoreError::Quota { quota: ["keys", "bytes"][which], limit }
+            StoreError::Quota(QuotaExceeded { quota: ["keys", "bytes"][which], limit })
         })
     }
 

@@ -288,6 +288,9 @@ impl Driver {
                 }
                 Action::HandoffDone { waiter, result } => self.handoff_done(waiter, result),
                 Action::Stop => {}
+                Action::Refused { reason, from, object } => {
+                    self.security.record(reason, &format!("peer:{from}"), &object)
+                }
             }
         }
     }

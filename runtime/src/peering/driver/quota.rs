@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::global::GlobalError;
 use crate::peering::stats::Stats;
+use crate::store::QuotaExceeded;
 use crate::tenancy::Tenants;
 
 /// Reads and guest calls in flight, by tenant.
@@ -47,7 +48,7 @@ impl Load {
         let n = self.reads.entry(tenant.to_string()).or_default();
         if let Some(limit) = tenants.quotas(tenant).and_then(|q| q.reads).filter(|&l| *n >= l) {
             stats.quota_refused(tenant, "reads");
-            return Err(GlobalError::Quota { quota: "reads", limit });
+            return Err(QuotaExceeded { quota: "reads", limit }.into());
         }
         *n += 1;
         Ok(())

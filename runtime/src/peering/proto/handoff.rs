@@ -325,8 +325,7 @@ impl<W, H> Peering<W, H> {
         let Some(store) = self.store.tenant(tenant) else {
             // Only configured tenants exist: the batch is refused whole and goes back to
             // its sender; no map is created for the name.
-            let n = super::bump(&self.stats.unknown_tenant);
-            warn!(%from, %tenant, total = n, "refused a hand-off batch for an unknown tenant");
+            self.unknown_tenant(from, tenant, "hand-off batch", out);
             let why = format!("unknown tenant {tenant:?}");
             let refused = items.into_iter().map(|m| (m.item.key, why.clone())).collect();
             return self.send_to_member(from, Body::HandoffAck { id, stored: 0, refused }, out);

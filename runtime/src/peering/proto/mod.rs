@@ -198,6 +198,16 @@ pub enum Action<W, H> {
     },
     /// The node has left the cluster: stop.
     Stop,
+    /// A member's message was refused for a security reason (already counted): for the
+    /// security log.
+    Refused {
+        /// Why (`unknown tenant`, `module refused`).
+        reason: &'static str,
+        /// The member.
+        from: String,
+        /// What it asked for (a request kind and tenant; never keys or values).
+        object: String,
+    },
 }
 
 /// A node's peer protocol. `W` is who waits for a read, `H` who waits for a hand-off.
@@ -377,6 +387,15 @@ impl<W, H> Peering<W, H> {
         for moving in items {
             let _ = store.put_back(moving);
         }
+    }
+
+    /// Refuses a member's `what` for a tenant this node does not have: counted,
+    /// logged, reported for the security log. No map is created for the name.
+    fn unknown_tenant(&self, from: &str, tenant: &str, what: &str, out: &mut Vec<Action<W, H>>) {
+        let n = bump(&self.stats.unknown_tenant);
+        warn!(%from, %tenant, total = n, "refused a {what} for an unknown tenant");
+        let object = format!("{what} in {tenant}");
+        out.push(Action::Refused { reason: "unknown tenant", from: from.to_string(), object });
     }
 
     /// Counts and logs a well-formed message that is dropped.

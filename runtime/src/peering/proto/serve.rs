@@ -70,8 +70,7 @@ impl<W, H> Peering<W, H> {
     ) {
         if self.store.tenant(tenant).is_none() {
             // Only configured tenants exist: a read for another creates nothing here.
-            let n = super::bump(&self.stats.unknown_tenant);
-            warn!(%from, %tenant, total = n, "refused a read for an unknown tenant");
+            self.unknown_tenant(&from, tenant, "read", out);
             return self.send_answer(&from, id, Err(format!("unknown tenant {tenant:?}")), out);
         }
         let pattern = match self.serving.pattern(pattern) {
@@ -140,8 +139,7 @@ impl<W, H> Peering<W, H> {
     /// tenant's, not the cluster's.
     pub(super) fn module_request(&self, from: &str, tenant: &str, hash: [u8; 32], out: &mut Vec<Action<W, H>>) {
         if self.store.tenant(tenant).is_none() {
-            let n = super::bump(&self.stats.unknown_tenant);
-            return warn!(%from, %tenant, total = n, "refused a module request for an unknown tenant");
+            return self.unknown_tenant(from, tenant, "module request", out);
         }
         let bytes = match self.reads.pushes_down(tenant, &hash, from) {
             true => self.modules.bytes(tenant, &hash),
@@ -155,6 +153,8 @@ impl<W, H> Peering<W, H> {
             None => {
                 let n = super::bump(&self.stats.module_refused);
                 warn!(%from, %tenant, hash = %hex::encode(hash), total = n, "refused a module request for no read of ours");
+                let object = format!("module {} of {tenant}", hex::encode(&hash[..8]));
+                out.push(Action::Refused { reason: "module refused", from: from.to_string(), object });
             }
         }
     }

@@ -77,6 +77,8 @@ struct Node {
     reads: Vec<ReadDone<u32>>,
     handoffs: Vec<(u32, Result<HandoffReport, super::HandoffError>)>,
     work: Vec<String>,
+    /// What the node reported refusing, for the security log: (reason, from, object).
+    refused: Vec<(&'static str, String, String)>,
     stopped: bool,
 }
 
@@ -135,7 +137,17 @@ impl Sim {
             modules: modules.clone(),
             ids: Box::new(SeqIds(n << 64)),
         });
-        let node = Node { proto, store, stats, modules, reads: vec![], handoffs: vec![], work: vec![], stopped: false };
+        let node = Node {
+            proto,
+            store,
+            stats,
+            modules,
+            reads: vec![],
+            handoffs: vec![],
+            work: vec![],
+            refused: vec![],
+            stopped: false,
+        };
         self.nodes.insert(id.to_string(), node);
         self.by_endpoint.insert(format!("ep-{id}"), id.to_string());
         self.feed(id, Input::Tick);
@@ -186,6 +198,9 @@ impl Sim {
                     self.nodes.get_mut(id).unwrap().handoffs.push((waiter, result))
                 }
                 Action::Stop => self.nodes.get_mut(id).unwrap().stopped = true,
+                Action::Refused { reason, from, object } => {
+                    self.nodes.get_mut(id).unwrap().refused.push((reason, from, object))
+                }
             }
         }
         for input in inputs {

@@ -4,14 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
-
-/// A combinable Wasm reducer (it answers nothing; the simulation fakes guest work).
-const REDUCER: &str = r#"(module
-    (memory (export "memory") 1)
-    (func (export "estate_abi_version") (result i32) i32.const 2)
-    (func (export "estate_reducer_flags") (result i32) i32.const 1)
-    (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
-    (func (export "estate_reduce") (param i32 i32 i32) (result i32) i32.const 1))"#;
+use crate::reduce::registry::tests::REDUCER;
 
 /// `REDUCER` loaded in tenant `default`, and its hash.
 fn loaded_reducer() -> (ReducerRef, [u8; 32]) {
@@ -70,6 +63,10 @@ fn module_bytes_go_only_to_a_member_asked_by_a_read_in_flight() {
     sim.send(Msg { from: "b".into(), to: "a".into(), body: ask("ghost") });
     sim.run_for(5);
     assert_eq!(sim.stat("a", |s| &s.unknown_tenant), 1);
+    let refused: Vec<(&str, &str, &str)> =
+        sim.node("a").refused.iter().map(|(r, f, o)| (*r, f.as_str(), o.as_str())).collect();
+    assert_eq!(refused[0].0, "module refused");
+    assert_eq!(refused[1], ("unknown tenant", "b", "module request in ghost"), "for the security log");
     sim.pushed_down_read("a", reducer, 1);
     sim.run_until(|s| s.done("a", 1).is_some(), 1_000);
     let data = sim.sent(|m| matches!(m.body, Body::ModuleData { .. }));
