@@ -14,5 +14,6 @@ mod nfs;
 mod reducers;
 mod scale;
 mod sdk_readme;
+mod secure;
 mod store_model;
 mod switch;

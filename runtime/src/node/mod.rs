@@ -17,6 +17,7 @@
 //! the only way in).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,15 +29,17 @@ use crate::control::{HandoffReport, LimitOverrides, MemberView};
 
 use crate::nf::env::NfContext;
 use crate::nf::{FailPolicy, FlowState, NfCounters, NfSettings, NfSlot, Packets};
-use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Shared, Sockets, global_read};
+use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Loaded, Shared, Sockets, global_read};
 use crate::reduce::registry::{LoadError, ReducerInfo, Registry};
 use crate::store::{DEFAULT_TENANT, Store, StoreError, TenantStore, Versioned};
 use crate::wasm::{GuestError, Limits, WasmHost};
 
 pub use crate::global::{Consistency, GlobalError, GlobalOptions};
 pub use crate::peering::driver::SocketError;
+pub use crate::peering::driver::keyfile::{generate_key_file, read_key, read_roster};
 pub use crate::peering::proto::HandoffError;
 pub use crate::peering::proto::membership::Timing;
+pub use crate::peering::secure::{KeyError, PublicKey};
 pub use crate::peering::stats::Stats;
 
 /// Longest node id accepted.
@@ -58,6 +61,13 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Default budgets of Wasm reducer calls (overridable per reducer at load).
     pub limits: Limits,
+    /// The node's key file: with `roster`, every peer is authenticated and every peer
+    /// frame encrypted (`docs/security.md`).
+    pub key: Option<PathBuf>,
+    /// The keys this node accepts, with the id each authenticates.
+    pub roster: Option<PathBuf>,
+    /// Allows listening on a non-loopback address without a key and roster.
+    pub insecure: bool,
 }
 
 impl NodeConfig {
@@ -70,6 +80,9 @@ impl NodeConfig {
             control: None,
             timing: Timing::default(),
             limits: Limits::default(),
+            key: None,
+            roster: None,
+            insecure: false,
         }
     }
 }
@@ -89,6 +102,18 @@ pub enum StartError {
     /// The Wasm engine could not be set up.
     #[error(transparent)]
     Wasm(#[from] crate::wasm::EngineError),
+    /// The key file or roster could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A key without a roster, or a roster without a key.
+    #[error("a key needs a roster and a roster needs a key (give both, or neither)")]
+    KeyWithoutRoster,
+    /// Peers on other hosts could reach a node without a key and a roster.
+    #[error(
+        "{0} is not a loopback address: without a key and a roster any process that reaches it could join \
+         and read or write all state; give a key and a roster, or start the node as insecure (`--insecure`)"
+    )]
+    Insecure(String),
 }
 
 /// Why a graceful leave did not happen.
@@ -128,12 +153,34 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Whether only this host can reach `endpoint`: `tcp://` on a loopback address, or
+/// `ipc://` / `inproc://`.
+pub fn is_local_endpoint(endpoint: &str) -> bool {
+    if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") {
+        return true;
+    }
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Node {
     /// Starts a node: binds its sockets, starts its I/O thread and workers, and greets
     /// the seeds.
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
         if !valid_id(&config.id) {
             return Err(StartError::InvalidId(config.id));
+        }
+        let keys = match (&config.key, &config.roster) {
+            (Some(key), Some(roster)) => Some(Loaded::read(key, roster)?),
+            (None, None) => None,
+            _ => return Err(StartError::KeyWithoutRoster),
+        };
+        if keys.is_none() && !config.insecure && !is_local_endpoint(&config.listen) {
+            return Err(StartError::Insecure(config.listen));
         }
         let sockets = Sockets::bind(&config.listen, config.control.as_deref())?;
         let inbox = sockets.inbox.clone();
@@ -163,8 +210,9 @@ impl Node {
             nf_counters: nf_counters.clone(),
             nf: nf.clone(),
         };
-        let thread = driver::spawn(&config.id, &config.join, config.timing, sockets, shared)?;
-        info!(id = %config.id, %endpoint, control = ?control_endpoint, "node started");
+        let secure = keys.is_some();
+        let thread = driver::spawn(&config.id, &config.join, config.timing, sockets, shared, keys)?;
+        info!(id = %config.id, %endpoint, control = ?control_endpoint, secure, "node started");
         Ok(Node {
             id: config.id,
             endpoint,

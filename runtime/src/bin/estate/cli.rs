@@ -46,6 +46,15 @@ pub(crate) enum Command {
         limits: NodeLimits,
         #[command(flatten)]
         nf: NfArgs,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
+    /// Writes a new X25519 key pair to FILE (mode 0600; an existing file is never
+    /// overwritten) and prints its public key (64 hex digits) as the first line.
+    Keygen {
+        /// The key file to write.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
     },
     /// Sets KEY to VALUE (an integer if it parses as i64, a float if f64, else text).
     Set { key: String, value: String },
@@ -222,6 +231,23 @@ pub(crate) struct NfArgs {
     /// the newest values (the paper's way), `off` shares nothing (baseline).
     #[arg(long, value_parser = ["take", "copy", "off"], default_value = "take")]
     pub(crate) flow_state: String,
+}
+
+/// Peer authentication and encryption (docs/security.md).
+#[derive(clap::Args, Debug)]
+pub(crate) struct SecurityArgs {
+    /// The node's key file (`estate keygen`); peers are then authenticated against the
+    /// roster and every peer frame is encrypted. Re-read once a second when it changes.
+    #[arg(long, value_name = "FILE", requires = "roster")]
+    pub(crate) key: Option<std::path::PathBuf>,
+    /// The keys this node accepts: `ID PUBLIC_KEY` lines. Re-read once a second when it
+    /// changes.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) roster: Option<std::path::PathBuf>,
+    /// Listen on a non-loopback address without a key and a roster: any process that
+    /// reaches the port can then join and read or write all state.
+    #[arg(long, conflicts_with = "key")]
+    pub(crate) insecure: bool,
 }
 
 /// Default budgets of Wasm reducer calls on a node.

@@ -32,10 +32,26 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits, nf } => {
+        Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits, nf, security } => {
             let timing = Timing { heartbeat_ms, suspect_ms, remove_ms, rejoin_ms: Timing::default().rejoin_ms };
-            let config = NodeConfig { id, listen, join, control: cli.control, timing, limits: limits.limits() };
+            let config = NodeConfig {
+                id,
+                listen,
+                join,
+                control: cli.control,
+                timing,
+                limits: limits.limits(),
+                key: security.key,
+                roster: security.roster,
+                insecure: security.insecure,
+            };
             node::run(config, nf)
+        }
+        Command::Keygen { out } => {
+            let public = estate::node::generate_key_file(&out)?;
+            println!("{public}");
+            eprintln!("wrote a key pair to {}; add `ID {public}` to the roster", out.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Traffic { action } => traffic::run(action),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),

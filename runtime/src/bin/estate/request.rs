@@ -12,7 +12,7 @@ use crate::cli::{Command, ConsistencyArg, NfAction, ReducerAction};
 /// The control request of a client `command`, and how long to wait for its reply.
 pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)> {
     Ok(match command {
-        Command::Node { .. } | Command::Demo | Command::Traffic { .. } => {
+        Command::Node { .. } | Command::Demo | Command::Traffic { .. } | Command::Keygen { .. } => {
             bail!("not a request to a node's control socket")
         }
         Command::Set { key, value } => {
