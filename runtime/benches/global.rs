@@ -2,6 +2,8 @@
 //! real estate node with its own ZeroMQ context and I/O thread, talking TCP. The
 //! baseline, measured in the same run, is one bare ZeroMQ DEALER→ROUTER→DEALER round
 //! trip on loopback: a global read should cost about one round trip, not one per peer.
+//! Each cluster size is measured twice in the same run: plaintext peering, and
+//! authenticated and encrypted peering (a key and a roster per node, docs/security.md).
 //!
 //! Run with `cargo bench --bench global` (add `-- --quick` for fewer samples).
 
@@ -110,11 +112,38 @@ fn push_down(reads: usize) {
 }
 
 fn cluster(n: usize) -> Vec<Node> {
-    let first = Node::start(NodeConfig::new("b1", "tcp://127.0.0.1:*")).unwrap();
+    cluster_keyed(n, None)
+}
+
+/// Key files and a roster for nodes `b1..=b<n>` in a fresh temporary folder.
+fn keys(n: usize) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("estate-bench-keys-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut roster = String::new();
+    for i in 1..=n {
+        let public = estate::node::generate_key_file(&dir.join(format!("b{i}.key"))).unwrap();
+        roster.push_str(&format!("b{i} {public}\n"));
+    }
+    std::fs::write(dir.join("roster"), roster).unwrap();
+    dir
+}
+
+/// `n` nodes; with `keys` (from [`keys`]), peering is authenticated and encrypted.
+fn cluster_keyed(n: usize, keys: Option<&std::path::Path>) -> Vec<Node> {
+    let config = |i: usize| {
+        let mut config = NodeConfig::new(&format!("b{i}"), "tcp://127.0.0.1:*");
+        if let Some(dir) = keys {
+            config.key = Some(dir.join(format!("b{i}.key")));
+            config.roster = Some(dir.join("roster"));
+        }
+        config
+    };
+    let first = Node::start(config(1)).unwrap();
     let seed = first.endpoint().to_string();
     let mut nodes = vec![first];
     for i in 2..=n {
-        let mut config = NodeConfig::new(&format!("b{i}"), "tcp://127.0.0.1:*");
+        let mut config = config(i);
         config.join.push(seed.clone());
         nodes.push(Node::start(config).unwrap());
     }
@@ -134,9 +163,10 @@ fn main() {
     let samples = if quick { 300 } else { 2000 };
     let (rt50, rt99) = zmq_round_trip(samples);
     println!("baseline: zmq round trip on loopback  p50 {rt50:>10.1?}  p99 {rt99:>10.1?}");
-    println!("{:>6} {:>12} {:>12} {:>14}", "nodes", "p50", "p99", "p50 / rtt p50");
-    for n in [2, 4, 8, 16] {
-        let nodes = cluster(n);
+    println!("{:>6} {:>10} {:>12} {:>12} {:>14}", "nodes", "encryption", "p50", "p99", "p50 / rtt p50");
+    for (n, encrypted) in [2, 4, 8, 16].into_iter().flat_map(|n| [(n, false), (n, true)]) {
+        let dir = encrypted.then(|| keys(n));
+        let nodes = cluster_keyed(n, dir.as_deref());
         let opts = GlobalOptions { timeout: Duration::from_secs(2), ..GlobalOptions::default() };
         let expected = Value::Int((0..n as i64).sum());
         let mut out = Vec::with_capacity(samples);
@@ -151,9 +181,13 @@ fn main() {
             }
         }
         let (p50, p99) = summarize(out);
-        println!("{n:>6} {:>12.1?} {:>12.1?} {:>14.2}", p50, p99, p50.as_secs_f64() / rt50.as_secs_f64());
+        let mode = if encrypted { "on" } else { "off" };
+        println!("{n:>6} {mode:>10} {:>12.1?} {:>12.1?} {:>14.2}", p50, p99, p50.as_secs_f64() / rt50.as_secs_f64());
         for node in nodes {
             node.shutdown();
+        }
+        if let Some(dir) = dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
     push_down(if quick { 5 } else { 30 });

@@ -87,13 +87,19 @@ fn the_store_imports_only_the_clock_and_patterns() {
 }
 
 #[test]
-fn the_protocol_core_has_no_sockets_threads_clocks_or_randomness() {
+fn the_protocol_core_and_the_secure_channel_have_no_sockets_threads_clocks_or_randomness() {
     let found = offenders(
-        &["zmq", "std::thread", "thread::", "Instant", "SystemTime", "rand::", "sleep("],
-        |f| f.starts_with("peering/proto/"),
+        &["zmq", "std::thread", "thread::", "Instant", "SystemTime", "rand::", "sleep(", "std::fs", "getrandom"],
+        |f| f.starts_with("peering/proto/") || f.starts_with("peering/secure/"),
         |_| false,
     );
-    assert!(found.is_empty(), "peering/proto is sans-IO: {found:#?}");
+    assert!(found.is_empty(), "peering/proto and peering/secure are sans-IO: {found:#?}");
+}
+
+#[test]
+fn snow_is_used_only_by_the_secure_channel() {
+    let found = offenders(&["snow::"], everywhere, |f| f.starts_with("peering/secure/"));
+    assert!(found.is_empty(), "{found:#?}");
 }
 
 #[test]

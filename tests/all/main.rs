@@ -14,6 +14,7 @@ mod nfs;
 mod reducers;
 mod scale;
 mod sdk_readme;
+mod secure;
 mod store_model;
 mod switch;
 mod tenants;

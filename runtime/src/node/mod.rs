@@ -30,7 +30,7 @@ use crate::control::{HandoffReport, LimitOverrides, MemberView};
 use crate::control::auth::{CredentialError, Credentials};
 use crate::nf::env::NfContext;
 use crate::nf::{FailPolicy, FlowState, NfCounters, NfSettings, NfSlot, Packets};
-use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Shared, Sockets};
+use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Loaded, Shared, Sockets};
 use crate::reduce::registry::{LoadError, ReducerInfo, Registry};
 use crate::security_log::SecurityLog;
 use crate::store::{DEFAULT_TENANT, Store, StoreError, Versioned};
@@ -41,8 +41,10 @@ pub use tenant::Tenant;
 
 pub use crate::global::{Consistency, GlobalError, GlobalOptions};
 pub use crate::peering::driver::SocketError;
+pub use crate::peering::driver::keyfile::{generate_key_file, read_key, read_roster};
 pub use crate::peering::proto::HandoffError;
 pub use crate::peering::proto::membership::Timing;
+pub use crate::peering::secure::{KeyError, PublicKey};
 pub use crate::peering::stats::Stats;
 
 mod tenant;
@@ -74,8 +76,14 @@ pub struct NodeConfig {
     /// The control credentials file (see [`crate::control::auth`]). Without one, every
     /// control request acts as the admin, so the control socket must be local.
     pub credentials: Option<PathBuf>,
-    /// Allow what is unsafe on a shared network: a control socket that is not local
-    /// without a credentials file.
+    /// The node's key file: with `roster`, every peer is authenticated and every peer
+    /// frame encrypted (`docs/security.md`).
+    pub key: Option<PathBuf>,
+    /// The keys this node accepts, with the id each authenticates.
+    pub roster: Option<PathBuf>,
+    /// Allow what is unsafe on a shared network: listening on a non-loopback address
+    /// without a key and a roster, or a control socket that is not local without a
+    /// credentials file.
     pub insecure: bool,
 }
 
@@ -92,6 +100,8 @@ impl NodeConfig {
             tenants: Tenants::default(),
             nf_tenant: None,
             credentials: None,
+            key: None,
+            roster: None,
             insecure: false,
         }
     }
@@ -121,6 +131,18 @@ pub enum StartError {
     /// The NF place's owner is not one of the node's tenants.
     #[error("the NF tenant {0:?} is not configured in the tenants file")]
     UnknownNfTenant(String),
+    /// The key file or roster could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A key without a roster, or a roster without a key.
+    #[error("a key needs a roster and a roster needs a key (give both, or neither)")]
+    KeyWithoutRoster,
+    /// Peers on other hosts could reach a node without a key and a roster.
+    #[error(
+        "{0} is not a loopback address: without a key and a roster any process that reaches it could join \
+         and read or write all state; give a key and a roster, or start the node as insecure (`--insecure`)"
+    )]
+    Insecure(String),
 }
 
 /// Why a graceful leave did not happen.
@@ -158,20 +180,22 @@ impl fmt::Debug for Node {
     }
 }
 
-/// Whether `endpoint` is reachable only from this machine (loopback, `ipc://`,
-/// `inproc://`).
-pub fn is_local(endpoint: &str) -> bool {
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Whether only this host can reach `endpoint`: `tcp://` on a loopback address, or
+/// `ipc://` / `inproc://`.
+pub fn is_local_endpoint(endpoint: &str) -> bool {
     if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") {
         return true;
     }
-    let Some(rest) = endpoint.strip_prefix("tcp://") else { return false };
-    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl Node {
@@ -180,6 +204,14 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
         if !valid_id(&config.id) {
             return Err(StartError::InvalidId(config.id));
+        }
+        let keys = match (&config.key, &config.roster) {
+            (Some(key), Some(roster)) => Some(Loaded::read(key, roster)?),
+            (None, None) => None,
+            _ => return Err(StartError::KeyWithoutRoster),
+        };
+        if keys.is_none() && !config.insecure && !is_local_endpoint(&config.listen) {
+            return Err(StartError::Insecure(config.listen));
         }
         let tenants = Arc::new(config.tenants.clone());
         let nf_tenant = match &config.nf_tenant {
@@ -190,7 +222,7 @@ impl Node {
         };
         let credentials = config.credentials.as_deref().map(Credentials::load).transpose()?;
         if let Some(control) =
-            config.control.as_deref().filter(|c| credentials.is_none() && !config.insecure && !is_local(c))
+            config.control.as_deref().filter(|c| credentials.is_none() && !config.insecure && !is_local_endpoint(c))
         {
             let why = format!("control endpoint {control} is reachable from other machines: give a credentials file");
             return Err(StartError::Unsafe(why));
@@ -230,8 +262,9 @@ impl Node {
             credentials,
             security: Arc::new(SecurityLog::default()),
         };
-        let thread = driver::spawn(&config.id, &config.join, config.timing, sockets, shared)?;
-        info!(id = %config.id, %endpoint, control = ?control_endpoint, "node started");
+        let secure = keys.is_some();
+        let thread = driver::spawn(&config.id, &config.join, config.timing, sockets, shared, keys)?;
+        info!(id = %config.id, %endpoint, control = ?control_endpoint, secure, "node started");
         let mut node = Node {
             id: config.id,
             endpoint,

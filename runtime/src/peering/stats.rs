@@ -47,6 +47,34 @@ pub struct Stats {
     /// Refusals by tenant and quota (`reducers`, `modules`, `module_bytes`, `reads`,
     /// `wasm_jobs`; the store counts `keys` and `bytes` itself).
     quota_refused: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Secure peering: handshakes completed (either side).
+    pub handshakes: AtomicU64,
+    /// Secure peering: handshakes refused because the peer's key is not in the roster.
+    pub unknown_peer: AtomicU64,
+    /// Secure peering: handshake messages that failed (malformed, not authentic, or
+    /// answering no handshake of this node).
+    pub bad_handshake: AtomicU64,
+    /// Secure peering: unanswered handshakes dropped, the oldest first, to make room.
+    pub handshake_evicted: AtomicU64,
+    /// Secure peering: frames that failed authentication.
+    pub bad_mac: AtomicU64,
+    /// Secure peering: frames refused as replayed or too old for the replay window.
+    pub replay: AtomicU64,
+    /// Secure peering: authenticated messages whose `from` is not the sender's id in
+    /// the roster.
+    pub identity_mismatch: AtomicU64,
+    /// Secure peering: plaintext peer frames refused.
+    pub plaintext_refused: AtomicU64,
+    /// Secure peering: frames for a session this node does not have (the sender is told).
+    pub unknown_session: AtomicU64,
+    /// Secure peering: key file or roster changes taken up.
+    pub key_reloads: AtomicU64,
+    /// Secure peering: key file or roster changes refused (unreadable, not private,
+    /// malformed); the node keeps what it had.
+    pub key_reload_failed: AtomicU64,
+    /// Secure peering (a gauge): sending sessions still made with a key this node has
+    /// replaced; they are renewed at once, and this returns to 0.
+    pub stale_sessions: AtomicU64,
 }
 
 impl Stats {
@@ -71,6 +99,18 @@ impl Stats {
             ("module_refused".into(), get(&self.module_refused)),
             ("control_unauthenticated".into(), get(&self.control_unauthenticated)),
             ("control_forbidden".into(), get(&self.control_forbidden)),
+            ("handshakes".into(), get(&self.handshakes)),
+            ("unknown_peer".into(), get(&self.unknown_peer)),
+            ("bad_handshake".into(), get(&self.bad_handshake)),
+            ("handshake_evicted".into(), get(&self.handshake_evicted)),
+            ("bad_mac".into(), get(&self.bad_mac)),
+            ("replay".into(), get(&self.replay)),
+            ("identity_mismatch".into(), get(&self.identity_mismatch)),
+            ("plaintext_refused".into(), get(&self.plaintext_refused)),
+            ("unknown_session".into(), get(&self.unknown_session)),
+            ("key_reloads".into(), get(&self.key_reloads)),
+            ("key_reload_failed".into(), get(&self.key_reload_failed)),
+            ("stale_sessions".into(), get(&self.stale_sessions)),
         ]
     }
 

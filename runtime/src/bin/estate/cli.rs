@@ -58,6 +58,13 @@ pub(crate) enum Command {
         #[command(flatten)]
         security: NodeSecurity,
     },
+    /// Writes a new X25519 key pair to FILE (mode 0600; an existing file is never
+    /// overwritten) and prints its public key (64 hex digits) as the first line.
+    Keygen {
+        /// The key file to write.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
     /// Makes a control credential for PRINCIPAL (`admin` or `tenant:NAME`): writes it
     /// to FILE (mode 0600) for the client, and prints the line that the node's
     /// credentials file needs to accept it (the secret's sha256, never the secret).
@@ -251,7 +258,8 @@ pub(crate) struct NfArgs {
     pub(crate) flow_state: String,
 }
 
-/// Tenants and who may use the control socket.
+/// Tenants, who may use the control socket, and peer authentication and encryption
+/// (docs/security.md).
 #[derive(clap::Args, Debug)]
 pub(crate) struct NodeSecurity {
     /// Tenants file (TOML: `[tenants.NAME]` tables with quotas). Only these tenants
@@ -262,12 +270,21 @@ pub(crate) struct NodeSecurity {
     #[arg(long, value_name = "NAME")]
     pub(crate) nf_tenant: Option<String>,
     /// Control credentials the node accepts (`PRINCIPAL sha256:HEX` lines); read again
-    /// whenever it changes. Without it every control request acts as the admin, so the
+    /// on every request. Without it every control request acts as the admin, so the
     /// control endpoint must be local unless --insecure.
     #[arg(long, value_name = "FILE")]
     pub(crate) credentials: Option<std::path::PathBuf>,
-    /// Allow what is unsafe on a shared network (a non-local control endpoint without
-    /// credentials).
+    /// The node's key file (`estate keygen`); peers are then authenticated against the
+    /// roster and every peer frame is encrypted. Re-read once a second when it changes.
+    #[arg(long, value_name = "FILE", requires = "roster")]
+    pub(crate) key: Option<std::path::PathBuf>,
+    /// The keys this node accepts: `ID PUBLIC_KEY` lines. Re-read once a second when it
+    /// changes.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) roster: Option<std::path::PathBuf>,
+    /// Allow what is unsafe on a shared network: listening on a non-loopback address
+    /// without a key and a roster (any process that reaches the port can then join and
+    /// read or write all state), or a non-local control endpoint without credentials.
     #[arg(long)]
     pub(crate) insecure: bool,
 }

@@ -49,9 +49,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tenants,
                 nf_tenant: security.nf_tenant,
                 credentials: security.credentials,
+                key: security.key,
+                roster: security.roster,
                 insecure: security.insecure,
             };
             node::run(config, nf)
+        }
+        Command::Keygen { out } => {
+            let public = estate::node::generate_key_file(&out)?;
+            println!("{public}");
+            eprintln!("wrote a key pair to {}; add `ID {public}` to the roster", out.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Traffic { action } => traffic::run(action),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),

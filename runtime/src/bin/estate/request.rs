@@ -13,7 +13,11 @@ use crate::cli::{Command, ConsistencyArg, NfAction, ReducerAction};
 /// module to compile gets two minutes: compiling a large NF on a busy host is slow).
 pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)> {
     Ok(match command {
-        Command::Node { .. } | Command::Demo | Command::Traffic { .. } | Command::Credential { .. } => {
+        Command::Node { .. }
+        | Command::Demo
+        | Command::Traffic { .. }
+        | Command::Credential { .. }
+        | Command::Keygen { .. } => {
             bail!("not a request to a node's control socket")
         }
         Command::Set { key, value } => {

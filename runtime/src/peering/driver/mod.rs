@@ -11,10 +11,16 @@
 //! protocol sends, and runs the protocol's [`Work`] — Wasm reducer calls and module
 //! compilation — on a small worker pool, never on the I/O thread: a guest that loops
 //! until its deadline delays only its own read. Workers post results back as commands.
+//!
+//! A node with a key and a roster sends and receives every peer frame through its
+//! secure channel ([`crate::peering::secure`]): it then also reads its DEALERs, where
+//! handshake answers arrive, and re-reads its key file and roster when they change.
 
 mod control;
 mod deliver;
+pub(crate) mod keyfile;
 mod quota;
+mod secure;
 mod sockets;
 mod workers;
 
@@ -44,8 +50,10 @@ use crate::wire::{self, Body, DecodeError, Envelope, GlobalAnswer, HandoffReport
 pub(crate) use deliver::{HandoffWaiter, Timed, Waiter};
 pub use sockets::SocketError;
 pub(crate) use sockets::Sockets;
-use sockets::{LINGER_MS, PEER_SNDHWM};
+use sockets::{DEALER_MAX_MSG, LINGER_MS, PEER_SNDHWM};
 use workers::Workers;
+
+pub(crate) use keyfile::Loaded;
 
 /// Threads that run Wasm reducers and module compilation, off the I/O thread.
 const WORKERS: usize = 2;
@@ -99,6 +107,7 @@ pub(crate) fn spawn(
     timing: Timing,
     sockets: Sockets,
     shared: Shared,
+    keys: Option<Loaded>,
 ) -> std::io::Result<JoinHandle<()>> {
     let workers = Workers::start(WORKERS, sockets.inbox.clone(), id)?;
     let Shared { store, registry, view, stats, nf_counters, nf, tenants, nf_tenant, credentials, security } = shared;
@@ -112,6 +121,7 @@ pub(crate) fn spawn(
         modules: registry.clone(),
         ids: Box::new(RandomIds),
     });
+    let secure = keys.map(|loaded| secure::Link::new(loaded, stats.clone()));
     let driver = Driver {
         id: id.to_string(),
         endpoint: sockets.endpoint,
@@ -134,6 +144,7 @@ pub(crate) fn spawn(
         credentials,
         security,
         load: quota::Load::default(),
+        secure,
         started: Instant::now(),
     };
     driver.refresh_view();
@@ -220,6 +231,8 @@ pub(crate) struct Driver {
     pub(crate) credentials: Option<Credentials>,
     pub(crate) security: Arc<SecurityLog>,
     load: quota::Load,
+    /// The secure channel, when the node has a key and a roster.
+    secure: Option<secure::Link>,
     started: Instant,
 }
 
@@ -232,18 +245,33 @@ impl Driver {
         self.feed(Input::Tick);
         while !self.proto.has_left() {
             let timeout = self.proto.next_deadline().saturating_sub(self.now()).min(1000) as i64;
-            let (peer_ready, wake_ready, control_ready) = {
+            let (peer_ready, wake_ready, control_ready, dealers_ready) = {
                 let mut items = vec![self.router.as_poll_item(zmq::POLLIN), self.wake.as_poll_item(zmq::POLLIN)];
                 if let Some(c) = &self.control {
                     items.push(c.as_poll_item(zmq::POLLIN));
                 }
+                // A keyed node's DEALERs receive handshake answers.
+                let dealers: Vec<&String> =
+                    if self.secure.is_some() { self.peers.keys().collect() } else { Vec::new() };
+                let first_dealer = items.len();
+                items.extend(dealers.iter().map(|ep| self.peers[*ep].as_poll_item(zmq::POLLIN)));
                 if let Err(e) = zmq::poll(&mut items, timeout) {
                     warn!("poll failed: {e}");
                 }
-                (items[0].is_readable(), items[1].is_readable(), items.get(2).is_some_and(|i| i.is_readable()))
+                let ready = |i: usize| items.get(i).is_some_and(|item| item.is_readable());
+                let dealers_ready: Vec<String> = dealers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| ready(first_dealer + i))
+                    .map(|(_, ep)| (*ep).clone())
+                    .collect();
+                (ready(0), ready(1), self.control.is_some() && ready(2), dealers_ready)
             };
             if peer_ready {
                 self.drain_peers();
+            }
+            if !dealers_ready.is_empty() {
+                self.drain_dealers(dealers_ready);
             }
             if wake_ready {
                 self.drain_commands();
@@ -252,6 +280,7 @@ impl Driver {
                 self.drain_control();
             }
             self.feed(Input::Tick);
+            self.secure_tick();
         }
         for waiter in self.proto.abort() {
             self.notify(waiter, Err(GlobalError::Shutdown));
@@ -309,11 +338,18 @@ impl Driver {
             let size: usize = parts.iter().map(Vec::len).sum();
             self.stats.bytes_in.fetch_add(size as u64, Ordering::Relaxed);
             // ROUTER prepends the sender's routing id; a peer sends exactly one frame.
-            let [_, frame] = parts.as_slice() else {
+            let [routing_id, frame] = parts.as_slice() else {
                 let n = bump(&self.stats.malformed);
                 warn!(parts = parts.len(), total = n, "dropped a peer message with an unexpected frame count");
                 continue;
             };
+            let now = self.now();
+            if let Some(link) = &mut self.secure {
+                let mut out = Vec::new();
+                link.channel.from_router(routing_id, frame, now, &mut out);
+                self.carry_out(out);
+                continue;
+            }
             match wire::decode(frame) {
                 Ok(Envelope { from, clock, body }) => {
                     self.store.clock().observe(clock);
@@ -414,15 +450,34 @@ impl Driver {
                 // again at its next greeting).
                 let live: BTreeSet<&str> =
                     self.proto.membership().members().values().map(|m| m.endpoint.as_str()).collect();
-                self.peers.retain(|ep, _| live.contains(ep.as_str()));
+                let closed: Vec<String> = self.peers.keys().filter(|ep| !live.contains(ep.as_str())).cloned().collect();
+                for endpoint in closed {
+                    self.peers.remove(&endpoint);
+                    if let Some(link) = &mut self.secure {
+                        link.channel.forget(&endpoint);
+                    }
+                }
             }
         }
         self.refresh_view();
     }
 
-    /// Stamps `body` with this node's id and clock, and sends it to `endpoint`.
+    /// Stamps `body` with this node's id and clock, and sends it to `endpoint` (through
+    /// the secure channel if the node has one).
     fn send(&mut self, endpoint: &str, body: Body) {
         let frame = wire::encode(&Envelope { from: self.id.clone(), clock: self.store.clock().tick(), body });
+        let now = self.now();
+        if let Some(link) = &mut self.secure {
+            let mut out = Vec::new();
+            link.channel.seal(endpoint, frame, now, &mut out);
+            self.carry_out(out);
+        } else {
+            self.send_raw(endpoint, frame);
+        }
+    }
+
+    /// Sends `frame` as it is on the DEALER to `endpoint` (connected on first use).
+    fn send_raw(&mut self, endpoint: &str, frame: Vec<u8>) {
         if !self.peers.contains_key(endpoint) {
             match self.connect(endpoint) {
                 Ok(socket) => {
@@ -449,6 +504,8 @@ impl Driver {
     fn connect(&self, endpoint: &str) -> Result<zmq::Socket, zmq::Error> {
         let socket = self.ctx.socket(zmq::DEALER)?;
         socket.set_sndhwm(PEER_SNDHWM)?;
+        // Only handshake answers (a secure node's) ever come back on a DEALER.
+        socket.set_maxmsgsize(DEALER_MAX_MSG)?;
         socket.set_linger(0)?;
         socket.connect(endpoint)?;
         Ok(socket)

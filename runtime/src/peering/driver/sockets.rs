@@ -10,6 +10,8 @@ use crate::wire::MAX_FRAME;
 pub(crate) const ZMQ_MAX_MSG: i64 = 2 * MAX_FRAME as i64;
 /// Send queue per peer; a dead peer's queue fills up and further sends are dropped.
 pub(super) const PEER_SNDHWM: i32 = 10_000;
+/// Largest message a DEALER takes (handshake answers are about a hundred bytes).
+pub(super) const DEALER_MAX_MSG: i64 = 4096;
 /// How long a closing socket may keep trying to deliver (the `Leave` messages).
 pub(super) const LINGER_MS: i32 = 500;
 
