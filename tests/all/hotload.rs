@@ -204,3 +204,47 @@ fn hostile_reducers_fail_cleanly_while_the_node_serves() {
     assert_eq!(nodes[0].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]), "3");
     assert_eq!(nodes[1].ok(&["global", "c", "--reduce", "sum", "--consistency", "all"]), "3");
 }
+
+/// A pushed-down module runs on the remote node under the budgets its owner loaded it
+/// with (within the tenant's ceilings there), not under the remote node's defaults.
+#[test]
+fn a_pushed_down_reducer_runs_under_its_owners_budget_on_every_node() {
+    use std::time::{Duration, Instant};
+
+    use estate::control::LimitOverrides;
+    use estate::node::{GlobalOptions, Node, NodeConfig};
+    use estate::tenancy::Tenants;
+    use estate_guest::Value;
+
+    let tenants = Tenants::parse("[tenants.a]\n", "test").unwrap();
+    let start = |id: &str, join: Option<&Node>| {
+        let mut config = NodeConfig::new(id, "tcp://127.0.0.1:*");
+        config.tenants = tenants.clone();
+        config.join = join.map(|n| vec![n.endpoint().to_string()]).unwrap_or_default();
+        Node::start(config).unwrap()
+    };
+    let n1 = start("n1", None);
+    let n2 = start("n2", Some(&n1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !n1.members().iter().any(|m| m.id == "n2" && m.state == "alive") {
+        assert!(Instant::now() < deadline, "n2 never joined");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (a1, a2) = (n1.tenant("a").unwrap(), n2.tenant("a").unwrap());
+    // Only n2 holds matching items: n1's own partial is over nothing.
+    for i in 0..2000 {
+        a2.set(&format!("big:{i}"), Value::Int(1)).unwrap();
+    }
+    let sum = std::fs::read(guest_path("reducer_sum")).unwrap();
+    let read = |name: &str| {
+        let options = GlobalOptions { remote: true, timeout: Duration::from_secs(20), ..GlobalOptions::default() };
+        a1.get_global("big:.*", name, options)
+    };
+    let starved = LimitOverrides { fuel: Some(20_000), ..LimitOverrides::default() };
+    a1.load_reducer("starved", sum.clone(), &starved).unwrap();
+    a1.load_reducer("fed", sum, &LimitOverrides::default()).unwrap();
+    let answer = read("fed").expect("the node's default fuel sums 2,000 items");
+    assert_eq!(answer.result, estate::reduce::Reduced::Item(estate_guest::Item::of(Value::Int(2000))));
+    let e = read("starved").unwrap_err().to_string();
+    assert!(e.contains("n2") && e.contains("fuel"), "n2 ran out of the owner's fuel: {e}");
+}

@@ -197,6 +197,11 @@ fn a_recorded_frame_sent_again_is_refused_and_forged_ones_are_counted() {
     let stats = na.stats();
     assert_eq!(stats["rejected"].as_u64(), Some(1), "{stats}");
     assert_eq!(all_member_ids(&na), ["a"]);
+    // The admin's security log names the refusals by peer.
+    let log: serde_json::Value = serde_json::from_str(&na.ok(&["security-log", "--json"])).unwrap();
+    let has =
+        |reason: &str| log.as_array().unwrap().iter().any(|e| e["reason"] == reason && e["principal"] == "peer:t");
+    assert!(has("replay") && has("identity mismatch"), "{log}");
 }
 
 #[test]

@@ -234,8 +234,8 @@ impl Registry {
     }
 
     /// Installs a module fetched from a peer for a read of `tenant` pushed down here:
-    /// checks that `bytes` hash to `hash`, compiles once under the tenant's budgets
-    /// (the node's defaults within its ceilings), caches it as the tenant's (within its
+    /// checks that `bytes` hash to `hash`, compiles once, its calls run under `limits`
+    /// within the tenant's ceilings, and caches it as the tenant's (within its
     /// `modules` and `module_bytes` quotas).
     pub fn install(
         &self,
@@ -243,6 +243,7 @@ impl Registry {
         quotas: &Quotas,
         hash: &[u8; 32],
         bytes: Vec<u8>,
+        limits: Limits,
     ) -> Result<ReducerModule, LoadError> {
         let got = sha256(&bytes);
         if &got != hash {
@@ -252,7 +253,7 @@ impl Registry {
             return Ok(module);
         }
         self.make_room(tenant, quotas, bytes.len())?;
-        let module = self.host.load_reducer_with(&bytes, quotas.clamp(self.host.limits()))?;
+        let module = self.host.load_reducer_with(&bytes, quotas.clamp(&limits))?;
         self.remember(tenant, module.clone(), Arc::new(bytes));
         Ok(module)
     }
@@ -367,9 +368,12 @@ pub(crate) mod tests {
         let hash = sha256(&bytes);
         let mut tampered = bytes.clone();
         tampered.push(b' ');
-        assert!(matches!(r.install(T, &Quotas::default(), &hash, tampered), Err(LoadError::HashMismatch { .. })));
+        assert!(matches!(
+            r.install(T, &Quotas::default(), &hash, tampered, Limits::default()),
+            Err(LoadError::HashMismatch { .. })
+        ));
         assert!(r.module(T, &hash).is_none());
-        r.install(T, &Quotas::default(), &hash, bytes.clone()).unwrap();
+        r.install(T, &Quotas::default(), &hash, bytes.clone(), Limits::default()).unwrap();
         assert!(r.module(T, &hash).is_some());
         assert_eq!(r.bytes(T, &hash).unwrap().as_slice(), bytes.as_slice());
     }
@@ -401,11 +405,11 @@ pub(crate) mod tests {
         let r = registry();
         let keep = REDUCER.as_bytes().to_vec();
         let keep_hash = sha256(&keep);
-        r.install("a", &Quotas::default(), &keep_hash, keep).unwrap();
+        r.install("a", &Quotas::default(), &keep_hash, keep, Limits::default()).unwrap();
         for i in 0..CACHE_LIMIT + 5 {
             let bytes =
                 REDUCER.replace("i32.const 1))", &format!("i32.const 1) (func (export \"f{i}\")))")).into_bytes();
-            r.install("b", &Quotas::default(), &sha256(&bytes), bytes).unwrap();
+            r.install("b", &Quotas::default(), &sha256(&bytes), bytes, Limits::default()).unwrap();
         }
         assert!(r.module("a", &keep_hash).is_some(), "a's module survived b filling its cache");
         assert!(r.cached("b").0 <= CACHE_LIMIT);
@@ -424,7 +428,9 @@ pub(crate) mod tests {
         r.load("a", &quotas, "one", other, None).expect("replacing under a name needs no new room");
         r.load("b", &Quotas::default(), "two", REDUCER.as_bytes().to_vec(), None).expect("b is not limited by a");
         let tiny = Quotas { module_bytes: Some(10), ..Quotas::default() };
-        let e = r.install("c", &tiny, &sha256(REDUCER.as_bytes()), REDUCER.as_bytes().to_vec()).unwrap_err();
+        let e = r
+            .install("c", &tiny, &sha256(REDUCER.as_bytes()), REDUCER.as_bytes().to_vec(), Limits::default())
+            .unwrap_err();
         assert!(matches!(e, LoadError::Quota(QuotaExceeded { quota: "module_bytes", .. })), "{e}");
     }
 }

@@ -25,7 +25,7 @@ use wasmtime::{
 pub const ABI_VERSION: i32 = abi::VERSION;
 
 /// Budgets for one guest call. Every limit names itself in the error that enforces it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Fuel (roughly, Wasm instructions) per call.
     pub fuel: u64,

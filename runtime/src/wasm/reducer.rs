@@ -183,4 +183,13 @@ impl ReducerModule {
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+
+    /// The same compiled module, its calls run under `limits` (its own warm instances
+    /// if they differ: an instance's memory cap is set when it is made).
+    pub fn with_limits(&self, limits: Limits) -> ReducerModule {
+        if limits == self.limits {
+            return self.clone();
+        }
+        ReducerModule { idle: Arc::default(), limits, ..self.clone() }
+    }
 }

@@ -6,6 +6,7 @@ use crate::global::Answer;
 use crate::peering::proto::membership::MemberMsg;
 use crate::reduce::Builtin;
 use crate::store::Moving;
+use crate::wasm::Limits;
 
 /// A message between peers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +89,50 @@ pub enum Body {
 pub enum RemoteReducer {
     /// A built-in, by identity.
     Builtin(Builtin),
-    /// A Wasm module, by content hash; a peer without it asks the requester for it.
-    Wasm([u8; 32]),
+    /// A Wasm module, by content hash (a peer without it asks the requester for it),
+    /// and the budgets its owner runs it under (the peer applies them within the
+    /// reading tenant's ceilings).
+    Wasm {
+        /// sha256 of the module.
+        hash: [u8; 32],
+        /// Budgets per call.
+        budget: Budget,
+    },
+}
+
+/// A reducer's budgets per call, as they travel with a pushed-down read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Fuel.
+    pub fuel: u64,
+    /// Wall time, in milliseconds.
+    pub wall_ms: u64,
+    /// Memory, in bytes.
+    pub memory_bytes: u64,
+    /// Output, in bytes.
+    pub output_bytes: u64,
+}
+
+impl From<&Limits> for Budget {
+    fn from(l: &Limits) -> Self {
+        Budget {
+            fuel: l.fuel,
+            wall_ms: l.wall_time.as_millis() as u64,
+            memory_bytes: l.memory_bytes as u64,
+            output_bytes: l.output_bytes as u64,
+        }
+    }
+}
+
+impl Budget {
+    /// These budgets on top of `base` (which gives what a budget does not carry).
+    pub fn limits(&self, base: &Limits) -> Limits {
+        Limits {
+            fuel: self.fuel,
+            wall_time: std::time::Duration::from_millis(self.wall_ms),
+            memory_bytes: self.memory_bytes.try_into().unwrap_or(usize::MAX),
+            output_bytes: self.output_bytes.try_into().unwrap_or(usize::MAX),
+            ..base.clone()
+        }
+    }
 }

@@ -418,19 +418,25 @@ impl Driver {
                     };
                     Input::LocalPartial { id, result }
                 }
-                Work::PeerPartial { to, id, tenant, hash, items } => {
+                Work::PeerPartial { to, id, tenant, hash, budget, items } => {
+                    // The reader's budgets, within the tenant's ceilings on this node.
+                    let ceilings = tenants.quotas(&tenant).cloned().unwrap_or_default();
+                    let limits = ceilings.clamp(&budget.limits(registry.host().limits()));
                     let result = match registry.module(&tenant, &hash) {
-                        Some(module) => partial(&module, &items),
+                        Some(module) => partial(&module.with_limits(limits), &items),
                         None => Err("the module was evicted before it ran".into()),
                     };
                     Input::PeerPartial { to, id, result }
                 }
-                Work::Install { tenant, hash, bytes } => {
-                    // Compiled, cached and later run under the reading tenant's quotas.
+                Work::Install { tenant, hash, budget, bytes } => {
+                    // Compiled, cached and later run under the reading tenant's quotas,
+                    // with the reader's budgets.
                     let result = match (tenants.quotas(&tenant), &slot) {
                         (_, Err(e)) => Err(e.clone()),
                         (Some(quotas), Ok(_)) => {
-                            registry.install(&tenant, quotas, &hash, bytes).map(drop).map_err(|e| e.to_string())
+                            let limits = budget.limits(registry.host().limits());
+                            let installed = registry.install(&tenant, quotas, &hash, bytes, limits);
+                            installed.map(drop).map_err(|e| e.to_string())
                         }
                         (None, Ok(_)) => Err(format!("unknown tenant {tenant:?}")),
                     };

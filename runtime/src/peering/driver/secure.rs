@@ -42,6 +42,7 @@ impl Driver {
                     self.store.clock().observe(env.clock);
                     self.feed(Input::Message { from: env.from, body: env.body });
                 }
+                Out::Refused { reason, peer } => self.security.record(reason, &format!("peer:{peer}"), "peer frames"),
             }
         }
     }

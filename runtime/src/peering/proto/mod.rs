@@ -147,6 +147,8 @@ pub enum Work {
         tenant: String,
         /// The module (compiled here).
         hash: [u8; 32],
+        /// The budgets the reader runs it under (applied within the tenant's ceilings).
+        budget: crate::wire::Budget,
         /// The matching items in the guest encoding.
         items: Vec<u8>,
     },
@@ -155,6 +157,8 @@ pub enum Work {
     Install {
         /// The tenant the module is fetched for.
         tenant: String,
+        /// The budgets of the read that fetched it (its calls run under them).
+        budget: crate::wire::Budget,
         /// The module's sha256.
         hash: [u8; 32],
         /// Its bytes.

@@ -166,7 +166,9 @@ impl<W, H> Peering<W, H> {
         let remote = match (&reducer, options.remote) {
             (_, false) => None,
             (ReducerRef::Builtin(b), true) => Some(RemoteReducer::Builtin(*b)),
-            (ReducerRef::Wasm(l), true) => Some(RemoteReducer::Wasm(*l.module.hash())),
+            (ReducerRef::Wasm(l), true) => {
+                Some(RemoteReducer::Wasm { hash: *l.module.hash(), budget: l.module.limits().into() })
+            }
         };
         for member in &asked {
             let body = Body::GlobalRequest {

@@ -14,7 +14,7 @@ use super::{Action, Peering, Work};
 use crate::global::Answer;
 use crate::pattern::Pattern;
 use crate::wasm::sha256;
-use crate::wire::{self, Body, RemoteReducer};
+use crate::wire::{self, Body, Budget, RemoteReducer};
 
 /// How long a pushed-down read waits for a module's bytes.
 pub const MODULE_WAIT_MS: u64 = 30_000;
@@ -28,6 +28,8 @@ struct AwaitingModule {
     id: u128,
     /// The matching items, already in the guest encoding.
     items: Vec<u8>,
+    /// The budgets the reader runs the module under.
+    budget: Budget,
     since: u64,
 }
 
@@ -88,15 +90,15 @@ impl<W, H> Peering<W, H> {
                 let result = self.builtin_partial(tenant, &pattern, b);
                 self.send_answer(&from, id, result, out);
             }
-            (false, Some(RemoteReducer::Wasm(hash))) => {
+            (false, Some(RemoteReducer::Wasm { hash, budget })) => {
                 let items = self.encoded_items(tenant, &pattern);
                 let tenant = tenant.to_string();
                 if self.modules.has(&tenant, &hash) {
-                    return out.push(Action::Work(Work::PeerPartial { to: from, id, tenant, hash, items }));
+                    return out.push(Action::Work(Work::PeerPartial { to: from, id, tenant, hash, budget, items }));
                 }
                 let key = (tenant, hash);
                 let first = !self.serving.awaiting.contains_key(&key);
-                let waiting = AwaitingModule { from: from.clone(), id, items, since: now };
+                let waiting = AwaitingModule { from: from.clone(), id, items, budget, since: now };
                 self.serving.awaiting.entry(key.clone()).or_default().push(waiting);
                 if first {
                     self.send_to_member(&from, Body::ModuleRequest { tenant: key.0, hash }, out);
@@ -168,15 +170,16 @@ impl<W, H> Peering<W, H> {
         bytes: Vec<u8>,
         out: &mut Vec<Action<W, H>>,
     ) {
-        if !self.serving.awaiting.contains_key(&(tenant.clone(), hash)) {
+        let Some(budget) = self.serving.awaiting.get(&(tenant.clone(), hash)).and_then(|w| w.first()).map(|a| a.budget)
+        else {
             return self.reject(from, "module bytes nobody asked for");
-        }
+        };
         if sha256(&bytes) != hash {
             self.reject(from, "module bytes that do not match their hash");
             let message = format!("the bytes {from} sent for module {} do not match its hash", hex::encode(hash));
             return self.module_installed(&tenant, hash, Err(message), out);
         }
-        out.push(Action::Work(Work::Install { tenant, hash, bytes }));
+        out.push(Action::Work(Work::Install { tenant, hash, budget, bytes }));
     }
 
     /// A fetched module compiled (or not): answer the reads that waited for it.
@@ -190,8 +193,8 @@ impl<W, H> Peering<W, H> {
         for a in self.serving.awaiting.remove(&(tenant.to_string(), hash)).unwrap_or_default() {
             match &result {
                 Ok(()) => {
-                    let (to, id, tenant, items) = (a.from, a.id, tenant.to_string(), a.items);
-                    out.push(Action::Work(Work::PeerPartial { to, id, tenant, hash, items }))
+                    let (to, id, tenant, budget, items) = (a.from, a.id, tenant.to_string(), a.budget, a.items);
+                    out.push(Action::Work(Work::PeerPartial { to, id, tenant, hash, budget, items }))
                 }
                 Err(e) => self.send_answer(&a.from, a.id, Err(e.clone()), out),
             }

@@ -96,6 +96,13 @@ pub enum Out {
     },
     /// An authenticated message: its `from` is the id the roster gives its sender's key.
     Deliver(Envelope),
+    /// A refusal (already counted), for the security log.
+    Refused {
+        /// Why: `unknown peer`, `replay`, `identity mismatch`.
+        reason: &'static str,
+        /// Who: a roster id, or a key not in the roster (its first hex digits).
+        peer: String,
+    },
 }
 
 /// One node's secure channel to all its peers.
@@ -210,7 +217,7 @@ impl Secure {
     pub fn from_router(&mut self, routing_id: &[u8], bytes: &[u8], now: u64, out: &mut Vec<Out>) {
         match frame::parse(bytes) {
             Ok(Frame::Init { token, noise }) => self.answer(routing_id, token, noise, now, out),
-            Ok(Frame::Fin { index, noise }) => self.finish(index, noise, now),
+            Ok(Frame::Fin { index, noise }) => self.finish(index, noise, now, out),
             Ok(Frame::Data { index, nonce, sealed }) => self.open(routing_id, index, nonce, sealed, now, out),
             Ok(Frame::Resp { .. } | Frame::Unknown { .. }) => self.malformed("a handshake answer on the listen socket"),
             Err(e) => self.refused(e),
@@ -265,9 +272,11 @@ impl Secure {
         warn!(total = n, "handshake failed: {why}");
     }
 
-    fn unknown_peer(&self, key: &PublicKey) {
+    fn unknown_peer(&self, key: &PublicKey, out: &mut Vec<Out>) {
         let n = bump(&self.stats.unknown_peer);
         warn!(%key, total = n, "handshake refused: the peer's key is not in the roster");
+        let peer = format!("key:{}", &key.to_string()[..16]);
+        out.push(Out::Refused { reason: "unknown peer", peer });
     }
 
     /// Responder, message 1 → 2.
@@ -306,7 +315,7 @@ impl Secure {
     }
 
     /// Responder, message 3: the session is made.
-    fn finish(&mut self, index: u64, noise: &[u8], now: u64) {
+    fn finish(&mut self, index: u64, noise: &[u8], now: u64, out: &mut Vec<Out>) {
         let Some(Responding { mut state, .. }) = self.pending.remove(&index) else {
             return self.bad_handshake("a Fin for no handshake of this node");
         };
@@ -317,7 +326,7 @@ impl Secure {
             return self.bad_handshake("no static key");
         };
         let Some(peer) = self.roster.id_of(&remote).map(String::from) else {
-            return self.unknown_peer(&remote);
+            return self.unknown_peer(&remote, out);
         };
         let transport = match state.into_stateless_transport_mode() {
             Ok(t) => t,
@@ -364,7 +373,7 @@ impl Secure {
                 Some(peer) => (peer.to_string(), remote),
                 None => {
                     ob.failed(now, &self.stats);
-                    return self.unknown_peer(&remote);
+                    return self.unknown_peer(&remote, out);
                 }
             },
             Ok(None) | Err(_) => {
@@ -404,7 +413,7 @@ impl Secure {
         if !session.window.fresh(nonce) {
             let n = bump(&self.stats.replay);
             warn!(peer = %session.peer, total = n, "dropped a replayed or too old frame");
-            return;
+            return out.push(Out::Refused { reason: "replay", peer: session.peer.clone() });
         }
         let Some(plain) = open_data(&session.transport, nonce, sealed) else {
             let n = bump(&self.stats.bad_mac);
@@ -419,6 +428,7 @@ impl Secure {
             Ok(env) => {
                 let n = bump(&self.stats.identity_mismatch);
                 warn!(claimed = %env.from, authenticated = %peer, total = n, "dropped a message whose sender claims another id");
+                out.push(Out::Refused { reason: "identity mismatch", peer });
             }
             Err(DecodeError::Oversized(size)) => {
                 let n = bump(&self.stats.oversized);
