@@ -55,6 +55,9 @@ use workers::Workers;
 
 pub(crate) use keyfile::Loaded;
 
+/// How often a keyed node looks at every DEALER for what a peer answered, in ms.
+const DEALER_SWEEP_MS: u64 = 100;
+
 /// Threads that run Wasm reducers and module compilation, off the I/O thread.
 const WORKERS: usize = 2;
 
@@ -250,9 +253,16 @@ impl Driver {
                 if let Some(c) = &self.control {
                     items.push(c.as_poll_item(zmq::POLLIN));
                 }
-                // A keyed node's DEALERs receive handshake answers.
-                let dealers: Vec<&String> =
-                    if self.secure.is_some() { self.peers.keys().collect() } else { Vec::new() };
+                // A keyed node's DEALERs receive handshake answers: those waiting for one
+                // are polled; all of them are swept now and then (a peer that lost our
+                // session says so there). Polling every DEALER on every turn cost more
+                // than the cryptography.
+                let dealers: Vec<&String> = match &self.secure {
+                    Some(link) if self.now() >= link.sweep_at => self.peers.keys().collect(),
+                    Some(link) => self.peers.keys().filter(|ep| link.channel.awaits_answer(ep)).collect(),
+                    None => Vec::new(),
+                };
+                let timeout = if dealers.len() < self.peers.len() { timeout.min(DEALER_SWEEP_MS as i64) } else { timeout };
                 let first_dealer = items.len();
                 items.extend(dealers.iter().map(|ep| self.peers[*ep].as_poll_item(zmq::POLLIN)));
                 if let Err(e) = zmq::poll(&mut items, timeout) {
@@ -272,6 +282,10 @@ impl Driver {
             }
             if !dealers_ready.is_empty() {
                 self.drain_dealers(dealers_ready);
+            }
+            let now = self.now();
+            if let Some(link) = self.secure.as_mut().filter(|l| now >= l.sweep_at) {
+                link.sweep_at = now + DEALER_SWEEP_MS;
             }
             if wake_ready {
                 self.drain_commands();

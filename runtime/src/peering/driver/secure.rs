@@ -16,13 +16,21 @@ use std::sync::Arc;
 pub(crate) struct Link {
     pub(super) channel: Secure,
     watch: Watch,
+    /// When every DEALER is next looked at (not only those awaiting an answer).
+    pub(super) sweep_at: u64,
+    /// When the channel's timers are next run.
+    tick_at: u64,
 }
+
+/// How often the channel's timers (handshake expiry, renewal, idle sessions) run, in
+/// ms: they count in seconds, and running them on every turn of the loop costs time.
+const TICK_MS: u64 = 10;
 
 impl Link {
     pub(crate) fn new(loaded: Loaded, stats: Arc<Stats>) -> Link {
         info!(public = %loaded.key.public(), keys = loaded.roster.len(), "peering is authenticated and encrypted");
         let channel = Secure::new(loaded.key, loaded.roster, Box::new(OsEntropy), stats);
-        Link { channel, watch: loaded.watch }
+        Link { channel, watch: loaded.watch, sweep_at: 0, tick_at: 0 }
     }
 }
 
@@ -82,7 +90,8 @@ impl Driver {
     /// sessions expired or renewed.
     pub(super) fn secure_tick(&mut self) {
         let now = self.now();
-        let Some(link) = &mut self.secure else { return };
+        let Some(link) = self.secure.as_mut().filter(|l| now >= l.tick_at) else { return };
+        link.tick_at = now + TICK_MS;
         for change in link.watch.check(now) {
             match change {
                 Change::Key(key) => {

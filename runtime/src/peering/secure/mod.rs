@@ -505,6 +505,11 @@ impl Secure {
         self.stats.stale_sessions.store(stale as u64, Ordering::Relaxed);
     }
 
+    /// Whether a handshake this node started with `endpoint` waits for its answer.
+    pub fn awaits_answer(&self, endpoint: &str) -> bool {
+        self.outbound.get(endpoint).is_some_and(|ob| ob.handshake.is_some())
+    }
+
     /// The id authenticated on the sending session to `endpoint`, if one is made.
     pub fn peer_at(&self, endpoint: &str) -> Option<&str> {
         self.outbound.get(endpoint)?.session.as_ref().map(|s| s.peer.as_str())
