@@ -115,7 +115,9 @@ pub(super) fn seal_data(session: &mut Sending, plain: &[u8]) -> Vec<u8> {
     let k = frame::chunks(plain.len());
     let first = session.next_nonce;
     let mut out = frame::data_header(session.index, first, plain.len());
-    let mut sealed = vec![0; CHUNK_SEALED];
+    // Buffers as long as the message needs, not a whole Noise message: most frames are
+    // small, and zeroing 64 KiB for each cost more than the cipher.
+    let mut sealed = vec![0; plain.len().min(CHUNK_DATA) + CHUNK_SEALED - CHUNK_DATA];
     let pieces: Vec<&[u8]> = if plain.is_empty() { vec![&[]] } else { plain.chunks(CHUNK_DATA).collect() };
     for (i, data) in pieces.into_iter().enumerate() {
         let chunk = frame::chunk_plain(i, k, data);
@@ -133,7 +135,7 @@ pub(super) fn seal_data(session: &mut Sending, plain: &[u8]) -> Vec<u8> {
 pub(super) fn open_data(transport: &StatelessTransportState, first: u64, sealed: &[u8]) -> Option<Vec<u8>> {
     let k = sealed.len().div_ceil(CHUNK_SEALED);
     let mut plain = Vec::with_capacity(sealed.len());
-    let mut opened = vec![0; CHUNK_SEALED];
+    let mut opened = vec![0; sealed.len().min(CHUNK_SEALED)];
     for (i, chunk) in sealed.chunks(CHUNK_SEALED).enumerate() {
         let nonce = first.checked_add(i as u64)?;
         let n = transport.read_message(nonce, chunk, &mut opened).ok()?;
