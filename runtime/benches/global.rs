@@ -163,7 +163,10 @@ fn main() {
     let samples = if quick { 300 } else { 2000 };
     let (rt50, rt99) = zmq_round_trip(samples);
     println!("baseline: zmq round trip on loopback  p50 {rt50:>10.1?}  p99 {rt99:>10.1?}");
-    println!("{:>6} {:>10} {:>12} {:>12} {:>14} {:>10}", "nodes", "encryption", "p50", "p99", "p50 / rtt p50", "on / off");
+    println!(
+        "{:>6} {:>10} {:>12} {:>12} {:>14} {:>10}",
+        "nodes", "encryption", "p50", "p99", "p50 / rtt p50", "on / off"
+    );
     // Both clusters of a size run side by side, and their reads alternate in rounds,
     // so a slow phase of the machine falls on both alike.
     const ROUNDS: usize = 4;
@@ -190,7 +193,8 @@ fn main() {
         }
         let [off, on] = samples_of.map(summarize);
         for (mode, (p50, p99)) in [("off", off), ("on", on)] {
-            let ratio = if mode == "on" { format!("{:.2}", p50.as_secs_f64() / off.0.as_secs_f64()) } else { String::new() };
+            let ratio =
+                if mode == "on" { format!("{:.2}", p50.as_secs_f64() / off.0.as_secs_f64()) } else { String::new() };
             let rtt = p50.as_secs_f64() / rt50.as_secs_f64();
             println!("{n:>6} {mode:>10} {:>12.1?} {:>12.1?} {rtt:>14.2} {ratio:>10}", p50, p99);
         }

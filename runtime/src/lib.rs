@@ -19,6 +19,10 @@
 //! println!("{:?} from {:?}", answer.result, answer.answered);
 //! ```
 pub mod control;
+/// Fuzz targets over every decoder of outside bytes, for `fuzz/` and the smoke test.
+/// Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod global;
 pub mod guests;
 pub mod hlc;

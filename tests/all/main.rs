@@ -5,6 +5,7 @@
 mod support;
 
 mod cluster;
+mod fuzz_smoke;
 mod guests;
 mod hotload;
 mod ids;

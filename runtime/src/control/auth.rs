@@ -179,7 +179,7 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn parse_accepted(text: &str, path: &str) -> Result<BTreeMap<Principal, Vec<[u8; 32]>>, CredentialError> {
+pub(crate) fn parse_accepted(text: &str, path: &str) -> Result<BTreeMap<Principal, Vec<[u8; 32]>>, CredentialError> {
     let mut accepted: BTreeMap<Principal, Vec<[u8; 32]>> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::time::Duration;
 
@@ -70,12 +70,13 @@ pub fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     let src_ip: [u8; 4] = ip[12..16].try_into().ok()?;
     let dst_ip: [u8; 4] = ip[16..20].try_into().ok()?;
     let l4 = &ip[ihl..total];
-    let header = match proto {
-        6 => usize::from(l4.get(12)? >> 4) * 4,
-        17 => 8,
+    // TCP's header is its data offset (at least 5 words); UDP's is 8 bytes.
+    let (header, least) = match proto {
+        6 => (usize::from(l4.get(12)? >> 4) * 4, 20),
+        17 => (8, 8),
         _ => return None,
     };
-    if header < 8 || header > l4.len() {
+    if header < least || header > l4.len() {
         return None;
     }
     Some(Parsed { proto, src: (src_ip, be16(l4, 0)?), dst: (dst_ip, be16(l4, 2)?), mark, payload: &l4[header..] })
@@ -178,15 +179,15 @@ impl FlowDirections {
     }
 }
 
-/// The packets of a pcap file, in file order.
-pub struct PcapSource {
-    reader: PcapReader<BufReader<File>>,
+/// The packets of a pcap file, in file order, read from `R` (a file by default).
+pub struct PcapSource<R: Read = BufReader<File>> {
+    reader: PcapReader<R>,
     directions: FlowDirections,
     /// Frames skipped (not IPv4 TCP/UDP, or malformed).
     pub skipped: u64,
 }
 
-impl std::fmt::Debug for PcapSource {
+impl<R: Read> std::fmt::Debug for PcapSource<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PcapSource").field("skipped", &self.skipped).finish_non_exhaustive()
     }
@@ -195,11 +196,19 @@ impl std::fmt::Debug for PcapSource {
 /// Opens a pcap file for replay.
 pub fn read(path: &Path) -> Result<PcapSource, PcapError> {
     let file = File::open(path).map_err(file_error(path))?;
-    let reader = PcapReader::new(BufReader::new(file)).map_err(format_error(path))?;
-    Ok(PcapSource { reader, directions: FlowDirections::default(), skipped: 0 })
+    PcapSource::from_reader(BufReader::new(file), &path.display().to_string())
 }
 
-impl Iterator for PcapSource {
+impl<R: Read> PcapSource<R> {
+    /// Replays the pcap file that `reader` yields, from its global header on; `name`
+    /// names it in errors.
+    pub fn from_reader(reader: R, name: &str) -> Result<PcapSource<R>, PcapError> {
+        let reader = PcapReader::new(reader).map_err(|source| PcapError::Format { path: name.to_string(), source })?;
+        Ok(PcapSource { reader, directions: FlowDirections::default(), skipped: 0 })
+    }
+}
+
+impl<R: Read> Iterator for PcapSource<R> {
     type Item = OwnedPacket;
 
     fn next(&mut self) -> Option<OwnedPacket> {
@@ -275,5 +284,21 @@ mod tests {
         let mut icmp = good;
         icmp[14 + 9] = 1;
         assert!(parse(&icmp).is_none());
+    }
+
+    #[test]
+    fn a_tcp_header_shorter_than_five_words_is_malformed() {
+        // Found by the `ethernet` fuzz target: a data offset of 2 to 4 words made the
+        // rest of the TCP header part of the payload.
+        let p = OwnedPacket::new(6, ([1, 2, 3, 4], 5), ([6, 7, 8, 9], 10), Direction::Forward, b"hello".to_vec());
+        let mut f = frame(&p);
+        let offset = 14 + 20 + 12;
+        assert_eq!(f[offset], 0x50);
+        for words in 0..5 {
+            f[offset] = words << 4;
+            assert!(parse(&f).is_none(), "data offset {words}");
+        }
+        f[offset] = 0x50;
+        assert_eq!(parse(&f).unwrap().payload, b"hello");
     }
 }

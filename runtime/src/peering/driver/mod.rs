@@ -262,7 +262,8 @@ impl Driver {
                     Some(link) => self.peers.keys().filter(|ep| link.channel.awaits_answer(ep)).collect(),
                     None => Vec::new(),
                 };
-                let timeout = if dealers.len() < self.peers.len() { timeout.min(DEALER_SWEEP_MS as i64) } else { timeout };
+                let timeout =
+                    if dealers.len() < self.peers.len() { timeout.min(DEALER_SWEEP_MS as i64) } else { timeout };
                 let first_dealer = items.len();
                 items.extend(dealers.iter().map(|ep| self.peers[*ep].as_poll_item(zmq::POLLIN)));
                 if let Err(e) = zmq::poll(&mut items, timeout) {
