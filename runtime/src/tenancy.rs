@@ -132,9 +132,13 @@ struct File {
 
 /// Whether `name` may name a tenant: 1 to [`MAX_TENANT_LEN`] of `[A-Za-z0-9_.-]`.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_TENANT_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    is_name(name, MAX_TENANT_LEN)
+}
+
+/// Whether `name` is 1 to `max` of `[A-Za-z0-9_.-]`: the names of tenants and of
+/// reducers.
+pub(crate) fn is_name(name: &str, max: usize) -> bool {
+    !name.is_empty() && name.len() <= max && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 impl Tenants {

@@ -152,7 +152,7 @@ impl Driver {
             ControlRequest::Del { key } => tenant.map_or_else(unknown, |t| ControlReply::Deleted(t.del(&key))),
             ControlRequest::Members => ControlReply::Members(self.view.read().unwrap().clone()),
             ControlRequest::Stats if node_wide => ControlReply::Stats(self.node_stats()),
-            ControlRequest::Stats => ControlReply::Stats(self.tenant_stats(&tenant_name)),
+            ControlRequest::Stats => ControlReply::Stats(self.tenant_stats(&tenant_name, true)),
             ControlRequest::SecurityLog => ControlReply::SecurityLog(self.security.entries()),
             ControlRequest::ReducerList => ControlReply::Reducers(self.registry.list(&tenant_name)),
             ControlRequest::NfStatus => ControlReply::Nf(self.nf.status().to_string()),
@@ -235,14 +235,17 @@ impl Driver {
         let mut rows = self.stats.snapshot();
         rows.extend(self.nf_counters.snapshot());
         for name in self.tenants.names() {
-            rows.extend(self.tenant_stats(name).into_iter().map(|(k, v)| (format!("tenant.{name}.{k}"), v)));
+            // The NF's counters are in the node's rows already.
+            let of_tenant = self.tenant_stats(name, false);
+            rows.extend(of_tenant.into_iter().map(|(k, v)| (format!("tenant.{name}.{k}"), v)));
         }
         rows
     }
 
     /// One tenant's counters on this node: its items and bytes, what its quotas
-    /// refused, its reducers and modules, and its NF's counters if it owns the NF place.
-    fn tenant_stats(&self, tenant: &str) -> Vec<(String, u64)> {
+    /// refused, its reducers and modules, and (`with_nf`) its NF's counters if it owns
+    /// the NF place.
+    fn tenant_stats(&self, tenant: &str, with_nf: bool) -> Vec<(String, u64)> {
         let mut rows = Vec::new();
         if let Some(t) = self.store.tenant(tenant) {
             rows.push(("keys".into(), t.len() as u64));
@@ -254,7 +257,7 @@ impl Driver {
         rows.push(("reducers".into(), self.registry.loaded(tenant) as u64));
         rows.push(("modules".into(), modules as u64));
         rows.push(("module_bytes".into(), module_bytes as u64));
-        if tenant == self.nf_tenant {
+        if with_nf && tenant == self.nf_tenant {
             rows.extend(self.nf_counters.snapshot());
         }
         rows

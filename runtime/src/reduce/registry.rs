@@ -132,10 +132,7 @@ fn scoped<K>(tenant: &str, k: K) -> Scoped<K> {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        && name.parse::<Builtin>().is_err()
+    crate::tenancy::is_name(name, MAX_NAME_LEN) && name.parse::<Builtin>().is_err()
 }
 
 impl Registry {
