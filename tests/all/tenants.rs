@@ -247,6 +247,10 @@ fn control_requests_need_an_accepted_credential_of_the_right_principal() {
     let stats = node.stats();
     assert_eq!(stats["control_unauthenticated"].as_u64(), Some(3), "{stats}");
     assert_eq!(stats["control_forbidden"].as_u64(), Some(4), "{stats}");
+    // The admin naming a tenant the node does not have: refused, counted as such.
+    assert!(err(node.cli(&["--tenant", "ghost", "get", "k"])).contains("unknown tenant \"ghost\""));
+    let stats = node.stats();
+    assert_eq!((stats["unknown_tenant"].as_u64(), stats["control_forbidden"].as_u64()), (Some(1), Some(4)), "{stats}");
     let log: serde_json::Value = serde_json::from_str(&node.ok(&["security-log", "--json"])).unwrap();
     let entries = log.as_array().unwrap();
     let has =

@@ -94,11 +94,7 @@ impl Driver {
         let node_wide = principal == Principal::Admin && call.tenant.is_none();
         let tenant_free = admin_only || (node_wide && matches!(call.request, ControlRequest::Stats));
         if !tenant_free && !self.tenants.has(&tenant) {
-            let n = bump(&self.stats.unknown_tenant);
-            return Err(Refused {
-                reason: "unknown tenant",
-                message: format!("unknown tenant {tenant:?} (refused {n} times)"),
-            });
+            return Err(Refused { reason: "unknown tenant", message: format!("unknown tenant {tenant:?}") });
         }
         Ok((principal, tenant))
     }
@@ -108,10 +104,11 @@ impl Driver {
         let (principal, tenant_name) = match self.authorize(&call) {
             Ok(who) => who,
             Err(Refused { reason, message }) => {
-                let counter = if reason == "unauthenticated" {
-                    &self.stats.control_unauthenticated
-                } else {
-                    &self.stats.control_forbidden
+                // One counter per reason.
+                let counter = match reason {
+                    "unauthenticated" => &self.stats.control_unauthenticated,
+                    "unknown tenant" => &self.stats.unknown_tenant,
+                    _ => &self.stats.control_forbidden,
                 };
                 let n = bump(counter);
                 let who = call.credential.as_ref().map_or("-", |c| c.principal.as_str());
