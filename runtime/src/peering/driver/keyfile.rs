@@ -145,31 +145,29 @@ impl Watch {
         }
         self.next_check = now + CHECK_EVERY_MS;
         let mut changes = Vec::new();
-        match read_bounded(&self.key, MAX_KEY_FILE, true) {
-            Ok(bytes) if bytes != self.key_bytes => {
-                changes.push(parse_key(&bytes, &self.key).map_or_else(Change::Failed, Change::Key));
-                self.key_bytes = bytes;
-            }
-            Ok(_) => {}
-            // Unreadable: reported when it was readable before (then counted once).
-            Err(e) if !self.key_bytes.is_empty() => {
-                self.key_bytes.clear();
-                changes.push(Change::Failed(e));
-            }
-            Err(_) => {}
+        if let Some(read) = changed(&self.key, MAX_KEY_FILE, true, &mut self.key_bytes) {
+            changes.push(read.and_then(|b| parse_key(&b, &self.key)).map_or_else(Change::Failed, Change::Key));
         }
-        match read_bounded(&self.roster, MAX_ROSTER_FILE, false) {
-            Ok(bytes) if bytes != self.roster_bytes => {
-                changes.push(parse_roster(&bytes, &self.roster).map_or_else(Change::Failed, Change::Roster));
-                self.roster_bytes = bytes;
-            }
-            Ok(_) => {}
-            Err(e) if !self.roster_bytes.is_empty() => {
-                self.roster_bytes.clear();
-                changes.push(Change::Failed(e));
-            }
-            Err(_) => {}
+        if let Some(read) = changed(&self.roster, MAX_ROSTER_FILE, false, &mut self.roster_bytes) {
+            changes.push(read.and_then(|b| parse_roster(&b, &self.roster)).map_or_else(Change::Failed, Change::Roster));
         }
         changes
+    }
+}
+
+/// The bytes of the file at `path` if they differ from `seen` (which then holds them);
+/// an error once when a file that was readable becomes unreadable (then counted once).
+fn changed(path: &Path, limit: u64, private: bool, seen: &mut Vec<u8>) -> Option<Result<Vec<u8>, KeyError>> {
+    match read_bounded(path, limit, private) {
+        Ok(bytes) if bytes != *seen => {
+            seen.clone_from(&bytes);
+            Some(Ok(bytes))
+        }
+        Ok(_) => None,
+        Err(e) if !seen.is_empty() => {
+            seen.clear();
+            Some(Err(e))
+        }
+        Err(_) => None,
     }
 }
