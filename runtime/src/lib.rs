@@ -18,6 +18,7 @@
 //! let answer = a.get_global("c", "sum", GlobalOptions::default()).unwrap();
 //! println!("{:?} from {:?}", answer.result, answer.answered);
 //! ```
+pub mod backend;
 pub mod control;
 /// Fuzz targets over every decoder of outside bytes, for `fuzz/` and the smoke test.
 /// Not a stable API.

@@ -127,6 +127,12 @@ fn bincode_is_used_only_by_the_wire_codec() {
 }
 
 #[test]
+fn redis_is_used_only_by_the_state_backends() {
+    let found = offenders(&["redis::"], everywhere, |f| f.starts_with("backend/"));
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
 fn the_library_needs_nothing_of_the_binary() {
     // The binary's own dependencies, and untyped errors, stay in the binary.
     let found = offenders(&["clap", "signal_hook", "tracing_subscriber", "serde_json", "anyhow"], everywhere, |f| {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backends;
 mod cluster;
 mod fuzz_smoke;
 mod guests;

@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tracing::info;
 
 /// Counters of a running NF.
 #[derive(Debug, Default)]
@@ -31,11 +34,37 @@ pub struct NfCounters {
     pub adopt_failures: AtomicU64,
     /// Frames of a steered input that were not IPv4 TCP/UDP, or malformed (skipped).
     pub bad_frames: AtomicU64,
+    /// Global reads the NF made (answered or not).
+    pub global_reads: AtomicU64,
+    /// Their total time, in microseconds (the NF waited that long).
+    pub global_read_us: AtomicU64,
+    /// Requests to an external state backend (Redis) that failed.
+    pub backend_errors: AtomicU64,
     /// The NF's own metrics (`metric_add`).
     pub metrics: Mutex<BTreeMap<String, i64>>,
 }
 
 impl NfCounters {
+    /// Runs the global read `read`, counting it and its time.
+    pub(crate) fn timed_global<T>(&self, read: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let result = read();
+        self.global_read_us.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.global_reads.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Adds to the NF's metric `name`.
+    pub(crate) fn metric_add(&self, name: &str, delta: i64) {
+        *self.metrics.lock().unwrap().entry(name.to_string()).or_default() += delta;
+    }
+
+    /// Counts and logs an event the NF emitted.
+    pub(crate) fn emit(&self, event: &str) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        info!(target: "estate::nf", "{event}");
+    }
+
     /// Every counter by name (`nf_…`, and `nf_metric:<name>` for the NF's metrics).
     pub fn snapshot(&self) -> Vec<(String, u64)> {
         // Acquire pairs with the Release in `count_verdict`: everything counted for
@@ -54,6 +83,9 @@ impl NfCounters {
             ("nf_keys_adopted".to_string(), get(&self.keys_adopted)),
             ("nf_adopt_failures".to_string(), get(&self.adopt_failures)),
             ("nf_bad_frames".to_string(), get(&self.bad_frames)),
+            ("nf_global_reads".to_string(), get(&self.global_reads)),
+            ("nf_global_read_us".to_string(), get(&self.global_read_us)),
+            ("nf_backend_errors".to_string(), get(&self.backend_errors)),
         ];
         for (name, value) in self.metrics.lock().unwrap().iter() {
             rows.push((format!("nf_metric:{name}"), (*value).max(0) as u64));

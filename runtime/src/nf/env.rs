@@ -2,12 +2,8 @@
 //! reads and takes through the driver, and the fetching of a moved flow's state.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
-
-use estate_guest::{Item, Value};
-use tracing::info;
 
 use crate::global::{Consistency, GlobalError, GlobalOptions};
 use crate::nf::{FlowState, NfCounters};
@@ -17,6 +13,7 @@ use crate::reduce::Reduced;
 use crate::reduce::registry::Registry;
 use crate::store::TenantStore;
 use crate::wasm::NfState;
+use estate_guest::{Item, Value};
 
 /// The NF environment of a node: the tenant that owns its NF place (every host call
 /// reaches that tenant's keys and reducers only), the driver, the registry.
@@ -50,14 +47,11 @@ impl NfState for NfContext {
     fn global(&self, pattern: &str, reducer: &str, timeout: Duration, all: bool) -> Result<Option<Item>, String> {
         let consistency = if all { Consistency::All } else { Consistency::BestEffort };
         let options = GlobalOptions { timeout, consistency, ..GlobalOptions::default() };
-        let answer = global_read(&self.inbox, &self.registry, &self.name, pattern, reducer, options)
+        let answer = self
+            .counters
+            .timed_global(|| global_read(&self.inbox, &self.registry, &self.name, pattern, reducer, options))
             .map_err(|e| e.to_string())?;
-        match answer.result {
-            Reduced::Nothing => Ok(None),
-            Reduced::Value(v) => Ok(Some(Item::of(v))),
-            Reduced::Item(item) => Ok(Some(item)),
-            Reduced::Items(_) => Err(format!("reducer {reducer} returns a list; NFs take one item")),
-        }
+        one_item(answer.result, reducer)
     }
 
     fn take(&self, pattern: &str) -> Result<usize, String> {
@@ -65,12 +59,21 @@ impl NfState for NfContext {
     }
 
     fn metric_add(&self, name: &str, delta: i64) {
-        *self.counters.metrics.lock().unwrap().entry(name.to_string()).or_default() += delta;
+        self.counters.metric_add(name, delta);
     }
 
     fn emit(&self, event: &str) {
-        self.counters.events.fetch_add(1, Ordering::Relaxed);
-        info!(target: "estate::nf", "{event}");
+        self.counters.emit(event);
+    }
+}
+
+/// The one item a global read gives an NF (a reducer that returns a list is an error).
+pub(crate) fn one_item(result: Reduced, reducer: &str) -> Result<Option<Item>, String> {
+    match result {
+        Reduced::Nothing => Ok(None),
+        Reduced::Value(v) => Ok(Some(Item::of(v))),
+        Reduced::Item(item) => Ok(Some(item)),
+        Reduced::Items(_) => Err(format!("reducer {reducer} returns a list; NFs take one item")),
     }
 }
 

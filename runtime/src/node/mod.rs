@@ -27,8 +27,9 @@ use tracing::info;
 
 use crate::control::{HandoffReport, LimitOverrides, MemberView};
 
+use crate::backend::{RedisError, RedisState, StateBackend};
 use crate::control::auth::{CredentialError, Credentials};
-use crate::nf::env::NfContext;
+use crate::nf::env::{NfContext, NfEnv, Unshared};
 use crate::nf::{FailPolicy, FlowState, NfCounters, NfSettings, NfSlot, Packets};
 use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Loaded, Shared, Sockets};
 use crate::reduce::registry::{LoadError, ReducerInfo, Registry};
@@ -85,6 +86,8 @@ pub struct NodeConfig {
     /// without a key and a roster, or a control socket that is not local without a
     /// credentials file.
     pub insecure: bool,
+    /// Where the NF's state lives (default: this node's store, shared through estate).
+    pub state_backend: StateBackend,
 }
 
 impl NodeConfig {
@@ -103,6 +106,7 @@ impl NodeConfig {
             key: None,
             roster: None,
             insecure: false,
+            state_backend: StateBackend::Estate,
         }
     }
 }
@@ -143,6 +147,9 @@ pub enum StartError {
          and read or write all state; give a key and a roster, or start the node as insecure (`--insecure`)"
     )]
     Insecure(String),
+    /// The NF's state backend (Redis) could not be reached.
+    #[error("state backend: {0}")]
+    Backend(#[from] RedisError),
 }
 
 /// Why a graceful leave did not happen.
@@ -238,17 +245,19 @@ impl Node {
         let view = Arc::new(RwLock::new(Vec::new()));
         let stats = Arc::new(Stats::default());
         let nf_counters = Arc::new(NfCounters::default());
-        let nf = Arc::new(NfSlot::new(
-            registry.host().clone(),
-            Arc::new(NfContext {
-                name: nf_tenant.clone(),
-                tenant: store.add_tenant(&nf_tenant),
-                inbox: inbox.clone(),
-                registry: registry.clone(),
-                counters: nf_counters.clone(),
-            }),
-            nf_counters.clone(),
-        ));
+        let shared_state = NfContext {
+            name: nf_tenant.clone(),
+            tenant: store.add_tenant(&nf_tenant),
+            inbox: inbox.clone(),
+            registry: registry.clone(),
+            counters: nf_counters.clone(),
+        };
+        let nf_state: Arc<dyn NfEnv> = match &config.state_backend {
+            StateBackend::Estate => Arc::new(shared_state),
+            StateBackend::None => Arc::new(Unshared(Arc::new(shared_state))),
+            redis => Arc::new(RedisState::connect(redis, &nf_tenant, &config.id, nf_counters.clone())?),
+        };
+        let nf = Arc::new(NfSlot::new(registry.host().clone(), nf_state, nf_counters.clone()));
         let (endpoint, control_endpoint) = (sockets.endpoint.clone(), sockets.control_endpoint.clone());
         let shared = Shared {
             store: store.clone(),

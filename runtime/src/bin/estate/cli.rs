@@ -256,6 +256,11 @@ pub(crate) struct NfArgs {
     /// the newest values (the paper's way), `off` shares nothing (baseline).
     #[arg(long, value_parser = ["take", "copy", "off"], default_value = "take")]
     pub(crate) flow_state: String,
+    /// Where the NF's state lives: `estate` (this node's store, shared through estate),
+    /// `none` (this node's store, shared with nobody), `redis://HOST:PORT` (one central
+    /// Redis server), `redis-cluster://HOST:PORT[,HOST:PORT…]` (a Redis Cluster).
+    #[arg(long, value_name = "BACKEND", default_value = "estate")]
+    pub(crate) state_backend: estate::backend::StateBackend,
 }
 
 /// Tenants, who may use the control socket, and peer authentication and encryption

@@ -52,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 key: security.key,
                 roster: security.roster,
                 insecure: security.insecure,
+                state_backend: nf.state_backend.clone(),
             };
             node::run(config, nf)
         }
