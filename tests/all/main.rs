@@ -13,6 +13,7 @@ mod ids;
 mod layout;
 mod nf;
 mod nfs;
+mod paper;
 mod reducers;
 mod scale;
 mod sdk_readme;

@@ -120,6 +120,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: TrafficAction,
     },
+    /// The paper's experiments, re-run with real processes and Redis servers: `fig4`
+    /// (scale-out and scale-in of an IDS) and `fig5` (2–16 instances on baseline,
+    /// centralmem, clustermem and estate); CSV and PNG into `--out`.
+    Experiment {
+        #[command(subcommand)]
+        action: crate::experiment::ExperimentAction,
+    },
     /// Loads (or hot-replaces), unloads and shows the node's NF.
     Nf {
         #[command(subcommand)]

@@ -15,6 +15,7 @@ use crate::cli::{Cli, Command};
 
 mod cli;
 mod demo;
+mod experiment;
 mod node;
 mod print;
 mod request;
@@ -63,6 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Traffic { action } => traffic::run(action),
+        Command::Experiment { action } => experiment::run(action),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Command::Credential { principal, out } => {
             let principal: Principal = principal.parse().map_err(anyhow::Error::msg)?;

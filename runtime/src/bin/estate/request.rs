@@ -16,6 +16,7 @@ pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)
         Command::Node { .. }
         | Command::Demo
         | Command::Traffic { .. }
+        | Command::Experiment { .. }
         | Command::Credential { .. }
         | Command::Keygen { .. } => {
             bail!("not a request to a node's control socket")
