@@ -131,3 +131,38 @@ fn a_node_whose_redis_is_unreachable_refuses_to_start_with_a_clear_error() {
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected estate, none, redis://"));
 }
+
+/// Redis going away under a running NF: every refused request is counted, the NF
+/// keeps handling packets (ids forwards them) and the node keeps serving.
+#[test]
+fn an_nf_whose_redis_dies_keeps_running_and_counts_the_refusals() {
+    let server = RedisServer::start(false).expect("a real redis-server");
+    let config = std::env::temp_dir().join(format!("estate-backends-{}-dies.conf", std::process::id()));
+    std::fs::write(&config, "pattern = attack\nthreshold = 1\n").unwrap();
+    let args = [
+        "--nf",
+        &guest_path("nf_ids"),
+        "--nf-config",
+        config.to_str().unwrap(),
+        "--input",
+        "synth:seed=3,flows=20,packets=2000000,share=0.3",
+        "--state-backend",
+        &server.url(),
+    ];
+    let node = NodeProc::start_with("a", &[], &args);
+    node.wait_stat("nf_packets", 500);
+    drop(server);
+    let before = node.stats()["nf_packets"].as_u64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let stats = node.stats();
+        if stats["nf_backend_errors"].as_u64() > Some(100) && stats["nf_packets"].as_u64() > Some(before + 100) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no refusals counted, or the NF stopped: {stats}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(node.log_text().contains("redis: "), "refusals are logged");
+    node.ok(&["set", "still", "1"]);
+    assert_eq!(node.ok(&["get", "still"]), "1", "the node still serves");
+}

@@ -24,7 +24,7 @@ pub(crate) struct Fig4Args {
     #[arg(long)]
     pub(crate) out: PathBuf,
     /// Packets in each run's stream.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 2_000_000)]
     pub(crate) packets: u64,
     /// Flows in the stream.
     #[arg(long, default_value_t = 200)]

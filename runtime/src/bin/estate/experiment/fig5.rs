@@ -46,6 +46,12 @@ pub(crate) struct Fig5Args {
     /// The ids alert threshold: a flow's global read happens when its count reaches it.
     #[arg(long, default_value_t = 1)]
     pub(crate) threshold: u64,
+    /// Heartbeat interval of estate's instances, in milliseconds (failure detection
+    /// suspects a member after 5 and removes it after 15 intervals of silence).
+    /// (Default 1000: at the node's default of 200 ms, 16 instances on two cores spend
+    /// a third of their time on all-to-all heartbeats; see docs/paper.md.)
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) heartbeat_ms: u64,
     /// Packets per instance. Without it the streams outlast the run; with it every
     /// instance handles exactly this many and the window ends when all are done (or
     /// after --duration), so the counts of the systems can be compared.
@@ -174,6 +180,12 @@ fn one(run: &Run, args: &Fig5Args, ids: &Path, system: &str, n: usize, repetitio
         if system == "baseline" {
             node_args.extend(["--flow-state".into(), "off".into()]);
         }
+        if system == "estate" {
+            let hb = args.heartbeat_ms;
+            for (flag, ms) in [("--heartbeat-ms", hb), ("--suspect-ms", hb * 5), ("--remove-ms", hb * 15)] {
+                node_args.extend([flag.to_string(), ms.to_string()]);
+            }
+        }
         // Only estate's instances form a cluster: the others share through Redis, or not at all.
         let join = instances.first().filter(|_| system == "estate").map(|first| first.listen.clone());
         instances.push(Instance::start(&logs, &format!("nf{}", i + 1), join.as_deref(), &node_args)?);
@@ -183,10 +195,12 @@ fn one(run: &Run, args: &Fig5Args, ids: &Path, system: &str, n: usize, repetitio
             instance.wait_members(n)?;
         }
     }
+    // Loaded side by side, so the instances start (and compile the module) together.
     let config = ids_config(args.threshold);
-    for instance in &instances {
-        instance.load_nf(ids, &config)?;
-    }
+    std::thread::scope(|s| {
+        let loads: Vec<_> = instances.iter().map(|i| s.spawn(|| i.load_nf(ids, &config))).collect();
+        loads.into_iter().try_for_each(|l| l.join().unwrap_or_else(|_| bail!("loading the NF panicked")))
+    })?;
     // The window starts once every instance has handled a packet.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !instances
