@@ -22,18 +22,6 @@ fn redis_counters(backend: &StateBackend, node: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// Every integer key the NF holds on an estate node (its local store).
-fn store_counters(node: &NodeProc) -> BTreeMap<String, i64> {
-    let answer = node.global(".*", "list", &[]);
-    answer["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["origin"] == node.id.as_str())
-        .filter_map(|i| Some((i["key"].as_str()?.to_string(), i["value"].as_i64()?)))
-        .collect()
-}
-
 /// What one run left: the counters of instance a and of instance b, and b's stats.
 struct Run {
     a: BTreeMap<String, i64>,
@@ -58,7 +46,7 @@ fn run(backend: &StateBackend) -> Run {
     let b_stats = b.wait_stat("nf_packets", 1500);
     assert_eq!(b_stats["nf_backend_errors"], 0, "{backend}: {b_stats}");
     let (a, b) = match backend {
-        StateBackend::Estate | StateBackend::None => (store_counters(&a), store_counters(&b)),
+        StateBackend::Estate | StateBackend::None => (a.held_ints(".*"), b.held_ints(".*")),
         redis => (redis_counters(redis, "a"), redis_counters(redis, "b")),
     };
     Run { a, b, b_stats }

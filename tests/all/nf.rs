@@ -100,14 +100,7 @@ fn hostile_nf_guests_get_the_fail_policy_and_the_node_keeps_serving() {
 
 /// `flow:<key>:matches` → value, as one node holds them.
 fn flow_matches(node: &NodeProc) -> std::collections::BTreeMap<String, i64> {
-    let answer = node.global("flow:.*:matches", "list", &[]);
-    answer["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["origin"] == node.id.as_str())
-        .map(|i| (i["key"].as_str().unwrap().to_string(), i["value"].as_i64().unwrap()))
-        .collect()
+    node.held_ints("flow:.*:matches")
 }
 
 fn int(node: &NodeProc, key: &str) -> i64 {

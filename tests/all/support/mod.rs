@@ -186,6 +186,19 @@ impl NodeProc {
             .collect()
     }
 
+    /// The integers this node itself holds under keys matching `pattern` (key → value),
+    /// read with a global `list`.
+    pub fn held_ints(&self, pattern: &str) -> std::collections::BTreeMap<String, i64> {
+        let answer = self.global(pattern, "list", &[]);
+        answer["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["origin"] == self.id.as_str())
+            .filter_map(|i| Some((i["key"].as_str()?.to_string(), i["value"].as_i64()?)))
+            .collect()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -48,9 +48,7 @@ pub(crate) struct Fig5Args {
     pub(crate) threshold: u64,
     /// Heartbeat interval of estate's instances, in milliseconds (failure detection
     /// suspects a member after 5 and removes it after 15 intervals of silence).
-    /// (Default 1000: at the node's default of 200 ms, 16 instances on two cores spend
-    /// a third of their time on all-to-all heartbeats; see docs/paper.md.)
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = estate::node::Timing::default().heartbeat_ms)]
     pub(crate) heartbeat_ms: u64,
     /// Packets per instance. Without it the streams outlast the run; with it every
     /// instance handles exactly this many and the window ends when all are done (or
