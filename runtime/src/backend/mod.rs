@@ -11,6 +11,13 @@
 //!
 //! The NF does not know which one it runs on: the same Wasm module runs unchanged on
 //! each. `docs/paper.md` says how each Redis command maps to a host call.
+//!
+//! What a Redis backend does not give: the tenant's `keys` and `bytes` quotas bound the
+//! node's store only (a Redis server is bounded by its own `maxmemory`); tenants are
+//! kept apart by key prefix on a server the operator chose for them, not by Redis ACLs;
+//! a global read's deadline is the connection's response timeout (5 s), not the one the
+//! NF asked for; and a cluster's masters are found once, at start (no resharding while
+//! the node runs).
 
 mod codec;
 mod redis;
