@@ -113,3 +113,54 @@ fn fig4_short_moved_counters_continue_only_with_estate() {
     assert_png(&out.join("fig4.png"));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The processes whose parent is `parent` and whose command is `name`.
+fn children(parent: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after its `)`.
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        let comm = head.split_once(" (").map(|(_, c)| c).unwrap_or_default();
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && comm == name {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Ctrl-C (SIGINT) in the middle of a run stops the run's Redis servers and instances
+/// and says so.
+#[test]
+fn an_interrupted_experiment_stops_its_servers_and_instances() {
+    let out = out_dir("interrupted");
+    let mut child = estate()
+        .args(["experiment", "fig5", "--instances", "2", "--repetitions", "1", "--systems", "clustermem"])
+        .args(["--duration", "120", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (servers, instances) = loop {
+        let (servers, instances) = (children(pid, "redis-server"), children(pid, "estate"));
+        if servers.len() == 3 && instances.len() == 2 {
+            break (servers, instances);
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never got its 3 servers and 2 instances");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("stopped by a signal"), "{stderr}");
+    for pid in servers.iter().chain(&instances) {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} outlived the run");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

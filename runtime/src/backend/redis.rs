@@ -157,13 +157,16 @@ impl RedisState {
         redis_key(&self.tenant, &self.node, key)
     }
 
+    /// Counts and logs a failed request; the NF gets the message.
+    fn refused(&self, what: &str, error: redis::RedisError) -> String {
+        self.counters.backend_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        warn!("redis: {what}: {error}");
+        format!("redis: {what}: {error}")
+    }
+
     /// Runs `cmd` on the single-key connection; a failure is counted and logged.
     fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
-        cmd.query(&mut **self.keys.lock().unwrap()).map_err(|e| {
-            self.counters.backend_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!("redis: {e}");
-            format!("redis: {e}")
-        })
+        cmd.query(&mut **self.keys.lock().unwrap()).map_err(|e| self.refused("request", e))
     }
 
     /// Every instance's items whose key matches `pattern`, with their Redis keys.
@@ -181,7 +184,7 @@ impl RedisState {
                     .arg("COUNT")
                     .arg(SCAN_PAGE)
                     .query(connection)
-                    .map_err(|e| format!("redis scan: {e}"))?;
+                    .map_err(|e| self.refused("scan", e))?;
                 let page: Vec<String> = page
                     .into_iter()
                     .filter(|k| split_key(&self.tenant, k).is_some_and(|(_, key)| pattern.matches(key)))
@@ -216,7 +219,7 @@ impl RedisState {
         } else {
             redis::cmd("MGET").arg(&keys).query(connection)
         }
-        .map_err(|e| format!("redis fetch: {e}"))?;
+        .map_err(|e| self.refused("fetch", e))?;
         for (redis_key, value) in keys.into_iter().zip(values) {
             let (Some(value), Some((node, key))) = (value, split_key(&self.tenant, &redis_key)) else { continue };
             let item =
