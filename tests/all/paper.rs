@@ -136,7 +136,7 @@ fn children(parent: u32, name: &str) -> Vec<u32> {
 #[test]
 fn an_interrupted_experiment_stops_its_servers_and_instances() {
     let out = out_dir("interrupted");
-    let mut child = estate()
+    let child = estate()
         .args(["experiment", "fig5", "--instances", "2", "--repetitions", "1", "--systems", "clustermem"])
         .args(["--duration", "120", "--out"])
         .arg(&out)
