@@ -1,8 +1,11 @@
-//! The guest modules built from `reducers-wasm/` and `nfs-wasm/` by `runtime/build.rs`.
+//! The guest modules built from `reducers-wasm/`, `nfs-wasm/` and `guest-c/` by
+//! `runtime/build.rs`.
 //!
 //! Each guest crate appears as a constant holding the path of its `.wasm` file, named
-//! after the crate (`reducer-sum` → [`REDUCER_SUM`]). With `ESTATE_SKIP_GUEST_BUILD`
-//! set the guests are not built, [`BUILT`] is false and [`require`] fails.
+//! after the crate (`reducer-sum` → [`REDUCER_SUM`]), listed in [`ALL`]; each C guest
+//! likewise after its file (`guest-c/reducers/sum.c` → [`C_REDUCER_SUM`]), listed in
+//! [`C_ALL`]. With `ESTATE_SKIP_GUEST_BUILD` set the guests are not built, [`BUILT`] is
+//! false and [`require`] fails.
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
@@ -32,13 +35,14 @@ pub enum GuestModuleError {
     },
 }
 
-/// Reads the bytes of the guest module `name` (a crate name such as `reducer_sum`).
+/// Reads the bytes of the guest module `name` (a crate name such as `reducer_sum`, or a
+/// C guest's name such as `c_reducer_sum`).
 pub fn require(name: &str) -> Result<Vec<u8>, GuestModuleError> {
     if !BUILT {
         return Err(GuestModuleError::NotBuilt);
     }
-    let Some((_, path)) = ALL.iter().find(|(n, _)| *n == name) else {
-        let known: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+    let Some((_, path)) = ALL.iter().chain(C_ALL).find(|(n, _)| *n == name) else {
+        let known: Vec<&str> = ALL.iter().chain(C_ALL).map(|(n, _)| *n).collect();
         return Err(GuestModuleError::Unknown { name: name.to_string(), known: known.join(", ") });
     };
     std::fs::read(path).map_err(|source| GuestModuleError::Read {

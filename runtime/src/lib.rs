@@ -27,6 +27,7 @@ pub mod fuzzing;
 pub mod global;
 pub mod guests;
 pub mod hlc;
+pub mod metrics;
 pub mod nf;
 pub mod node;
 pub mod pattern;
@@ -36,6 +37,7 @@ pub mod security_log;
 pub mod store;
 pub mod switch;
 pub mod tenancy;
+pub mod text;
 pub mod wasm;
 pub(crate) mod wire;
 

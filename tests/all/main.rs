@@ -5,14 +5,18 @@
 mod support;
 
 mod backends;
+mod c_guests;
 mod cluster;
 mod fuzz_smoke;
+mod guest_new;
 mod guests;
 mod hotload;
 mod ids;
 mod layout;
+mod metrics;
 mod nf;
 mod nfs;
+mod operator;
 mod paper;
 mod reducers;
 mod scale;

@@ -46,7 +46,7 @@ fn a_leaving_node_hands_its_state_over_and_exits() {
     assert_eq!(sum(&n1, "count:packets"), "5000");
     assert_eq!(sum(&n3, "flow:.*:packets"), "5000");
     assert_eq!(sum(&n3, "count:bytes"), bytes);
-    assert_eq!(n1.ok(&["global", "config:owner", "--reduce", "latest"]), "n2");
+    assert_eq!(n1.ok(&["global", "config:owner", "--reduce", "latest"]), "\"n2\"", "text prints as a person writes it");
     let handed_in = |n: &NodeProc| n.stats()["handoff_in"].as_u64().unwrap();
     assert_eq!(handed_in(&n1) + handed_in(&n3), 23);
     // Each member got a share (rendezvous hashing over 20 flows and 3 other keys).

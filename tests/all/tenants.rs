@@ -136,7 +136,7 @@ fn a_tenant_sees_only_its_own_keys_through_every_request_on_every_node() {
         seen(as_principal(&nodes[0], &b, &["get", "nope"]))
     );
     assert_eq!(ok(as_principal(&nodes[0], &b, &["del", "a-only"])), "0");
-    assert_eq!(ok(as_principal(&nodes[0], &a, &["get", "a-only"])), "secret", "b's delete reached nothing of a's");
+    assert_eq!(ok(as_principal(&nodes[0], &a, &["get", "a-only"])), "\"secret\"", "b's delete reached nothing of a's");
     // Global reads, fetch-all and pushed down, with the widest pattern.
     let sum = |file: &Path, pattern: &str, extra: &[&str]| {
         let mut args = vec!["global", pattern, "--reduce", "sum", "--json", "--consistency", "all"];
@@ -175,7 +175,7 @@ fn a_tenant_sees_only_its_own_keys_through_every_request_on_every_node() {
     let list = ok(as_principal(&nodes[0], &b, &["reducer", "list"]));
     assert_eq!(list.lines().filter(|l| l.contains("wasm")).count(), 1, "b lists its own reducer only: {list}");
     // The admin acts for a tenant only when it names one.
-    assert_eq!(nodes[0].ok(&["--tenant", "a", "get", "a-only"]), "secret");
+    assert_eq!(nodes[0].ok(&["--tenant", "a", "get", "a-only"]), "\"secret\"");
     assert_ne!(nodes[0].cli(&["get", "a-only"]).status.code(), Some(0), "the admin's default tenant is not a's");
     // A scale-in hands both tenants' state over; each tenant's sum is unchanged.
     let mut leaving = nodes.into_iter();

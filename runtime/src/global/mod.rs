@@ -48,6 +48,22 @@ impl Default for GlobalOptions {
     }
 }
 
+/// A global read a node served: a member's, or its own. Observers
+/// ([`crate::node::Node::on_served_read`]) are told of each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedRead {
+    /// The id of the node that asked (this node's own id for its own reads).
+    pub from: String,
+    /// The tenant whose keys were read.
+    pub tenant: String,
+    /// The key pattern, as the reader gave it.
+    pub pattern: String,
+}
+
+/// What a node calls for each global read it serves, on its I/O thread: it must return
+/// quickly (hand the read to another thread for anything slow).
+pub type ServedHook = std::sync::Arc<dyn Fn(&ServedRead) + Send + Sync>;
+
 /// Why a global read failed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GlobalError {

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use tracing::info;
 
+use crate::peering::stats::Durations;
+
 /// Counters of a running NF.
 #[derive(Debug, Default)]
 pub struct NfCounters {
@@ -42,6 +44,10 @@ pub struct NfCounters {
     pub backend_errors: AtomicU64,
     /// The NF's own metrics (`metric_add`).
     pub metrics: Mutex<BTreeMap<String, i64>>,
+    /// How long the NF thread spent on each packet it decided (observed just before
+    /// `packets` counts it). A histogram: not among `snapshot`'s counters (`estate node
+    /// --metrics` exports it).
+    pub packet_time: Durations,
 }
 
 impl NfCounters {

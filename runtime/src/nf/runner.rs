@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use estate_guest::{Brought, Verdict};
 use tracing::{info, warn};
@@ -73,6 +74,9 @@ impl NfRun {
                         counters.replacements.fetch_add(1, Ordering::Relaxed);
                         info!("NF replaced");
                     }
+                    // The packet's time (`packet_time`): one clock read here, one when its
+                    // verdict is counted.
+                    let started = Instant::now();
                     // The first packet of a moved flow, or of a new move of it: its state
                     // comes first.
                     if packet.mark != 0 && flows != FlowState::Off && new_move(&mut adopted, &packet) {
@@ -93,7 +97,7 @@ impl NfRun {
                         if let Err(e) = moved {
                             let fresh = host.start_nf(&module, state.clone(), &config);
                             fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);
-                            count_verdict(&counters, fail.verdict());
+                            count_verdict(&counters, fail.verdict(), started);
                             continue;
                         }
                     }
@@ -105,7 +109,7 @@ impl NfRun {
                             fail.verdict()
                         }
                     };
-                    count_verdict(&counters, verdict);
+                    count_verdict(&counters, verdict, started);
                 }
                 info!(packets = counters.packets.load(Ordering::Relaxed), "NF input finished");
             })
@@ -167,7 +171,10 @@ pub(crate) fn fault(
     }
 }
 
-pub(crate) fn count_verdict(counters: &NfCounters, verdict: Verdict) {
+/// Counts a packet's verdict, and the time since `started` (when the NF thread took the
+/// packet) in `packet_time`.
+pub(crate) fn count_verdict(counters: &NfCounters, verdict: Verdict, started: Instant) {
+    counters.packet_time.observe(started.elapsed());
     let counter = match verdict {
         Verdict::Forward => &counters.forwarded,
         Verdict::Drop => &counters.dropped,

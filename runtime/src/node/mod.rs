@@ -17,6 +17,7 @@
 //! the only way in).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, mpsc};
 use std::thread::{self, JoinHandle};
@@ -29,6 +30,7 @@ use crate::control::{HandoffReport, LimitOverrides, MemberView};
 
 use crate::backend::{RedisError, RedisState, StateBackend};
 use crate::control::auth::{CredentialError, Credentials};
+use crate::metrics::{Exporter, Metrics, ServeError, Sources};
 use crate::nf::env::{NfContext, NfEnv, Unshared};
 use crate::nf::{FailPolicy, FlowState, NfCounters, NfSettings, NfSlot, Packets};
 use crate::peering::driver::{self, Command, GlobalResult, HandoffWaiter, Inbox, Loaded, Shared, Sockets};
@@ -40,13 +42,13 @@ use crate::wasm::{GuestError, Limits, WasmHost};
 use tenant::NoDefault;
 pub use tenant::Tenant;
 
-pub use crate::global::{Consistency, GlobalError, GlobalOptions};
+pub use crate::global::{Consistency, GlobalError, GlobalOptions, ServedHook, ServedRead};
 pub use crate::peering::driver::SocketError;
 pub use crate::peering::driver::keyfile::{generate_key_file, read_key, read_roster};
 pub use crate::peering::proto::HandoffError;
 pub use crate::peering::proto::membership::Timing;
 pub use crate::peering::secure::{KeyError, PublicKey};
-pub use crate::peering::stats::Stats;
+pub use crate::peering::stats::{DURATION_BOUNDS_NS, Durations, DurationsSnapshot, Stats};
 
 mod tenant;
 
@@ -88,6 +90,10 @@ pub struct NodeConfig {
     pub insecure: bool,
     /// Where the NF's state lives (default: this node's store, shared through estate).
     pub state_backend: StateBackend,
+    /// Where to serve the node's metrics (Prometheus text format on
+    /// `http://ADDR/metrics`), if anywhere: a loopback address unless `insecure`; port 0
+    /// picks a free port ([`Node::metrics_addr`] tells the one bound).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -107,6 +113,7 @@ impl NodeConfig {
             roster: None,
             insecure: false,
             state_backend: StateBackend::Estate,
+            metrics: None,
         }
     }
 }
@@ -150,6 +157,9 @@ pub enum StartError {
     /// The NF's state backend (Redis) could not be reached.
     #[error("state backend: {0}")]
     Backend(#[from] RedisError),
+    /// The metrics endpoint could not be served.
+    #[error(transparent)]
+    Metrics(#[from] ServeError),
 }
 
 /// Why a graceful leave did not happen.
@@ -179,6 +189,8 @@ pub struct Node {
     nf_counters: Arc<NfCounters>,
     nf: Arc<NfSlot>,
     thread: Option<JoinHandle<()>>,
+    /// The metrics endpoint, if one was asked for.
+    metrics: Option<Exporter>,
 }
 
 impl fmt::Debug for Node {
@@ -234,6 +246,13 @@ impl Node {
             let why = format!("control endpoint {control} is reachable from other machines: give a credentials file");
             return Err(StartError::Unsafe(why));
         }
+        if let Some(addr) = config.metrics.filter(|a| !config.insecure && !a.ip().is_loopback()) {
+            let why = format!(
+                "metrics address {addr} is not a loopback address: anyone who reaches it reads the node's \
+                 counters (its tenants' items, refusals and traffic); give a loopback address"
+            );
+            return Err(StartError::Unsafe(why));
+        }
         let sockets = Sockets::bind(&config.listen, config.control.as_deref())?;
         let inbox = sockets.inbox.clone();
         let store = Arc::new(Store::with_tenants(&config.id, []));
@@ -259,6 +278,12 @@ impl Node {
         };
         let nf = Arc::new(NfSlot::new(registry.host().clone(), nf_state, nf_counters.clone()));
         let (endpoint, control_endpoint) = (sockets.endpoint.clone(), sockets.control_endpoint.clone());
+        let metrics = config.metrics.map(|addr| {
+            let (stats, nf, nf_tenant) = (stats.clone(), nf_counters.clone(), nf_tenant.clone());
+            let (store, registry, tenants) = (store.clone(), registry.clone(), tenants.clone());
+            Exporter::start(addr, Metrics::new(Sources { stats, nf, nf_tenant, store, registry, tenants }))
+        });
+        let metrics = metrics.transpose()?;
         let shared = Shared {
             store: store.clone(),
             registry: registry.clone(),
@@ -288,6 +313,7 @@ impl Node {
             nf_counters,
             nf,
             thread: Some(thread),
+            metrics,
         };
         node.default = node.tenant(DEFAULT_TENANT);
         Ok(node)
@@ -329,6 +355,12 @@ impl Node {
         self.control_endpoint.as_deref()
     }
 
+    /// The address the metrics are served on (`http://ADDR/metrics`), if they are
+    /// (with the actual port if port 0 was asked for).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(Exporter::addr)
+    }
+
     /// The node's store (every tenant).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -348,6 +380,12 @@ impl Node {
     /// Deletes `key` from the default tenant; returns whether it existed.
     pub fn del(&self, key: &str) -> bool {
         self.default_tenant().is_ok_and(|t| t.del(key))
+    }
+
+    /// Adds `delta` to the default tenant's integer counter at `key` (see
+    /// [`Tenant::add`]); returns the new value.
+    pub fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.default_tenant().map_err(|_| StoreError::NoSuchTenant(DEFAULT_TENANT.into()))?.add(key, delta)
     }
 
     /// Reads every live member's items of the default tenant whose key matches
@@ -423,6 +461,13 @@ impl Node {
         &self.stats
     }
 
+    /// Calls `hook` for every global read this node serves from now on, its own reads
+    /// included (`None`: no more calls). The hook runs on the node's I/O thread after
+    /// the answer went out, so it must return quickly.
+    pub fn on_served_read(&self, hook: Option<ServedHook>) -> Result<(), GlobalError> {
+        self.inbox.send(Command::ObserveServed(hook))
+    }
+
     /// Leaves the cluster (tells every member) and stops the I/O thread.
     pub fn shutdown(mut self) {
         self.stop();
@@ -463,6 +508,10 @@ impl Node {
                 let _ = thread.join();
             }
             info!(id = %self.id, "node stopped");
+        }
+        // The metrics endpoint last: it answers until the node is gone.
+        if let Some(mut exporter) = self.metrics.take() {
+            exporter.stop();
         }
     }
 }

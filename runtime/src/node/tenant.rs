@@ -59,6 +59,13 @@ impl Tenant {
         self.store.del(key)
     }
 
+    /// Adds `delta` to the integer counter at `key` (missing: 0); returns the new value.
+    /// Counters add up when state moves between nodes, so a cluster-wide sum survives a
+    /// take or a leave.
+    pub fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.store.add(key, delta)
+    }
+
     /// Reads every live member's items of this tenant whose key matches `pattern` and
     /// reduces them with `reducer` (a built-in or one of this tenant's Wasm reducers).
     pub fn get_global(&self, pattern: &str, reducer: &str, options: GlobalOptions) -> GlobalResult {

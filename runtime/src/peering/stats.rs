@@ -1,8 +1,10 @@
-//! Counters of what a node's peering received, sent and dropped.
+//! Counters of what a node's peering received, sent and dropped, and histograms of how
+//! long its global reads and Wasm reducer calls took.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Counters of what the node received and dropped.
 #[derive(Debug, Default)]
@@ -75,6 +77,14 @@ pub struct Stats {
     /// Secure peering (a gauge): sending sessions still made with a key this node has
     /// replaced; they are renewed at once, and this returns to 0.
     pub stale_sessions: AtomicU64,
+    /// How long this node's global reads took (not takes), from the start to the answer
+    /// handed to the caller, answered or failed. A histogram: not among `snapshot`'s
+    /// counters (`estate node --metrics` exports it).
+    pub read_time: Durations,
+    /// How long each step of Wasm reducer calls took on this node's workers: a
+    /// member's partial over its own items (for its own read or a member's), or a
+    /// reader's final reduction. A histogram, like `read_time`.
+    pub reducer_time: Durations,
 }
 
 impl Stats {
@@ -131,4 +141,76 @@ impl Stats {
 
 pub(crate) fn bump(counter: &AtomicU64) -> u64 {
     counter.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// Upper bounds of the buckets of every [`Durations`], in nanoseconds: 1, 2.5 and 5 per
+/// decade from 1 µs to 10 s (slower observations fall in the last bucket, `+Inf`).
+pub const DURATION_BOUNDS_NS: [u64; 22] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A histogram of durations over fixed buckets ([`DURATION_BOUNDS_NS`]), in atomics:
+/// observing costs a bucket search and two relaxed adds, with no lock, so it can sit
+/// on a per-packet path.
+#[derive(Debug, Default)]
+pub struct Durations {
+    /// Observations per bucket (not cumulative); the last one is over the last bound.
+    buckets: [AtomicU64; DURATION_BOUNDS_NS.len() + 1],
+    /// The sum of all observations, in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+/// What a [`Durations`] held when it was read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DurationsSnapshot {
+    /// (upper bound in seconds, observations in this bucket alone), the last bound
+    /// being `f64::INFINITY`.
+    pub buckets: Vec<(f64, u64)>,
+    /// The number of observations (the buckets' sum).
+    pub count: u64,
+    /// The sum of all observations, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl Durations {
+    /// Counts one observation of `d`.
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // The first bucket whose bound is at least `ns` (buckets hold `le` their bound).
+        let i = DURATION_BOUNDS_NS.partition_point(|&bound| bound < ns);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The buckets, count and sum now (the count is the buckets' sum, so the two agree
+    /// even while observations go on).
+    pub fn snapshot(&self) -> DurationsSnapshot {
+        let bounds = DURATION_BOUNDS_NS.iter().map(|&ns| ns as f64 / 1e9).chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> =
+            bounds.zip(&self.buckets).map(|(le, n)| (le, n.load(Ordering::Relaxed))).collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum_seconds = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        DurationsSnapshot { buckets, count, sum_seconds }
+    }
 }

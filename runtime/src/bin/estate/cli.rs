@@ -22,6 +22,9 @@ pub(crate) struct Cli {
     /// `default` without this).
     #[arg(long, global = true, value_name = "NAME")]
     pub(crate) tenant: Option<String>,
+    /// Log lines as text (for people) or JSON (one object a line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -32,7 +35,14 @@ pub(crate) enum Command {
     /// reads with built-in and Wasm reducers.
     Demo,
     /// Runs a node until SIGINT or SIGTERM, then leaves the cluster cleanly.
+    // A flag given twice takes the later value: `--config`'s flags come first.
+    #[command(args_override_self = true)]
     Node {
+        /// A TOML file of these flags: each key a flag's long name (`listen =
+        /// "tcp://…"`, `heartbeat-ms = 200`, `join = ["…"]`, `insecure = true`); flags
+        /// given here override it (see examples/node.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
         /// Node id, unique in the cluster.
         #[arg(long)]
         id: String,
@@ -51,12 +61,18 @@ pub(crate) enum Command {
         /// Silence after which a member is removed.
         #[arg(long, default_value_t = Timing::default().remove_ms)]
         remove_ms: u64,
+        /// Serve the node's metrics (Prometheus text format) on http://ADDR/metrics,
+        /// e.g. 127.0.0.1:9100; port 0 picks a free port, printed as `metrics=` at the
+        /// end of the ready line. A non-loopback address needs --insecure.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        // Boxed: keeps the variants of `Command` close in size.
         #[command(flatten)]
-        limits: NodeLimits,
+        limits: Box<NodeLimits>,
         #[command(flatten)]
         nf: NfArgs,
         #[command(flatten)]
-        security: NodeSecurity,
+        security: Box<NodeSecurity>,
     },
     /// Writes a new X25519 key pair to FILE (mode 0600; an existing file is never
     /// overwritten) and prints its public key (64 hex digits) as the first line.
@@ -127,6 +143,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: crate::experiment::ExperimentAction,
     },
+    /// Guest crates: `new` writes a reducer or NF crate ready to build and test, `build`
+    /// compiles one to a Wasm module.
+    Guest {
+        #[command(subcommand)]
+        action: GuestAction,
+    },
     /// Loads (or hot-replaces), unloads and shows the node's NF.
     Nf {
         #[command(subcommand)]
@@ -185,6 +207,33 @@ pub(crate) enum TrafficAction {
         /// The step, e.g. `move 0.5 A B`.
         #[arg(required = true, num_args = 1..)]
         step: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GuestAction {
+    /// Writes a new guest crate at PARENT/NAME: Cargo.toml, src/lib.rs (an example with
+    /// its unit tests) and README.md. Refuses if PARENT/NAME exists.
+    New {
+        /// `reducer` (a combinable sum) or `nf` (a per-flow packet counter).
+        #[arg(value_enum)]
+        kind: crate::guest::GuestKind,
+        /// The crate's name: ASCII letters, digits, `-` and `_`, starting with a letter.
+        name: String,
+        /// The directory to make the crate in.
+        #[arg(long, value_name = "PARENT", default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Depend on this version of estate-guest from crates.io, instead of on the
+        /// guest-sdk/ of the checkout this estate was built from (by path).
+        #[arg(long, value_name = "VERSION")]
+        sdk_version: Option<String>,
+    },
+    /// Builds the guest crate in DIR for wasm32-unknown-unknown (release), with the
+    /// compiler the repository's own guests are built with; prints `built PATH` last.
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: std::path::PathBuf,
     },
 }
 
@@ -331,6 +380,12 @@ impl NodeLimits {
             module_bytes: (self.max_module_kb as usize) << 10,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -10,6 +10,7 @@ use estate::nf::input::synth::{SynthConfig, synthetic};
 use estate::nf::{FailPolicy, FlowState};
 use estate::node::{GlobalOptions, Node, NodeConfig};
 use estate::reduce::Reduced;
+use estate::text::human;
 use estate::wasm::{Limits, WasmHost};
 use estate_guest::Value;
 
@@ -27,14 +28,22 @@ fn wait_for_members(nodes: &[&Node], n: usize) -> anyhow::Result<()> {
 fn show(r: &Reduced) -> String {
     match r {
         Reduced::Nothing => "(nothing)".into(),
-        Reduced::Value(v) => format!("{v:?}"),
-        Reduced::Item(i) if i.origin.is_empty() => format!("{:?}", i.value),
-        Reduced::Item(i) if i.writer == i.origin => format!("{:?} (from {}, version {})", i.value, i.origin, i.version),
+        Reduced::Value(v) => human(v),
+        Reduced::Item(i) if i.origin.is_empty() => human(&i.value),
+        Reduced::Item(i) if i.writer == i.origin => {
+            format!("{} (from {}, version {})", human(&i.value), i.origin, i.version)
+        }
         Reduced::Item(i) => {
-            format!("{:?} (from {}, written by {} at version {})", i.value, i.origin, i.writer, i.version)
+            format!("{} (from {}, written by {} at version {})", human(&i.value), i.origin, i.writer, i.version)
         }
         Reduced::Items(items) => format!("{} items", items.len()),
     }
+}
+
+/// The sum of `c` over the cluster as `node` reads it, with who answered.
+fn sum_of_c(node: &Node) -> anyhow::Result<String> {
+    let answer = node.get_global("c", "sum", GlobalOptions::default())?;
+    Ok(format!("{}   (answered: {})", show(&answer.result), answer.answered.join(", ")))
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -53,7 +62,8 @@ pub fn run() -> anyhow::Result<()> {
     println!("membership seen by n1: {}", view.join(", "));
 
     for (node, (c, flows)) in nodes.iter().zip([(1_234_567, 2), (1, 3), (10, 1)]) {
-        node.set("c", Value::Int(c))?;
+        // A counter: its shares add up wherever they move (a take, a leave).
+        node.add("c", c)?;
         for f in 0..flows {
             node.set(&format!("flow:{}:{f}", node.id()), Value::Int(100 + f))?;
         }
@@ -78,8 +88,8 @@ pub fn run() -> anyhow::Result<()> {
     let Reduced::Items(items) = nodes[1].get_global("c", "list", opts)?.result else {
         bail!("list returned no item list");
     };
-    let total = host.reduce_all(&sum, &items)?.map(|item| item.value);
-    println!("n2: wasm reducer_sum over global list of \"c\" ({} items) = {total:?}", items.len());
+    let total = host.reduce_all(&sum, &items)?.map_or("(nothing)".into(), |item| human(&item.value));
+    println!("n2: wasm reducer_sum over global list of \"c\" ({} items) = {total}", items.len());
 
     // Hot-load a Wasm reducer into the running n1 and push it down: n2 and n3 fetch the
     // module from n1 by hash, and each sends one partial (sum, count) instead of items.
@@ -110,22 +120,26 @@ pub fn run() -> anyhow::Result<()> {
         .map(|p| p.flow)
         .unwrap_or_default();
     let key = format!("flow:{moved_flow}:matches");
-    let on = |node: &Node| node.get(&key).map_or("-".to_string(), |v| format!("{:?}", v.value));
+    let on = |node: &Node| node.get(&key).map_or("-".to_string(), |v| human(&v.value));
     println!("ids on n1: 2000 packets, 20 flows; {key} = {} on n1", on(&nodes[0]));
     run(&nodes[1], "seed=2,first=10,flows=10,packets=1000,share=0.3,moved=1")?;
     println!("flows 10..20 moved to n2 (1000 packets): {key} = {} on n2, {} on n1", on(&nodes[1]), on(&nodes[0]));
     let total = nodes[0].get_global("flow:.*:matches", "sum", opts)?;
     println!("n1: global \"flow:.*:matches\" --reduce sum = {}   (every match counted once)", show(&total.result));
 
-    let n3 = nodes.pop().expect("three nodes");
-    n3.shutdown();
-    let answer = nodes[0].get_global("c", "sum", opts)?;
-    println!(
-        "n3 left; n1: global \"c\" --reduce sum = {}   (answered: {}; missing: {:?})",
-        show(&answer.result),
-        answer.answered.join(", "),
-        answer.missing
-    );
+    // Scale-in, the graceful way: n2 hands its state to the others (its share of the
+    // counter `c` is added into a member's), leaves, and the sum stays.
+    println!("before scale-in: n1: global \"c\" --reduce sum = {}", sum_of_c(&nodes[0])?);
+    let report = nodes[1].leave(Duration::from_secs(10)).context("n2 leaving")?;
+    println!("[graceful leave] n2 handed {} items to the others and left", report.items);
+    println!("[graceful leave] n1: global \"c\" --reduce sum = {}   (kept)", sum_of_c(&nodes[0])?);
+
+    // A crash: n3 stops without handing anything over, as a killed process would; what it
+    // held (its own share of c and whatever it took over from n2) is gone.
+    let held = nodes[2].get("c").map_or("nothing".into(), |v| human(&v.value));
+    nodes.remove(2).shutdown();
+    println!("[crash] n3 stopped without handing over its state (it held c = {held})");
+    println!("[crash] n1: global \"c\" --reduce sum = {}   (n3's share lost)", sum_of_c(&nodes[0])?);
     for node in nodes {
         node.shutdown();
     }

@@ -14,15 +14,31 @@ use estate::tenancy::Tenants;
 use crate::cli::{Cli, Command};
 
 mod cli;
+mod config;
 mod demo;
 mod experiment;
+mod guest;
 mod node;
 mod print;
+mod progress;
 mod request;
 mod traffic;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
+    // Nodes log what they do; the traffic and experiment tools only what goes wrong.
+    match cli.command {
+        Command::Node { .. } => node::init_logging("info", cli.log_format),
+        Command::Traffic { .. } | Command::Experiment { .. } => node::init_logging("warn", cli.log_format),
+        _ => {}
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -34,7 +50,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Node { id, listen, join, heartbeat_ms, suspect_ms, remove_ms, limits, nf, security } => {
+        Command::Node {
+            config: _,
+            id,
+            listen,
+            join,
+            heartbeat_ms,
+            suspect_ms,
+            remove_ms,
+            metrics,
+            limits,
+            nf,
+            security,
+        } => {
             let timing = Timing { heartbeat_ms, suspect_ms, remove_ms, rejoin_ms: Timing::default().rejoin_ms };
             let tenants = match &security.tenants {
                 Some(path) => Tenants::load(path)?,
@@ -54,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 roster: security.roster,
                 insecure: security.insecure,
                 state_backend: nf.state_backend.clone(),
+                metrics,
             };
             node::run(config, nf)
         }
@@ -66,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Traffic { action } => traffic::run(action),
         Command::Experiment { action } => experiment::run(action),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Command::Guest { action } => guest::run(action),
         Command::Credential { principal, out } => {
             let principal: Principal = principal.parse().map_err(anyhow::Error::msg)?;
             let credential = Credential::generate(&principal);

@@ -38,20 +38,19 @@ fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<Option<String>> {
     Ok(steer)
 }
 
-/// Logs to stderr at `RUST_LOG`'s level, or `default` without it.
-pub(crate) fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .init();
+/// Logs to stderr at `RUST_LOG`'s level, or `default` without it, as text or as one
+/// JSON object a line.
+pub(crate) fn init_logging(default: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }
 
 pub(crate) fn run(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
-    init_logging("info");
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -72,8 +71,9 @@ pub(crate) fn run(config: NodeConfig, nf: NfArgs) -> anyhow::Result<ExitCode> {
     let steer = start_nf(&node, &nf)?;
     // One line on stdout with the bound endpoints, for scripts that asked for port `*`.
     let steer = steer.map(|e| format!(" steer={e}")).unwrap_or_default();
+    let metrics = node.metrics_addr().map(|a| format!(" metrics={a}")).unwrap_or_default();
     println!(
-        "ready id={} listen={} control={}{steer}",
+        "ready id={} listen={} control={}{steer}{metrics}",
         node.id(),
         node.endpoint(),
         node.control_endpoint().unwrap_or("-")

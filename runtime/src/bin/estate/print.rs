@@ -6,6 +6,7 @@ use crate::cli::*;
 use anyhow::bail;
 use estate::control::{ControlReply, GlobalAnswer, MemberView};
 use estate::reduce::Reduced;
+use estate::text::human;
 use estate_guest::{Item, Value};
 use serde_json::json;
 
@@ -37,7 +38,7 @@ pub(crate) fn reply(command: &Command, reply: ControlReply) -> anyhow::Result<Ex
             if json {
                 println!("{}", json!({ "value": value_json(&value), "version": version }));
             } else {
-                println!("{}", show(&value));
+                println!("{}", human(&value));
             }
         }
         ControlReply::Global(answer) => global(&answer, json),
@@ -121,11 +122,11 @@ fn global(answer: &GlobalAnswer, json: bool) {
     }
     match &answer.result {
         Reduced::Nothing => eprintln!("no items matched"),
-        Reduced::Value(v) => println!("{}", show(v)),
-        Reduced::Item(item) => println!("{}", show(&item.value)),
+        Reduced::Value(v) => println!("{}", human(v)),
+        Reduced::Item(item) => println!("{}", human(&item.value)),
         Reduced::Items(items) => {
             for item in items {
-                println!("{}\t{}\t{}\t{}\t{}", item.key, show(&item.value), item.origin, item.version, item.writer);
+                println!("{}\t{}\t{}\t{}\t{}", item.key, human(&item.value), item.origin, item.version, item.writer);
             }
         }
     }
@@ -143,15 +144,6 @@ fn members(members: &[MemberView], json: bool) {
         for m in members {
             println!("{}\t{}\t{}", m.id, m.endpoint, m.state);
         }
-    }
-}
-
-fn show(value: &Value) -> String {
-    match value {
-        Value::Int(v) => v.to_string(),
-        Value::Float(v) => format!("{v:?}"),
-        Value::Text(s) => s.clone(),
-        Value::Bytes(b) => format!("0x{}", hex::encode(b)),
     }
 }
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use estate::control::{ControlRequest, LimitOverrides};
 use estate::global::Consistency;
-use estate_guest::Value;
 
 use crate::cli::{Command, ConsistencyArg, NfAction, ReducerAction};
 
@@ -17,12 +16,13 @@ pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)
         | Command::Demo
         | Command::Traffic { .. }
         | Command::Experiment { .. }
+        | Command::Guest { .. }
         | Command::Credential { .. }
         | Command::Keygen { .. } => {
             bail!("not a request to a node's control socket")
         }
         Command::Set { key, value } => {
-            (ControlRequest::Set { key: key.clone(), value: parse_value(value) }, Duration::from_secs(5))
+            (ControlRequest::Set { key: key.clone(), value: estate::text::parse_value(value) }, Duration::from_secs(5))
         }
         Command::Get { key, .. } => (ControlRequest::Get { key: key.clone() }, Duration::from_secs(5)),
         Command::Del { key } => (ControlRequest::Del { key: key.clone() }, Duration::from_secs(5)),
@@ -78,30 +78,4 @@ pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)
             Duration::from_millis(*timeout_ms) + Duration::from_secs(15),
         ),
     })
-}
-
-/// A command-line value: an integer if it parses as i64, a float if f64, else text.
-pub(crate) fn parse_value(s: &str) -> Value {
-    if let Ok(v) = s.parse::<i64>() {
-        Value::Int(v)
-    } else if let Ok(v) = s.parse::<f64>() {
-        Value::Float(v)
-    } else {
-        Value::Text(s.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_parse_as_int_then_float_then_text() {
-        assert_eq!(parse_value("1234567"), Value::Int(1_234_567));
-        assert_eq!(parse_value("-5"), Value::Int(-5));
-        assert_eq!(parse_value("2.5"), Value::Float(2.5));
-        assert_eq!(parse_value("1e3"), Value::Float(1000.0));
-        assert_eq!(parse_value("hello"), Value::Text("hello".into()));
-        assert_eq!(parse_value("99999999999999999999"), Value::Float(1e20));
-    }
 }

@@ -3,8 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::progress::Progress;
+
 use crate::cli::*;
-use crate::node::init_logging;
 use anyhow::{Context, bail};
 use estate::control::{self};
 use estate::nf::Packets;
@@ -68,7 +73,6 @@ fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
         flows_out,
         commands,
     } = args;
-    init_logging("warn");
     let nodes: Vec<(String, String)> =
         nodes.iter().map(|n| name_and_endpoint("--node", n)).collect::<anyhow::Result<_>>()?;
     let controls: std::collections::HashMap<String, String> =
@@ -97,6 +101,17 @@ fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
         println!("switch commands={}", c.endpoint());
         std::io::Write::flush(&mut std::io::stdout())?;
     }
+    // On a terminal, packets sent so far and the rate, twice a second.
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = sent.clone();
+    let packets: Packets = Box::new(packets.inspect(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    }));
+    let started = Instant::now();
+    let ticker = Progress::new().tick(Duration::from_millis(500), move || {
+        let n = sent.load(Ordering::Relaxed);
+        format!("switch: {n} packets sent, {:.0} packets/s", n as f64 / started.elapsed().as_secs_f64().max(1e-3))
+    });
     let report = switch::run(
         packets,
         &mut assignment,
@@ -105,6 +120,7 @@ fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
         rate,
         commands.as_mut().map(|c| c as &mut dyn switch::Commands),
     );
+    drop(ticker);
     // Closing the sockets waits (bounded) for the last frames to leave.
     drop(fabric);
     let flows = assignment.summary();

@@ -25,6 +25,21 @@ pub(crate) enum Waiter {
     Control(Vec<u8>),
     /// An NF taking a moved flow's state.
     Take(mpsc::Sender<Result<Vec<Moving>, GlobalError>>),
+    /// A global read timed from when it started (`Stats::read_time`): the waiter it
+    /// wraps is told as usual.
+    Started(Box<Waiter>, Instant),
+}
+
+/// Wraps the waiter of a global read (not a take) so that [`Driver::notify`] times the
+/// read from now.
+pub(super) fn start_timing(input: Input<Waiter, Timed>) -> Input<Waiter, Timed> {
+    match input {
+        Input::Read { tenant, pattern, reducer, options, waiter } if !options.take => {
+            let waiter = Waiter::Started(Box::new(waiter), Instant::now());
+            Input::Read { tenant, pattern, reducer, options, waiter }
+        }
+        other => other,
+    }
 }
 
 /// Who waits for a hand-off.
@@ -75,9 +90,12 @@ impl Driver {
                 self.notify(waiter, result);
             }
             ReducerRef::Wasm(loaded) => {
-                let host = self.registry.host().clone();
+                let (host, stats) = (self.registry.host().clone(), self.stats.clone());
                 self.workers.submit(move || {
-                    let result = match finish_wasm(&host, &loaded.module, remote, parts) {
+                    let started = Instant::now();
+                    let finished = finish_wasm(&host, &loaded.module, remote, parts);
+                    stats.reducer_time.observe(started.elapsed());
+                    let result = match finished {
                         Ok(Some(item)) => Ok(answer(Reduced::Item(item))),
                         Ok(None) => Ok(answer(Reduced::Nothing)),
                         Err(message) => Err(GlobalError::Member {
@@ -94,6 +112,10 @@ impl Driver {
     /// Tells a read's waiter how it ended.
     pub(crate) fn notify(&self, waiter: Waiter, result: GlobalResult) {
         match waiter {
+            Waiter::Started(waiter, started) => {
+                self.stats.read_time.observe(started.elapsed());
+                self.notify(*waiter, result);
+            }
             Waiter::Take(tx) => {
                 // Completed takes are answered by `read_done`; only failures come here.
                 let _ = tx.send(result.map(|_| Vec::new()));

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::control::ControlReply;
 use crate::control::auth::Credentials;
-use crate::global::{Answer, GlobalError, GlobalOptions};
+use crate::global::{Answer, GlobalError, GlobalOptions, ServedHook};
 use crate::nf::{NfCounters, NfSlot};
 use crate::pattern::Pattern;
 use crate::peering::proto::membership::Timing;
@@ -149,6 +149,7 @@ pub(crate) fn spawn(
         load: quota::Load::default(),
         secure,
         started: Instant::now(),
+        served_hook: None,
     };
     driver.refresh_view();
     thread::Builder::new().name(format!("estate-io-{id}")).spawn(move || driver.run())
@@ -176,6 +177,8 @@ pub(crate) enum Command {
     Take { tenant: String, pattern: Pattern, timeout: Duration, reply: mpsc::Sender<Result<Vec<Moving>, GlobalError>> },
     /// Hand every item to the other members, then leave (the NF is stopped already).
     HandOff { timeout: Duration, waiter: HandoffWaiter },
+    /// Call this hook for every read the node serves from now on (`None`: stop).
+    ObserveServed(Option<ServedHook>),
 }
 
 /// The way into the I/O thread: a command channel plus an `inproc` wake-up frame.
@@ -237,6 +240,7 @@ pub(crate) struct Driver {
     /// The secure channel, when the node has a key and a roster.
     secure: Option<secure::Link>,
     started: Instant,
+    served_hook: Option<ServedHook>,
 }
 
 impl Driver {
@@ -313,6 +317,7 @@ impl Driver {
 
     /// Runs one input through the protocol and carries out what it says.
     pub(crate) fn feed(&mut self, input: Input<Waiter, Timed>) {
+        let input = deliver::start_timing(input);
         if let Input::Read { tenant, options, .. } = &input
             && let Err(e) = self.load.start_read(&self.tenants, &self.stats, tenant, options.take)
         {
@@ -332,6 +337,11 @@ impl Driver {
                 }
                 Action::HandoffDone { waiter, result } => self.handoff_done(waiter, result),
                 Action::Stop => {}
+                Action::Served(read) => {
+                    if let Some(hook) = &self.served_hook {
+                        hook(&read);
+                    }
+                }
                 Action::Refused { reason, from, object } => {
                     self.security.record(reason, &format!("peer:{from}"), &object)
                 }
@@ -402,6 +412,7 @@ impl Driver {
                     let waiter = Timed { waiter, started: Instant::now() };
                     self.feed(Input::HandOff { timeout_ms: timeout.as_millis() as u64, waiter });
                 }
+                Command::ObserveServed(hook) => self.served_hook = hook,
             }
         }
     }
@@ -414,7 +425,7 @@ impl Driver {
             Work::PeerPartial { tenant, .. } | Work::Install { tenant, .. } => tenant.clone(),
         };
         let slot = self.load.start_job(&self.tenants, &self.stats, &tenant);
-        let registry = self.registry.clone();
+        let (registry, stats) = (self.registry.clone(), self.stats.clone());
         let tenants = self.tenants.clone();
         self.workers.submit(move || {
             // Refused by the tenant's `wasm_jobs` quota: the work fails with its name.
@@ -422,7 +433,9 @@ impl Driver {
             // A pushed-down Wasm reducer over one node's items: that node's partial.
             let partial = |module: &ReducerModule, items: &[u8]| {
                 slot.as_ref().map_err(Clone::clone)?;
+                let started = Instant::now();
                 let reduced = registry.host().reduce_encoded(module, items, Phase::Items);
+                stats.reducer_time.observe(started.elapsed());
                 reduced.map(Answer::Wasm).map_err(|e| e.to_string())
             };
             Command::Worked(match work {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use crate::global::{Answer, GlobalError, GlobalOptions};
+use crate::global::{Answer, GlobalError, GlobalOptions, ServedRead};
 use crate::pattern::Pattern;
 use crate::peering::stats::{Stats, bump};
 use crate::reduce::registry::ReducerRef;
@@ -202,6 +202,9 @@ pub enum Action<W, H> {
     },
     /// The node has left the cluster: stop.
     Stop,
+    /// This node served a global read: a member's, or its own (`from` is then this
+    /// node's id). For observers; the answer is already on its way.
+    Served(ServedRead),
     /// A member's message was refused for a security reason (already counted): for the
     /// security log.
     Refused {
@@ -349,6 +352,11 @@ impl<W, H> Peering<W, H> {
             Body::Member(_) => {}
             Body::GlobalRequest { id, tenant, pattern, reducer, take } => {
                 bump(&self.stats.served);
+                out.push(Action::Served(ServedRead {
+                    from: from.clone(),
+                    tenant: tenant.clone(),
+                    pattern: pattern.clone(),
+                }));
                 self.serve(from, id, &tenant, &pattern, reducer, take, now, out);
             }
             Body::GlobalReply { id, result } => {

@@ -14,7 +14,7 @@ use estate_guest::codec::ItemsWriter;
 use tracing::warn;
 
 use super::{Action, Peering, Work};
-use crate::global::{Answer, Completion, Gathered, GlobalError, GlobalOptions, GlobalReads, ReplyOutcome};
+use crate::global::{Answer, Completion, Gathered, GlobalError, GlobalOptions, GlobalReads, ReplyOutcome, ServedRead};
 use crate::pattern::Pattern;
 use crate::peering::stats::bump;
 use crate::reduce::registry::ReducerRef;
@@ -194,6 +194,8 @@ impl<W, H> Peering<W, H> {
         // This node answers its own read like any member; a Wasm partial is computed by
         // the driver's workers and comes back as `Input::LocalPartial`.
         let me = self.id.clone();
+        let served = ServedRead { from: me.clone(), tenant: tenant.clone(), pattern: pattern.source().to_string() };
+        out.push(Action::Served(served));
         match (reducer, options.remote) {
             // A take leaves this node's own items where they are.
             (_, false) if options.take => self.on_answer(id, &me, Ok(Answer::Taken(Vec::new())), now, out),

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::progress::Progress;
+
 use anyhow::{Context, bail};
 
 pub(crate) use fig4::Fig4Args;
@@ -32,12 +34,11 @@ pub(crate) enum ExperimentAction {
 }
 
 pub(crate) fn run(action: ExperimentAction) -> anyhow::Result<ExitCode> {
-    crate::node::init_logging("warn");
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
-    let run = Run { stop, started: Instant::now() };
+    let run = Run { stop, progress: Progress::new() };
     match action {
         ExperimentAction::Fig4(args) => fig4::run(&run, args)?,
         ExperimentAction::Fig5(args) => fig5::run(&run, args)?,
@@ -48,7 +49,7 @@ pub(crate) fn run(action: ExperimentAction) -> anyhow::Result<ExitCode> {
 /// What every experiment shares: the stop flag (Ctrl-C, SIGTERM) and the clock.
 pub(crate) struct Run {
     stop: Arc<AtomicBool>,
-    started: Instant,
+    progress: Progress,
 }
 
 impl Run {
@@ -71,9 +72,9 @@ impl Run {
         Ok(())
     }
 
-    /// One progress line on stderr, with the time since the start.
+    /// One progress line on stderr, with the time since the start (on a terminal only).
     pub(crate) fn progress(&self, line: &str) {
-        eprintln!("[{:>6.1} s] {line}", self.started.elapsed().as_secs_f64());
+        self.progress.line(line);
     }
 }
 

@@ -14,7 +14,7 @@ use estate_guest::Value;
 
 use super::membership::Timing;
 use super::{Action, Ids, Input, MemberEvent, Modules, Peering, ReadDone, Setup, Work};
-use crate::global::{Answer, GlobalError, GlobalOptions};
+use crate::global::{Answer, GlobalError, GlobalOptions, ServedRead};
 use crate::pattern::Pattern;
 use crate::peering::stats::Stats;
 use crate::reduce::registry::ReducerRef;
@@ -79,6 +79,8 @@ struct Node {
     work: Vec<String>,
     /// What the node reported refusing, for the security log: (reason, from, object).
     refused: Vec<(&'static str, String, String)>,
+    /// The reads it reported serving.
+    served: Vec<ServedRead>,
     stopped: bool,
 }
 
@@ -146,6 +148,7 @@ impl Sim {
             handoffs: vec![],
             work: vec![],
             refused: vec![],
+            served: vec![],
             stopped: false,
         };
         self.nodes.insert(id.to_string(), node);
@@ -198,6 +201,7 @@ impl Sim {
                     self.nodes.get_mut(id).unwrap().handoffs.push((waiter, result))
                 }
                 Action::Stop => self.nodes.get_mut(id).unwrap().stopped = true,
+                Action::Served(read) => self.nodes.get_mut(id).unwrap().served.push(read),
                 Action::Refused { reason, from, object } => {
                     self.nodes.get_mut(id).unwrap().refused.push((reason, from, object))
                 }
@@ -517,3 +521,19 @@ fn a_take_answer_later_than_the_window_is_refused() {
 }
 
 mod modules;
+
+#[test]
+fn every_served_read_is_reported_with_its_reader_and_pattern() {
+    let mut sim = Sim::cluster(&["a", "b", "c"]);
+    sim.read("a", "flow:.*", Builtin::Count, read_options(1_000, false), 1);
+    sim.run_until(|s| s.done("a", 1).is_some(), 1_000);
+    for id in ["a", "b", "c"] {
+        let served = &sim.node(id).served;
+        let expected = ServedRead { from: "a".into(), tenant: DEFAULT_TENANT.into(), pattern: "flow:.*".into() };
+        assert_eq!(served, &[expected], "{id} served a's read, and only it");
+    }
+    // A read that is refused before it starts is served by nobody.
+    sim.read("b", "x", Builtin::Count, GlobalOptions { remote: true, take: true, ..read_options(1_000, false) }, 2);
+    sim.run_for(5);
+    assert!(sim.node("b").served.iter().all(|r| r.from == "a"), "{:?}", sim.node("b").served);
+}

@@ -1,0 +1,81 @@
+/*
+ * sum: the exact sum of integer values (combinable); the C twin of reducers-wasm/sum.
+ * A float, text or bytes value is an error naming its key and origin; an overflow of
+ * i64 is an error too. No items: no answer. A sum of partial sums is the sum, so both
+ * phases reduce alike and the combined partial is the answer (finish is the identity).
+ * Every answer and message is the one the Rust reducer gives (tests/all/c_guests.rs).
+ */
+#include "estate_guest.h"
+
+ESTATE_GUEST_EXPORTS()
+
+ESTATE_EXPORT(ESTATE_EXPORT_REDUCER_FLAGS)
+int32_t estate_reducer_flags(void) { return ESTATE_FLAG_COMBINABLE; }
+
+/* "bad input: <decode error>", as the SDK answers an input it cannot decode. */
+static int32_t undecodable(const estate_reader *r) {
+    estate_buf m = {0};
+    estate_put_cstr(&m, "bad input: ");
+    estate_put_decode_error(&m, r);
+    return estate_answer(ESTATE_STATUS_BAD_INPUT, &m);
+}
+
+static int32_t sum(estate_bytes in, int32_t phase) {
+    if (phase != ESTATE_PHASE_ITEMS && phase != ESTATE_PHASE_PARTIALS) {
+        estate_buf m = {0};
+        estate_put_cstr(&m, "bad input: unknown phase ");
+        estate_put_dec_i64(&m, phase);
+        return estate_answer(ESTATE_STATUS_BAD_INPUT, &m);
+    }
+    /* The whole list is decoded before any item is summed, as in the SDK: a malformed
+     * list is bad input even when an earlier item is not an integer. */
+    estate_reader r;
+    uint32_t count;
+    if (!estate_check_items(in, &r, &count)) return undecodable(&r);
+    if (count == 0) return ESTATE_STATUS_NONE;
+
+    r = estate_reader_new(in);
+    estate_read_items_count(&r, &count);
+    int64_t total = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        estate_item item;
+        estate_read_item(&r, &item);
+        estate_buf m = {0};
+        if (item.value.tag != ESTATE_TAG_INT) {
+            estate_put_cstr(&m, "sum: ");
+            estate_put_bytes(&m, item.key);
+            estate_put_cstr(&m, " from ");
+            estate_put_bytes(&m, item.origin);
+            estate_put_cstr(&m, " is ");
+            estate_put_cstr(&m, estate_type_name(item.value.tag));
+            estate_put_cstr(&m, ", not an integer");
+            return estate_answer(ESTATE_STATUS_ERROR, &m);
+        }
+        if (__builtin_add_overflow(total, item.value.u.i, &total)) {
+            estate_put_cstr(&m, "sum: i64 overflow at ");
+            estate_put_bytes(&m, item.key);
+            return estate_answer(ESTATE_STATUS_ERROR, &m);
+        }
+    }
+    estate_item answer = estate_item_of(estate_value_int(total));
+    return estate_answer_item(&answer);
+}
+
+ESTATE_EXPORT(ESTATE_EXPORT_REDUCE)
+int32_t estate_reduce(const uint8_t *ptr, int32_t len, int32_t phase) {
+    int32_t status = sum(estate_input(ptr, len), phase);
+    estate_bump_reset(); /* the host has copied the output */
+    return status;
+}
+
+/* The identity, after checking that the input is exactly one item; the answer is that
+ * item re-encoded, as the SDK's default finish gives it. */
+ESTATE_EXPORT(ESTATE_EXPORT_FINISH)
+int32_t estate_finish(const uint8_t *ptr, int32_t len) {
+    estate_reader r = estate_reader_new(estate_input(ptr, len));
+    estate_item item;
+    int32_t status = estate_read_item(&r, &item) && estate_reader_finish(&r) ? estate_answer_item(&item)
+                                                                            : undecodable(&r);
+    estate_bump_reset();
+    return status;
+}
