@@ -51,6 +51,7 @@ static CALLBACK: Mutex<Option<CallbackFn>> = Mutex::new(None);
 thread_local! {
     static GET: RefCell<CString> = RefCell::new(CString::default());
     static GLOBAL: RefCell<CString> = RefCell::new(CString::default());
+    static PREDEFINED: RefCell<CString> = RefCell::new(CString::default());
 }
 
 /// Runs `f` with the process's node.
@@ -247,7 +248,7 @@ pub unsafe extern "C" fn es_get_global_predefined_reduce(k: *const c_char, reduc
         let (reduced, _) = node.global(unsafe { text(k, "key") }?, reducer, GlobalOptions::default())?;
         Ok(answer_text(reduced))
     });
-    answer(&GLOBAL, result)
+    answer(&PREDEFINED, result)
 }
 
 fn register(node: &EstateNode, cb: CallbackFn) -> Result<(), Failure> {

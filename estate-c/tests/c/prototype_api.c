@@ -128,6 +128,13 @@ int main(int argc, char **argv) {
     check("the error names the reducer", strstr(estate_last_error(), "9") != NULL);
     check_str("global with a C reduce", es_get_global("c", sum_and_origins), "n=3 sum=42 origins=yes");
     check_str("a reduce answering NULL", es_get_global("c", returns_null), "ES_NONE");
+    /* Each function's answer stays valid until that function is called again. */
+    const char *got = es_get("c");
+    const char *summed = es_get_global_predefined_reduce("c", 1);
+    const char *reduced = es_get_global("c", sum_and_origins);
+    check_str("es_get kept", got, "5");
+    check_str("predefined kept", summed, "42");
+    check_str("reduce kept", reduced, "n=3 sum=42 origins=yes");
     check_str("invalid pattern", es_get_global_predefined_reduce("(", 1), "ES_NONE");
     check("the error names the pattern", strlen(estate_last_error()) > 0);
 
@@ -153,9 +160,9 @@ int main(int argc, char **argv) {
     estate_free_string(sum);
 
     /* The callback saw every read this node served: its own and a's. */
-    for (int i = 0; i < 100 && atomic_load(&served_c) < 7; i++) usleep(10000);
+    for (int i = 0; i < 100 && atomic_load(&served_c) < 9; i++) usleep(10000);
     printf("served %d reads, %d of key c\n", atomic_load(&served), atomic_load(&served_c));
-    check("the callback saw each read of c", atomic_load(&served_c) == 7);
+    check("the callback saw each read of c", atomic_load(&served_c) == 9);
 
     /* Graceful scale-in: es_close hands the node's state over, the sum stays. */
     es_close();
