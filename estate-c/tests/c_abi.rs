@@ -59,8 +59,7 @@ fn a_program_written_for_the_prototype_api_runs_in_a_three_node_cluster() {
     let program = compile("prototype_api.c");
     // The program finds the library through its rpath; cargo's LD_LIBRARY_PATH would
     // come first and may hold another build's libestate.so.
-    let output =
-        Command::new(&program).arg(free_port().to_string()).env_remove("LD_LIBRARY_PATH").output().unwrap();
+    let output = Command::new(&program).arg(free_port().to_string()).env_remove("LD_LIBRARY_PATH").output().unwrap();
     let _ = std::fs::remove_file(&program);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", show(&output));
