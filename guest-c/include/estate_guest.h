@@ -80,6 +80,15 @@
 #define ESTATE_DIRECTION_FORWARD 0 /* as the flow's first packet */
 #define ESTATE_DIRECTION_REVERSE 1 /* the reply direction */
 
+/* The host's multi-pattern matcher (matcher_new, matcher_count). Patterns are encoded
+ * as a u32 count, then each as a u32 length and its bytes. */
+#define ESTATE_MATCHER_ERROR (-1)       /* matcher_new failed; the message is staged */
+#define ESTATE_MATCHER_NO_PREFILTER 1   /* flag: no skip-ahead prefilter (same matches) */
+#define ESTATE_MATCHER_MAX_PATTERNS 1024
+#define ESTATE_MATCHER_MAX_PATTERN_BYTES 65536
+#define ESTATE_MATCHER_MAX_MATCHERS 8
+#define ESTATE_MATCHER_BYTES_PER_FUEL 8 /* fuel charged: one per call, one per 8 bytes */
+
 /* ---- Export names, and how to export ---------------------------------------------- */
 
 #define ESTATE_EXPORT_MEMORY "memory" /* exported by wasm-ld by default */
@@ -124,6 +133,11 @@ ESTATE_IMPORT("take") int64_t estate_host_take(const void *pat, uint32_t pat_len
 ESTATE_IMPORT("now_ms") int64_t estate_host_now_ms(void);
 ESTATE_IMPORT("metric_add") void estate_host_metric_add(const void *name, uint32_t name_len, int64_t delta);
 ESTATE_IMPORT("emit") void estate_host_emit(const void *ptr, uint32_t len);
+/* A matcher over the encoded patterns (see ESTATE_MATCHER_*): its handle, or
+ * ESTATE_MATCHER_ERROR with the message staged. */
+ESTATE_IMPORT("matcher_new") int32_t estate_host_matcher_new(const void *ptr, uint32_t len, int32_t flags);
+/* Non-overlapping, leftmost-first matches of the handle's patterns in ptr..ptr+len. */
+ESTATE_IMPORT("matcher_count") int32_t estate_host_matcher_count(int32_t handle, const void *ptr, uint32_t len);
 
 /* ---- The bump heap and the common exports ----------------------------------------- */
 

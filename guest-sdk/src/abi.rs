@@ -80,6 +80,13 @@ pub mod import {
     pub const METRIC_ADD: &str = "metric_add";
     /// `(ptr, len)`: an event.
     pub const EMIT: &str = "emit";
+    /// `(ptr, len, flags) -> i32`: compiles the patterns encoded at `ptr` (see
+    /// [`super::matcher`]) into a matcher the host runs natively; its handle (`>= 0`),
+    /// or [`super::matcher::ERROR`] with the message staged.
+    pub const MATCHER_NEW: &str = "matcher_new";
+    /// `(handle, ptr, len) -> i32`: the number of non-overlapping, leftmost-first
+    /// matches of the handle's patterns in `ptr..ptr + len`.
+    pub const MATCHER_COUNT: &str = "matcher_count";
 
     /// Host calls the SDK does not import: `counter_add`, the form that traps the guest
     /// on a refused add (the SDK answers a refusal, through `counter_try_add`), kept for
@@ -87,7 +94,7 @@ pub mod import {
     pub const LEGACY: [&str; 1] = [COUNTER_ADD];
 
     /// Every host call name above.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         RESULT,
         STAGED_LEN,
         STAGED_READ,
@@ -102,7 +109,29 @@ pub mod import {
         NOW_MS,
         METRIC_ADD,
         EMIT,
+        MATCHER_NEW,
+        MATCHER_COUNT,
     ];
+}
+
+/// The host's multi-pattern matcher (`matcher_new`, `matcher_count`). Patterns are
+/// encoded as a `u32` count, then each as a `u32` length and its bytes; a match is
+/// leftmost-first (of patterns matching at the same place, the first configured wins)
+/// and the count is of non-overlapping matches, as the `ids` NF counts.
+pub mod matcher {
+    /// `matcher_new` failed; the message is staged.
+    pub const ERROR: i32 = -1;
+    /// Flag of `matcher_new`: no prefilter (skip-ahead to rare bytes) before the
+    /// automaton; the matches are the same either way.
+    pub const NO_PREFILTER: i32 = 1;
+    /// Most patterns in one matcher.
+    pub const MAX_PATTERNS: u32 = 1024;
+    /// Most pattern bytes in one matcher, all patterns together.
+    pub const MAX_PATTERN_BYTES: u32 = 64 * 1024;
+    /// Most matchers one instance may build.
+    pub const MAX_MATCHERS: u32 = 8;
+    /// Fuel charged per scanned byte is one per this many bytes (and one per call).
+    pub const BYTES_PER_FUEL: u32 = 8;
 }
 
 /// Bits of `estate_reducer_flags`.

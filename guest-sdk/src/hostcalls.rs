@@ -177,3 +177,28 @@ pub(crate) fn emit(event: &str) {
     // SAFETY: the host reads `event.len()` bytes at `event.as_ptr()`, all inside `event`.
     unsafe { estate_emit(event.as_ptr(), event.len()) }
 }
+
+#[link(wasm_import_module = "estate")]
+unsafe extern "C" {
+    #[link_name = "matcher_new"]
+    fn estate_matcher_new(ptr: *const u8, len: usize, flags: i32) -> i32;
+}
+
+/// `matcher_new`: a host matcher over the encoded `patterns`; answers its handle or
+/// `abi::matcher::ERROR` (the message staged).
+pub(crate) fn matcher_new(patterns: &[u8], flags: i32) -> i32 {
+    // SAFETY: the host reads `patterns.len()` bytes at `patterns.as_ptr()`, all inside.
+    unsafe { estate_matcher_new(patterns.as_ptr(), patterns.len(), flags) }
+}
+
+#[link(wasm_import_module = "estate")]
+unsafe extern "C" {
+    #[link_name = "matcher_count"]
+    fn estate_matcher_count(handle: i32, ptr: *const u8, len: usize) -> i32;
+}
+
+/// `matcher_count`: the matches of matcher `handle` in `haystack`.
+pub(crate) fn matcher_count(handle: i32, haystack: &[u8]) -> i32 {
+    // SAFETY: the host reads `haystack.len()` bytes at `haystack.as_ptr()`, all inside.
+    unsafe { estate_matcher_count(handle, haystack.as_ptr(), haystack.len()) }
+}

@@ -37,6 +37,7 @@ pub mod config;
 mod error;
 #[cfg(target_arch = "wasm32")]
 mod hostcalls;
+pub mod matcher;
 pub mod nf;
 pub mod pattern;
 pub mod state;

@@ -5,8 +5,10 @@
 //!   start from nothing), over flows that stay put and over flows that all moved from
 //!   the other node (each moved flow's state is taken over before its first packet);
 //! - ids as Wasm against the same logic compiled natively (`nf-ids` as a library),
-//!   both on a local store, with ids' prefilter on and off (median of alternating
-//!   runs);
+//!   both on a local store, with ids' prefilter on and off, the Wasm form scanning with
+//!   the host's matcher (its default) and in the guest (`scan = guest`) (median of
+//!   runs in rotating order); `cargo bench --bench nf -- wasm-vs-native` runs only
+//!   this part;
 //! - local set/get from inside a Wasm NF: a guest that does 500 state_set + 500
 //!   state_get per packet, against one that does nothing, per operation.
 
@@ -26,6 +28,11 @@ use nf_ids::Ids;
 /// prefilter's rare bytes are common, so the cluster runs turn it off (see nf-ids).
 fn ids_config(prefilter: &str) -> String {
     format!("pattern = attack\npattern = evil\nthreshold = 1000000\nprefilter = {prefilter}\n")
+}
+
+/// ids' configuration with the scan in the guest rather than by the host's matcher.
+fn guest_scan(prefilter: &str) -> String {
+    format!("{}scan = guest\n", ids_config(prefilter))
 }
 
 fn traffic(packets: usize) -> Vec<OwnedPacket> {
@@ -194,26 +201,32 @@ fn main() {
         let config = ids_config(prefilter);
         // Each form runs for the whole series, as an NF does: one unmeasured pass to
         // warm it up (its memory, its store's tables), then measured passes whose
-        // order alternates.
+        // order rotates.
         let mut in_wasm = wasm_nf(&host, &ids, &config);
+        let mut in_guest = wasm_nf(&host, &ids, &guest_scan(prefilter));
         let mut in_native =
             (Ids::from_config(&config).unwrap(), NativeEnv(Store::new("bench").tenant(DEFAULT_TENANT).unwrap()));
         wasm_local(&mut in_wasm, packets);
+        wasm_local(&mut in_guest, packets);
         native_local(&mut in_native, packets);
-        let (mut wasm, mut native) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            if round % 2 == 0 {
-                wasm.push(wasm_local(&mut in_wasm, packets));
-                native.push(native_local(&mut in_native, packets));
-            } else {
-                native.push(native_local(&mut in_native, packets));
-                wasm.push(wasm_local(&mut in_wasm, packets));
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        for round in 0..rounds.max(3) {
+            for form in (0..3).map(|k| (k + round) % 3) {
+                times[form].push(match form {
+                    0 => wasm_local(&mut in_wasm, packets),
+                    1 => wasm_local(&mut in_guest, packets),
+                    _ => native_local(&mut in_native, packets),
+                });
             }
         }
-        let (wasm, native) = (mid(wasm), mid(native));
-        println!("{payload} payloads, prefilter {prefilter} (median of {rounds}, order alternating):");
-        println!("{:>52} {:>12.0}", "wasm, local store (native below / this)", pps(n, wasm));
-        row("native, local store: wasm / native", pps(n, native), native.as_secs_f64() / wasm.as_secs_f64());
+        let [wasm, guest, native] = times.map(mid);
+        println!("{payload} payloads, prefilter {prefilter} (median of {}, order rotating):", rounds.max(3));
+        row("wasm, host scan (default): wasm / native", pps(n, wasm), native.as_secs_f64() / wasm.as_secs_f64());
+        row("wasm, scan in the guest: wasm / native", pps(n, guest), native.as_secs_f64() / guest.as_secs_f64());
+        row("native", pps(n, native), 1.0);
+    }
+    if std::env::args().any(|a| a == "wasm-vs-native") {
+        return;
     }
 
     // In a node (node b of two), over the second half of a stream after node a ran

@@ -554,10 +554,20 @@ fn the_header_numbers_are_the_abi_numbers() {
         ("GLOBAL_ERROR", abi::global::ERROR),
         ("COUNTER_TRY_ADD_OK", abi::counter_try_add::OK),
         ("COUNTER_TRY_ADD_REFUSED", abi::counter_try_add::REFUSED),
+        ("MATCHER_ERROR", abi::matcher::ERROR),
+        ("MATCHER_NO_PREFILTER", abi::matcher::NO_PREFILTER),
     ]
     .into_iter()
     .map(|(name, code)| (name.to_string(), i64::from(code)))
     .collect();
+    for (name, limit) in [
+        ("MATCHER_MAX_PATTERNS", abi::matcher::MAX_PATTERNS),
+        ("MATCHER_MAX_PATTERN_BYTES", abi::matcher::MAX_PATTERN_BYTES),
+        ("MATCHER_MAX_MATCHERS", abi::matcher::MAX_MATCHERS),
+        ("MATCHER_BYTES_PER_FUEL", abi::matcher::BYTES_PER_FUEL),
+    ] {
+        expected.insert(name.into(), limit.into());
+    }
     expected.insert("TAKE_ERROR".into(), abi::take::ERROR);
     use abi::value_tag;
     for (name, tag) in

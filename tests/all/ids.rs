@@ -182,6 +182,15 @@ fn native_and_wasm_ids_agree_on_the_same_pcap() {
     let wasm_node = Arc::new(Node::new("wasm"));
     let mut wasm = host.start_nf(&nf, wasm_node.clone(), CONFIG).unwrap();
     let wasm_verdicts: Vec<Verdict> = packets.iter().map(|p| wasm.on_packet(&p.as_packet()).unwrap()).collect();
+    // The Wasm form scans with the host's matcher by default; scanning in the guest
+    // gives the same.
+    let guest_scan_node = Arc::new(Node::new("wasm"));
+    let mut guest_scan = host.start_nf(&nf, guest_scan_node.clone(), &format!("{CONFIG}\nscan = guest")).unwrap();
+    for (p, verdict) in packets.iter().zip(&wasm_verdicts) {
+        assert_eq!(guest_scan.on_packet(&p.as_packet()).unwrap(), *verdict);
+    }
+    assert_eq!(guest_scan_node.contents(), wasm_node.contents());
+    assert_eq!(guest_scan_node.events(), wasm_node.events());
 
     let native_node = Node::new("native");
     let mut native = Ids::from_config(CONFIG).unwrap();

@@ -28,6 +28,10 @@
 //!   the traffic; where they are common (as in the synthetic generator's lowercase
 //!   payloads, where one byte in 13 is a candidate) the plain automaton scan is about
 //!   twice as fast, as Wasm and natively. Matches are the same either way.
+//! - `scan = host|guest` (at most once, default `host`): in the Wasm form, whether the
+//!   host scans the payload with the same automaton compiled natively (the patterns
+//!   are registered once, at init; `estate_guest::matcher`), or the guest scans it in
+//!   Wasm. Natively the scan is native code either way. Matches are the same.
 //!
 //! Anything else (an unknown setting, a line without `=`, a bad value, no pattern at all)
 //! is a configuration error whose message names the offending line.
@@ -89,6 +93,16 @@ use alloc::vec::Vec;
 use aho_corasick::{AhoCorasick, MatchKind};
 use estate_guest::{Packet, State, Value, Verdict, pattern};
 
+/// How payloads are scanned (`scan = host|guest`).
+#[derive(Clone, Debug)]
+enum Scanner {
+    /// aho-corasick in this code: Wasm code in the Wasm form.
+    Here(AhoCorasick),
+    /// The host's matcher, with the number of patterns (the Wasm form only).
+    #[cfg(target_arch = "wasm32")]
+    Host(estate_guest::matcher::Matcher, usize),
+}
+
 /// Threshold used when the configuration sets none.
 pub const DEFAULT_THRESHOLD: i64 = 5;
 
@@ -98,7 +112,7 @@ pub const GLOBAL_TIMEOUT_MS: u32 = 500;
 /// The IDS: its patterns, its threshold and the flows it has alerted for.
 #[derive(Clone, Debug)]
 pub struct Ids {
-    matcher: AhoCorasick,
+    scanner: Scanner,
     threshold: i64,
     /// Flows this instance has alerted for (ordered, so iteration is deterministic).
     alerted: BTreeSet<String>,
@@ -111,8 +125,8 @@ impl Ids {
     /// format); the error names the offending line.
     pub fn from_config(config: &str) -> Result<Ids, String> {
         let mut patterns: Vec<Vec<u8>> = Vec::new();
-        let (mut threshold, mut prefilter) = (None, None);
-        let expected = "expected `pattern = <bytes>`, `threshold = <n>` or `prefilter = on|off`";
+        let (mut threshold, mut prefilter, mut scan_host) = (None, None, None);
+        let expected = "expected `pattern = <bytes>`, `threshold = <n>`, `prefilter = on|off` or `scan = host|guest`";
         for setting in estate_guest::config::settings("ids", config, expected) {
             let setting = setting?;
             let (key, value) = (setting.key, setting.value);
@@ -144,19 +158,38 @@ impl Ids {
                         _ => return Err(bad("prefilter must be `on` or `off`")),
                     }
                 }
-                _ => return Err(bad("unknown setting (expected `pattern`, `threshold` or `prefilter`)")),
+                "scan" => {
+                    if scan_host.is_some() {
+                        return Err(bad("scan given twice"));
+                    }
+                    match value {
+                        "host" => scan_host = Some(true),
+                        "guest" => scan_host = Some(false),
+                        _ => return Err(bad("scan must be `host` or `guest`")),
+                    }
+                }
+                _ => return Err(bad("unknown setting (expected `pattern`, `threshold`, `prefilter` or `scan`)")),
             }
         }
         if patterns.is_empty() {
             return Err("ids: no pattern configured (add a line `pattern = <bytes>`)".into());
         }
-        let matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostFirst)
-            .prefilter(prefilter.unwrap_or(true))
-            .build(&patterns)
-            .map_err(|e| format!("ids: cannot build the pattern matcher: {e}"))?;
+        let prefilter = prefilter.unwrap_or(true);
+        let scanner = match scan_host.unwrap_or(true) {
+            #[cfg(target_arch = "wasm32")]
+            true => estate_guest::matcher::Matcher::new(&patterns, prefilter)
+                .map(|m| Scanner::Host(m, patterns.len()))
+                .map_err(|e| format!("ids: cannot build the pattern matcher: {e}"))?,
+            _ => Scanner::Here(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .prefilter(prefilter)
+                    .build(&patterns)
+                    .map_err(|e| format!("ids: cannot build the pattern matcher: {e}"))?,
+            ),
+        };
         let threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
-        Ok(Ids { matcher, threshold, alerted: BTreeSet::new(), remote: BTreeMap::new() })
+        Ok(Ids { scanner, threshold, alerted: BTreeSet::new(), remote: BTreeMap::new() })
     }
 
     /// The alert threshold.
@@ -166,12 +199,20 @@ impl Ids {
 
     /// The number of configured patterns.
     pub fn pattern_count(&self) -> usize {
-        self.matcher.patterns_len()
+        match &self.scanner {
+            Scanner::Here(matcher) => matcher.patterns_len(),
+            #[cfg(target_arch = "wasm32")]
+            Scanner::Host(_, n) => *n,
+        }
     }
 
     /// The number of non-overlapping, leftmost-first matches in `payload`.
     pub fn count_matches(&self, payload: &[u8]) -> usize {
-        self.matcher.find_iter(payload).count()
+        match &self.scanner {
+            Scanner::Here(matcher) => matcher.find_iter(payload).count(),
+            #[cfg(target_arch = "wasm32")]
+            Scanner::Host(matcher, _) => matcher.count(payload),
+        }
     }
 
     /// `flow` moved to this node. If its state was `taken` here, every other node's
@@ -355,6 +396,10 @@ mod tests {
         assert_eq!((ids.pattern_count(), ids.threshold()), (2, 3));
         assert_eq!(ids.count_matches(b"attack \x00\\x attack"), 3);
         assert_eq!(Ids::from_config("pattern = a").unwrap().threshold(), DEFAULT_THRESHOLD);
+        for scan in ["host", "guest"] {
+            let ids = Ids::from_config(&format!("pattern = ab\nscan = {scan}")).unwrap();
+            assert_eq!(ids.count_matches(b"abab"), 2, "scan = {scan}");
+        }
         for (config, needle) in [
             ("pattern = a\nthreshold = x", "line 2 \"threshold = x\""),
             ("pattern = a\nthreshold = 0", "threshold = 0"),
@@ -362,6 +407,8 @@ mod tests {
             ("pattern = a\nbogus = 1", "line 2 \"bogus = 1\""),
             ("pattern = a\nprefilter = maybe", "`on` or `off`"),
             ("pattern = a\nprefilter = on\nprefilter = off", "twice"),
+            ("pattern = a\nscan = gpu", "`host` or `guest`"),
+            ("pattern = a\nscan = host\nscan = guest", "twice"),
             ("pattern a", "line 1 \"pattern a\""),
             ("pattern = ", "empty pattern"),
             ("pattern = \\xZZ", "hex digits"),

@@ -56,6 +56,7 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 mod error;
 mod hostcalls;
+mod matcher;
 mod nf;
 mod reducer;
 #[cfg(test)]
@@ -64,6 +65,7 @@ mod tests;
 pub(crate) use error::classify;
 pub use error::{EngineError, GuestError};
 use hostcalls::*;
+use matcher::{host_matcher_count, host_matcher_new};
 pub use nf::{NfInstance, NfModule, NfState};
 pub use reducer::ReducerModule;
 
@@ -80,6 +82,8 @@ pub(crate) struct GuestData {
     staged: Vec<u8>,
     /// The call's wall-time budget in epoch ticks.
     wall_ticks: u64,
+    /// Matchers the guest built (`estate.matcher_new`), by handle.
+    matchers: Vec<aho_corasick::AhoCorasick>,
     /// The guest's exported memory, once instantiated.
     memory: Option<Memory>,
 }
@@ -131,6 +135,8 @@ impl WasmHost {
             .map_err(EngineError::Engine)?;
         linker.func_wrap(IMPORT_MODULE, import::METRIC_ADD, host_metric_add).map_err(EngineError::Engine)?;
         linker.func_wrap(IMPORT_MODULE, import::EMIT, host_emit).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::MATCHER_NEW, host_matcher_new).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::MATCHER_COUNT, host_matcher_count).map_err(EngineError::Engine)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
@@ -178,6 +184,7 @@ impl WasmHost {
             output_refused: None,
             nf_state,
             staged: Vec::new(),
+            matchers: Vec::new(),
             wall_ticks: wall_ticks(limits),
             memory: None,
         };

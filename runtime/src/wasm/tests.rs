@@ -256,3 +256,63 @@ fn counter_try_add_answers_a_refusal_instead_of_trapping() {
     let err = run(1, 65534, 2).unwrap_err();
     assert!(err.to_string().contains("outside guest memory"), "{err}");
 }
+
+/// An NF whose `estate_on_packet` runs `body`, adding its i32 result to the counter
+/// "k", with the matcher calls imported and, in its memory, the patterns `ab`, `c`
+/// encoded at 0 (15 bytes) and the haystack `abcab` at 64.
+fn matcher_nf(body: &str) -> Vec<u8> {
+    format!(
+        r#"(module
+            (import "estate" "counter_add" (func $add (param i32 i32 i64) (result i64)))
+            (import "estate" "matcher_new" (func $new (param i32 i32 i32) (result i32)))
+            (import "estate" "matcher_count" (func $count (param i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "\02\00\00\00\02\00\00\00ab\01\00\00\00c")
+            (data (i32.const 64) "abcab")
+            (data (i32.const 128) "k")
+            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32)
+                (drop (call $add (i32.const 128) (i32.const 1) (i64.extend_i32_s {body})))
+                i32.const 0))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn the_host_matcher_counts_in_guest_memory_and_refuses_what_is_wrong() {
+    let packet = one_packet();
+    let run = |host: &WasmHost, body: &str| {
+        let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT).unwrap();
+        let nf = host.load_nf(&matcher_nf(body)).unwrap();
+        let verdict = host.start_nf(&nf, store.clone(), "").unwrap().on_packet(&packet.as_packet());
+        verdict.map(|_| store.get("k").map(|v| v.value))
+    };
+    let host = host();
+    let new = "(call $new (i32.const 0) (i32.const 15) (i32.const 0))";
+    // `ab`, `c`, `ab`: leftmost-first, non-overlapping; with or without the prefilter.
+    let count = format!("(call $count {new} (i32.const 64) (i32.const 5))");
+    assert_eq!(run(&host, &count).unwrap(), Some(Value::Int(3)));
+    let unfiltered =
+        "(call $count (call $new (i32.const 0) (i32.const 15) (i32.const 1)) (i32.const 64) (i32.const 5))";
+    assert_eq!(run(&host, unfiltered).unwrap(), Some(Value::Int(3)));
+    // A bad encoding, and a ninth matcher, are answers (ERROR, the reason staged).
+    assert_eq!(run(&host, "(call $new (i32.const 0) (i32.const 14) (i32.const 0))").unwrap(), Some(Value::Int(-1)));
+    let nine = format!("{}(call $new (i32.const 0) (i32.const 15) (i32.const 0))", format!("(drop {new})").repeat(8));
+    assert_eq!(run(&host, &nine).unwrap(), Some(Value::Int(-1)));
+    // An unknown handle and a haystack outside memory are guest faults naming them.
+    for (body, needle) in [
+        ("(call $count (i32.const 5) (i32.const 64) (i32.const 5))", "no matcher 5"),
+        (&*format!("(call $count {new} (i32.const 65530) (i32.const 100))"), "outside its memory"),
+    ] {
+        let err = run(&host, body).unwrap_err();
+        assert!(err.to_string().contains(needle), "{body}: {err}");
+    }
+    // A scan is charged to the call's fuel: 64 KiB at 1 unit per 8 bytes is more than
+    // 5,000 units.
+    let poor = WasmHost::new(Limits { fuel: 5_000, wall_time: Duration::from_secs(30), ..Limits::default() }).unwrap();
+    let big = format!("(call $count {new} (i32.const 0) (i32.const 65536))");
+    assert!(matches!(run(&poor, &big), Err(GuestError::OutOfFuel(5_000))), "{:?}", run(&poor, &big));
+    assert_eq!(run(&poor, &count).unwrap(), Some(Value::Int(3)), "a small scan fits the same budget");
+}
