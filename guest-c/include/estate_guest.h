@@ -100,6 +100,7 @@
 #define ESTATE_EXPORT_NF_INIT "estate_nf_init"             /* (ptr, len) -> status */
 #define ESTATE_EXPORT_ON_PACKET "estate_on_packet"         /* (ptr, len) -> verdict */
 #define ESTATE_EXPORT_ON_FLOW_MOVED "estate_on_flow_moved" /* (ptr, len, brought); optional */
+#define ESTATE_EXPORT_PACKET_BUFFER "estate_packet_buffer" /* (len) -> ptr kept across packets; optional */
 
 /* Exports the function that follows under `name` (no linker flag needed). */
 #define ESTATE_EXPORT(name) __attribute__((export_name(name), used))

@@ -42,10 +42,15 @@ pub mod export {
     /// `(ptr, len, brought) -> status`: a flow moved to this node ([`super::Brought`];
     /// optional).
     pub const ON_FLOW_MOVED: &str = "estate_on_flow_moved";
+    /// `(len) -> ptr`: an NF's buffer of at least `len` bytes for packet records, kept
+    /// by the guest across packets (optional; [`super::ALLOC_FAILED`] on failure). The
+    /// host asks again only for a longer record, and otherwise writes each record
+    /// there, instead of an `estate_alloc` per packet.
+    pub const PACKET_BUFFER: &str = "estate_packet_buffer";
 
     /// Every export name above.
-    pub const ALL: [&str; 9] =
-        [MEMORY, ABI_VERSION, ALLOC, REDUCE, REDUCER_FLAGS, FINISH, NF_INIT, ON_PACKET, ON_FLOW_MOVED];
+    pub const ALL: [&str; 10] =
+        [MEMORY, ABI_VERSION, ALLOC, REDUCE, REDUCER_FLAGS, FINISH, NF_INIT, ON_PACKET, ON_FLOW_MOVED, PACKET_BUFFER];
 }
 
 /// Names of the host calls, imported from [`IMPORT_MODULE`].

@@ -131,6 +131,7 @@ macro_rules! nf {
     ($ty:ty) => {
         $crate::__common_exports!();
         static ESTATE_NF: $crate::__private::NfCell<$ty> = $crate::__private::NfCell::new();
+        static ESTATE_PACKETS: $crate::__private::NfCell<$crate::__private::Vec<u8>> = $crate::__private::NfCell::new();
         /// Builds the NF from its configuration.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_nf_init(ptr: i32, len: i32) -> i32 {
@@ -139,7 +140,12 @@ macro_rules! nf {
         /// Handles one packet record; returns its verdict.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_on_packet(ptr: i32, len: i32) -> i32 {
-            $crate::__private::nf_on_packet(&ESTATE_NF, ptr, len)
+            $crate::__private::nf_on_packet(&ESTATE_NF, &ESTATE_PACKETS, ptr, len)
+        }
+        /// The buffer the host writes packet records into, kept across packets.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn estate_packet_buffer(len: i32) -> i32 {
+            $crate::__private::packet_buffer(&ESTATE_PACKETS, len)
         }
         /// Tells the NF a flow moved here (its state already brought over).
         #[unsafe(no_mangle)]
@@ -154,7 +160,7 @@ macro_rules! nf {
 pub mod __private {
     use crate::abi::{ALLOC_FAILED, Brought, Phase, status};
     use crate::{ReduceResult, codec, hostcalls};
-    use alloc::vec::Vec;
+    pub use alloc::vec::Vec;
     use core::alloc::Layout;
 
     #[global_allocator]
@@ -304,9 +310,35 @@ pub mod __private {
         status::OK
     }
 
-    pub fn nf_on_packet<T: crate::Nf>(cell: &NfCell<T>, ptr: i32, len: i32) -> i32 {
-        let input = take_input(ptr, len);
-        let Ok(packet) = crate::nf::Packet::decode(&input) else {
+    /// A buffer of at least `len` bytes for packet records, kept across packets.
+    pub fn packet_buffer(buffer: &NfCell<Vec<u8>>, len: i32) -> i32 {
+        let Ok(len) = usize::try_from(len) else {
+            return ALLOC_FAILED;
+        };
+        let mut buffer = buffer.0.borrow_mut();
+        let buffer = buffer.get_or_insert_with(Vec::new);
+        if buffer.len() < len {
+            if buffer.try_reserve_exact(len - buffer.len()).is_err() {
+                return ALLOC_FAILED;
+            }
+            buffer.resize(len, 0);
+        }
+        buffer.as_mut_ptr() as i32
+    }
+
+    pub fn nf_on_packet<T: crate::Nf>(cell: &NfCell<T>, buffer: &NfCell<Vec<u8>>, ptr: i32, len: i32) -> i32 {
+        // The record is in the kept buffer (`estate_packet_buffer`), or in a buffer of
+        // its own from `estate_alloc`, which is ours to free.
+        let kept = buffer.0.borrow();
+        let owned;
+        let input = match (kept.as_ref(), usize::try_from(len)) {
+            (Some(kept), Ok(len)) if kept.as_ptr() as i32 == ptr && len <= kept.len() => &kept[..len],
+            _ => {
+                owned = take_input(ptr, len);
+                &owned[..]
+            }
+        };
+        let Ok(packet) = crate::nf::Packet::decode(input) else {
             return bad_input("malformed packet record");
         };
         let mut nf = cell.0.borrow_mut();

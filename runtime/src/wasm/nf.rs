@@ -12,6 +12,10 @@ use wasmtime::{InstancePre, Store, TypedFunc};
 
 use super::*;
 
+/// The smallest packet buffer asked of a guest: an Ethernet frame's payload and its
+/// record's header fit.
+const MIN_PACKET_BUFFER: usize = 2048;
+
 /// Node state an NF guest may use through host calls.
 pub trait NfState: Send + Sync {
     /// Adds `delta` to the integer at `key` (a missing key counts as 0); returns the new
@@ -87,6 +91,10 @@ impl WasmHost {
             Some(_) => Some(typed(&guest.instance, &mut store, export::ON_FLOW_MOVED)?),
             None => None,
         };
+        let packet_buffer = match guest.instance.get_export(&mut store, export::PACKET_BUFFER) {
+            Some(_) => Some(typed(&guest.instance, &mut store, export::PACKET_BUFFER)?),
+            None => None,
+        };
         let init: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, export::NF_INIT)?;
         let ptr = guest.write_input(&mut store, config.as_bytes(), &self.limits)?;
         let code =
@@ -98,6 +106,8 @@ impl WasmHost {
                 guest,
                 on_packet,
                 on_flow_moved,
+                packet_buffer,
+                buffer: None,
                 limits: self.limits.clone(),
                 record: Vec::new(),
             }),
@@ -125,6 +135,10 @@ pub struct NfInstance {
     pub(crate) guest: Guest,
     pub(crate) on_packet: TypedFunc<(i32, i32), i32>,
     pub(crate) on_flow_moved: Option<TypedFunc<(i32, i32, i32), i32>>,
+    /// The guest's `estate_packet_buffer`, if it has one, and the buffer it last gave
+    /// (pointer, length).
+    pub(crate) packet_buffer: Option<TypedFunc<i32, i32>>,
+    pub(crate) buffer: Option<(i32, usize)>,
     pub(crate) limits: Limits,
     /// The packet record being passed in, kept across packets (no allocation each).
     pub(crate) record: Vec<u8>,
@@ -143,7 +157,10 @@ impl NfInstance {
         arm(&mut self.store, &self.limits);
         self.record.clear();
         packet.encode(&mut self.record);
-        let ptr = self.guest.write_input(&mut self.store, &self.record, &self.limits)?;
+        let ptr = match self.packet_buffer.clone() {
+            Some(packet_buffer) => self.write_record(&packet_buffer)?,
+            None => self.guest.write_input(&mut self.store, &self.record, &self.limits)?,
+        };
         let code = self
             .on_packet
             .call(&mut self.store, (ptr, len_i32(&self.record)?))
@@ -157,6 +174,39 @@ impl NfInstance {
             }
             other => Err(GuestError::Abi(format!("unknown verdict {other}"))),
         }
+    }
+
+    /// Writes the record into the guest's kept packet buffer, asking for a longer one
+    /// (at least an Ethernet frame's worth) only when the record does not fit.
+    fn write_record(&mut self, packet_buffer: &TypedFunc<i32, i32>) -> Result<i32, GuestError> {
+        let len = self.record.len();
+        let ptr = match self.buffer {
+            Some((ptr, capacity)) if capacity >= len => ptr,
+            _ => {
+                let want = len.max(MIN_PACKET_BUFFER);
+                let ptr = packet_buffer
+                    .call(
+                        &mut self.store,
+                        i32::try_from(want).map_err(|_| GuestError::Abi(format!("a packet record of {want} bytes")))?,
+                    )
+                    .map_err(|e| classify(e, &self.store, &self.limits))?;
+                if ptr == abi::ALLOC_FAILED {
+                    return Err(GuestError::Abi(format!("estate_packet_buffer({want}) returned null")));
+                }
+                let end = (ptr as u32 as usize).checked_add(want);
+                if end.is_none_or(|end| end > self.guest.memory.data_size(&self.store)) {
+                    let message = format!("estate_packet_buffer({want}) returned {ptr}, outside guest memory");
+                    return Err(GuestError::Abi(message));
+                }
+                self.buffer = Some((ptr, want));
+                ptr
+            }
+        };
+        self.guest.memory.write(&mut self.store, ptr as u32 as usize, &self.record).map_err(|_| {
+            self.buffer = None;
+            GuestError::Abi(format!("estate_packet_buffer returned {ptr}, outside guest memory"))
+        })?;
+        Ok(ptr)
     }
 
     /// Tells the NF that `flow` moved here (its state has been brought over), before the

@@ -316,3 +316,47 @@ fn the_host_matcher_counts_in_guest_memory_and_refuses_what_is_wrong() {
     assert!(matches!(run(&poor, &big), Err(GuestError::OutOfFuel(5_000))), "{:?}", run(&poor, &big));
     assert_eq!(run(&poor, &count).unwrap(), Some(Value::Int(3)), "a small scan fits the same budget");
 }
+
+/// An NF that keeps its packet buffer at `buffer` (its `estate_packet_buffer` answers
+/// that), and counts in "k" the packets whose record came there with proto TCP.
+fn kept_buffer_nf(buffer: i32) -> Vec<u8> {
+    format!(
+        r#"(module
+            (import "estate" "counter_add" (func $add (param i32 i32 i64) (result i64)))
+            (memory (export "memory") 1)
+            (data (i32.const 128) "k")
+            (global $asked (mut i32) (i32.const 0))
+            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 8192)
+            (func (export "estate_packet_buffer") (param i32) (result i32)
+                (global.set $asked (i32.add (global.get $asked) (i32.const 1)))
+                i32.const {buffer})
+            (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32)
+                (if (i32.and (i32.eq (local.get 0) (i32.const {buffer}))
+                             (i32.eq (i32.load8_u (local.get 0)) (i32.const 6)))
+                    (then (drop (call $add (i32.const 128) (i32.const 1) (i64.extend_i32_u (global.get $asked))))))
+                i32.const 0))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn packet_records_go_into_the_buffer_the_guest_keeps() {
+    let host = host();
+    let packet = one_packet();
+    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT).unwrap();
+    let nf = host.load_nf(&kept_buffer_nf(4096)).unwrap();
+    let mut instance = host.start_nf(&nf, store.clone(), "").unwrap();
+    for _ in 0..3 {
+        instance.on_packet(&packet.as_packet()).unwrap();
+    }
+    // Three records, all in the kept buffer, which was asked for once.
+    assert_eq!(store.get("k").map(|v| v.value), Some(Value::Int(3)));
+    // A buffer outside guest memory, or none, is the guest's fault, named.
+    for (buffer, needle) in [(65000, "outside guest memory"), (0, "returned null")] {
+        let nf = host.load_nf(&kept_buffer_nf(buffer)).unwrap();
+        let err = host.start_nf(&nf, store.clone(), "").unwrap().on_packet(&packet.as_packet()).unwrap_err();
+        assert!(err.to_string().contains(needle), "{buffer}: {err}");
+    }
+}
