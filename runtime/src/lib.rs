@@ -48,5 +48,7 @@ pub mod testing {
     pub use crate::global::Answer;
     pub use crate::peering::proto::membership::MemberMsg;
     pub use crate::peering::secure::{Entropy, KeyPair, MAGIC, Out, PublicKey, REPLAY_WINDOW, Roster, Secure, VERSION};
-    pub use crate::wire::{Body, ControlReply, DecodeError, Envelope, MAX_FRAME, decode, decode_reply, encode};
+    pub use crate::wire::{
+        Body, ControlReply, DecodeError, Envelope, MAX_FRAME, decode, decode_reply, encode, encode_request,
+    };
 }
