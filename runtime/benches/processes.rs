@@ -143,10 +143,10 @@ fn estate_cluster(n: usize, procs: &mut Procs) -> String {
     let (_, control_endpoint) = first.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let ControlReply::Members(members) = control(&control_endpoint, ControlRequest::Members) {
-            if members.iter().skip(1).filter(|m| m.state == "alive").count() == n - 1 {
-                break;
-            }
+        if let ControlReply::Members(members) = control(&control_endpoint, ControlRequest::Members)
+            && members.iter().skip(1).filter(|m| m.state == "alive").count() == n - 1
+        {
+            break;
         }
         assert!(Instant::now() < deadline, "the {n} nodes did not all join within 30 s");
         std::thread::sleep(Duration::from_millis(50));
