@@ -6,6 +6,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use crate::global::{Consistency, GlobalError, GlobalOptions};
+use crate::nf::parking::Adoption;
 use crate::nf::{FlowState, NfCounters};
 use crate::pattern::Pattern;
 use crate::peering::driver::{Command, Inbox, global_read};
@@ -90,15 +91,12 @@ impl NfContext {
             self.inbox
                 .send(Command::Take { tenant: self.name.clone(), pattern, timeout, reply: tx })
                 .map_err(|e| e.to_string())?;
-            let taken = rx
+            // The protocol stores the items before it answers (and only then tells the
+            // members that gave them up): the count is what came.
+            return rx
                 .recv_timeout(timeout + Duration::from_secs(10))
                 .map_err(|_| GlobalError::Shutdown.to_string())?
-                .map_err(|e| e.to_string())?;
-            let brought = taken.len();
-            for moving in taken {
-                self.tenant.merge(moving).map_err(|e| e.to_string())?;
-            }
-            return Ok(brought);
+                .map_err(|e| e.to_string());
         }
         let options = GlobalOptions::default();
         let answer = global_read(&self.inbox, &self.registry, &self.name, pattern, "list", options)
@@ -174,6 +172,12 @@ pub trait NfEnv: NfState {
     /// Brings the state of `flow` (keys `flow:<flow>:…`) to this node from wherever it
     /// is in the cluster, by `mode`; returns the number of keys brought.
     fn adopt_flow(&self, flow: &str, mode: FlowState) -> Result<usize, String>;
+
+    /// Starts bringing `flow`'s state here; the NF goes on with other flows meanwhile.
+    /// By default the state is brought at once ([`NfEnv::adopt_flow`]).
+    fn start_adopt(&self, flow: &str, mode: FlowState) -> Adoption {
+        Adoption::Ready(self.adopt_flow(flow, mode))
+    }
 }
 
 impl NfEnv for NfContext {
@@ -183,6 +187,25 @@ impl NfEnv for NfContext {
         }
         // Every key of the flow, on any member: `flow:<key>:…` with the key escaped.
         self.bring(&estate_guest::pattern::flow_keys(flow), mode == FlowState::Take)
+    }
+
+    /// A take goes out through the I/O thread and the NF does not wait for it; a copy
+    /// (a read, then writes here) is brought at once.
+    fn start_adopt(&self, flow: &str, mode: FlowState) -> Adoption {
+        if mode != FlowState::Take {
+            return Adoption::Ready(self.adopt_flow(flow, mode));
+        }
+        let pattern = match Pattern::new(&estate_guest::pattern::flow_keys(flow)) {
+            Ok(pattern) => pattern,
+            Err(e) => return Adoption::Ready(Err(e.to_string())),
+        };
+        let (tx, rx) = mpsc::channel();
+        let take =
+            Command::Take { tenant: self.name.clone(), pattern, timeout: GlobalOptions::default().timeout, reply: tx };
+        match self.inbox.send(take) {
+            Ok(()) => Adoption::Take(rx),
+            Err(e) => Adoption::Ready(Err(e.to_string())),
+        }
     }
 }
 

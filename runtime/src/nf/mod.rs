@@ -18,6 +18,7 @@
 pub mod counters;
 pub mod env;
 pub mod input;
+mod parking;
 mod runner;
 mod slot;
 

@@ -1,4 +1,5 @@
-//! The NF thread: packets in, verdicts out, moved flows fetched first.
+//! The NF thread: packets in, verdicts out. A moved flow's packets wait for its state,
+//! in order, while the other flows' packets go on (`parking.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,6 +15,7 @@ use crate::nf::counters::NfCounters;
 use crate::nf::env::NfEnv;
 use crate::nf::input::Input;
 use crate::nf::input::synth::OwnedPacket;
+use crate::nf::parking::{Arrived, MAX_HELD, Parking};
 use crate::nf::{FailPolicy, FlowState, NfSettings};
 use crate::wasm::{GuestError, NfInstance, NfModule, WasmHost};
 
@@ -51,18 +53,16 @@ impl NfRun {
         settings: NfSettings,
         counters: Arc<NfCounters>,
     ) -> Result<NfRun, GuestError> {
-        let NfSettings { fail, flows } = settings;
         let Input { packets, stop } = input.into();
-        // The mark each moved flow last arrived with here.
-        let mut adopted: HashMap<String, u16> = HashMap::new();
-        let (mut module, mut config) = (module, config);
-        let mut instance = host.start_nf(&module, state.clone(), &config)?;
+        let instance = host.start_nf(&module, state.clone(), &config)?;
+        let mut nf = Running { host, module, config, instance, state, counters, settings, adopted: HashMap::new() };
         let stopping = stop.clone();
         let swap: Arc<Mutex<Option<Swap>>> = Arc::default();
         let swapping = swap.clone();
         let thread = thread::Builder::new()
             .name("estate-nf".into())
             .spawn(move || {
+                let mut parking = Parking::default();
                 for packet in packets {
                     if stopping.load(Ordering::Relaxed) {
                         return;
@@ -70,48 +70,35 @@ impl NfRun {
                     // Hot replacement: the new instance takes over between packets; state
                     // in the store is untouched.
                     if let Some(new) = swapping.lock().unwrap().take() {
-                        (module, config, instance) = (new.module, new.config, new.instance);
-                        counters.replacements.fetch_add(1, Ordering::Relaxed);
+                        (nf.module, nf.config, nf.instance) = (new.module, new.config, new.instance);
+                        nf.counters.replacements.fetch_add(1, Ordering::Relaxed);
                         info!("NF replaced");
                     }
-                    // The packet's time (`packet_time`): one clock read here, one when its
-                    // verdict is counted.
+                    // The packet's time (`packet_time`): from here to its verdict.
                     let started = Instant::now();
-                    // The first packet of a moved flow, or of a new move of it: its state
-                    // comes first.
-                    if packet.mark != 0 && flows != FlowState::Off && new_move(&mut adopted, &packet) {
-                        let brought = match state.adopt_flow(&packet.flow, flows) {
-                            Ok(keys) => {
-                                counters.flows_adopted.fetch_add(1, Ordering::Relaxed);
-                                counters.keys_adopted.fetch_add(keys as u64, Ordering::Relaxed);
-                                if flows == FlowState::Take { Brought::Taken } else { Brought::Copied }
-                            }
-                            Err(e) => {
-                                counters.adopt_failures.fetch_add(1, Ordering::Relaxed);
-                                warn!(flow = %packet.flow, "could not fetch a moved flow's state: {e}");
-                                Brought::Failed
-                            }
-                        };
-                        // A fault here is handled like one on the packet itself.
-                        let moved = instance.on_flow_moved(&packet.flow, brought);
-                        if let Err(e) = moved {
-                            let fresh = host.start_nf(&module, state.clone(), &config);
-                            fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);
-                            count_verdict(&counters, fail.verdict(), started);
-                            continue;
-                        }
+                    for arrived in parking.arrived() {
+                        nf.arrived(arrived);
                     }
-                    let verdict = match instance.on_packet(&packet.as_packet()) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            let fresh = host.start_nf(&module, state.clone(), &config);
-                            fault(&counters, &packet.flow, fail, &e, fresh, &mut instance);
-                            fail.verdict()
-                        }
-                    };
-                    count_verdict(&counters, verdict, started);
+                    if parking.is_parked(&packet.flow) {
+                        // Behind the packets of its flow that wait for the flow's state.
+                        parking.hold(packet, started);
+                    } else if nf.moves_here(&packet) {
+                        // The first packet of a moved flow, or of a new move of it: its
+                        // state comes first, and the flow waits for it (other flows not).
+                        let adoption = nf.state.start_adopt(&packet.flow, nf.settings.flows);
+                        parking.park(packet, started, adoption);
+                    } else {
+                        nf.packet(&packet, started);
+                    }
+                    while parking.held() > MAX_HELD {
+                        let Some(arrived) = parking.wait_oldest() else { break };
+                        nf.arrived(arrived);
+                    }
                 }
-                info!(packets = counters.packets.load(Ordering::Relaxed), "NF input finished");
+                while let Some(arrived) = parking.wait_oldest() {
+                    nf.arrived(arrived);
+                }
+                info!(packets = nf.counters.packets.load(Ordering::Relaxed), "NF input finished");
             })
             .map_err(|e| GuestError::Abi(format!("spawning the NF thread: {e}")))?;
         Ok(NfRun { stop, swap, thread: Some(thread) })
@@ -131,6 +118,88 @@ impl NfRun {
     /// Whether the input is exhausted (or the thread stopped).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+/// The NF thread's side of a running NF.
+struct Running {
+    host: Arc<WasmHost>,
+    module: NfModule,
+    config: String,
+    instance: NfInstance,
+    state: Arc<dyn NfEnv>,
+    counters: Arc<NfCounters>,
+    settings: NfSettings,
+    /// The mark each moved flow last arrived with here.
+    adopted: HashMap<String, u16>,
+}
+
+impl Running {
+    /// Whether `packet` starts a move of its flow here (and the node shares state).
+    fn moves_here(&mut self, packet: &OwnedPacket) -> bool {
+        packet.mark != 0 && self.settings.flows != FlowState::Off && new_move(&mut self.adopted, packet)
+    }
+
+    /// Handles one packet and counts its verdict. A packet of a flow moved again meanwhile
+    /// (held while its flow's earlier move was brought in) brings its state first, at once.
+    fn packet(&mut self, packet: &OwnedPacket, started: Instant) {
+        if self.moves_here(packet) {
+            let brought = self.state.adopt_flow(&packet.flow, self.settings.flows);
+            if !self.flow_moved(&packet.flow, brought, started) {
+                return;
+            }
+        }
+        let verdict = match self.instance.on_packet(&packet.as_packet()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fault(&packet.flow, &e);
+                self.settings.fail.verdict()
+            }
+        };
+        count_verdict(&self.counters, verdict, started);
+    }
+
+    /// A moved flow's state is in (or failed to come): the NF is told, then the flow's
+    /// held packets go through in order.
+    fn arrived(&mut self, (flow, brought, mut held): Arrived) {
+        let Some((first, started)) = held.pop_front() else { return };
+        if self.flow_moved(&flow, brought, started) {
+            self.packet(&first, started);
+        }
+        for (packet, started) in held {
+            self.packet(&packet, started);
+        }
+    }
+
+    /// Counts how a moved flow's state came and tells the NF; false if the NF faulted
+    /// (the packet that started the move then gets the fail policy, counted here).
+    fn flow_moved(&mut self, flow: &str, brought: Result<usize, String>, started: Instant) -> bool {
+        let brought = match brought {
+            Ok(keys) => {
+                self.counters.flows_adopted.fetch_add(1, Ordering::Relaxed);
+                self.counters.keys_adopted.fetch_add(keys as u64, Ordering::Relaxed);
+                if self.settings.flows == FlowState::Take { Brought::Taken } else { Brought::Copied }
+            }
+            Err(e) => {
+                self.counters.adopt_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(%flow, "could not fetch a moved flow's state: {e}");
+                Brought::Failed
+            }
+        };
+        // A fault here is handled like one on the packet itself.
+        match self.instance.on_flow_moved(flow, brought) {
+            Ok(()) => true,
+            Err(e) => {
+                self.fault(flow, &e);
+                count_verdict(&self.counters, self.settings.fail.verdict(), started);
+                false
+            }
+        }
+    }
+
+    fn fault(&mut self, flow: &str, error: &GuestError) {
+        let fresh = self.host.start_nf(&self.module, self.state.clone(), &self.config);
+        fault(&self.counters, flow, self.settings.fail, error, fresh, &mut self.instance);
     }
 }
 

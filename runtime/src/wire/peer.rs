@@ -82,6 +82,12 @@ pub enum Body {
         /// Keys that could not be stored, with why (the sender keeps those items).
         refused: Vec<(String, String)>,
     },
+    /// The taker of take `id` stored the items the receiver gave up for it: the
+    /// receiver forgets its lent copy (a take's second step).
+    TakeAck {
+        /// The take's id.
+        id: u128,
+    },
 }
 
 /// A reducer shipped to peers for push-down.

@@ -5,15 +5,12 @@
 use std::sync::mpsc;
 use std::time::Instant;
 
-use tracing::warn;
-
 use super::{Command, Driver, GlobalResult, timed};
 use crate::control::ControlReply;
-use crate::global::{Gathered, GlobalError, finish_builtin, finish_wasm, taken_of};
+use crate::global::{Gathered, GlobalError, finish_builtin, finish_wasm};
 use crate::peering::proto::{HandoffError, Input, ReadDone};
 use crate::reduce::Reduced;
 use crate::reduce::registry::ReducerRef;
-use crate::store::Moving;
 use crate::wire::{GlobalAnswer, HandoffReport};
 
 /// Who waits for a read.
@@ -24,7 +21,7 @@ pub(crate) enum Waiter {
     /// A control client, by its routing id.
     Control(Vec<u8>),
     /// An NF taking a moved flow's state.
-    Take(mpsc::Sender<Result<Vec<Moving>, GlobalError>>),
+    Take(mpsc::Sender<Result<usize, GlobalError>>),
     /// A global read timed from when it started (`Stats::read_time`): the waiter it
     /// wraps is told as usual.
     Started(Box<Waiter>, Instant),
@@ -61,7 +58,7 @@ pub(crate) struct Timed {
 impl Driver {
     /// Reduces a finished read's answers and tells its waiter (via a worker for Wasm).
     pub(super) fn read_done(&mut self, done: ReadDone<Waiter>) {
-        let ReadDone { waiter, tenant, reducer, remote, take, result } = done;
+        let ReadDone { waiter, reducer, remote, take, taken, result, .. } = done;
         let Gathered { answered, missing, parts } = match result {
             Ok(g) => g,
             Err(e) => return self.notify(waiter, Err(e)),
@@ -69,15 +66,9 @@ impl Driver {
         // An NF's take gets the items themselves; any other caller of a take gets them
         // reduced like a read's (the items are this node's either way).
         let waiter = match waiter {
+            // The items are in the store already (the protocol stored them).
             Waiter::Take(tx) if take => {
-                let (items, strays) = taken_of(parts);
-                if strays > 0 {
-                    warn!(strays, "members answered a take with something else");
-                }
-                if let Err(mpsc::SendError(Ok(items))) = tx.send(Ok(items)) {
-                    // The taker gave up waiting: the items are this node's all the same.
-                    self.feed(Input::KeepTaken { tenant, items });
-                }
+                let _ = tx.send(Ok(taken));
                 return;
             }
             other => other,
@@ -118,7 +109,7 @@ impl Driver {
             }
             Waiter::Take(tx) => {
                 // Completed takes are answered by `read_done`; only failures come here.
-                let _ = tx.send(result.map(|_| Vec::new()));
+                let _ = tx.send(result.map(|_| 0));
             }
             Waiter::Api(tx) => {
                 let _ = tx.send(result);

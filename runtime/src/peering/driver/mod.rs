@@ -43,7 +43,7 @@ use crate::peering::proto::{Action, Ids, Input, MemberEvent, Modules, Peering, S
 use crate::peering::stats::{Stats, bump};
 use crate::reduce::registry::{ReducerRef, Registry};
 use crate::security_log::SecurityLog;
-use crate::store::{Moving, Store};
+use crate::store::Store;
 use crate::tenancy::Tenants;
 use crate::wasm::ReducerModule;
 use crate::wire::{self, Body, DecodeError, Envelope, GlobalAnswer, HandoffReport, MemberView};
@@ -174,7 +174,8 @@ pub(crate) enum Command {
     /// A worker finished a control request.
     ControlDone { identity: Vec<u8>, reply: ControlReply },
     /// Move `tenant`'s items matching `pattern` here from the other members.
-    Take { tenant: String, pattern: Pattern, timeout: Duration, reply: mpsc::Sender<Result<Vec<Moving>, GlobalError>> },
+    /// Answers the number of items brought here (stored before the answer).
+    Take { tenant: String, pattern: Pattern, timeout: Duration, reply: mpsc::Sender<Result<usize, GlobalError>> },
     /// Hand every item to the other members, then leave (the NF is stopped already).
     HandOff { timeout: Duration, waiter: HandoffWaiter },
     /// Call this hook for every read the node serves from now on (`None`: stop).

@@ -14,6 +14,7 @@
 //! protocol is for.
 
 pub mod handoff;
+pub mod lend;
 pub mod membership;
 pub mod reads;
 pub mod serve;
@@ -32,6 +33,7 @@ use crate::store::{Moving, Store};
 use crate::wire::{Body, HandoffReport};
 pub use handoff::HandoffError;
 use handoff::Handoffs;
+use lend::Lending;
 use membership::{Membership, Timing};
 use reads::Reads;
 use serve::Serving;
@@ -105,14 +107,6 @@ pub enum Input<W, H> {
         hash: [u8; 32],
         /// Whether it compiled.
         result: Result<(), String>,
-    },
-    /// Items given up to this node by a take whose caller stopped waiting: they are
-    /// this node's now.
-    KeepTaken {
-        /// Whose items.
-        tenant: String,
-        /// The items.
-        items: Vec<Moving>,
     },
     /// Hand every item over to the live members, then leave.
     HandOff {
@@ -227,6 +221,7 @@ pub struct Peering<W, H> {
     membership: Membership,
     reads: Reads<W>,
     serving: Serving,
+    lending: Lending,
     handoffs: Handoffs<H>,
     left: bool,
 }
@@ -270,6 +265,7 @@ impl<W, H> Peering<W, H> {
             ids,
             reads: Reads::default(),
             serving: Serving::default(),
+            lending: Lending::default(),
             handoffs: Handoffs::default(),
             left: false,
         }
@@ -321,7 +317,6 @@ impl<W, H> Peering<W, H> {
             }
             Input::PeerPartial { to, id, result } => self.send_answer(&to, id, result, out),
             Input::ModuleInstalled { tenant, hash, result } => self.module_installed(&tenant, hash, result, out),
-            Input::KeepTaken { tenant, items } => self.keep_taken(&tenant, items, out),
             Input::HandOff { timeout_ms, waiter } => self.start_handoff(timeout_ms, waiter, now, out),
             Input::Leave => self.leave(out),
         }
@@ -335,6 +330,7 @@ impl<W, H> Peering<W, H> {
             self.read_done(done, now, out);
         }
         self.expire_awaiting(now, out);
+        self.expire_lent(now);
         self.check_handoff(now, out);
     }
 
@@ -369,6 +365,7 @@ impl<W, H> Peering<W, H> {
             Body::ModuleData { tenant, hash, bytes } => self.module_data(&from, tenant, hash, bytes, out),
             Body::Handoff { id, tenant, items } => self.on_handoff(&from, id, &tenant, items, out),
             Body::HandoffAck { id, stored, refused } => self.on_handoff_ack(&from, id, stored, refused, now, out),
+            Body::TakeAck { id } => self.take_acked(&from, id),
         }
     }
 
@@ -448,6 +445,7 @@ impl<W, H> Peering<W, H> {
             reducer,
             remote: false,
             take: false,
+            taken: 0,
             result: Err(GlobalError::Invalid(message)),
         }));
     }

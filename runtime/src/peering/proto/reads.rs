@@ -14,7 +14,9 @@ use estate_guest::codec::ItemsWriter;
 use tracing::warn;
 
 use super::{Action, Peering, Work};
-use crate::global::{Answer, Completion, Gathered, GlobalError, GlobalOptions, GlobalReads, ReplyOutcome, ServedRead};
+use crate::global::{
+    Answer, Completion, Gathered, GlobalError, GlobalOptions, GlobalReads, ReplyOutcome, ServedRead, taken_of,
+};
 use crate::pattern::Pattern;
 use crate::peering::stats::bump;
 use crate::reduce::registry::ReducerRef;
@@ -38,8 +40,11 @@ pub struct ReadDone<W> {
     pub reducer: ReducerRef,
     /// Whether it was pushed down (the parts are partials).
     pub remote: bool,
-    /// Whether it was a take (the parts are items given up to this node).
+    /// Whether it was a take. Its items are in this node's store already (and the
+    /// members that gave them up were told).
     pub take: bool,
+    /// The number of items a take brought here.
+    pub taken: usize,
     /// The answers, or why the read failed.
     pub result: Result<Gathered<Answer>, GlobalError>,
 }
@@ -230,14 +235,20 @@ impl<W, H> Peering<W, H> {
                 return;
             }
             if let Some(tenant) = self.reads.accept_late(id, from) {
-                // The sender deleted these when it answered: kept here rather than lost.
+                // The sender lent these when it answered: kept here, and confirmed.
                 warn!(%from, items = items.len(), "a member's take answer arrived late; keeping its items");
                 let Ok(Answer::Taken(items)) = result else { return };
-                return self.keep_taken(&tenant, items, out);
+                self.keep_taken(&tenant, items, out);
+                return self.send_to_member(from, Body::TakeAck { id }, out);
             }
             let n = bump(&self.stats.rejected);
             warn!(%from, items = items.len(), total = n, "refused items for a take this node did not ask that member for");
             return;
+        }
+        if let Ok(Answer::Taken(items)) = &result
+            && !items.is_empty()
+        {
+            self.note_giver(id, from);
         }
         match self.reads.pending.reply(id, from, result) {
             ReplyOutcome::Rejected => self.reject(from, "a reply to no outstanding read"),
@@ -254,7 +265,19 @@ impl<W, H> Peering<W, H> {
         out: &mut Vec<Action<W, H>>,
     ) {
         let ReadCtx { id, tenant, waiter, reducer, remote, take } = ctx;
+        let mut taken = 0;
         if take {
+            // Step 2 of the take: store what the members gave up, then tell them. (The
+            // parts stay, for a caller that asked for the items reduced.)
+            if let Ok(gathered) = &result {
+                let (items, strays) = taken_of(gathered.parts.clone());
+                if strays > 0 {
+                    warn!(strays, "members answered a take with something else");
+                }
+                taken = items.len();
+                self.keep_taken(&tenant, items, out);
+            }
+            self.ack_givers(id, result.is_ok(), out);
             // Missing members may still answer; a failed take (error, consistency)
             // asked them just the same.
             let missing: Vec<String> = match &result {
@@ -264,7 +287,7 @@ impl<W, H> Peering<W, H> {
             };
             self.reads.remember_late(id, &tenant, &missing, now);
         }
-        out.push(Action::ReadDone(ReadDone { waiter, tenant, reducer, remote, take, result }));
+        out.push(Action::ReadDone(ReadDone { waiter, tenant, reducer, remote, take, taken, result }));
     }
 
     /// Keeps items given up to this node (a late take answer, or a take nobody waits

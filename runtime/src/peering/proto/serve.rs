@@ -81,7 +81,7 @@ impl<W, H> Peering<W, H> {
         };
         match (take, reducer) {
             (true, Some(_)) => self.send_answer(&from, id, Err("take cannot be pushed down".into()), out),
-            (true, None) => self.give_up(&from, id, tenant, &pattern, out),
+            (true, None) => self.give_up(&from, id, tenant, &pattern, now, out),
             (false, None) => {
                 let items = self.store.tenant(tenant).map(|t| t.matching(&pattern)).unwrap_or_default();
                 self.send_answer(&from, id, Ok(Answer::Items(items)), out);
@@ -107,12 +107,24 @@ impl<W, H> Peering<W, H> {
         }
     }
 
-    /// A take: the matching items leave this node's store for the requester's.
-    fn give_up(&mut self, from: &str, id: u128, tenant: &str, pattern: &Pattern, out: &mut Vec<Action<W, H>>) {
+    /// A take: the matching items leave this node's store for the requester's, lent
+    /// until it confirms storing them (`lend.rs`).
+    fn give_up(
+        &mut self,
+        from: &str,
+        id: u128,
+        tenant: &str,
+        pattern: &Pattern,
+        now: u64,
+        out: &mut Vec<Action<W, H>>,
+    ) {
         let items = self.store.tenant(tenant).map(|t| t.take_matching(pattern)).unwrap_or_default();
         info!(%from, items = items.len(), "items taken over by a member");
         let body = Body::GlobalReply { id, result: Ok(Answer::Taken(items)) };
         if wire::fits(&self.id, &body) {
+            if let Body::GlobalReply { result: Ok(Answer::Taken(items)), .. } = &body {
+                self.lend(from, id, tenant, items, now);
+            }
             return self.send_to_member(from, body, out);
         }
         // Too large to send: nothing moves. Not an error answer, which would fail the

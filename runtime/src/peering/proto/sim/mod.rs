@@ -518,9 +518,13 @@ fn a_take_answer_later_than_the_window_is_refused() {
     assert_eq!(sim.done("a", 1).unwrap().result.as_ref().unwrap().missing, ["c"]);
     assert_eq!(sim.int("a", "flow:f:n"), None, "too late to be kept");
     assert_eq!(sim.stat("a", |s| &s.rejected), 1);
+    // Never confirmed, so c puts its share back: refused, not lost.
+    sim.run_for(super::lend::LEND_WAIT_MS);
+    assert_eq!(sim.int("c", "flow:f:n"), Some(4));
 }
 
 mod modules;
+mod takes;
 
 #[test]
 fn every_served_read_is_reported_with_its_reader_and_pattern() {
