@@ -180,7 +180,7 @@ pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
 
 /// The smallest encoded item: empty key, an empty text or bytes value (tag and length),
 /// empty origin and writer, version.
-const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 4 + 8;
+pub(crate) const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 4 + 8;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -247,7 +247,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut a = [0; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
@@ -267,6 +267,11 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
         self.take(len)
+    }
+
+    /// Reads a `u32`-length-prefixed UTF-8 string, borrowed from the buffer.
+    pub fn str(&mut self) -> Result<&'a str, DecodeError> {
+        core::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::BadUtf8)
     }
 
     /// Reads a `u32`-length-prefixed UTF-8 string.

@@ -45,6 +45,7 @@ pub mod state;
 pub mod testing;
 #[cfg(feature = "typed")]
 pub mod typed;
+pub mod view;
 
 pub use abi::VERSION as ABI_VERSION;
 pub use abi::{Brought, Direction, Phase, Verdict, flags, status};
@@ -93,18 +94,27 @@ macro_rules! __common_exports {
 ///   called with [`Phase::Partials`]); the combined partial is the answer.
 /// - `reducer!(f, combinable, finish = g)`: as above, and `g: fn(Item) -> ReduceResult`
 ///   turns the combined partial into the answer (e.g. a mean from a sum and a count).
+/// - `reducer!(f, borrowed)` and `reducer!(f, combinable, borrowed)`: `f: fn(&[ItemRef],
+///   Phase) -> ReduceResult` reads the items in place ([`view::ItemRef`]: keys and text
+///   as `&str` into the input), with no allocation per item.
 #[macro_export]
 macro_rules! reducer {
     ($reduce:path) => {
-        $crate::reducer!(@exports $reduce, $crate::abi::flags::NONE, $crate::__private::identity);
+        $crate::reducer!(@exports $crate::__private::reduce, $reduce, $crate::abi::flags::NONE, $crate::__private::identity);
     };
     ($reduce:path, combinable) => {
-        $crate::reducer!(@exports $reduce, $crate::abi::flags::COMBINABLE, $crate::__private::identity);
+        $crate::reducer!(@exports $crate::__private::reduce, $reduce, $crate::abi::flags::COMBINABLE, $crate::__private::identity);
     };
     ($reduce:path, combinable, finish = $finish:path) => {
-        $crate::reducer!(@exports $reduce, $crate::abi::flags::COMBINABLE, $finish);
+        $crate::reducer!(@exports $crate::__private::reduce, $reduce, $crate::abi::flags::COMBINABLE, $finish);
     };
-    (@exports $reduce:path, $flags:expr, $finish:path) => {
+    ($reduce:path, borrowed) => {
+        $crate::reducer!(@exports $crate::__private::reduce_borrowed, $reduce, $crate::abi::flags::NONE, $crate::__private::identity);
+    };
+    ($reduce:path, combinable, borrowed) => {
+        $crate::reducer!(@exports $crate::__private::reduce_borrowed, $reduce, $crate::abi::flags::COMBINABLE, $crate::__private::identity);
+    };
+    (@exports $entry:path, $reduce:path, $flags:expr, $finish:path) => {
         $crate::__common_exports!();
         /// Properties of this reducer (`abi::flags`).
         #[unsafe(no_mangle)]
@@ -114,7 +124,7 @@ macro_rules! reducer {
         /// Reduces the items encoded in the input buffer.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_reduce(ptr: i32, len: i32, phase: i32) -> i32 {
-            $crate::__private::reduce(ptr, len, phase, $reduce)
+            $entry(ptr, len, phase, $reduce)
         }
         /// Turns a combined partial result into the answer.
         #[unsafe(no_mangle)]
@@ -239,6 +249,22 @@ pub mod __private {
         };
         drop(input);
         answer(f(&items, phase))
+    }
+
+    pub fn reduce_borrowed(
+        ptr: i32,
+        len: i32,
+        phase: i32,
+        f: for<'a> fn(&[crate::view::ItemRef<'a>], Phase) -> ReduceResult,
+    ) -> i32 {
+        let input = take_input(ptr, len);
+        let Some(phase) = Phase::from_code(phase) else {
+            return bad_input(alloc::format!("unknown phase {phase}"));
+        };
+        match crate::view::decode_item_refs(&input) {
+            Ok(items) => answer(f(&items, phase)),
+            Err(e) => bad_input(e),
+        }
     }
 
     pub fn finish(ptr: i32, len: i32, f: fn(crate::Item) -> ReduceResult) -> i32 {

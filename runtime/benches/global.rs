@@ -5,7 +5,8 @@
 //! Each cluster size is measured twice in the same run: plaintext peering, and
 //! authenticated and encrypted peering (a key and a roster per node, docs/security.md).
 //!
-//! Run with `cargo bench --bench global` (add `-- --quick` for fewer samples).
+//! Run with `cargo bench --bench global` (add `-- --quick` for fewer samples, `--
+//! push-down` for the push-down part only).
 
 use std::time::{Duration, Instant};
 
@@ -160,6 +161,10 @@ fn cluster_keyed(n: usize, keys: Option<&std::path::Path>) -> Vec<Node> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "push-down") {
+        // `cargo bench --bench global -- push-down`: only the second part.
+        return push_down(if quick { 10 } else { 30 });
+    }
     let samples = if quick { 300 } else { 2000 };
     let (rt50, rt99) = zmq_round_trip(samples);
     println!("baseline: zmq round trip on loopback  p50 {rt50:>10.1?}  p99 {rt99:>10.1?}");

@@ -6,15 +6,17 @@
 extern crate alloc;
 
 use alloc::format;
+use estate_guest::view::{ItemRef, ValueRef};
 use estate_guest::{Item, Phase, ReduceResult, Value};
 
-fn sum(items: &[Item], _: Phase) -> ReduceResult {
+// The items are read in place (`borrowed`): no allocation per item.
+fn sum(items: &[ItemRef<'_>], _: Phase) -> ReduceResult {
     if items.is_empty() {
         return Ok(None);
     }
     let mut total: i64 = 0;
     for item in items {
-        let Value::Int(v) = item.value else {
+        let ValueRef::Int(v) = item.value else {
             return Err(format!(
                 "sum: {} from {} is {}, not an integer",
                 item.key,
@@ -28,4 +30,4 @@ fn sum(items: &[Item], _: Phase) -> ReduceResult {
 }
 
 // A sum of partial sums is the sum: combinable, and the partial is the answer.
-estate_guest::reducer!(sum, combinable);
+estate_guest::reducer!(sum, combinable, borrowed);
