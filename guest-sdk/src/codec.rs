@@ -163,6 +163,14 @@ impl ItemsWriter {
 
 /// Decodes a buffer that holds exactly one list of items.
 pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
+    decode_list(buf, Item::decode)
+}
+
+/// Decodes a `u32` count and that many items with `one`, and nothing after them.
+pub(crate) fn decode_list<'a, T>(
+    buf: &'a [u8],
+    one: impl Fn(&mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
     let mut r = Reader::new(buf);
     let count = r.u32()? as usize;
     // Every item takes at least MIN_ITEM_LEN bytes, so a count larger than the buffer
@@ -172,7 +180,7 @@ pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
     }
     let mut items = Vec::with_capacity(count);
     for _ in 0..count {
-        items.push(Item::decode(&mut r)?);
+        items.push(one(&mut r)?);
     }
     r.finish()?;
     Ok(items)
@@ -180,7 +188,7 @@ pub fn decode_items(buf: &[u8]) -> Result<Vec<Item>, DecodeError> {
 
 /// The smallest encoded item: empty key, an empty text or bytes value (tag and length),
 /// empty origin and writer, version.
-pub(crate) const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 4 + 8;
+const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 4 + 8;
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());

@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 
 use crate::abi::value_tag::{BYTES as TAG_BYTES, FLOAT as TAG_FLOAT, INT as TAG_INT, TEXT as TAG_TEXT};
-use crate::codec::{DecodeError, Item, MIN_ITEM_LEN, Reader, Value};
+use crate::codec::{DecodeError, Item, Reader, Value};
 
 /// A value borrowed from the input.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,17 +87,7 @@ impl<'a> ItemRef<'a> {
 
 /// Decodes an encoded item list (as [`crate::codec::decode_items`] does), borrowing.
 pub fn decode_item_refs(buf: &[u8]) -> Result<Vec<ItemRef<'_>>, DecodeError> {
-    let mut r = Reader::new(buf);
-    let count = r.u32()? as usize;
-    if count > r.remaining() / MIN_ITEM_LEN {
-        return Err(DecodeError::Truncated);
-    }
-    let mut items = Vec::with_capacity(count);
-    for _ in 0..count {
-        items.push(ItemRef::decode(&mut r)?);
-    }
-    r.finish()?;
-    Ok(items)
+    crate::codec::decode_list(buf, ItemRef::decode)
 }
 
 #[cfg(test)]
