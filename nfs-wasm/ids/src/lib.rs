@@ -148,26 +148,8 @@ impl Ids {
                         _ => return Err(bad("threshold must be an integer >= 1")),
                     }
                 }
-                "prefilter" => {
-                    if prefilter.is_some() {
-                        return Err(bad("prefilter given twice"));
-                    }
-                    match value {
-                        "on" => prefilter = Some(true),
-                        "off" => prefilter = Some(false),
-                        _ => return Err(bad("prefilter must be `on` or `off`")),
-                    }
-                }
-                "scan" => {
-                    if scan_host.is_some() {
-                        return Err(bad("scan given twice"));
-                    }
-                    match value {
-                        "host" => scan_host = Some(true),
-                        "guest" => scan_host = Some(false),
-                        _ => return Err(bad("scan must be `host` or `guest`")),
-                    }
-                }
+                "prefilter" => two_way(&mut prefilter, key, value, ["on", "off"]).map_err(|e| bad(&e))?,
+                "scan" => two_way(&mut scan_host, key, value, ["host", "guest"]).map_err(|e| bad(&e))?,
                 _ => return Err(bad("unknown setting (expected `pattern`, `threshold`, `prefilter` or `scan`)")),
             }
         }
@@ -321,6 +303,20 @@ fn unescape(value: &str) -> Result<Vec<u8>, String> {
         }
     }
     Ok(out)
+}
+
+/// A setting given at most once with one of two words: `yes` sets `slot` to true,
+/// `no` to false.
+fn two_way(slot: &mut Option<bool>, key: &str, value: &str, [yes, no]: [&str; 2]) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("{key} given twice"));
+    }
+    match value {
+        v if v == yes => *slot = Some(true),
+        v if v == no => *slot = Some(false),
+        _ => return Err(format!("{key} must be `{yes}` or `{no}`")),
+    }
+    Ok(())
 }
 
 /// The Wasm form: [`Ids`] on the node's state, wired to the NF ABI.
