@@ -42,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             dst: ([10, 0, 0, 2], 53),
             direction: Direction::Forward,
             moved: false,
+            tcp_flags: 0,
             flow: "17:10.0.0.1:5353-10.0.0.2:53",
             payload: &payload,
         };

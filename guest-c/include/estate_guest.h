@@ -1,5 +1,5 @@
 /*
- * estate_guest.h: the estate guest ABI, version 2 (docs/abi.md), for guests in C.
+ * estate_guest.h: the estate guest ABI, version 3 (docs/abi.md), for guests in C.
  *
  * A guest is a freestanding wasm32 module (no libc, no WASI); this header is all it
  * needs: the ABI's numbers (those of guest-sdk/src/abi.rs; tests/all/c_guests.rs checks
@@ -29,7 +29,7 @@
 
 /* ---- ABI numbers (guest-sdk/src/abi.rs) ------------------------------------------ */
 
-#define ESTATE_ABI_VERSION 2  /* estate_abi_version returns it; hosts refuse others */
+#define ESTATE_ABI_VERSION 3  /* estate_abi_version returns it; hosts refuse others */
 #define ESTATE_ALLOC_FAILED 0 /* what estate_alloc returns when it cannot allocate */
 
 /* Bits of estate_reducer_flags. */
@@ -56,6 +56,8 @@
 #define ESTATE_COUNTER_TRY_ADD_OK 0      /* the new value is at out_ptr */
 #define ESTATE_COUNTER_TRY_ADD_REFUSED 1 /* not an integer, or overflow; message staged */
 #define ESTATE_TAKE_ERROR (-1)           /* take: else the number of keys brought */
+#define ESTATE_REWRITE_OK 0    /* packet_rewrite: recorded for the packet being handled */
+#define ESTATE_REWRITE_ERROR 1 /* outside estate_on_packet, or a port beyond 65535 */
 
 /* Value tags (docs/abi.md, "Encoding"). */
 #define ESTATE_TAG_INT 0   /* i64 */
@@ -79,6 +81,16 @@
 /* The direction byte of the packet record. */
 #define ESTATE_DIRECTION_FORWARD 0 /* as the flow's first packet */
 #define ESTATE_DIRECTION_REVERSE 1 /* the reply direction */
+
+/* Bits of the packet record's tcp_flags byte (the TCP header's flags; 0 if not TCP). */
+#define ESTATE_TCP_FIN 1   /* 0x01 */
+#define ESTATE_TCP_SYN 2   /* 0x02 */
+#define ESTATE_TCP_RST 4   /* 0x04 */
+#define ESTATE_TCP_PSH 8   /* 0x08 */
+#define ESTATE_TCP_ACK 16  /* 0x10 */
+#define ESTATE_TCP_URG 32  /* 0x20 */
+#define ESTATE_TCP_ECE 64  /* 0x40 */
+#define ESTATE_TCP_CWR 128 /* 0x80 */
 
 /* The host's multi-pattern matcher (matcher_new, matcher_count). Patterns are encoded
  * as a u32 count, then each as a u32 length and its bytes. */
@@ -139,6 +151,12 @@ ESTATE_IMPORT("emit") void estate_host_emit(const void *ptr, uint32_t len);
 ESTATE_IMPORT("matcher_new") int32_t estate_host_matcher_new(const void *ptr, uint32_t len, int32_t flags);
 /* Non-overlapping, leftmost-first matches of the handle's patterns in ptr..ptr+len. */
 ESTATE_IMPORT("matcher_count") int32_t estate_host_matcher_count(int32_t handle, const void *ptr, uint32_t len);
+/* NFs, during estate_on_packet only: rewrite the packet being handled, its source to
+ * (src_ip, src_port) and its destination to (dst_ip, dst_port); addresses big-endian
+ * (see estate_ipv4), ports 0..=65535. ESTATE_REWRITE_OK, or ESTATE_REWRITE_ERROR. A
+ * second call for the same packet replaces the first. */
+ESTATE_IMPORT("packet_rewrite")
+int32_t estate_host_packet_rewrite(uint32_t src_ip, int32_t src_port, uint32_t dst_ip, int32_t dst_port);
 
 /* ---- The bump heap and the common exports ----------------------------------------- */
 
@@ -348,6 +366,7 @@ typedef struct {
     uint8_t proto;     /* IP protocol number (6 TCP, 17 UDP, ...) */
     uint8_t direction; /* ESTATE_DIRECTION_* */
     bool moved;        /* the fabric marked the flow moved */
+    uint8_t tcp_flags; /* ESTATE_TCP_* bits; 0 if not TCP */
     uint8_t src_ip[4];
     uint16_t src_port;
     uint8_t dst_ip[4];
@@ -360,6 +379,7 @@ static inline void estate_put_packet(estate_buf *b, const estate_packet *p) {
     estate_put_u8(b, p->proto);
     estate_put_u8(b, p->direction);
     estate_put_u8(b, p->moved ? 1 : 0);
+    estate_put_u8(b, p->tcp_flags);
     estate_put_raw(b, p->src_ip, 4);
     estate_put_u16(b, p->src_port);
     estate_put_raw(b, p->dst_ip, 4);
@@ -495,11 +515,18 @@ static inline bool estate_decode_packet(estate_bytes in, estate_packet *p) {
     uint8_t moved = 0;
     bool ok = estate_read_u8(&r, &p->proto) && estate_read_u8(&r, &p->direction) &&
               (p->direction == ESTATE_DIRECTION_FORWARD || p->direction == ESTATE_DIRECTION_REVERSE) &&
-              estate_read_u8(&r, &moved) && estate_read_endpoint(&r, p->src_ip, &p->src_port) &&
+              estate_read_u8(&r, &moved) && estate_read_u8(&r, &p->tcp_flags) &&
+              estate_read_endpoint(&r, p->src_ip, &p->src_port) &&
               estate_read_endpoint(&r, p->dst_ip, &p->dst_port) && estate_read_text(&r, &p->flow) &&
               estate_read_lp(&r, &p->payload) && estate_reader_finish(&r);
     p->moved = moved != 0;
     return ok;
+}
+
+/* An address of the packet record as packet_rewrite takes it: a.b.c.d is
+ * a << 24 | b << 16 | c << 8 | d. */
+static inline uint32_t estate_ipv4(const uint8_t ip[4]) {
+    return (uint32_t)ip[0] << 24 | (uint32_t)ip[1] << 16 | (uint32_t)ip[2] << 8 | (uint32_t)ip[3];
 }
 
 /* The reader's error in the words of the SDK's `DecodeError` (its Display). */

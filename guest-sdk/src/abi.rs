@@ -11,7 +11,7 @@
 //! is a status.
 
 /// The ABI version: `estate_abi_version` returns it, and the host refuses any other.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// The module every host call is imported from.
 pub const IMPORT_MODULE: &str = "estate";
@@ -92,6 +92,11 @@ pub mod import {
     /// `(handle, ptr, len) -> i32`: the number of non-overlapping, leftmost-first
     /// matches of the handle's patterns in `ptr..ptr + len`.
     pub const MATCHER_COUNT: &str = "matcher_count";
+    /// `(src_ip, src_port, dst_ip, dst_port) -> i32`: asks the host to rewrite the packet
+    /// being handled (only during `estate_on_packet`); [`super::rewrite`]. Addresses are
+    /// big-endian `u32`s (`a.b.c.d` is `a << 24 | b << 16 | c << 8 | d`), ports
+    /// `0..=65535`.
+    pub const PACKET_REWRITE: &str = "packet_rewrite";
 
     /// Host calls the SDK does not import: `counter_add`, the form that traps the guest
     /// on a refused add (the SDK answers a refusal, through `counter_try_add`), kept for
@@ -99,7 +104,7 @@ pub mod import {
     pub const LEGACY: [&str; 1] = [COUNTER_ADD];
 
     /// Every host call name above.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         RESULT,
         STAGED_LEN,
         STAGED_READ,
@@ -116,6 +121,7 @@ pub mod import {
         EMIT,
         MATCHER_NEW,
         MATCHER_COUNT,
+        PACKET_REWRITE,
     ];
 }
 
@@ -137,6 +143,15 @@ pub mod matcher {
     pub const MAX_MATCHERS: u32 = 8;
     /// Fuel charged per scanned byte is one per this many bytes (and one per call).
     pub const BYTES_PER_FUEL: u32 = 8;
+}
+
+/// Answers of the `packet_rewrite` host call.
+pub mod rewrite {
+    /// The rewrite is recorded for the packet being handled (replacing an earlier one).
+    pub const OK: i32 = 0;
+    /// Refused: called outside `estate_on_packet`, or a port outside `0..=65535`.
+    /// Nothing recorded, nothing staged.
+    pub const ERROR: i32 = 1;
 }
 
 /// Bits of `estate_reducer_flags`.
@@ -337,7 +352,7 @@ mod tests {
     #[test]
     fn the_numbers_are_those_of_docs_abi_md() {
         // A change here is a change of the ABI: bump VERSION and docs/abi.md with it.
-        assert_eq!(VERSION, 2);
+        assert_eq!(VERSION, 3);
         assert_eq!((status::ITEM, status::NONE, status::ERROR, status::BAD_INPUT, status::OK), (0, 1, 2, 3, 0));
         assert_eq!((flags::NONE, flags::COMBINABLE), (0, 1));
         assert_eq!((state_get::ABSENT, state_get::FOUND), (0, 1));
@@ -345,6 +360,7 @@ mod tests {
         assert_eq!((state_del::ABSENT, state_del::DELETED), (0, 1));
         assert_eq!((global::NONE, global::ITEM, global::ERROR), (0, 1, 2));
         assert_eq!(take::ERROR, -1);
+        assert_eq!((rewrite::OK, rewrite::ERROR), (0, 1));
         assert_eq!((value_tag::INT, value_tag::FLOAT, value_tag::TEXT, value_tag::BYTES), (0, 1, 2, 3));
         assert_eq!(ALLOC_FAILED, 0);
     }

@@ -69,6 +69,6 @@ mod tests {
         assert_eq!(e.to_string(), "malformed answer to state_get: unknown value tag 9");
         assert!(core::error::Error::source(&e).is_some());
         let e = Error::UnknownCode { call: "state_del", code: 7 };
-        assert_eq!(e.to_string(), "state_del answered 7, a code ABI version 2 does not define");
+        assert_eq!(e.to_string(), "state_del answered 7, a code ABI version 3 does not define");
     }
 }

@@ -202,3 +202,15 @@ pub(crate) fn matcher_count(handle: i32, haystack: &[u8]) -> i32 {
     // SAFETY: the host reads `haystack.len()` bytes at `haystack.as_ptr()`, all inside.
     unsafe { estate_matcher_count(handle, haystack.as_ptr(), haystack.len()) }
 }
+
+#[link(wasm_import_module = "estate")]
+unsafe extern "C" {
+    #[link_name = "packet_rewrite"]
+    safe fn estate_packet_rewrite(src_ip: i32, src_port: i32, dst_ip: i32, dst_port: i32) -> i32;
+}
+
+/// `packet_rewrite`: asks the host to rewrite the packet being handled; answers
+/// `abi::rewrite`.
+pub(crate) fn packet_rewrite(src_ip: i32, src_port: i32, dst_ip: i32, dst_port: i32) -> i32 {
+    estate_packet_rewrite(src_ip, src_port, dst_ip, dst_port)
+}

@@ -51,7 +51,7 @@ pub use abi::VERSION as ABI_VERSION;
 pub use abi::{Brought, Direction, Phase, Verdict, flags, status};
 pub use codec::{Item, Value};
 pub use error::Error;
-pub use nf::{Nf, Packet};
+pub use nf::{Nf, Packet, Rewrite};
 #[cfg(target_arch = "wasm32")]
 pub use state::HostState;
 pub use state::State;

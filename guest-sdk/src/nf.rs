@@ -1,4 +1,5 @@
-//! Network functions: the packet record the host hands an NF, and the [`Nf`] trait.
+//! Network functions: the packet record the host hands an NF, the [`Nf`] trait, and the
+//! packet rewrite an NF may ask of the host ([`Rewrite`]; on wasm32 `rewrite`).
 //!
 //! The packet record is host-parsed metadata followed by the payload (`docs/abi.md`,
 //! "Packet record"); [`Packet::encode`] and [`Packet::decode`] are used by both sides.
@@ -6,6 +7,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+#[cfg(target_arch = "wasm32")]
+use crate::Error;
 use crate::Verdict;
 pub use crate::abi::{Brought, Direction};
 use crate::codec::{DecodeError, Reader};
@@ -23,11 +26,78 @@ pub struct Packet<'a> {
     pub direction: Direction,
     /// The fabric marked this flow as moved to this node (the paper's VLAN tag).
     pub moved: bool,
+    /// The TCP header's flags byte ([`tcp`]: `FIN`, `SYN`, …); 0 for a packet that is
+    /// not TCP.
+    pub tcp_flags: u8,
     /// The flow's key, the same for both directions (`proto:a.b.c.d:p-e.f.g.h:q`, lower
     /// endpoint first).
     pub flow: &'a str,
     /// The transport payload.
     pub payload: &'a [u8],
+}
+
+/// The bits of [`Packet::tcp_flags`]: the TCP header's flags byte.
+pub mod tcp {
+    /// No more data from the sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronise sequence numbers: opens a connection.
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Push the buffered data to the application.
+    pub const PSH: u8 = 0x08;
+    /// The acknowledgment number is significant.
+    pub const ACK: u8 = 0x10;
+    /// The urgent pointer is significant.
+    pub const URG: u8 = 0x20;
+    /// ECN echo.
+    pub const ECE: u8 = 0x40;
+    /// Congestion window reduced.
+    pub const CWR: u8 = 0x80;
+}
+
+/// A rewrite of the packet being handled, asked of the host with `rewrite` (on wasm32): its
+/// source becomes `src` and its destination `dst` (address and port each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rewrite {
+    /// The new source address and port.
+    pub src: ([u8; 4], u16),
+    /// The new destination address and port.
+    pub dst: ([u8; 4], u16),
+}
+
+impl Rewrite {
+    /// The arguments of the `packet_rewrite` host call: `(src_ip, src_port, dst_ip,
+    /// dst_port)`, each address as a big-endian `u32` (`a.b.c.d` is
+    /// `a << 24 | b << 16 | c << 8 | d`) in an `i32`.
+    pub fn to_args(&self) -> (i32, i32, i32, i32) {
+        let ip = |ip: [u8; 4]| u32::from_be_bytes(ip) as i32;
+        (ip(self.src.0), i32::from(self.src.1), ip(self.dst.0), i32::from(self.dst.1))
+    }
+
+    /// The rewrite the arguments of a `packet_rewrite` call ask for; `None` if a port
+    /// is outside `0..=65535`.
+    pub fn from_args(src_ip: i32, src_port: i32, dst_ip: i32, dst_port: i32) -> Option<Rewrite> {
+        let ip = |ip: i32| (ip as u32).to_be_bytes();
+        let src = (ip(src_ip), u16::try_from(src_port).ok()?);
+        let dst = (ip(dst_ip), u16::try_from(dst_port).ok()?);
+        Some(Rewrite { src, dst })
+    }
+}
+
+/// Asks the host to rewrite the packet being handled as `rewrite` says (the
+/// `packet_rewrite` host call; `docs/abi.md` says what the host does with it). Only
+/// during [`Nf::on_packet`]; a second call for the same packet replaces the first.
+/// [`Error::Refused`] when the host refuses (called outside `on_packet`).
+#[cfg(target_arch = "wasm32")]
+pub fn rewrite(rewrite: &Rewrite) -> Result<(), Error> {
+    use crate::abi::{import, rewrite as status};
+    let (src_ip, src_port, dst_ip, dst_port) = rewrite.to_args();
+    match crate::hostcalls::packet_rewrite(src_ip, src_port, dst_ip, dst_port) {
+        status::OK => Ok(()),
+        status::ERROR => Err(Error::Refused("packet_rewrite: refused (only valid while a packet is handled)".into())),
+        code => Err(Error::UnknownCode { call: import::PACKET_REWRITE, code: code.into() }),
+    }
 }
 
 /// The canonical flow key of a 5-tuple: both directions give the same key.
@@ -43,6 +113,7 @@ impl<'a> Packet<'a> {
         out.push(self.proto);
         out.push(self.direction.code());
         out.push(self.moved as u8);
+        out.push(self.tcp_flags);
         out.extend_from_slice(&self.src.0);
         out.extend_from_slice(&self.src.1.to_le_bytes());
         out.extend_from_slice(&self.dst.0);
@@ -60,6 +131,7 @@ impl<'a> Packet<'a> {
         let direction = r.u8()?;
         let direction = Direction::from_code(direction).ok_or(DecodeError::BadTag(direction))?;
         let moved = r.u8()? != 0;
+        let tcp_flags = r.u8()?;
         let endpoint = |r: &mut Reader<'a>| -> Result<([u8; 4], u16), DecodeError> {
             let ip = [r.u8()?, r.u8()?, r.u8()?, r.u8()?];
             let port = u16::from_le_bytes([r.u8()?, r.u8()?]);
@@ -70,7 +142,7 @@ impl<'a> Packet<'a> {
         let flow = core::str::from_utf8(r.bytes()?).map_err(|_| DecodeError::BadUtf8)?;
         let payload = r.bytes()?;
         r.finish()?;
-        Ok(Packet { proto, src, dst, direction, moved, flow, payload })
+        Ok(Packet { proto, src, dst, direction, moved, tcp_flags, flow, payload })
     }
 }
 
@@ -108,6 +180,7 @@ mod tests {
             dst: ([10, 0, 0, 1], 5000),
             direction: Direction::Reverse,
             moved: true,
+            tcp_flags: tcp::SYN | tcp::ACK,
             flow: &flow,
             payload: b"GET /",
         };
@@ -116,6 +189,33 @@ mod tests {
         assert_eq!(Packet::decode(&buf).unwrap(), p);
         for cut in 0..buf.len() {
             assert!(Packet::decode(&buf[..cut]).is_err());
+        }
+        // The flags byte follows `moved`.
+        assert_eq!(&buf[..4], &[6, Direction::Reverse.code(), 1, 0x12]);
+        let mut extra = buf.clone();
+        extra.push(0);
+        assert!(Packet::decode(&extra).is_err(), "trailing bytes");
+    }
+
+    #[test]
+    fn tcp_flags_are_the_header_bits() {
+        let all = [tcp::FIN, tcp::SYN, tcp::RST, tcp::PSH, tcp::ACK, tcp::URG, tcp::ECE, tcp::CWR];
+        for (i, flag) in all.iter().enumerate() {
+            assert_eq!(*flag, 1 << i);
+        }
+    }
+
+    #[test]
+    fn rewrite_arguments_round_trip_and_ports_are_checked() {
+        let r = Rewrite { src: ([192, 0, 2, 1], 20000), dst: ([10, 0, 0, 7], 65535) };
+        let args = r.to_args();
+        assert_eq!(args, (0xc000_0201_u32 as i32, 20000, 0x0a00_0007, 65535));
+        assert_eq!(Rewrite::from_args(args.0, args.1, args.2, args.3), Some(r));
+        let high = Rewrite { src: ([255, 255, 255, 255], 0), dst: ([128, 0, 0, 0], 1) };
+        let a = high.to_args();
+        assert_eq!(Rewrite::from_args(a.0, a.1, a.2, a.3), Some(high));
+        for (sp, dp) in [(-1, 0), (0, 65536), (i32::MIN, 1), (1, i32::MAX)] {
+            assert_eq!(Rewrite::from_args(0, sp, 0, dp), None, "{sp} {dp}");
         }
     }
 }

@@ -172,7 +172,7 @@ fn set_get_guest(body: &str) -> Vec<u8> {
             ;; key "flow:6:10.0.0.1:5000-10.0.0.2:443:n" (35 bytes) at 0, value Int(7) at 64
             (data (i32.const 0) "flow:6:10.0.0.1:5000-10.0.0.2:443:n")
             (data (i32.const 64) "\00\07\00\00\00\00\00\00\00")
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const 3)
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) (local $i i32) {body} i32.const 0))"#

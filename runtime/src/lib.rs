@@ -37,6 +37,8 @@ pub mod security_log;
 pub mod store;
 pub mod switch;
 pub mod tenancy;
+/// A real-traffic testbed of network namespaces and veth pairs (needs root).
+pub mod testbed;
 pub mod text;
 pub mod wasm;
 pub(crate) mod wire;

@@ -491,6 +491,7 @@ fn c_count_reads_its_configuration_as_rust_count_does() {
             dst: ([10, 0, 0, 2], 53),
             direction: Direction::Forward,
             moved: false,
+            tcp_flags: 0,
             flow: "17:10.0.0.1:5000-10.0.0.2:53",
             payload,
         })
@@ -556,6 +557,8 @@ fn the_header_numbers_are_the_abi_numbers() {
         ("COUNTER_TRY_ADD_REFUSED", abi::counter_try_add::REFUSED),
         ("MATCHER_ERROR", abi::matcher::ERROR),
         ("MATCHER_NO_PREFILTER", abi::matcher::NO_PREFILTER),
+        ("REWRITE_OK", abi::rewrite::OK),
+        ("REWRITE_ERROR", abi::rewrite::ERROR),
     ]
     .into_iter()
     .map(|(name, code)| (name.to_string(), i64::from(code)))
@@ -569,6 +572,19 @@ fn the_header_numbers_are_the_abi_numbers() {
         expected.insert(name.into(), limit.into());
     }
     expected.insert("TAKE_ERROR".into(), abi::take::ERROR);
+    use estate_guest::nf::tcp;
+    for (name, bit) in [
+        ("FIN", tcp::FIN),
+        ("SYN", tcp::SYN),
+        ("RST", tcp::RST),
+        ("PSH", tcp::PSH),
+        ("ACK", tcp::ACK),
+        ("URG", tcp::URG),
+        ("ECE", tcp::ECE),
+        ("CWR", tcp::CWR),
+    ] {
+        expected.insert(format!("TCP_{name}"), bit.into());
+    }
     use abi::value_tag;
     for (name, tag) in
         [("INT", value_tag::INT), ("FLOAT", value_tag::FLOAT), ("TEXT", value_tag::TEXT), ("BYTES", value_tag::BYTES)]

@@ -60,6 +60,7 @@ fn packet(flow: &str) -> Packet<'_> {
         dst: ([10, 0, 0, 2], 53),
         direction: Direction::Forward,
         moved: false,
+        tcp_flags: 0,
         flow,
         payload: b"query",
     }

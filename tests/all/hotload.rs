@@ -17,7 +17,7 @@ fn wat_file(name: &str, body: &str) -> PathBuf {
         r#"(module
             (import "estate" "result" (func $result (param i32 i32)))
             (memory (export "memory") 1)
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const 3)
             (func (export "estate_reducer_flags") (result i32) i32.const 1)
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_reduce") (param i32 i32 i32) (result i32) {body}))"#

@@ -14,7 +14,7 @@ fn wat_nf(name: &str, body: &str) -> PathBuf {
     let text = format!(
         r#"(module
             (memory (export "memory") 1)
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const 3)
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) {body}))"#

@@ -18,6 +18,9 @@
 //!   prefix (`10.1.0.0/8`) is refused rather than silently widened.
 //! - `idle_timeout_ms = <n>` (at most once, `n >= 1`; default: none): a conntrack entry
 //!   whose flow passed no packet for longer than `n` ms is closed (see below).
+//! - `new_tcp = any|syn` (at most once; default `any`): which TCP packets from inside
+//!   open a conntrack entry. `any`: every one. `syn`: only a connection's opening
+//!   segment, SYN set and ACK clear (see below).
 //!
 //! Anything else (an unknown setting, a line without `=`, a bad network, no `inside` at
 //! all) is a configuration error whose message names the offending line.
@@ -29,13 +32,19 @@
 //! first packet):
 //!
 //! - source inside: the flow's conntrack entry is opened, or refreshed if it exists, and
-//!   the packet is forwarded;
+//!   the packet is forwarded; except, with `new_tcp = syn`, a TCP packet of a flow
+//!   without an entry that is not an opening SYN (SYN set, ACK clear): it opens nothing,
+//!   and is dropped and counted in `fw:invalid` (a mid-connection segment of a flow this
+//!   firewall never saw open, or whose entry expired). UDP and other protocols are not
+//!   affected by `new_tcp`;
 //! - source outside: the packet is forwarded if the flow's conntrack entry exists, and
 //!   dropped otherwise.
 //!
-//! There is no close handling: the packet records the host hands an NF carry no TCP
-//! flags (no SYN, FIN or RST to track). Without an idle timeout an entry lives until its
-//! key is deleted (e.g. `estate del`). With `idle_timeout_ms`, every forwarded packet
+//! There is no close handling: the packet records carry the TCP flags
+//! ([`Packet::tcp_flags`]), but this version uses them only to tell an opening SYN
+//! (`new_tcp = syn`); a FIN or RST does not close an entry. Without an idle timeout an
+//! entry lives until its key is deleted (e.g. `estate del`). With `idle_timeout_ms`,
+//! every forwarded packet
 //! records the time (`flow:<flow>:seen`, the host's wall clock), and an entry idle for
 //! longer than the timeout is closed: by the flow's next packet (which then meets the
 //! rule above as if the flow were new), or by a sweep that, on every packet, looks at a
@@ -55,6 +64,7 @@
 //! | `fw:opened`      | conntrack entries this node created                             |
 //! | `fw:passed`      | packets forwarded                                               |
 //! | `fw:dropped`     | packets dropped                                                 |
+//! | `fw:invalid`     | with `new_tcp = syn`: of those, TCP packets from inside that were no opening SYN of a flow without an entry |
 //!
 //! A refused add to one of the `fw:` counters only loses that count; an entry that cannot
 //! be read counts as no entry.
@@ -76,6 +86,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use estate_guest::nf::tcp;
 use estate_guest::{Packet, State, Value, Verdict};
 
 /// How many tracked flows the sweep looks at per packet.
@@ -138,11 +149,25 @@ fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
     parts.next().is_none().then_some(out)
 }
 
+/// Which TCP packets from inside open a conntrack entry (the `new_tcp` setting).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NewTcp {
+    /// Every TCP packet from inside (`any`, the default).
+    #[default]
+    Any,
+    /// Only a connection's opening segment: SYN set, ACK clear (`syn`).
+    Syn,
+}
+
+/// The IP protocol number of TCP.
+const TCP: u8 = 6;
+
 /// The firewall: its inside networks and, with an idle timeout, the flows it tracks.
 #[derive(Clone, Debug)]
 pub struct Firewall {
     inside: Vec<Cidr>,
     idle_timeout_ms: Option<i64>,
+    new_tcp: NewTcp,
     /// With a timeout: each tracked flow's last forwarded packet here (ms), and the
     /// flows in the order the sweep visits them.
     last_seen: BTreeMap<String, i64>,
@@ -163,8 +188,8 @@ impl Firewall {
     /// Builds the firewall from its configuration (see the crate documentation for the
     /// format); the error names the offending line.
     pub fn from_config(config: &str) -> Result<Firewall, String> {
-        let (mut inside, mut idle_timeout_ms) = (Vec::new(), None);
-        let expected = "expected `inside = <address>/<prefix length>` or `idle_timeout_ms = <n>`";
+        let (mut inside, mut idle_timeout_ms, mut new_tcp) = (Vec::new(), None, None);
+        let expected = "expected `inside = <address>/<prefix length>`, `idle_timeout_ms = <n>` or `new_tcp = any|syn`";
         for setting in estate_guest::config::settings("firewall", config, expected) {
             let setting = setting?;
             let (key, value) = (setting.key, setting.value);
@@ -180,18 +205,40 @@ impl Firewall {
                         _ => return Err(bad("idle_timeout_ms must be an integer >= 1")),
                     }
                 }
-                _ => return Err(bad("unknown setting (expected `inside` or `idle_timeout_ms`)")),
+                "new_tcp" => {
+                    if new_tcp.is_some() {
+                        return Err(bad("new_tcp given twice"));
+                    }
+                    new_tcp = Some(match value {
+                        "any" => NewTcp::Any,
+                        "syn" => NewTcp::Syn,
+                        _ => return Err(bad("new_tcp must be `any` or `syn`")),
+                    });
+                }
+                _ => return Err(bad("unknown setting (expected `inside`, `idle_timeout_ms` or `new_tcp`)")),
             }
         }
         if inside.is_empty() {
             return Err("firewall: no inside network configured (add a line `inside = 10.0.0.0/8`)".into());
         }
-        Ok(Firewall { inside, idle_timeout_ms, last_seen: BTreeMap::new(), sweep: VecDeque::new() })
+        let new_tcp = new_tcp.unwrap_or_default();
+        Ok(Firewall { inside, idle_timeout_ms, new_tcp, last_seen: BTreeMap::new(), sweep: VecDeque::new() })
     }
 
     /// The idle timeout, if one is configured.
     pub fn idle_timeout_ms(&self) -> Option<i64> {
         self.idle_timeout_ms
+    }
+
+    /// Which TCP packets from inside open a conntrack entry.
+    pub fn new_tcp(&self) -> NewTcp {
+        self.new_tcp
+    }
+
+    /// Whether `p` may open a conntrack entry: with `new_tcp = syn`, a TCP packet must be
+    /// an opening SYN (SYN set, ACK clear); any other packet may.
+    pub fn may_open(&self, p: &Packet<'_>) -> bool {
+        self.new_tcp == NewTcp::Any || p.proto != TCP || p.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN
     }
 
     /// The number of flows this instance tracks for the idle timeout.
@@ -222,10 +269,15 @@ impl Firewall {
             }
         }
         let verdict = if self.is_inside(p.src.0) {
-            if state.counter_add(&ct, 1) == Ok(1) {
-                count(state, "fw:opened");
+            if !self.may_open(p) && !exists(state, &ct) {
+                count(state, "fw:invalid");
+                Verdict::Drop
+            } else {
+                if state.counter_add(&ct, 1) == Ok(1) {
+                    count(state, "fw:opened");
+                }
+                Verdict::Forward
             }
-            Verdict::Forward
         } else if exists(state, &ct) {
             Verdict::Forward
         } else {
@@ -330,180 +382,4 @@ pub use guest::FirewallNf;
 estate_guest::nf!(FirewallNf);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use estate_guest::Direction;
-    use estate_guest::testing::MemoryState;
-
-    const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 40000);
-    const SERVER: ([u8; 4], u16) = ([192, 168, 0, 1], 443);
-
-    fn packet(src: ([u8; 4], u16), dst: ([u8; 4], u16), flow: &str) -> Packet<'_> {
-        Packet { proto: 6, src, dst, direction: Direction::Forward, moved: false, flow, payload: b"x" }
-    }
-
-    #[test]
-    fn configuration_parses_and_errors_name_the_line() {
-        let fw =
-            Firewall::from_config("# nets\ninside = 10.0.0.0/8\n\n  inside=192.168.1.7  \ninside = 0.0.0.0/0").unwrap();
-        assert_eq!(fw.inside().len(), 3);
-        for (config, needle) in [
-            ("inside = 10.0.0.0/8\ninside = 10.1.0.0/8", "line 2 \"inside = 10.1.0.0/8\": 10.1.0.0 has bits set"),
-            ("inside = 10.0.0.0/33", "line 1 \"inside = 10.0.0.0/33\": prefix length \"33\""),
-            ("inside = 10.0.0/8", "\"10.0.0\" is not an IPv4 address"),
-            ("inside = 10.0.0.256/32", "\"10.0.0.256\" is not an IPv4 address"),
-            ("inside = +10.0.0.0/8", "is not an IPv4 address"),
-            ("inside = 10.0.0.0/", "prefix length \"\""),
-            ("inside = ", "\"\" is not an IPv4 address"),
-            ("inside = 10.0.0.0/8\noutside = 1.2.3.4", "line 2 \"outside = 1.2.3.4\": unknown setting"),
-            ("inside = 10.0.0.0/8\nidle_timeout_ms = 0", "idle_timeout_ms must be an integer >= 1"),
-            ("inside = 10.0.0.0/8\nidle_timeout_ms = 5\nidle_timeout_ms = 6", "twice"),
-            ("inside 10.0.0.0/8", "line 1 \"inside 10.0.0.0/8\": expected `inside ="),
-            ("# nothing", "no inside network"),
-            ("", "no inside network"),
-        ] {
-            let err = Firewall::from_config(config).unwrap_err();
-            assert!(err.starts_with("firewall: "), "{config:?}: {err}");
-            assert!(err.contains(needle), "{config:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn networks_match_by_prefix() {
-        let fw = Firewall::from_config("inside = 10.0.0.0/8\ninside = 172.16.0.0/12\ninside = 192.0.2.9").unwrap();
-        for (ip, inside) in [
-            ([10, 0, 0, 0], true),
-            ([10, 255, 255, 255], true),
-            ([11, 0, 0, 0], false),
-            ([9, 255, 255, 255], false),
-            ([172, 31, 255, 255], true),
-            ([172, 32, 0, 0], false),
-            ([172, 15, 255, 255], false),
-            ([192, 0, 2, 9], true),
-            ([192, 0, 2, 8], false),
-        ] {
-            assert_eq!(fw.is_inside(ip), inside, "{ip:?}");
-        }
-        let all = Firewall::from_config("inside = 0.0.0.0/0").unwrap();
-        assert!(all.is_inside([255, 255, 255, 255]) && all.is_inside([0, 0, 0, 0]));
-    }
-
-    #[test]
-    fn outside_first_is_dropped_and_return_traffic_of_an_opened_flow_passes() {
-        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
-        let mut env = MemoryState::default();
-        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
-        // The server speaks first: no entry, dropped, and no entry is created.
-        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
-        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
-        assert_eq!(env.int(&ct_key(flow)), None);
-        // The client opens the flow; the server's answers pass from then on.
-        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
-        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
-        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
-        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
-        // Another flow of the same server is not opened by the first one.
-        let other = "6:10.0.0.2:40001-192.168.0.1:443";
-        assert_eq!(fw.on_packet(&packet(SERVER, ([10, 0, 0, 2], 40001), other), &mut env), Verdict::Drop);
-        assert_eq!(env.int(&ct_key(flow)), Some(2), "refreshed by each inside packet");
-        assert_eq!(env.int(&ct_key(other)), None);
-        assert_eq!(env.int("fw:opened"), Some(1));
-        assert_eq!(env.int("fw:passed"), Some(4));
-        assert_eq!(env.int("fw:dropped"), Some(3));
-    }
-
-    #[test]
-    fn an_entry_brought_from_another_node_lets_return_traffic_pass_at_once() {
-        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
-        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
-        // The host adopted the flow's entry before its first packet here.
-        let mut env = MemoryState::default();
-        env.values.insert(ct_key(flow), Value::Int(7));
-        let mut p = packet(SERVER, CLIENT, flow);
-        p.moved = true;
-        p.direction = Direction::Reverse;
-        assert_eq!(fw.on_packet(&p, &mut env), Verdict::Forward);
-        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
-        assert_eq!(env.int(&ct_key(flow)), Some(8));
-        assert_eq!(env.int("fw:opened"), None, "the entry was not created here");
-        // Without the entry (no state sharing), the same packet is dropped.
-        let mut bare = MemoryState::default();
-        assert_eq!(fw.on_packet(&p, &mut bare), Verdict::Drop);
-    }
-
-    #[test]
-    fn inside_to_inside_passes_and_outside_to_outside_never_does() {
-        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
-        let mut env = MemoryState::default();
-        let a = ([10, 0, 0, 1], 1000);
-        let b = ([10, 0, 0, 2], 2000);
-        assert_eq!(fw.on_packet(&packet(b, a, "f1"), &mut env), Verdict::Forward);
-        assert_eq!(fw.on_packet(&packet(a, b, "f1"), &mut env), Verdict::Forward);
-        let x = ([8, 8, 8, 8], 53);
-        let y = ([1, 1, 1, 1], 53);
-        assert_eq!(fw.on_packet(&packet(x, y, "f2"), &mut env), Verdict::Drop);
-        assert_eq!(fw.on_packet(&packet(y, x, "f2"), &mut env), Verdict::Drop);
-        assert_eq!(env.int(&ct_key("f1")), Some(2));
-        assert_eq!(env.int(&ct_key("f2")), None);
-    }
-
-    #[test]
-    fn without_a_timeout_entries_never_expire() {
-        let mut fw = Firewall::from_config("inside = 10.0.0.0/8").unwrap();
-        assert_eq!(fw.idle_timeout_ms(), None);
-        let mut env = MemoryState::default();
-        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
-        fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env);
-        env.now = i64::MAX / 2;
-        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
-        assert_eq!(env.int(&seen_key(flow)), None, "no clock kept without a timeout");
-    }
-
-    #[test]
-    fn an_idle_entry_closes_and_return_traffic_keeps_it_open() {
-        let mut fw = Firewall::from_config("inside = 10.0.0.0/8\nidle_timeout_ms = 1000").unwrap();
-        let mut env = MemoryState::default();
-        let flow = "6:10.0.0.1:40000-192.168.0.1:443";
-        fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env);
-        // Return traffic within the timeout passes, and refreshes the entry.
-        for t in [900, 1800, 2700] {
-            env.now = t;
-            assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward, "at {t}");
-        }
-        assert_eq!(env.int(&seen_key(flow)), Some(2700));
-        // Idle for longer than the timeout: the entry is closed, and the flow is new.
-        env.now = 3701;
-        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Drop);
-        assert_eq!((env.int(&ct_key(flow)), env.int(&seen_key(flow))), (None, None));
-        assert_eq!(env.int("fw:expired"), Some(1));
-        // The inside end opens it again.
-        assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, flow), &mut env), Verdict::Forward);
-        assert_eq!(fw.on_packet(&packet(SERVER, CLIENT, flow), &mut env), Verdict::Forward);
-        assert_eq!(env.int("fw:opened"), Some(2));
-    }
-
-    #[test]
-    fn the_sweep_deletes_entries_of_flows_that_never_send_again() {
-        let mut fw = Firewall::from_config("inside = 10.0.0.0/8\nidle_timeout_ms = 1000").unwrap();
-        let mut env = MemoryState::default();
-        let flows: Vec<String> = (0..100).map(|i| format!("6:10.0.1.{i}:1-192.168.0.1:443")).collect();
-        for (i, flow) in flows.iter().enumerate() {
-            let client = ([10, 0, 1, i as u8], 1);
-            fw.on_packet(&packet(client, SERVER, flow), &mut env);
-        }
-        // One flow moved away meanwhile: its keys left this node.
-        env.values.remove(&ct_key(&flows[7]));
-        env.values.remove(&seen_key(&flows[7]));
-        assert_eq!(fw.tracked(), 100);
-        // Later, one other flow stays busy; every packet of it sweeps a few others.
-        env.now = 5000;
-        let busy = "6:10.0.0.1:40000-192.168.0.1:443";
-        for _ in 0..40 {
-            assert_eq!(fw.on_packet(&packet(CLIENT, SERVER, busy), &mut env), Verdict::Forward);
-        }
-        assert_eq!(fw.tracked(), 1, "only the busy flow is left");
-        assert!(flows.iter().all(|f| env.int(&ct_key(f)).is_none() && env.int(&seen_key(f)).is_none()));
-        assert_eq!(env.int("fw:expired"), Some(99), "the moved flow was not this node's to close");
-        assert_eq!(env.int(&ct_key(busy)), Some(40));
-    }
-}
+mod tests;

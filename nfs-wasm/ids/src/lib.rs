@@ -381,6 +381,7 @@ mod tests {
             dst: ([10, 0, 0, 2], 443),
             direction: Direction::Forward,
             moved: false,
+            tcp_flags: 0,
             flow,
             payload,
         }

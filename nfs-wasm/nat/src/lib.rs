@@ -1,18 +1,22 @@
-//! `nat`: the port allocation of a NAT. Each new flow gets an external port from a
-//! range shared by every NAT instance of the cluster, and no two flows anywhere get the
-//! same port — without a central controller: instances claim blocks of the range through
-//! their own state and a cluster-wide read.
+//! `nat`: a NAT (source address and port translation). Each new flow gets an external
+//! port from a range shared by every NAT instance of the cluster, and no two flows
+//! anywhere get the same port — without a central controller: instances claim blocks of
+//! the range through their own state and a cluster-wide read.
 //!
-//! The guest ABI has no packet rewriting: an NF sees a packet's metadata and decides to
-//! forward or drop it. So this NF does not translate packets. It decides and records each
-//! flow's mapping (`flow:<flow>:nat = <port>`, and an event `nat map flow=<flow>
-//! port=<port>` when the mapping is made), forwards the packets of mapped flows, and
-//! drops the packets it cannot map. A data plane that rewrites would read the mapping.
+//! Each flow's mapping is decided and recorded (`flow:<flow>:nat = <port>`, and an event
+//! `nat map flow=<flow> port=<port>` when the mapping is made); the packets of mapped
+//! flows are forwarded, those the NAT cannot map dropped. With an external address
+//! configured (`external = A.B.C.D`), the NAT also translates: it asks the host to
+//! rewrite each packet it forwards (the guest ABI's `packet_rewrite` host call, see
+//! "Translation" below). Without one it only allocates and records, as a control plane
+//! for a data plane that rewrites by the mapping.
 //!
 //! The logic ([`Nat`]) is plain `no_std` Rust that reaches its host only through the
 //! SDK's [`State`] trait, so the same code runs as a Wasm guest (`wasm32`, on
 //! `estate_guest::HostState`) and natively (the unit tests run several instances over
 //! one simulated cluster, each with a [`State`] of its own over its member's store).
+//! [`Nat::decide`] answers a [`Decision`]: the verdict, and the rewrite to ask for; the
+//! Wasm form hands that rewrite to the host with `estate_guest::nf::rewrite`.
 //!
 //! # Configuration
 //!
@@ -24,6 +28,8 @@
 //!   given the same range and block size.
 //! - `block = N` (default [`DEFAULT_BLOCK`], `1 <= N <= 65535`): ports per block. The
 //!   range is cut into blocks of `N` ports from `LO` on; the last block may be shorter.
+//! - `external = A.B.C.D` (optional): the NAT's external IPv4 address. With it, packets
+//!   are translated (below); without it, they are not.
 //!
 //! Anything else is a configuration error whose message names the offending line (or the
 //! missing setting).
@@ -85,19 +91,77 @@
 //! version those ports may then be handed out a second time.
 //!
 //! Ports are not reused in this version: a port stays allocated after its flow ends (the
-//! packet records carry no TCP flags, so the end of a flow is not seen), and a used-up
-//! block stays claimed for as long as its node runs.
+//! NAT does not track the end of a flow, though the packet records carry the TCP flags
+//! that would show it), and a used-up block stays claimed for as long as its node runs.
 //!
 //! Without state sharing (`--flow-state off`) the global read is refused, no block can be
 //! claimed, and every packet of an unmapped flow is dropped.
 //!
+//! # Translation
+//!
+//! With `external` set, every packet is either inbound or outbound:
+//!
+//! - Inbound: its destination address is `external`. The NAT looks up the reverse
+//!   mapping of its destination port, `nat:port:<port>` (text `a.b.c.d:p`, the inside
+//!   endpoint the port was allocated for, stored by the instance that made the mapping).
+//!   Found in this node's store: the packet's destination is rewritten to that inside
+//!   endpoint (its source unchanged) and it is forwarded. Absent here, and the port is in
+//!   the configured range: the port may have been allocated by another instance (see
+//!   "Moving flows" below), so the NAT asks the cluster — a global read of the exact
+//!   key `nat:port:<port>` with the reducer `latest` and best-effort consistency (the
+//!   members that answer), waiting at most [`INBOUND_TIMEOUT_MS`]. An endpoint found
+//!   there is copied into this node's store under the same key (a cache: the later
+//!   packets of the connection need no cluster read; ports are unique in the cluster,
+//!   so the copies never disagree with the original), counted in `nat:inbound_remote`,
+//!   and the packet is rewritten and forwarded as above. (If the store refuses the copy,
+//!   the packet is still forwarded; the next one asks again.) Nothing found, a value that
+//!   is no endpoint, a failed read, or a port outside the range: the packet is dropped
+//!   and counted in `nat:unsolicited`. Whoever the sender is, a mapped port reaches its
+//!   inside endpoint (endpoint-independent filtering); an inbound packet never allocates.
+//!
+//!   Misses are remembered: a port whose cluster read found nothing (or failed) is not
+//!   asked about again for [`MISS_TTL_MS`]; its packets are dropped and counted at once,
+//!   so a flood of unsolicited traffic to unmapped ports costs at most one cluster read
+//!   per port and window. The memory is the instance's own (not the store), holds at
+//!   most [`MAX_MISSES`] ports (a new miss beyond that forgets the oldest), and is
+//!   forgotten if the clock goes back. A reply to a port that another instance maps
+//!   within that window after a miss here is dropped too (the sender's retransmission
+//!   after the window gets through). A reverse key in the local store that holds no
+//!   endpoint (written behind the NF's back) is not looked up in the cluster: the packet
+//!   is dropped.
+//! - Outbound: any other packet. Its flow's port is looked up or allocated as above;
+//!   then its source is rewritten to (`external`, port) (its destination unchanged) and
+//!   it is forwarded. A packet that gets no port is dropped as above.
+//!
+//! The host applies the rewrite to the frame it forwards (inline input; see
+//! `docs/abi.md`, `packet_rewrite`). If the host refuses it (it cannot while a packet is
+//! handled), the packet is dropped and counted in `nat:rewrite_errors`: untranslated
+//! traffic would leak inside addresses.
+//!
+//! Moving flows: the reverse key `nat:port:<port>` lives outside the flow's keys, and an
+//! inbound packet's flow key (server ↔ `external`:port) differs from its outbound flow's
+//! (inside endpoint ↔ server). So a switch that spreads flows over several instances by
+//! flow key often sends the replies of a connection to an instance other than the one
+//! that allocated its port, and when the fabric moves a NAT flow to another instance, the
+//! outbound mapping follows it (`flow:<flow>:nat`) but the reverse key need not. Either
+//! way the instance that gets a reply finds the reverse key in the cluster (above) and
+//! translates it: replies reaching any instance are translated, as long as the instance
+//! that holds the reverse key answers the read. Two instances never hand out the same
+//! port, thanks to the block claims, so the reverse keys of the cluster, and the copies
+//! cached from them, never disagree (but see the crash caveat above).
+//!
+//! Without state sharing (`--flow-state off`) the cluster read is refused: an inbound
+//! packet is translated only by the instance that allocated its port, and dropped (and
+//! counted) elsewhere.
+//!
 //! # State keys
 //!
-//! Integers in the node's local store:
+//! In the node's local store:
 //!
 //! | key               | meaning                                                        |
 //! |-------------------|----------------------------------------------------------------|
 //! | `flow:<flow>:nat` | the flow's external port                                       |
+//! | `nat:port:<port>` | with `external`: the inside endpoint of the port, text `a.b.c.d:p` (allocated here, or cached from the cluster) |
 //! | `nat:block:<b>`   | this node's claim of block `b`: the number of its ports handed out |
 //! | `nat:active`      | the block this node allocates from (a restarted instance resumes from it) |
 //! | `nat:allocated`   | ports handed out                                               |
@@ -105,8 +169,11 @@
 //! | `nat:conflicts`   | claims withdrawn because another instance claimed the block    |
 //! | `nat:claim_errors`| claims withdrawn because the cluster read failed               |
 //! | `nat:exhausted`   | packets dropped because no port could be allocated             |
+//! | `nat:inbound_remote` | inbound packets translated by a reverse mapping read from the cluster |
+//! | `nat:unsolicited` | inbound packets dropped: no reverse mapping for their port     |
+//! | `nat:rewrite_errors` | packets dropped because the host refused their rewrite      |
 //!
-//! A refused add to one of the counters only loses that count; a block whose claim key
+//! All integers except `nat:port:<port>`. A refused add to one of the counters only loses that count; a block whose claim key
 //! the node refuses to count on (it holds no integer: written behind the NF's back) hands
 //! out no more ports.
 #![no_std]
@@ -117,9 +184,11 @@ extern crate alloc;
 #[cfg(not(target_arch = "wasm32"))]
 extern crate std;
 
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 
+use estate_guest::nf::Rewrite;
 use estate_guest::{Packet, State, Value, Verdict, pattern};
 
 /// Ports per block when the configuration sets none.
@@ -135,12 +204,73 @@ pub const MAX_CLAIM_READS: u32 = 8;
 /// next attempt.
 pub const CLAIM_RETRY_MS: i64 = 100;
 
+/// How long the Wasm form waits for the cluster to find the reverse mapping of an
+/// inbound packet's port that is not in this node's store (a best-effort read: the
+/// members that answered within it count). The same as [`CLAIM_TIMEOUT_MS`].
+pub const INBOUND_TIMEOUT_MS: u32 = CLAIM_TIMEOUT_MS;
+
+/// After a cluster read found no reverse mapping for a port (or failed), how long the
+/// inbound packets to that port are dropped without a new read.
+pub const MISS_TTL_MS: i64 = CLAIM_RETRY_MS;
+
+/// Ports whose misses an instance remembers at most; a new miss beyond that forgets the
+/// oldest.
+pub const MAX_MISSES: usize = 1024;
+
 /// The key of this node's block cursor.
 pub const ACTIVE_KEY: &str = "nat:active";
 
 /// The mapping key of a flow.
 pub fn nat_key(flow: &str) -> String {
     format!("flow:{flow}:nat")
+}
+
+/// The reverse-mapping key of external port `port`.
+pub fn port_key(port: u16) -> String {
+    format!("nat:port:{port}")
+}
+
+/// An endpoint as the reverse mapping stores it: `a.b.c.d:p`.
+pub fn endpoint_text((ip, port): ([u8; 4], u16)) -> String {
+    format!("{}.{}.{}.{}:{port}", ip[0], ip[1], ip[2], ip[3])
+}
+
+/// Parses a dotted-quad IPv4 address (digits only, each part `0..=255`).
+pub fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = text.split('.');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *byte = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Parses an endpoint `a.b.c.d:p` (the reverse mapping's value).
+pub fn parse_endpoint(text: &str) -> Option<([u8; 4], u16)> {
+    let (ip, port) = text.rsplit_once(':')?;
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((parse_ipv4(ip)?, port.parse().ok()?))
+}
+
+/// What the NAT decided for a packet: its verdict, and the rewrite to ask of the host
+/// (only for a forwarded packet, and only with an `external` address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Forward or drop.
+    pub verdict: Verdict,
+    /// The packet's new source and destination.
+    pub rewrite: Option<Rewrite>,
+}
+
+impl Decision {
+    /// Drop the packet.
+    const DROP: Decision = Decision { verdict: Verdict::Drop, rewrite: None };
 }
 
 /// The claim key of block `b`.
@@ -174,11 +304,63 @@ struct Active {
     used: u32,
 }
 
+/// The ports whose cluster read for a reverse mapping found nothing lately (see
+/// "Translation" in the crate documentation): at most [`MAX_MISSES`], each for
+/// [`MISS_TTL_MS`].
+#[derive(Clone, Debug, Default)]
+struct Misses {
+    /// Port → time of its miss.
+    at: BTreeMap<u16, i64>,
+    /// The same entries, oldest first (misses are recorded in time order).
+    order: VecDeque<(u16, i64)>,
+}
+
+impl Misses {
+    /// Whether `port` missed less than [`MISS_TTL_MS`] before `now`; forgets the misses
+    /// that expired (all of them if the clock went back).
+    fn recent(&mut self, port: u16, now: i64) -> bool {
+        if self.order.back().is_some_and(|&(_, at)| at > now) {
+            self.at.clear();
+            self.order.clear();
+        }
+        while let Some(&(old, at)) = self.order.front() {
+            if now.saturating_sub(at) < MISS_TTL_MS {
+                break;
+            }
+            self.order.pop_front();
+            self.at.remove(&old);
+        }
+        self.at.contains_key(&port)
+    }
+
+    /// Records a miss of `port` (not [`Misses::recent`]) at `now`, forgetting the oldest
+    /// beyond [`MAX_MISSES`].
+    fn record(&mut self, port: u16, now: i64) {
+        if self.at.insert(port, now).is_some() {
+            // Only after a `recent` that said no, so never; keep the two in step anyway.
+            self.order.retain(|&(p, _)| p != port);
+        }
+        self.order.push_back((port, now));
+        while self.order.len() > MAX_MISSES {
+            if let Some((old, _)) = self.order.pop_front() {
+                self.at.remove(&old);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
 /// The NAT: its port range, its blocks, and where it is in its active block.
 #[derive(Clone, Debug)]
 pub struct Nat {
     lo: u16,
     hi: u16,
+    /// The external address, if the NAT translates.
+    external: Option<[u8; 4]>,
     block: u32,
     blocks: u32,
     active: Option<Active>,
@@ -186,14 +368,17 @@ pub struct Nat {
     resumed: bool,
     /// No attempt to claim a block before this time.
     retry_at: Option<i64>,
+    /// Inbound ports lately not found in the cluster.
+    misses: Misses,
 }
 
 impl Nat {
     /// Builds the NAT from its configuration (see the crate documentation for the
     /// format); the error names the offending line or the missing setting.
     pub fn from_config(config: &str) -> Result<Nat, String> {
-        let (mut ports, mut block) = (None, None);
-        for setting in estate_guest::config::settings("nat", config, "expected `ports = LO-HI` or `block = N`") {
+        let (mut ports, mut block, mut external) = (None, None, None);
+        let expected = "expected `ports = LO-HI`, `block = N` or `external = A.B.C.D`";
+        for setting in estate_guest::config::settings("nat", config, expected) {
             let setting = setting?;
             let (key, value) = (setting.key, setting.value);
             let bad = |reason: &str| setting.error(reason);
@@ -224,18 +409,40 @@ impl Nat {
                         _ => return Err(bad("block must be an integer from 1 to 65535")),
                     }
                 }
-                _ => return Err(bad("unknown setting (expected `ports` or `block`)")),
+                "external" => {
+                    if external.is_some() {
+                        return Err(bad("external given twice"));
+                    }
+                    external = Some(parse_ipv4(value).ok_or_else(|| bad("external must be an IPv4 address A.B.C.D"))?);
+                }
+                _ => return Err(bad("unknown setting (expected `ports`, `block` or `external`)")),
             }
         }
         let (lo, hi) = ports.ok_or("nat: no port range configured (add a line `ports = LO-HI`)")?;
         let block = block.unwrap_or(DEFAULT_BLOCK);
         let size = u32::from(hi) - u32::from(lo) + 1;
-        Ok(Nat { lo, hi, block, blocks: size.div_ceil(block), active: None, resumed: false, retry_at: None })
+        let blocks = size.div_ceil(block);
+        Ok(Nat {
+            lo,
+            hi,
+            external,
+            block,
+            blocks,
+            active: None,
+            resumed: false,
+            retry_at: None,
+            misses: Misses::default(),
+        })
     }
 
     /// The port range, inclusive.
     pub fn ports(&self) -> (u16, u16) {
         (self.lo, self.hi)
+    }
+
+    /// The external address, if the NAT translates.
+    pub fn external(&self) -> Option<[u8; 4]> {
+        self.external
     }
 
     /// Ports per block.
@@ -259,25 +466,96 @@ impl Nat {
         (self.lo..=self.hi).contains(&port).then(|| (u32::from(port) - u32::from(self.lo)) / self.block)
     }
 
-    /// Handles one packet: forwards it if its flow has a port (allocating one for a new
-    /// flow), drops it if no port could be allocated.
+    /// Handles one packet: [`Nat::decide`]'s verdict (the rewrite left aside).
     pub fn on_packet(&mut self, p: &Packet<'_>, state: &mut impl State) -> Verdict {
+        self.decide(p, state).verdict
+    }
+
+    /// Decides one packet (see the crate documentation): without `external`, forwards
+    /// it if its flow has a port (allocating one for a new flow) and drops it if no port
+    /// could be allocated; with `external`, the same for an outbound packet, rewriting
+    /// its source, and for an inbound one the lookup of its port's inside endpoint.
+    pub fn decide(&mut self, p: &Packet<'_>, state: &mut impl State) -> Decision {
+        let Some(external) = self.external else {
+            let verdict = if self.port_of(p, state).is_some() { Verdict::Forward } else { Verdict::Drop };
+            return Decision { verdict, rewrite: None };
+        };
+        if p.dst.0 == external {
+            let Some(inside) = self.inside_of(p.dst.1, state) else {
+                count(state, "nat:unsolicited");
+                return Decision::DROP;
+            };
+            return Decision { verdict: Verdict::Forward, rewrite: Some(Rewrite { src: p.src, dst: inside }) };
+        }
+        // Only a store changed behind the NF's back holds a mapping that is no port.
+        match self.port_of(p, state).and_then(|port| u16::try_from(port).ok()) {
+            Some(port) => {
+                Decision { verdict: Verdict::Forward, rewrite: Some(Rewrite { src: (external, port), dst: p.dst }) }
+            }
+            None => Decision::DROP,
+        }
+    }
+
+    /// The inside endpoint of external port `port`: its reverse mapping in this node's
+    /// store, or else (for a port of the range not lately missed) in the cluster, then
+    /// cached here (counted in `nat:inbound_remote`). `None` (not counted) if there is
+    /// none.
+    fn inside_of(&mut self, port: u16, state: &mut impl State) -> Option<([u8; 4], u16)> {
+        let key = port_key(port);
+        match state.get(&key) {
+            Ok(Some(Value::Text(text))) => return parse_endpoint(&text),
+            Ok(None) => {}
+            // Something else under the key (or an unreadable store): not looked up.
+            _ => return None,
+        }
+        self.block_of(port)?;
+        let now = state.now_ms();
+        if self.misses.recent(port, now) {
+            return None;
+        }
+        let found = match state.global(&pattern::exact(&key), "latest", INBOUND_TIMEOUT_MS) {
+            Ok(Some(item)) => match item.value {
+                Value::Text(text) => parse_endpoint(&text),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(inside) = found else {
+            self.misses.record(port, now);
+            return None;
+        };
+        // A refused copy only costs the next packet another read.
+        let _ = state.set(&key, Value::Text(endpoint_text(inside)));
+        count(state, "nat:inbound_remote");
+        Some(inside)
+    }
+
+    /// The external port of `p`'s flow: its mapping, or a new one (with `external`, and
+    /// its reverse mapping to `p`'s source); `None` (counted) if none could be made.
+    fn port_of(&mut self, p: &Packet<'_>, state: &mut impl State) -> Option<i64> {
         let key = nat_key(p.flow);
-        if let Ok(Some(Value::Int(_))) = state.get(&key) {
-            return Verdict::Forward;
+        if let Ok(Some(Value::Int(port))) = state.get(&key) {
+            return Some(port);
         }
         let Some(port) = self.allocate(p.flow, state) else {
             count(state, "nat:exhausted");
-            return Verdict::Drop;
+            return None;
         };
-        if state.set(&key, Value::Int(i64::from(port))).is_err() {
+        let reverse = self.external.map(|_| port_key(port));
+        let stored =
+            reverse.as_ref().is_none_or(|reverse| state.set(reverse, Value::Text(endpoint_text(p.src))).is_ok())
+                && state.set(&key, Value::Int(i64::from(port))).is_ok();
+        if !stored {
             // The store refused the mapping (full): the port is spent, the flow unmapped.
+            if let Some(reverse) = reverse {
+                let _ = state.del(&reverse);
+            }
             count(state, "nat:exhausted");
-            return Verdict::Drop;
+            return None;
         }
         count(state, "nat:allocated");
         state.emit(&format!("nat map flow={} port={port}", p.flow));
-        Verdict::Forward
+        Some(i64::from(port))
     }
 
     /// A fresh port for `flow`, claiming a block if needed.
@@ -406,7 +684,7 @@ mod guest {
     use alloc::string::String;
     use estate_guest::{HostState, Nf, Packet, Verdict};
 
-    use crate::Nat;
+    use crate::{Nat, count};
 
     /// [`Nat`] as an [`Nf`].
     #[derive(Debug)]
@@ -418,7 +696,14 @@ mod guest {
         }
 
         fn on_packet(&mut self, packet: &Packet<'_>) -> Verdict {
-            self.0.on_packet(packet, &mut HostState)
+            let decision = self.0.decide(packet, &mut HostState);
+            match decision.rewrite {
+                Some(rewrite) if estate_guest::nf::rewrite(&rewrite).is_err() => {
+                    count(&mut HostState, "nat:rewrite_errors");
+                    Verdict::Drop
+                }
+                _ => decision.verdict,
+            }
         }
     }
 }

@@ -49,8 +49,12 @@ struct Env {
     cluster: Cluster,
     me: usize,
     now: i64,
-    /// Cluster reads made.
+    /// Cluster reads made to count a block's claims.
     reads: u32,
+    /// Cluster reads made to find a reverse mapping (best effort, `latest`).
+    lookups: u32,
+    /// Make the reverse-mapping reads fail (`--flow-state off` refuses them).
+    refuse_lookups: bool,
     /// Make cluster reads fail (a member does not answer).
     fail_reads: bool,
     events: Vec<String>,
@@ -58,7 +62,16 @@ struct Env {
 
 impl Env {
     fn new(cluster: &Cluster, me: usize) -> Env {
-        Env { cluster: cluster.clone(), me, now: 1_000_000, reads: 0, fail_reads: false, events: Vec::new() }
+        Env {
+            cluster: cluster.clone(),
+            me,
+            now: 1_000_000,
+            reads: 0,
+            lookups: 0,
+            refuse_lookups: false,
+            fail_reads: false,
+            events: Vec::new(),
+        }
     }
 
     fn value(&self, key: &str) -> Option<Value> {
@@ -99,8 +112,18 @@ impl State for Env {
         Ok(counter_add(&mut self.cluster.borrow_mut()[self.me], key, delta))
     }
 
-    fn global(&mut self, _: &str, _: &str, _: u32) -> Result<Option<Item>, Error> {
-        panic!("the NAT reads with consistency `all` only")
+    fn global(&mut self, pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, Error> {
+        // Only the reverse mapping of an inbound packet's port is read at best effort.
+        assert_eq!((reducer, timeout_ms), ("latest", INBOUND_TIMEOUT_MS));
+        let key = estate_guest::pattern::literal(pattern).expect("an exact-key pattern");
+        assert!(key.starts_with("nat:port:"), "{key}");
+        self.lookups += 1;
+        if self.refuse_lookups {
+            return Err(Error::Refused("flow state sharing is off".into()));
+        }
+        // Ports are unique in the cluster: at most one member holds an original, and any
+        // copies agree with it, so the first found is the latest.
+        Ok(self.cluster.borrow().iter().find_map(|s| s.get(&key).cloned()).map(Item::of))
     }
 
     fn global_all(&mut self, pattern: &str, reducer: &str, timeout_ms: u32) -> Result<Option<Item>, Error> {
@@ -131,6 +154,7 @@ fn packet(flow: &str) -> Packet<'_> {
         dst: ([192, 168, 0, 1], 443),
         direction: Direction::Forward,
         moved: false,
+        tcp_flags: 0,
         flow,
         payload: b"x",
     }
@@ -534,3 +558,5 @@ fn interleaved_claims_never_share_a_block_or_a_port() {
     assert!(runs_with_conflicts >= 50, "only {runs_with_conflicts} runs had conflicts ({conflicts} in all)");
     assert!(mapped >= 150 * 55, "{mapped} flows mapped");
 }
+
+mod translation;

@@ -348,6 +348,7 @@ mod tests {
             dst: (SERVER, 443),
             direction: Direction::Forward,
             moved: false,
+            tcp_flags: 0,
             flow: "6:10.0.0.1:40000-192.168.0.1:443",
             payload: b"x",
         }

@@ -172,7 +172,29 @@ pub const NF: &[Exported] = &[
     counter(
         "nf_bad_frames",
         "estate_nf_bad_frames_total",
-        "Frames of a steered input that were not IPv4 TCP/UDP, or malformed (skipped).",
+        "Frames of a steered input that were not IPv4 TCP/UDP, or malformed frames of a live input (skipped).",
+    ),
+    counter(
+        "nf_unparsed",
+        "estate_nf_unparsed_frames_total",
+        "Well-formed frames of a live input without a flow the NF can see (ARP, non-IPv4, not TCP/UDP, fragments).",
+    ),
+    counter(
+        "nf_unparsed_passed",
+        "estate_nf_unparsed_frames_passed_total",
+        "Of those, frames an inline input passed to its other side unchanged.",
+    ),
+    counter("nf_transmitted", "estate_nf_frames_transmitted_total", "Frames an inline input sent out."),
+    counter(
+        "nf_transmit_errors",
+        "estate_nf_transmit_errors_total",
+        "Frames an inline input failed to send or to rewrite (dropped).",
+    ),
+    counter("nf_rewritten", "estate_nf_packets_rewritten_total", "Packets the NF rewrote and forwarded."),
+    counter(
+        "nf_capture_drops",
+        "estate_nf_capture_drops_total",
+        "Frames the kernel dropped before a live input captured them (the NF did not keep up).",
     ),
     counter("nf_global_reads", "estate_nf_global_reads_total", "Global reads the NF made (answered or not)."),
     Exported {

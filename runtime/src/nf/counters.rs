@@ -34,8 +34,24 @@ pub struct NfCounters {
     pub keys_adopted: AtomicU64,
     /// Moved flows whose state could not be fetched (they started from nothing).
     pub adopt_failures: AtomicU64,
-    /// Frames of a steered input that were not IPv4 TCP/UDP, or malformed (skipped).
+    /// Frames of a steered input that were not IPv4 TCP/UDP, or malformed frames of a
+    /// live input (skipped; never passed on).
     pub bad_frames: AtomicU64,
+    /// Well-formed frames of a live input that carry no flow the NF can see (ARP, other
+    /// EtherTypes, IPv4 other than TCP/UDP, fragments): not handed to the NF.
+    pub unparsed: AtomicU64,
+    /// Of those, the frames an inline input passed to its other side unchanged (ARP
+    /// always; the rest under `--unparsed pass`).
+    pub unparsed_passed: AtomicU64,
+    /// Frames an inline input sent out (forwarded by the NF, or passed unparsed).
+    pub transmitted: AtomicU64,
+    /// Frames an inline input failed to send, or could not rewrite (dropped).
+    pub transmit_errors: AtomicU64,
+    /// Packets the NF asked to rewrite (`packet_rewrite`) and forwarded.
+    pub rewritten: AtomicU64,
+    /// Frames the kernel dropped before a live input could capture them (its ring was
+    /// full: the NF did not keep up), as libpcap reports them.
+    pub capture_drops: AtomicU64,
     /// Global reads the NF made (answered or not).
     pub global_reads: AtomicU64,
     /// Their total time, in microseconds (the NF waited that long).
@@ -89,6 +105,12 @@ impl NfCounters {
             ("nf_keys_adopted".to_string(), get(&self.keys_adopted)),
             ("nf_adopt_failures".to_string(), get(&self.adopt_failures)),
             ("nf_bad_frames".to_string(), get(&self.bad_frames)),
+            ("nf_unparsed".to_string(), get(&self.unparsed)),
+            ("nf_unparsed_passed".to_string(), get(&self.unparsed_passed)),
+            ("nf_transmitted".to_string(), get(&self.transmitted)),
+            ("nf_transmit_errors".to_string(), get(&self.transmit_errors)),
+            ("nf_rewritten".to_string(), get(&self.rewritten)),
+            ("nf_capture_drops".to_string(), get(&self.capture_drops)),
             ("nf_global_reads".to_string(), get(&self.global_reads)),
             ("nf_global_read_us".to_string(), get(&self.global_read_us)),
             ("nf_backend_errors".to_string(), get(&self.backend_errors)),

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
+use estate_guest::nf::Rewrite;
 use estate_guest::{Brought, Verdict};
 use tracing::{info, warn};
 
 use crate::nf::counters::NfCounters;
 use crate::nf::env::NfEnv;
-use crate::nf::input::Input;
 use crate::nf::input::synth::OwnedPacket;
+use crate::nf::input::{Input, Sink};
 use crate::nf::parking::{Arrived, MAX_HELD, Parking};
 use crate::nf::{FailPolicy, FlowState, NfSettings};
 use crate::wasm::{GuestError, NfInstance, NfModule, WasmHost};
@@ -53,9 +54,10 @@ impl NfRun {
         settings: NfSettings,
         counters: Arc<NfCounters>,
     ) -> Result<NfRun, GuestError> {
-        let Input { packets, stop } = input.into();
+        let Input { packets, stop, sink } = input.into();
         let instance = host.start_nf(&module, state.clone(), &config)?;
-        let mut nf = Running { host, module, config, instance, state, counters, settings, adopted: HashMap::new() };
+        let mut nf =
+            Running { host, module, config, instance, state, counters, settings, adopted: HashMap::new(), sink };
         let stopping = stop.clone();
         let swap: Arc<Mutex<Option<Swap>>> = Arc::default();
         let swapping = swap.clone();
@@ -132,6 +134,8 @@ struct Running {
     settings: NfSettings,
     /// The mark each moved flow last arrived with here.
     adopted: HashMap<String, u16>,
+    /// Where decided packets go (an inline input's other side).
+    sink: Option<Box<dyn Sink>>,
 }
 
 impl Running {
@@ -145,17 +149,31 @@ impl Running {
     fn packet(&mut self, packet: &OwnedPacket, started: Instant) {
         if self.moves_here(packet) {
             let brought = self.state.adopt_flow(&packet.flow, self.settings.flows);
-            if !self.flow_moved(&packet.flow, brought, started) {
+            if !self.flow_moved(&packet.flow, brought) {
+                self.decided(packet, self.settings.fail.verdict(), None, started);
                 return;
             }
         }
-        let verdict = match self.instance.on_packet(&packet.as_packet()) {
-            Ok(v) => v,
+        let (verdict, rewrite) = match self.instance.on_packet(&packet.as_packet()) {
+            Ok(v) => (v, self.instance.take_rewrite()),
             Err(e) => {
                 self.fault(&packet.flow, &e);
-                self.settings.fail.verdict()
+                (self.settings.fail.verdict(), None)
             }
         };
+        self.decided(packet, verdict, rewrite.as_ref(), started);
+    }
+
+    /// Counts `packet`'s verdict and hands it to the sink, if any. A rewrite of a packet
+    /// that is forwarded is counted here when no sink applies it.
+    fn decided(&mut self, packet: &OwnedPacket, verdict: Verdict, rewrite: Option<&Rewrite>, started: Instant) {
+        match &mut self.sink {
+            Some(sink) => sink.decided(packet, verdict, rewrite),
+            None if rewrite.is_some() && verdict == Verdict::Forward => {
+                self.counters.rewritten.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
         count_verdict(&self.counters, verdict, started);
     }
 
@@ -163,8 +181,10 @@ impl Running {
     /// held packets go through in order.
     fn arrived(&mut self, (flow, brought, mut held): Arrived) {
         let Some((first, started)) = held.pop_front() else { return };
-        if self.flow_moved(&flow, brought, started) {
+        if self.flow_moved(&flow, brought) {
             self.packet(&first, started);
+        } else {
+            self.decided(&first, self.settings.fail.verdict(), None, started);
         }
         for (packet, started) in held {
             self.packet(&packet, started);
@@ -172,8 +192,8 @@ impl Running {
     }
 
     /// Counts how a moved flow's state came and tells the NF; false if the NF faulted
-    /// (the packet that started the move then gets the fail policy, counted here).
-    fn flow_moved(&mut self, flow: &str, brought: Result<usize, String>, started: Instant) -> bool {
+    /// (the packet that started the move then gets the fail policy).
+    fn flow_moved(&mut self, flow: &str, brought: Result<usize, String>) -> bool {
         let brought = match brought {
             Ok(keys) => {
                 self.counters.flows_adopted.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +211,6 @@ impl Running {
             Ok(()) => true,
             Err(e) => {
                 self.fault(flow, &e);
-                count_verdict(&self.counters, self.settings.fail.verdict(), started);
                 false
             }
         }

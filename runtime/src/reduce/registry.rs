@@ -321,7 +321,7 @@ pub(crate) mod tests {
     /// fetching modules).
     pub(crate) const REDUCER: &str = r#"(module
         (memory (export "memory") 1)
-        (func (export "estate_abi_version") (result i32) i32.const 2)
+        (func (export "estate_abi_version") (result i32) i32.const 3)
         (func (export "estate_reducer_flags") (result i32) i32.const 1)
         (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
         (func (export "estate_reduce") (param i32 i32 i32) (result i32) i32.const 1))"#;

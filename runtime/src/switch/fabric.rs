@@ -16,6 +16,12 @@ pub trait Fabric {
     /// node's queue) in time.
     fn send(&mut self, node: usize, frame: &[u8]) -> bool;
 
+    /// Sends `packet` (already given its flow's mark) to node `node`. The default sends
+    /// the frame [`pcap::frame`] builds; a live fabric sends the captured frame itself.
+    fn send_packet(&mut self, node: usize, packet: &OwnedPacket) -> bool {
+        self.send(node, &pcap::frame(packet))
+    }
+
     /// Waits until node `node` has handled the `delivered` packets sent to it, before
     /// flows move away from it. Returns false if that could not be confirmed in time (the
     /// move goes ahead anyway). The default does not wait.
@@ -99,21 +105,21 @@ impl ZmqFabric {
         }
         Ok(ZmqFabric { ports, send_timeout, settle_timeout, timeouts: 0 })
     }
+}
 
-    /// Packets the NF of the node at `control` has handled (forwarded, dropped, or
-    /// skipped as a bad frame), from its `stats`.
-    pub(crate) fn handled(&self, control: &str, wait: Duration) -> Result<u64, String> {
-        // As the admin, if the environment names a credential (nodes with credentials
-        // files need one): $ESTATE_CREDENTIAL_FILE or $ESTATE_CREDENTIAL.
-        let caller = crate::control::Caller::from_env(None, None).map_err(|e| e.to_string())?;
-        match crate::control::call_as(control, &caller, &ControlRequest::Stats, wait).map_err(|e| e.to_string())? {
-            ControlReply::Stats(rows) => Ok(rows
-                .iter()
-                .filter(|(k, _)| matches!(k.as_str(), "nf_forwarded" | "nf_dropped" | "nf_bad_frames"))
-                .map(|(_, v)| v)
-                .sum()),
-            other => Err(format!("unexpected answer to stats from {control}: {other:?}")),
-        }
+/// Packets the NF of the node at `control` has handled (forwarded, dropped, or skipped
+/// as a bad frame), from its `stats`.
+fn handled(control: &str, wait: Duration) -> Result<u64, String> {
+    // As the admin, if the environment names a credential (nodes with credentials
+    // files need one): $ESTATE_CREDENTIAL_FILE or $ESTATE_CREDENTIAL.
+    let caller = crate::control::Caller::from_env(None, None).map_err(|e| e.to_string())?;
+    match crate::control::call_as(control, &caller, &ControlRequest::Stats, wait).map_err(|e| e.to_string())? {
+        ControlReply::Stats(rows) => Ok(rows
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "nf_forwarded" | "nf_dropped" | "nf_bad_frames"))
+            .map(|(_, v)| v)
+            .sum()),
+        other => Err(format!("unexpected answer to stats from {control}: {other:?}")),
     }
 }
 
@@ -143,21 +149,25 @@ impl Fabric for ZmqFabric {
     }
 
     fn settle(&mut self, node: usize, delivered: u64) -> bool {
-        let Some(control) = self.ports[node].control.clone() else {
-            return true;
-        };
-        let deadline = Instant::now() + self.settle_timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.handled(&control, left.clamp(Duration::from_millis(10), Duration::from_secs(1))) {
-                Ok(handled) if handled >= delivered => return true,
-                Ok(handled) => debug!(node = %self.ports[node].name, handled, delivered, "waiting for the node"),
-                Err(e) => debug!(node = %self.ports[node].name, "waiting for the node: {e}"),
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let port = &self.ports[node];
+        port.control.as_deref().is_none_or(|control| settle(&port.name, control, delivered, self.settle_timeout))
+    }
+}
+
+/// Waits at most `timeout` until the node `name` whose control endpoint is `control`
+/// has handled `delivered` packets; whether it has.
+pub(crate) fn settle(name: &str, control: &str, delivered: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match handled(control, left.clamp(Duration::from_millis(10), Duration::from_secs(1))) {
+            Ok(handled) if handled >= delivered => return true,
+            Ok(handled) => debug!(node = %name, handled, delivered, "waiting for the node"),
+            Err(e) => debug!(node = %name, "waiting for the node: {e}"),
         }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -50,6 +50,7 @@ use crate::nf::input::synth::OwnedPacket;
 mod assignment;
 mod commands;
 mod fabric;
+pub mod live;
 #[cfg(test)]
 mod tests;
 
@@ -387,7 +388,7 @@ pub fn run(
         let route = assignment.route(&packet.flow);
         packet.mark = route.mark;
         let node = &mut report.nodes[route.node];
-        if fabric.send(route.node, &pcap::frame(&packet)) {
+        if fabric.send_packet(route.node, &packet) {
             node.sent += 1;
         } else {
             node.undeliverable += 1;

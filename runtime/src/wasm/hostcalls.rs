@@ -247,3 +247,26 @@ pub(crate) fn host_emit(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -
     nf_state(&caller, "emit")?.emit(&event);
     Ok(())
 }
+
+/// `estate.packet_rewrite(src_ip, src_port, dst_ip, dst_port) -> i32`: records the
+/// rewrite of the packet being handled (replacing an earlier one), `OK`; `ERROR` outside
+/// `estate_on_packet` or for a port outside `0..=65535`. Reducers may not call it.
+pub(crate) fn host_packet_rewrite(
+    mut caller: Caller<'_, GuestData>,
+    src_ip: i32,
+    src_port: i32,
+    dst_ip: i32,
+    dst_port: i32,
+) -> wasmtime::Result<i32> {
+    let data = caller.data_mut();
+    if data.nf_state.is_none() {
+        wasmtime::bail!("packet_rewrite is only available to NF guests");
+    }
+    match Rewrite::from_args(src_ip, src_port, dst_ip, dst_port) {
+        Some(rewrite) if data.in_packet => {
+            data.rewrite = Some(rewrite);
+            Ok(abi::rewrite::OK)
+        }
+        _ => Ok(abi::rewrite::ERROR),
+    }
+}

@@ -16,6 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use estate_guest::abi::{self, IMPORT_MODULE, export, import};
+use estate_guest::nf::Rewrite;
 use wasmtime::{
     Caller, Config, Engine, Instance, InstancePre, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder,
     TypedFunc,
@@ -86,6 +87,12 @@ pub(crate) struct GuestData {
     matchers: Vec<aho_corasick::AhoCorasick>,
     /// The guest's exported memory, once instantiated.
     memory: Option<Memory>,
+    /// Whether an `estate_on_packet` call is running (`estate.packet_rewrite` is valid
+    /// only then).
+    in_packet: bool,
+    /// The rewrite the guest asked for the packet being handled (the last
+    /// `estate.packet_rewrite`).
+    rewrite: Option<Rewrite>,
 }
 
 /// The engine, linker and epoch ticker shared by every guest of a node.
@@ -137,6 +144,7 @@ impl WasmHost {
         linker.func_wrap(IMPORT_MODULE, import::EMIT, host_emit).map_err(EngineError::Engine)?;
         linker.func_wrap(IMPORT_MODULE, import::MATCHER_NEW, host_matcher_new).map_err(EngineError::Engine)?;
         linker.func_wrap(IMPORT_MODULE, import::MATCHER_COUNT, host_matcher_count).map_err(EngineError::Engine)?;
+        linker.func_wrap(IMPORT_MODULE, import::PACKET_REWRITE, host_packet_rewrite).map_err(EngineError::Engine)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.weak());
@@ -187,6 +195,8 @@ impl WasmHost {
             matchers: Vec::new(),
             wall_ticks: wall_ticks(limits),
             memory: None,
+            in_packet: false,
+            rewrite: None,
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);

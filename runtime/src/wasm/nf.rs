@@ -151,9 +151,30 @@ impl fmt::Debug for NfInstance {
 }
 
 impl NfInstance {
-    /// Hands one packet to the NF and returns its verdict. After an error the instance
-    /// may be in any state: the caller applies its fail policy and should restart it.
+    /// Hands one packet to the NF and returns its verdict; the rewrite it asked for, if
+    /// any, is then [`NfInstance::take_rewrite`]'s. After an error the instance may be
+    /// in any state: the caller applies its fail policy and should restart it (and no
+    /// rewrite is left).
     pub fn on_packet(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
+        self.store.data_mut().rewrite = None;
+        let verdict = self.handle(packet);
+        let data = self.store.data_mut();
+        data.in_packet = false;
+        if verdict.is_err() {
+            data.rewrite = None;
+        }
+        verdict
+    }
+
+    /// The rewrite the NF asked for (`estate.packet_rewrite`) while handling the packet
+    /// of the last [`NfInstance::on_packet`], if it asked for one and that call did not
+    /// fail; `None` after it has been taken.
+    pub fn take_rewrite(&mut self) -> Option<Rewrite> {
+        self.store.data_mut().rewrite.take()
+    }
+
+    /// [`NfInstance::on_packet`] without the rewrite bookkeeping around it.
+    fn handle(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
         arm(&mut self.store, &self.limits);
         self.record.clear();
         packet.encode(&mut self.record);
@@ -161,10 +182,10 @@ impl NfInstance {
             Some(packet_buffer) => self.write_record(&packet_buffer)?,
             None => self.guest.write_input(&mut self.store, &self.record, &self.limits)?,
         };
-        let code = self
-            .on_packet
-            .call(&mut self.store, (ptr, len_i32(&self.record)?))
-            .map_err(|e| classify(e, &self.store, &self.limits))?;
+        let len = len_i32(&self.record)?;
+        self.store.data_mut().in_packet = true;
+        let code =
+            self.on_packet.call(&mut self.store, (ptr, len)).map_err(|e| classify(e, &self.store, &self.limits))?;
         if let Some(verdict) = Verdict::from_code(code) {
             return Ok(verdict);
         }

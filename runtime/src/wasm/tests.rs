@@ -11,7 +11,7 @@ fn wat_reducer(body: &str) -> Vec<u8> {
         r#"(module
             (import "estate" "result" (func $result (param i32 i32)))
             (memory (export "memory") 1)
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_reduce") (param i32 i32 i32) (result i32) {body}))"#
     )
@@ -127,7 +127,7 @@ fn wrong_abi_version_is_rejected() {
 fn flow_moved_nf(sig: &str, body: &str) -> Vec<u8> {
     format!(
         r#"(module (memory (export "memory") 1)
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) i32.const 0)
@@ -175,7 +175,7 @@ fn state_nf(body: &str) -> Vec<u8> {
             (data (i32.const 0) "k")
             (data (i32.const 16) "\ff\fe")
             (data (i32.const 32) "\00\07\00\00\00\00\00\00\00")
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) {body} i32.const 0))"#
@@ -220,7 +220,7 @@ fn try_add_nf(delta: i64, out: i32, expect: i64) -> Vec<u8> {
             (import "estate" "counter_try_add" (func $try_add (param i32 i32 i64 i32) (result i32)))
             (memory (export "memory") 1)
             (data (i32.const 0) "k")
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32) (local $code i32)
@@ -270,7 +270,7 @@ fn matcher_nf(body: &str) -> Vec<u8> {
             (data (i32.const 0) "\02\00\00\00\02\00\00\00ab\01\00\00\00c")
             (data (i32.const 64) "abcab")
             (data (i32.const 128) "k")
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
             (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
             (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
             (func (export "estate_on_packet") (param i32 i32) (result i32)
@@ -326,7 +326,7 @@ fn kept_buffer_nf(buffer: i32) -> Vec<u8> {
             (memory (export "memory") 1)
             (data (i32.const 128) "k")
             (global $asked (mut i32) (i32.const 0))
-            (func (export "estate_abi_version") (result i32) i32.const 2)
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
             (func (export "estate_alloc") (param i32) (result i32) i32.const 8192)
             (func (export "estate_packet_buffer") (param i32) (result i32)
                 (global.set $asked (i32.add (global.get $asked) (i32.const 1)))
@@ -359,4 +359,103 @@ fn packet_records_go_into_the_buffer_the_guest_keeps() {
         let err = host.start_nf(&nf, store.clone(), "").unwrap().on_packet(&packet.as_packet()).unwrap_err();
         assert!(err.to_string().contains(needle), "{buffer}: {err}");
     }
+}
+
+/// An NF that calls `packet_rewrite` as `init`, `packet` and `moved` say in its three
+/// entry points: `estate_on_packet`'s verdict is the status of its body's last call,
+/// the others add theirs to the counters "i" and "m".
+fn rewrite_nf(init: &str, packet: &str, moved: &str) -> Vec<u8> {
+    format!(
+        r#"(module
+            (import "estate" "packet_rewrite" (func $rewrite (param i32 i32 i32 i32) (result i32)))
+            (import "estate" "counter_add" (func $add (param i32 i32 i64) (result i64)))
+            (memory (export "memory") 1)
+            (data (i32.const 128) "im")
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_nf_init") (param i32 i32) (result i32)
+                (drop (call $add (i32.const 128) (i32.const 1) (i64.extend_i32_s {init})))
+                i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32) {packet})
+            (func (export "estate_on_flow_moved") (param i32 i32 i32) (result i32)
+                (drop (call $add (i32.const 129) (i32.const 1) (i64.extend_i32_s {moved})))
+                i32.const 0))"#
+    )
+    .into_bytes()
+}
+
+/// `packet_rewrite` from 192.0.2.1:`sport` to 10.0.0.7:`dport`.
+fn rewrite_call(sport: i64, dport: i64) -> String {
+    format!("(call $rewrite (i32.const 0xc0000201) (i32.const {sport}) (i32.const 0x0a000007) (i32.const {dport}))")
+}
+
+#[test]
+fn packet_rewrite_is_recorded_for_the_packet_being_handled_only() {
+    use estate_guest::Verdict;
+    use estate_guest::abi::rewrite;
+    use estate_guest::nf::Rewrite;
+    let host = host();
+    let packet = one_packet();
+    let store = crate::store::Store::new("n").tenant(crate::store::DEFAULT_TENANT).unwrap();
+    let start = |packet_body: &str| {
+        let nf = host.load_nf(&rewrite_nf(&rewrite_call(1, 2), packet_body, &rewrite_call(1, 2))).unwrap();
+        host.start_nf(&nf, store.clone(), "").unwrap()
+    };
+    let asked = |sport: u16, dport: u16| Rewrite { src: ([192, 0, 2, 1], sport), dst: ([10, 0, 0, 7], dport) };
+    assert_eq!((rewrite::OK, rewrite::ERROR), (Verdict::Forward.code(), Verdict::Drop.code()));
+
+    // Asked: take_rewrite has it, once; a second call for the packet replaces the first.
+    let mut nf = start(&rewrite_call(20000, 80));
+    assert_eq!(nf.on_packet(&packet.as_packet()).unwrap(), Verdict::Forward);
+    assert_eq!(nf.take_rewrite(), Some(asked(20000, 80)));
+    assert_eq!(nf.take_rewrite(), None);
+    let mut nf = start(&format!("(drop {}) {}", rewrite_call(1, 1), rewrite_call(0, 65535)));
+    assert_eq!(nf.on_packet(&packet.as_packet()).unwrap(), Verdict::Forward);
+    assert_eq!(nf.take_rewrite(), Some(asked(0, 65535)));
+    // Outside estate_on_packet (init, flow moved) the call is refused: ERROR, nothing kept.
+    assert_eq!(store.get("i").map(|v| v.value), Some(Value::Int(i64::from(rewrite::ERROR) * 2)));
+    nf.on_flow_moved("f", estate_guest::Brought::Copied).unwrap();
+    assert_eq!(store.get("m").map(|v| v.value), Some(Value::Int(i64::from(rewrite::ERROR))));
+    assert_eq!(nf.take_rewrite(), None);
+
+    // A port outside 0..=65535 is refused, and an earlier rewrite of the packet stays.
+    for (sport, dport) in [(65536, 80), (80, -1), (i64::from(i32::MIN), 80)] {
+        let mut nf = start(&rewrite_call(sport, dport));
+        assert_eq!(nf.on_packet(&packet.as_packet()).unwrap(), Verdict::Drop, "{sport} {dport}");
+        assert_eq!(nf.take_rewrite(), None);
+    }
+    let mut nf = start(&format!("(drop {}) {}", rewrite_call(7, 8), rewrite_call(7, 65536)));
+    assert_eq!(nf.on_packet(&packet.as_packet()).unwrap(), Verdict::Drop);
+    assert_eq!(nf.take_rewrite(), Some(asked(7, 8)));
+
+    // None asked: None, even when the packet before asked and nobody took it.
+    let mut nf = start(
+        "(if (result i32) (i32.eqz (i32.load8_u (i32.const 200))) \
+         (then (i32.store8 (i32.const 200) (i32.const 1)) (drop (call $rewrite (i32.const 1) (i32.const 2) \
+         (i32.const 3) (i32.const 4))) (i32.const 0)) (else (i32.const 0)))",
+    );
+    nf.on_packet(&packet.as_packet()).unwrap();
+    nf.on_packet(&packet.as_packet()).unwrap();
+    assert_eq!(nf.take_rewrite(), None);
+    // A packet whose handling failed leaves no rewrite either.
+    let mut nf = start(&format!("(drop {}) unreachable", rewrite_call(1, 2)));
+    assert!(matches!(nf.on_packet(&packet.as_packet()), Err(GuestError::Trap(_))));
+    assert_eq!(nf.take_rewrite(), None);
+}
+
+#[test]
+fn a_reducer_cannot_rewrite_packets() {
+    let host = host();
+    let bytes = format!(
+        r#"(module
+            (import "estate" "packet_rewrite" (func $rewrite (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_reduce") (param i32 i32 i32) (result i32) (drop {}) i32.const 1))"#,
+        rewrite_call(1, 2)
+    );
+    let reducer = host.load_reducer(bytes.as_bytes()).unwrap();
+    let err = host.reduce_all(&reducer, &[]).unwrap_err();
+    assert!(err.to_string().contains("packet_rewrite is only available to NF guests"), "{err}");
 }

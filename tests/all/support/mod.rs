@@ -45,9 +45,35 @@ impl NodeProc {
     /// Like [`NodeProc::start_with`], with the failure detection flags `timing` (e.g.
     /// [`TIMING`], [`NO_REMOVAL`]) instead of [`TIMING`].
     pub fn start_timed(id: &str, join: &[&str], timing: &[&str], extra: &[&str]) -> NodeProc {
+        NodeProc::spawn(estate(), id, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", join, timing, extra)
+    }
+
+    /// Starts node `id` inside the network namespace `ns`, listening for peers at
+    /// `listen` (an address of that namespace); its control endpoint is a Unix socket,
+    /// which the test reaches from outside the namespace.
+    pub fn start_in_ns(ns: &str, id: &str, listen: &str, join: &[&str], extra: &[&str]) -> NodeProc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_estate")]);
+        let control = format!(
+            "ipc://{}/estate-{}-{id}-{}.ctl",
+            std::env::temp_dir().display(),
+            std::process::id(),
+            rand_suffix()
+        );
+        NodeProc::spawn(cmd, id, &control, listen, join, &TIMING, extra)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        id: &str,
+        control: &str,
+        listen: &str,
+        join: &[&str],
+        timing: &[&str],
+        extra: &[&str],
+    ) -> NodeProc {
         let log = std::env::temp_dir().join(format!("estate-test-{}-{id}-{}.log", std::process::id(), rand_suffix()));
-        let mut cmd = estate();
-        cmd.args(["--control", "tcp://127.0.0.1:*", "node", "--id", id, "--listen", "tcp://127.0.0.1:*"]);
+        cmd.args(["--control", control, "node", "--id", id, "--listen", listen]);
         for j in join {
             cmd.args(["--join", j]);
         }
@@ -58,6 +84,10 @@ impl NodeProc {
             cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().expect("spawn estate node");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        if line.is_empty() {
+            let _ = child.wait();
+            panic!("node {id} did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
         let optional =
             |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))).map(String::from);
         let field = |name: &str| optional(name).unwrap_or_else(|| panic!("no {name} in {line:?}"));

@@ -143,6 +143,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: crate::experiment::ExperimentAction,
     },
+    /// The namespace testbed (docs/testbed.md, needs root): `up` builds the paper's
+    /// topology and leaves it up, `down` removes it, `check` sends HTTP and iperf3
+    /// traffic across a kernel-bridged NF host.
+    Testbed {
+        #[command(subcommand)]
+        action: TestbedAction,
+    },
     /// Guest crates: `new` writes a reducer or NF crate ready to build and test, `build`
     /// compiles one to a Wasm module.
     Guest {
@@ -208,6 +215,32 @@ pub(crate) enum TrafficAction {
         #[arg(required = true, num_args = 1..)]
         step: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TestbedAction {
+    /// Builds the paper topology (source, switch, NF hosts, target) and leaves it up;
+    /// prints its namespaces, interfaces and addresses.
+    Up {
+        /// How many NF hosts (1 to 64).
+        #[arg(long, default_value_t = 1)]
+        nf_hosts: usize,
+        /// The namespaces' prefix (default: a fresh one, printed).
+        #[arg(long, value_name = "PREFIX")]
+        name: Option<String>,
+        /// Bridge each NF host's two sides in the kernel.
+        #[arg(long)]
+        kernel_bridge: bool,
+    },
+    /// Removes every namespace of the testbed PREFIX, and the processes in them.
+    Down {
+        #[arg(long, value_name = "PREFIX")]
+        name: String,
+    },
+    /// Builds the inline topology with a kernel bridge in the NF host, runs HTTP
+    /// (python3, curl) and iperf3 (2 s) from the source to the target across it,
+    /// prints what got through and removes it, even on failure or Ctrl-C.
+    Check,
 }
 
 #[derive(Subcommand, Debug)]
@@ -292,9 +325,11 @@ pub(crate) enum ReducerAction {
 
 /// An NF to run in the node, and its packet source.
 #[derive(clap::Args, Debug)]
+#[group(id = "nf_args")]
+#[command(group = clap::ArgGroup::new("source").args(["input", "inline"]))]
 pub(crate) struct NfArgs {
     /// NF module (wasm32) to run over the input.
-    #[arg(long, value_name = "FILE.wasm", requires = "input")]
+    #[arg(long, value_name = "FILE.wasm", requires = "source")]
     pub(crate) nf: Option<std::path::PathBuf>,
     /// The NF's configuration file (its format is the NF's own).
     #[arg(long, value_name = "FILE", requires = "nf")]
@@ -302,9 +337,20 @@ pub(crate) struct NfArgs {
     /// Packet source: `synth:seed=1,flows=100,packets=10000,share=0.1,patterns=a|b`
     /// (also `first=N`, `moved=1`), `pcap:FILE`, or `steer:ENDPOINT` (frames pushed by
     /// `estate traffic switch`; the bound endpoint is printed as `steer=` in the ready
-    /// line). Without `--nf` the input waits for `nf load`.
+    /// line), `live:IFACE` (every frame captured on a network interface; nothing is
+    /// sent) or `inline:A,B` (as `--inline`). Without `--nf` the input waits for `nf
+    /// load`.
     #[arg(long, value_name = "SPEC")]
     pub(crate) input: Option<String>,
+    /// Bump in the wire between two interfaces (docs/live.md): a frame in on one goes
+    /// out of the other if the NF forwards it (rewritten if the NF asks).
+    #[arg(long, value_name = "IFACE_A,IFACE_B", conflicts_with = "input")]
+    pub(crate) inline: Option<String>,
+    /// What an inline input does with frames the NF cannot see (not IPv4 TCP/UDP, or
+    /// fragments): `drop` them or `pass` them across unchanged. ARP always passes;
+    /// malformed frames are always dropped.
+    #[arg(long, value_parser = ["drop", "pass"], default_value = "drop")]
+    pub(crate) unparsed: String,
     /// What a packet gets when the NF faults on it.
     #[arg(long, value_parser = ["open", "closed"], default_value = "open")]
     pub(crate) fail: String,
@@ -396,7 +442,7 @@ pub(crate) enum ConsistencyArg {
 
 /// `estate traffic switch`'s arguments.
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("stream").required(true).args(["pcap", "synth"])))]
+#[command(group(clap::ArgGroup::new("stream").required(true).args(["pcap", "synth", "live"])))]
 pub(crate) struct SwitchArgs {
     /// A pcap file to send.
     #[arg(long, value_name = "FILE")]
@@ -404,8 +450,14 @@ pub(crate) struct SwitchArgs {
     /// A synthetic stream to send (as `--input synth:`), e.g. `seed=1,flows=40,packets=6000`.
     #[arg(long, value_name = "SPEC")]
     pub(crate) synth: Option<String>,
-    /// A node: its name and the `steer=` endpoint of its ready line (repeatable; the
-    /// order is the nodes' order).
+    /// Live: switch real traffic between the host ports IN (towards the clients) and
+    /// OUT (towards the servers), through NF instances running `--inline`; each
+    /// `--node` is then `NAME=PORT_A,PORT_B`, the switch's ports wired to the
+    /// instance's two sides (docs/live.md). Runs until interrupted.
+    #[arg(long, value_name = "IN,OUT")]
+    pub(crate) live: Option<String>,
+    /// A node: its name and the `steer=` endpoint of its ready line, or with `--live`
+    /// its two ports (repeatable; the order is the nodes' order).
     #[arg(long = "node", value_name = "NAME=ENDPOINT", required = true)]
     pub(crate) nodes: Vec<String>,
     /// A node's control endpoint (repeatable): before flows move away from the node,

@@ -22,6 +22,7 @@ mod node;
 mod print;
 mod progress;
 mod request;
+mod testbed;
 mod traffic;
 
 fn main() -> ExitCode {
@@ -96,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Experiment { action } => experiment::run(action),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Command::Guest { action } => guest::run(action),
+        Command::Testbed { action } => testbed::run(action),
         Command::Credential { principal, out } => {
             let principal: Principal = principal.parse().map_err(anyhow::Error::msg)?;
             let credential = Credential::generate(&principal);

@@ -14,14 +14,19 @@ use estate::node::{Node, NodeConfig};
 /// Starts the NF of `args` in `node`, if one was asked for; returns the bound endpoint
 /// of a steered input.
 fn start_nf(node: &Node, args: &NfArgs) -> anyhow::Result<Option<String>> {
-    let Some(input) = &args.input else {
-        return Ok(None);
+    let input = match (&args.input, &args.inline) {
+        (Some(input), _) => input.clone(),
+        (None, Some(sides)) => format!("inline:{sides}"),
+        (None, None) => return Ok(None),
     };
     let config = match &args.nf_config {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         None => String::new(),
     };
-    let spec: InputSpec = input.parse().map_err(anyhow::Error::msg)?;
+    let mut spec: InputSpec = input.parse().map_err(anyhow::Error::msg)?;
+    if let InputSpec::Inline { unparsed, .. } = &mut spec {
+        *unparsed = args.unparsed.parse().map_err(anyhow::Error::msg)?;
+    }
     let (packets, steer) = spec.open(node.nf().counters())?;
     let fail: FailPolicy = args.fail.parse().map_err(anyhow::Error::msg)?;
     let flows: FlowState = args.flow_state.parse().map_err(anyhow::Error::msg)?;

@@ -17,6 +17,7 @@ pub(crate) fn of(command: &Command) -> anyhow::Result<(ControlRequest, Duration)
         | Command::Traffic { .. }
         | Command::Experiment { .. }
         | Command::Guest { .. }
+        | Command::Testbed { .. }
         | Command::Credential { .. }
         | Command::Keygen { .. } => {
             bail!("not a request to a node's control socket")

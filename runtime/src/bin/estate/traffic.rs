@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::progress::Progress;
@@ -15,7 +15,8 @@ use estate::control::{self};
 use estate::nf::Packets;
 use estate::nf::input::pcap;
 use estate::nf::input::synth::{self, SynthConfig};
-use estate::switch::{self, Assignment, Event, Schedule, ZmqCommands, ZmqFabric};
+use estate::switch::live::LivePorts;
+use estate::switch::{self, Assignment, Event, Fabric, Schedule, ZmqCommands, ZmqFabric};
 use serde_json::json;
 
 /// Splits a `NAME=ENDPOINT` argument of `flag`.
@@ -58,11 +59,34 @@ fn command(switch: &str, text: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The ZeroMQ fabric to the nodes' steered inputs.
+fn zmq_fabric(
+    nodes: &[(String, String)],
+    controls: &std::collections::HashMap<String, String>,
+    send_timeout_ms: u64,
+    settle_timeout: Duration,
+) -> anyhow::Result<Box<dyn Fabric>> {
+    Ok(Box::new(ZmqFabric::connect(nodes, controls, Duration::from_millis(send_timeout_ms), settle_timeout)?))
+}
+
+/// A live switch's ports: `--live IN,OUT` and each `--node NAME=PORT_A,PORT_B`.
+fn live_ports(hosts: &str, nodes: &[(String, String)]) -> anyhow::Result<LivePorts> {
+    let pair = |flag: &str, text: &str| match text.split_once(',') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(',') => Ok([a.to_string(), b.to_string()]),
+        _ => bail!("{flag} {text:?}: expected two interfaces, IFACE,IFACE"),
+    };
+    Ok(LivePorts {
+        hosts: pair("--live", hosts)?,
+        nodes: nodes.iter().map(|(name, ports)| pair(&format!("--node {name}="), ports)).collect::<Result<_, _>>()?,
+    })
+}
+
 /// `estate traffic switch`: sends the stream, prints the summary, writes `--flows-out`.
 fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
     let SwitchArgs {
         pcap: pcap_file,
         synth: synth_spec,
+        live,
         nodes,
         controls,
         start,
@@ -81,17 +105,32 @@ fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
     let mut assignment = Assignment::new(names.clone(), &start)?;
     let events = at.iter().map(|spec| spec.parse::<Event>()).collect::<Result<Vec<_>, _>>().context("--at")?;
     let schedule = Schedule::new(events, &names).context("--at")?;
-    let packets: Packets = match (&pcap_file, &synth_spec) {
-        (Some(path), _) => Box::new(pcap::read(path)?),
-        (None, Some(spec)) => Box::new(synth::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?)),
-        (None, None) => bail!("give the stream: --pcap FILE or --synth SPEC"),
+    let settle_timeout = Duration::from_millis(settle_timeout_ms);
+    let mut live_counters = None;
+    let (packets, mut fabric): (Packets, Box<dyn Fabric>) = match (&pcap_file, &synth_spec, &live) {
+        (Some(path), ..) => {
+            (Box::new(pcap::read(path)?), zmq_fabric(&nodes, &controls, send_timeout_ms, settle_timeout)?)
+        }
+        (None, Some(spec), _) => (
+            Box::new(synth::synthetic(&spec.parse::<SynthConfig>().map_err(anyhow::Error::msg)?)),
+            zmq_fabric(&nodes, &controls, send_timeout_ms, settle_timeout)?,
+        ),
+        (None, None, Some(hosts)) => {
+            let ports = live_ports(hosts, &nodes)?;
+            let controls = names.iter().map(|n| controls.get(n).cloned()).collect();
+            // Interrupted: the capture ends, the summary is printed.
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, stop.clone())?;
+            }
+            let (source, fabric, counters) = switch::live::open(&ports, &names, controls, settle_timeout, stop)?;
+            live_counters = Some(counters);
+            println!("switch live: {} to {} through {} instances", ports.hosts[0], ports.hosts[1], ports.nodes.len());
+            std::io::Write::flush(&mut std::io::stdout())?;
+            (Box::new(source), Box::new(fabric))
+        }
+        (None, None, None) => bail!("give the stream: --pcap FILE, --synth SPEC or --live IN,OUT"),
     };
-    let mut fabric = ZmqFabric::connect(
-        &nodes,
-        &controls,
-        Duration::from_millis(send_timeout_ms),
-        Duration::from_millis(settle_timeout_ms),
-    )?;
     let mut commands = match &commands {
         Some(endpoint) => Some(ZmqCommands::bind(endpoint)?),
         None => None,
@@ -116,7 +155,7 @@ fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
         packets,
         &mut assignment,
         &schedule,
-        &mut fabric,
+        fabric.as_mut(),
         rate,
         commands.as_mut().map(|c| c as &mut dyn switch::Commands),
     );
@@ -141,6 +180,17 @@ fn run_switch(args: SwitchArgs) -> anyhow::Result<ExitCode> {
         println!("at {event}: not reached (the stream ended first)");
     }
     println!("moves {}, undeliverable {}", report.moves.len(), report.undeliverable());
+    if let Some(counters) = live_counters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        println!(
+            "live: passed across {}, bad frames {}, frames sent {}, send errors {}, kernel drops {}",
+            get(&counters.unparsed_passed),
+            get(&counters.bad_frames),
+            get(&counters.transmitted),
+            get(&counters.transmit_errors),
+            get(&counters.capture_drops)
+        );
+    }
     if let Some(path) = flows_out {
         let summary = json!({ "report": report, "flows": flows });
         std::fs::write(&path, serde_json::to_string_pretty(&summary)?)

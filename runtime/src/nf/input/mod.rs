@@ -1,5 +1,8 @@
-//! Packet sources of an NF: synthetic, pcap files, steered by the switch.
+//! Packet sources of an NF: synthetic, pcap files, steered by the switch, live
+//! interfaces (observing, or inline with a sink that sends forwarded frames on).
 
+pub mod frame;
+pub mod live;
 pub mod pcap;
 pub mod steer;
 pub mod synth;
@@ -10,12 +13,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use estate_guest::Verdict;
+use estate_guest::nf::Rewrite;
+
 use crate::nf::counters::NfCounters;
+use crate::nf::input::live::{LiveError, Unparsed};
 use crate::nf::input::steer::{SteerError, SteerSource};
 use crate::nf::input::synth::{OwnedPacket, SynthConfig};
 
-/// An input as an operator names it (`--input`): `synth:SPEC`, `pcap:FILE` or
-/// `steer:ENDPOINT`.
+/// An input as an operator names it (`--input`): `synth:SPEC`, `pcap:FILE`,
+/// `steer:ENDPOINT`, `live:IFACE` or `inline:A,B`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InputSpec {
     /// The seeded synthetic generator.
@@ -24,6 +31,18 @@ pub enum InputSpec {
     Pcap(PathBuf),
     /// Frames pushed by the switch emulator to a PULL socket bound here.
     Steer(String),
+    /// Every frame captured on a network interface; nothing is sent.
+    Live(String),
+    /// A bump in the wire between two interfaces: a frame in on one side goes out of
+    /// the other if the NF forwards it.
+    Inline {
+        /// The first side.
+        a: String,
+        /// The second side.
+        b: String,
+        /// What happens to frames the NF cannot see.
+        unparsed: Unparsed,
+    },
 }
 
 impl FromStr for InputSpec {
@@ -34,7 +53,16 @@ impl FromStr for InputSpec {
             Some(("synth", config)) => Ok(InputSpec::Synth(config.parse()?)),
             Some(("pcap", path)) if !path.is_empty() => Ok(InputSpec::Pcap(PathBuf::from(path))),
             Some(("steer", endpoint)) if !endpoint.is_empty() => Ok(InputSpec::Steer(endpoint.to_string())),
-            _ => Err(format!("unsupported input {spec:?}: expected synth:SPEC, pcap:FILE or steer:ENDPOINT")),
+            Some(("live", iface)) if !iface.is_empty() => Ok(InputSpec::Live(iface.to_string())),
+            Some(("inline", sides)) => match sides.split_once(',') {
+                Some((a, b)) if !a.is_empty() && !b.is_empty() && a != b && !b.contains(',') => {
+                    Ok(InputSpec::Inline { a: a.to_string(), b: b.to_string(), unparsed: Unparsed::default() })
+                }
+                _ => Err(format!("input {spec:?}: expected inline:IFACE_A,IFACE_B (two different interfaces)")),
+            },
+            _ => Err(format!(
+                "unsupported input {spec:?}: expected synth:SPEC, pcap:FILE, steer:ENDPOINT, live:IFACE or inline:A,B"
+            )),
         }
     }
 }
@@ -48,6 +76,9 @@ pub enum InputError {
     /// The steered input's socket could not be bound.
     #[error(transparent)]
     Steer(#[from] SteerError),
+    /// A live interface could not be opened.
+    #[error(transparent)]
+    Live(#[from] LiveError),
 }
 
 impl InputSpec {
@@ -68,6 +99,8 @@ impl InputSpec {
                 let bound = source.endpoint().to_string();
                 Ok((source.into_input(), Some(bound)))
             }
+            InputSpec::Live(iface) => Ok((live::observe(iface, counters)?, None)),
+            InputSpec::Inline { a, b, unparsed } => Ok((live::inline(a, b, *unparsed, counters)?, None)),
         }
     }
 }
@@ -75,18 +108,32 @@ impl InputSpec {
 /// A packet source.
 pub type Packets = Box<dyn Iterator<Item = OwnedPacket> + Send>;
 
-/// An NF's input: its packets and the flag that stops them. The running NF raises the
-/// flag when it is stopped (unloaded, replaced by another input, its node shut down); a
-/// source that waits for packets polls it between bounded waits and then ends.
+/// Where decided packets go: an inline input sends forwarded ones out of the other
+/// side. Called on the NF thread once per packet, in the order the NF decided them.
+pub trait Sink: Send {
+    /// `packet` got `verdict`; `rewrite` is the rewrite the NF asked for, if any.
+    fn decided(&mut self, packet: &OwnedPacket, verdict: Verdict, rewrite: Option<&Rewrite>);
+}
+
+/// An NF's input: its packets, the flag that stops them, and where decided packets go
+/// (nowhere, but for an inline input). The running NF raises the flag when it is
+/// stopped (unloaded, replaced by another input, its node shut down); a source that
+/// waits for packets polls it between bounded waits and then ends.
 pub struct Input {
     pub(crate) packets: Packets,
     pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) sink: Option<Box<dyn Sink>>,
 }
 
 impl Input {
     /// An input whose source ends once `stop` is raised.
     pub fn stoppable(packets: Packets, stop: Arc<AtomicBool>) -> Input {
-        Input { packets, stop }
+        Input { packets, stop, sink: None }
+    }
+
+    /// This input, with its decided packets handed to `sink`.
+    pub fn with_sink(self, sink: Box<dyn Sink>) -> Input {
+        Input { sink: Some(sink), ..self }
     }
 }
 
@@ -94,7 +141,7 @@ impl From<Packets> for Input {
     /// An input whose source never waits (a generator, a file): it needs no stop flag of
     /// its own, the NF thread checks one between packets.
     fn from(packets: Packets) -> Input {
-        Input { packets, stop: Arc::default() }
+        Input { packets, stop: Arc::default(), sink: None }
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use estate_guest::nf::{Direction, flow_key};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
+use crate::nf::input::frame;
 use crate::nf::input::synth::OwnedPacket;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -27,59 +28,12 @@ const ETHERTYPE_VLAN: u16 = 0x8100;
 /// The VLAN id bits of an 802.1Q tag (the rest is priority and drop eligibility).
 const VLAN_ID: u16 = 0x0fff;
 
-/// The transport parts of a frame.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Parsed<'a> {
-    /// IP protocol (6 or 17).
-    pub proto: u8,
-    /// Source address and port.
-    pub src: ([u8; 4], u16),
-    /// Destination address and port.
-    pub dst: ([u8; 4], u16),
-    /// The VLAN id of the frame's 802.1Q tag: the move mark, 0 without a tag (or with a
-    /// priority-only tag, whose VLAN id is 0).
-    pub mark: u16,
-    /// Transport payload.
-    pub payload: &'a [u8],
-}
+pub use crate::nf::input::frame::Parsed;
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-/// Parses an Ethernet frame; `None` for anything but well-formed IPv4 TCP/UDP.
+/// Parses an Ethernet frame; `None` for anything but a well-formed IPv4 TCP/UDP
+/// datagram ([`frame::classify`] says why).
 pub fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
-    let mut ethertype = be16(frame, 12)?;
-    let mut at = 14;
-    let mut mark = 0;
-    if ethertype == ETHERTYPE_VLAN {
-        mark = be16(frame, 14)? & VLAN_ID;
-        ethertype = be16(frame, 16)?;
-        at = 18;
-    }
-    if ethertype != ETHERTYPE_IPV4 {
-        return None;
-    }
-    let ip = frame.get(at..)?;
-    let (version, ihl) = (ip.first()? >> 4, usize::from(ip.first()? & 0x0f) * 4);
-    let total = usize::from(be16(ip, 2)?);
-    if version != 4 || ihl < 20 || total < ihl || total > ip.len() {
-        return None;
-    }
-    let proto = ip[9];
-    let src_ip: [u8; 4] = ip[12..16].try_into().ok()?;
-    let dst_ip: [u8; 4] = ip[16..20].try_into().ok()?;
-    let l4 = &ip[ihl..total];
-    // TCP's header is its data offset (at least 5 words); UDP's is 8 bytes.
-    let (header, least) = match proto {
-        6 => (usize::from(l4.get(12)? >> 4) * 4, 20),
-        17 => (8, 8),
-        _ => return None,
-    };
-    if header < least || header > l4.len() {
-        return None;
-    }
-    Some(Parsed { proto, src: (src_ip, be16(l4, 0)?), dst: (dst_ip, be16(l4, 2)?), mark, payload: &l4[header..] })
+    frame::classify(frame).ok().map(|(parsed, _)| parsed)
 }
 
 /// Builds the Ethernet frame of `p`: 802.1Q-tagged with its mark as VLAN id if it is
@@ -154,8 +108,11 @@ pub fn write(path: &Path, packets: impl IntoIterator<Item = OwnedPacket>) -> Res
     Ok(n)
 }
 
+/// Flows whose direction a receiver of frames remembers, at most.
+const MAX_DIRECTIONS: usize = 1 << 20;
+
 /// Flow directions as a receiver of frames sees them: a flow's forward direction is the
-/// direction of the first packet of it seen here.
+/// direction of the first packet of it seen here (of the last [`MAX_DIRECTIONS`] flows).
 #[derive(Debug, Default)]
 pub struct FlowDirections {
     first_src: HashMap<String, ([u8; 4], u16)>,
@@ -165,6 +122,11 @@ impl FlowDirections {
     /// The packet of a parsed frame, with its flow key and direction.
     pub fn packet(&mut self, parsed: &Parsed<'_>) -> OwnedPacket {
         let flow = flow_key(parsed.proto, parsed.src, parsed.dst);
+        if self.first_src.len() >= MAX_DIRECTIONS && !self.first_src.contains_key(&flow) {
+            // A live input sees flows without end: forget them all rather than grow
+            // without bound (a flow seen again starts over as forward).
+            self.first_src.clear();
+        }
         let first = *self.first_src.entry(flow.clone()).or_insert(parsed.src);
         let direction = if first == parsed.src { Direction::Forward } else { Direction::Reverse };
         OwnedPacket {
@@ -173,8 +135,10 @@ impl FlowDirections {
             dst: parsed.dst,
             direction,
             mark: parsed.mark,
+            tcp_flags: parsed.tcp_flags,
             flow,
             payload: parsed.payload.to_vec(),
+            wire: None,
         }
     }
 }

@@ -9,6 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use estate_guest::nf::{Direction, Packet, flow_key};
+
+use crate::nf::input::live::Wire;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -28,16 +30,32 @@ pub struct OwnedPacket {
     /// [`crate::switch::mark_of_move`]), so a node can tell a flow that came back from
     /// one it already took over.
     pub mark: u16,
+    /// The TCP header's flags byte (`estate_guest::nf::tcp`); 0 for a packet that is
+    /// not TCP.
+    pub tcp_flags: u8,
     /// Canonical flow key (both directions alike).
     pub flow: String,
     /// Transport payload.
     pub payload: Vec<u8>,
+    /// The frame as it came off a live interface, with its side and capture time (a
+    /// live or inline input's packets; `None` for every other source).
+    pub wire: Option<Box<Wire>>,
 }
 
 impl OwnedPacket {
-    /// Builds a packet, computing its flow key.
+    /// Builds a packet, computing its flow key (no TCP flags).
     pub fn new(proto: u8, src: ([u8; 4], u16), dst: ([u8; 4], u16), direction: Direction, payload: Vec<u8>) -> Self {
-        OwnedPacket { proto, src, dst, direction, mark: 0, flow: flow_key(proto, src, dst), payload }
+        OwnedPacket {
+            proto,
+            src,
+            dst,
+            direction,
+            mark: 0,
+            tcp_flags: 0,
+            flow: flow_key(proto, src, dst),
+            payload,
+            wire: None,
+        }
     }
 
     /// Whether the fabric marked the flow as moved.
@@ -53,6 +71,7 @@ impl OwnedPacket {
             dst: self.dst,
             direction: self.direction,
             moved: self.moved(),
+            tcp_flags: self.tcp_flags,
             flow: &self.flow,
             payload: &self.payload,
         }

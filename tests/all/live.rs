@@ -1,0 +1,341 @@
+//! NFs on real traffic (docs/live.md): kernel TCP between network namespaces the test
+//! makes (`estate::testbed`), through `estate node --input live:…` and `--inline`, and
+//! through the switch's live mode. Needs root.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use estate::testbed::{End, Neighbour, Options, Process, Testbed};
+
+use crate::support::{NodeProc, estate, guest_path};
+
+const HTTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/http_server.py");
+const INJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/inject.py");
+const PORT: u16 = 8080;
+
+fn need_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(uid, Some("0"), "these tests capture on interfaces in network namespaces they make: run them as root");
+}
+
+fn inline_testbed(opts: Options) -> Testbed {
+    need_root();
+    Testbed::inline(&opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A configuration file for an NF, removed with the test's temporary directory.
+fn config(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("estate-live-{}-{name}.conf", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the HTTP server on `end` and waits until it listens.
+fn http_server(tb: &Testbed, end: End) -> Process {
+    let host = tb.end(end);
+    let server = tb.spawn(&host.ns, ["python3", HTTP_SERVER, &host.ip.to_string(), &PORT.to_string()]).unwrap();
+    tb.wait_listening(&host.ns, PORT, Duration::from_secs(10)).unwrap();
+    server
+}
+
+/// `curl` on `from` for `path` on the other end, with extra arguments, giving up after
+/// `max_secs`.
+fn curl(tb: &Testbed, from: End, path: &str, max_secs: u32, extra: &[&str]) -> Output {
+    let to = if from == End::Src { End::Dst } else { End::Src };
+    let url = format!("http://{}:{PORT}{path}", tb.end(to).ip);
+    let mut curl = tb.command(&tb.end(from).ns, "curl");
+    curl.args(["-sS", "--max-time", &max_secs.to_string()]).args(extra).arg(&url).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Starts the single NF node of an inline testbed in the NF host.
+fn nf_node(tb: &Testbed, nf: &str, conf: &std::path::Path, input: &[&str]) -> NodeProc {
+    let host = tb.nf(1);
+    let wasm = guest_path(nf);
+    let mut args = vec!["--nf", wasm.as_str(), "--nf-config", conf.to_str().unwrap()];
+    args.extend_from_slice(input);
+    NodeProc::start_in_ns(&host.ns, "n1", "tcp://127.0.0.1:*", &[], &args)
+}
+
+/// Polls `check` (bounded) until it holds; fails with `what` and the last value.
+fn eventually<T: std::fmt::Debug>(what: &str, mut read: impl FnMut() -> T, check: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = read();
+        if check(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: {value:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ids_observing_live_http_alerts_once_per_attacking_flow() {
+    let tb = inline_testbed(Options { kernel_bridge: true, ..Options::default() });
+    let _server = http_server(&tb, End::Dst);
+    let conf = config("ids", "pattern = x-attack-probe\nthreshold = 1\n");
+    let a = tb.nf(1).a.clone();
+    let node = nf_node(&tb, "nf_ids", &conf, &["--input", &format!("live:{a}")]);
+    // Four attacking requests, each with the pattern twice (in headers the server does
+    // not echo), and four clean ones: eight TCP connections.
+    for i in 0..8 {
+        let header = if i % 2 == 0 { "X-Probe: x-attack-probe x-attack-probe" } else { "X-Probe: clean" };
+        let out = curl(&tb, End::Src, "/", 10, &["-H", header]);
+        assert!(out.status.success(), "request {i}: {}", text(&out.stderr));
+    }
+    eventually("every match counted", || node.counter("ids:matches"), |n| *n == 8);
+    // The flows' FINs and ACKs come after the last match: wait for every flow's packets.
+    let packets = eventually("packets counted", || node.held_ints("flow:.*:packets"), |f| f.len() == 8);
+    let matches = node.held_ints("flow:.*:matches");
+    assert_eq!(matches.len(), 4, "four attacking flows: {matches:?}");
+    assert!(matches.values().all(|m| *m == 2), "two matches in each, as sent: {matches:?}");
+    for flow in matches.keys() {
+        let packets_key = flow.replace(":matches", ":packets");
+        assert!(packets[&packets_key] >= 6, "{flow}: a whole HTTP exchange ({packets:?})");
+    }
+    assert_eq!(node.counter("ids:alerts"), 4, "one alert per attacking flow");
+    let alerts = node.log_text().lines().filter(|l| l.contains("ids alert flow=")).count();
+    assert_eq!(alerts, 4, "{}", node.log_text());
+    let stats = node.stats();
+    assert_eq!(stats["nf_dropped"], 0, "observing forwards everything: {stats}");
+    assert_eq!(stats["nf_transmitted"], 0, "an observing input sends nothing: {stats}");
+}
+
+#[test]
+fn an_inline_firewall_lets_inside_out_and_keeps_outside_out() {
+    let tb = inline_testbed(Options::default());
+    let _server = http_server(&tb, End::Dst);
+    let _inside_server = http_server(&tb, End::Src);
+    let conf = config("fw", "inside = 10.0.0.1/32\nnew_tcp = syn\n");
+    let sides = format!("{},{}", tb.nf(1).a, tb.nf(1).b);
+    let node = nf_node(&tb, "nf_firewall", &conf, &["--inline", &sides]);
+    let out = curl(&tb, End::Src, "/", 10, &[]);
+    assert!(out.status.success(), "from inside: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("peer=10.0.0.1:"), "{}", text(&out.stdout));
+    let started = Instant::now();
+    let out = curl(&tb, End::Dst, "/", 3, &[]);
+    assert_eq!(out.status.code(), Some(28), "from outside: timed out ({})", text(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    let stats = node.stats();
+    assert!(node.counter("fw:opened") >= 1, "{stats}");
+    let dropped = node.counter("fw:dropped");
+    assert!(dropped >= 2, "the outside SYN and its retransmissions: {dropped}");
+    assert_eq!(stats["nf_dropped"].as_i64(), Some(dropped), "{stats}");
+    assert_eq!(stats["nf_forwarded"].as_i64(), Some(node.counter("fw:passed")), "{stats}");
+    assert!(stats["nf_unparsed_passed"].as_u64() >= Some(2), "ARP crossed: {stats}");
+}
+
+#[test]
+fn an_inline_nat_translates_addresses_and_ports_on_the_wire() {
+    // The server answers the external address, which no host owns: its neighbour entry
+    // sends those frames towards the NAT, which gives them back to the client.
+    let external = std::net::Ipv4Addr::new(10, 0, 0, 100);
+    let neighbour = Neighbour { on: End::Dst, ip: external, mac_of: End::Src };
+    let tb = inline_testbed(Options { neighbours: vec![neighbour], ..Options::default() });
+    let _server = http_server(&tb, End::Dst);
+    let conf = config("nat", &format!("ports = 20000-20999\nexternal = {external}\n"));
+    let sides = format!("{},{}", tb.nf(1).a, tb.nf(1).b);
+    let node = nf_node(&tb, "nf_nat", &conf, &["--inline", &sides]);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let out = curl(&tb, End::Src, "/", 10, &[]);
+        assert!(out.status.success(), "through the NAT: {}", text(&out.stderr));
+        let page = text(&out.stdout);
+        let peer = page.split("peer=").nth(1).and_then(|p| p.split('<').next()).unwrap().to_string();
+        let (ip, port) = peer.split_once(':').unwrap();
+        assert_eq!(ip, "10.0.0.100", "the server saw the translated address: {page}");
+        seen.push(port.parse::<u16>().unwrap());
+    }
+    assert!(seen.iter().all(|p| (20000..=20999).contains(p)), "{seen:?}");
+    let mut distinct = seen.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "a port per connection: {seen:?}");
+    let mappings = node.held_ints("flow:.*:nat");
+    assert_eq!(
+        mappings.values().map(|p| *p as u16).collect::<std::collections::BTreeSet<_>>(),
+        seen.iter().copied().collect()
+    );
+    let stats = node.stats();
+    assert!(stats["nf_rewritten"].as_u64() >= Some(3 * 6), "both directions rewritten: {stats}");
+    assert_eq!(stats["nf_transmit_errors"], 0, "{stats}");
+}
+
+#[test]
+fn malformed_frames_on_the_wire_are_counted_and_the_node_stays_up() {
+    let tb = inline_testbed(Options::default());
+    let _server = http_server(&tb, End::Dst);
+    let sides = format!("{},{}", tb.nf(1).a, tb.nf(1).b);
+    let node = nf_node(&tb, "nf_count", &config("count", ""), &["--inline", &sides]);
+    let src = tb.src();
+    let out = tb.exec(&src.ns, ["python3", INJECT, &src.iface]).unwrap_or_else(|e| panic!("{e}"));
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (malformed, unparsed) = (sent["malformed"].as_u64().unwrap(), sent["unparsed"].as_u64().unwrap());
+    assert!(malformed >= 10 && unparsed >= 2, "{sent}");
+    let stats = eventually(
+        "every injected frame counted",
+        || node.stats(),
+        |s| s["nf_bad_frames"].as_u64() >= Some(malformed) && s["nf_unparsed"].as_u64() >= Some(unparsed),
+    );
+    assert_eq!(stats["nf_bad_frames"].as_u64(), Some(malformed), "{stats}");
+    assert_eq!(stats["nf_faults"], 0, "{stats}");
+    // Still forwarding real traffic; the unparsed frames were dropped (the default).
+    let out = curl(&tb, End::Src, "/", 10, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats = node.stats();
+    assert!(stats["nf_packets"].as_u64() >= Some(6), "{stats}");
+    assert_eq!(
+        stats["nf_unparsed"].as_u64().unwrap() - stats["nf_unparsed_passed"].as_u64().unwrap(),
+        unparsed,
+        "ARP passed, the injected unparsed frames dropped: {stats}"
+    );
+}
+
+/// A slow download (40 chunks over 6 s) through two inline instances of an NF behind
+/// the live switch, its flow moved from n1 to n2 after 2 s: the paper's Fig. 4 on a
+/// real TCP connection. The nodes come before the testbed, so they stop first.
+struct Moved {
+    download: Output,
+    n1: NodeProc,
+    n2: NodeProc,
+    _switch: Process,
+    _server: Process,
+    _tb: Testbed,
+}
+
+impl Moved {
+    fn chunks(&self) -> usize {
+        text(&self.download.stdout).lines().filter(|l| l.starts_with("chunk ")).count()
+    }
+}
+
+fn move_a_live_download(nf: &str, conf_text: &str, flow_state: &str) -> Moved {
+    need_root();
+    let tb = Testbed::paper(2, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let server = http_server(&tb, End::Dst);
+    let conf = config(&format!("{nf}-move-{flow_state}"), conf_text);
+    let wasm = guest_path(nf);
+    let start = |i: usize, join: &[&str]| {
+        let host = tb.nf(i);
+        let listen = format!("tcp://{}:7000", host.mgmt.as_ref().unwrap().ip);
+        let sides = format!("{},{}", host.a, host.b);
+        // Plain peering on the management network the test made (docs/security.md).
+        let conf = conf.to_str().unwrap();
+        let args = ["--nf", &wasm, "--nf-config", conf, "--inline", &sides, "--flow-state", flow_state, "--insecure"];
+        NodeProc::start_in_ns(&host.ns, &format!("n{i}"), &listen, join, &args)
+    };
+    let n1 = start(1, &[]);
+    let n2 = start(2, &[&n1.listen]);
+    n1.wait_members(&["n1", "n2"]);
+    let sw = tb.switch().unwrap();
+    let commands = format!(
+        "ipc://{}/estate-live-switch-{}-{nf}-{flow_state}.cmd",
+        std::env::temp_dir().display(),
+        std::process::id()
+    );
+    let ports = |i: usize| format!("n{}={},{}", i + 1, sw.nf_ports[i].a, sw.nf_ports[i].b);
+    let mut switch = tb
+        .spawn(
+            &sw.ns,
+            [
+                env!("CARGO_BIN_EXE_estate").to_string(),
+                "traffic".into(),
+                "switch".into(),
+                "--live".into(),
+                format!("{},{}", sw.input, sw.output),
+                "--node".into(),
+                ports(0),
+                "--node".into(),
+                ports(1),
+                "--node-control".into(),
+                format!("n1={}", n1.control),
+                "--node-control".into(),
+                format!("n2={}", n2.control),
+                "--start".into(),
+                "n1".into(),
+                "--commands".into(),
+                commands.clone(),
+            ],
+        )
+        .unwrap();
+    let mut lines = BufReader::new(switch.stdout.take().unwrap()).lines();
+    let ready = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("switch commands="))).unwrap().unwrap();
+    assert!(ready.ends_with(".cmd"), "{ready}");
+    // 40 chunks over 6 s; the flow moves after 2 s.
+    let src = tb.src();
+    let url = format!("http://{}:{PORT}/slow?seconds=6&chunks=40", tb.dst().ip);
+    let download = tb.command(&src.ns, "curl").args(["-sS", "--max-time", "12", &url]).spawn_output();
+    std::thread::sleep(Duration::from_secs(2));
+    let moved = estate().args(["traffic", "command", "--switch", &commands, "move", "1", "n1", "n2"]).output().unwrap();
+    assert!(moved.status.success(), "move: {}", text(&moved.stderr));
+    assert!(text(&moved.stdout).contains(": 1 flows"), "the download's flow moved: {}", text(&moved.stdout));
+    let download = download.join().unwrap();
+    Moved { download, n1, n2, _switch: switch, _server: server, _tb: tb }
+}
+
+const FIREWALL: &str = "inside = 10.0.0.1/32\nnew_tcp = syn\n";
+
+#[test]
+fn a_live_connection_survives_a_move_between_inline_firewalls_with_its_state() {
+    let moved = move_a_live_download("nf_firewall", FIREWALL, "take");
+    let out = &moved.download;
+    assert!(out.status.success(), "the download finished: {} / {}", text(&out.stderr), text(&out.stdout));
+    assert_eq!(moved.chunks(), 40);
+    let n2 = moved.n2.stats();
+    assert!(n2["nf_flows_adopted"].as_u64() >= Some(1), "{n2}");
+    assert!(n2["nf_forwarded"].as_u64() >= Some(20), "n2 carried the rest of the connection: {n2}");
+}
+
+#[test]
+fn a_live_connection_breaks_when_it_moves_without_state_sharing() {
+    let moved = move_a_live_download("nf_firewall", FIREWALL, "off");
+    let chunks = moved.chunks();
+    let status = moved.download.status;
+    assert!(!status.success() && chunks < 40, "the download broke off: {chunks} chunks, {status:?}");
+    let n2 = moved.n2.stats();
+    assert!(n2["nf_dropped"].as_u64() >= Some(1), "n2 dropped the unknown connection: {n2}");
+    assert_eq!(n2["nf_flows_adopted"], 0, "{n2}");
+}
+
+/// The `ids` on the same move: every chunk of the download carries one match
+/// ("chunk "). With the state taken along, n2 holds the flow's whole count; without
+/// sharing, the count restarts at n2 and the flow's matches are split.
+fn ids_counts_of_a_moved_download(flow_state: &str) -> (Moved, i64, i64) {
+    let moved = move_a_live_download("nf_ids", "pattern = chunk\\x20\nthreshold = 1000\n", flow_state);
+    assert!(moved.download.status.success(), "ids forwards everything: {}", text(&moved.download.stderr));
+    assert_eq!(moved.chunks(), 40);
+    let (n1, n2) = (moved.n1.held_ints("flow:.*:matches"), moved.n2.held_ints("flow:.*:matches"));
+    (moved, n1.values().sum(), n2.values().sum())
+}
+
+#[test]
+fn ids_counters_of_a_live_connection_continue_across_a_move_with_its_state() {
+    let (moved, n1, n2) = ids_counts_of_a_moved_download("take");
+    assert_eq!((n1, n2), (0, 40), "n2 took the flow's count over and went on: {}", moved.n2.stats());
+}
+
+#[test]
+fn ids_counters_of_a_live_connection_restart_after_a_move_without_sharing() {
+    let (_moved, n1, n2) = ids_counts_of_a_moved_download("off");
+    assert!(n1 > 0 && n2 > 0 && n2 < 40, "the count restarted at n2: n1 {n1}, n2 {n2}");
+    assert_eq!(n1 + n2, 40, "every match counted once, split over the two");
+}
+
+/// Runs a command in the background, collecting its output.
+trait SpawnOutput {
+    fn spawn_output(&mut self) -> std::thread::JoinHandle<Output>;
+}
+
+impl SpawnOutput for std::process::Command {
+    fn spawn_output(&mut self) -> std::thread::JoinHandle<Output> {
+        let child = self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        std::thread::spawn(move || child.wait_with_output().unwrap())
+    }
+}
