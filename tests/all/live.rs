@@ -198,16 +198,60 @@ fn malformed_frames_on_the_wire_are_counted_and_the_node_stays_up() {
     );
 }
 
-/// A slow download (40 chunks over 6 s) through two inline instances of an NF behind
-/// the live switch, its flow moved from n1 to n2 after 2 s: the paper's Fig. 4 on a
-/// real TCP connection. The nodes come before the testbed, so they stop first.
-struct Moved {
-    download: Output,
+/// The paper's testbed with two inline instances of an NF (n1, n2, peering on the
+/// management network) behind the live switch, which sends new flows to `start`. The
+/// nodes come before the testbed, so they stop first.
+struct Paper {
     n1: NodeProc,
     n2: NodeProc,
+    commands: String,
     _switch: Process,
     _server: Process,
-    _tb: Testbed,
+    tb: Testbed,
+}
+
+fn paper(nf: &str, conf_text: &str, flow_state: &str, start: &str, opts: Options) -> Paper {
+    need_root();
+    let tb = Testbed::paper(2, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let server = http_server(&tb, End::Dst);
+    let name = format!("{nf}-{flow_state}-{}", start.replace(',', ""));
+    let conf = config(&name, conf_text);
+    let wasm = guest_path(nf);
+    let node = |i: usize, join: &[&str]| {
+        let host = tb.nf(i);
+        let listen = format!("tcp://{}:7000", host.mgmt.as_ref().unwrap().ip);
+        let sides = format!("{},{}", host.a, host.b);
+        // Plain peering on the management network the test made (docs/security.md).
+        let conf = conf.to_str().unwrap();
+        let args = ["--nf", &wasm, "--nf-config", conf, "--inline", &sides, "--flow-state", flow_state, "--insecure"];
+        NodeProc::start_in_ns(&host.ns, &format!("n{i}"), &listen, join, &args)
+    };
+    let n1 = node(1, &[]);
+    let n2 = node(2, &[&n1.listen]);
+    n1.wait_members(&["n1", "n2"]);
+    n2.wait_members(&["n1", "n2"]);
+    let sw = tb.switch().unwrap();
+    let commands =
+        format!("ipc://{}/estate-live-switch-{}-{name}.cmd", std::env::temp_dir().display(), std::process::id());
+    let mut args = vec![env!("CARGO_BIN_EXE_estate").to_string(), "traffic".into(), "switch".into()];
+    args.extend(["--live".into(), format!("{},{}", sw.input, sw.output)]);
+    for (i, node) in [&n1, &n2].into_iter().enumerate() {
+        args.extend(["--node".into(), format!("n{}={},{}", i + 1, sw.nf_ports[i].a, sw.nf_ports[i].b)]);
+        args.extend(["--node-control".into(), format!("n{}={}", i + 1, node.control)]);
+    }
+    args.extend(["--start".into(), start.into(), "--commands".into(), commands.clone()]);
+    let mut switch = tb.spawn(&sw.ns, args).unwrap();
+    let mut lines = BufReader::new(switch.stdout.take().unwrap()).lines();
+    let ready = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("switch commands="))).unwrap().unwrap();
+    assert!(ready.ends_with(".cmd"), "{ready}");
+    Paper { n1, n2, commands, _switch: switch, _server: server, tb }
+}
+
+/// A slow download (40 chunks over 6 s) through the paper's testbed, its flow moved
+/// from n1 to n2 after 2 s: the paper's Fig. 4 on a real TCP connection.
+struct Moved {
+    download: Output,
+    paper: Paper,
 }
 
 impl Moved {
@@ -217,67 +261,17 @@ impl Moved {
 }
 
 fn move_a_live_download(nf: &str, conf_text: &str, flow_state: &str) -> Moved {
-    need_root();
-    let tb = Testbed::paper(2, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
-    let server = http_server(&tb, End::Dst);
-    let conf = config(&format!("{nf}-move-{flow_state}"), conf_text);
-    let wasm = guest_path(nf);
-    let start = |i: usize, join: &[&str]| {
-        let host = tb.nf(i);
-        let listen = format!("tcp://{}:7000", host.mgmt.as_ref().unwrap().ip);
-        let sides = format!("{},{}", host.a, host.b);
-        // Plain peering on the management network the test made (docs/security.md).
-        let conf = conf.to_str().unwrap();
-        let args = ["--nf", &wasm, "--nf-config", conf, "--inline", &sides, "--flow-state", flow_state, "--insecure"];
-        NodeProc::start_in_ns(&host.ns, &format!("n{i}"), &listen, join, &args)
-    };
-    let n1 = start(1, &[]);
-    let n2 = start(2, &[&n1.listen]);
-    n1.wait_members(&["n1", "n2"]);
-    let sw = tb.switch().unwrap();
-    let commands = format!(
-        "ipc://{}/estate-live-switch-{}-{nf}-{flow_state}.cmd",
-        std::env::temp_dir().display(),
-        std::process::id()
-    );
-    let ports = |i: usize| format!("n{}={},{}", i + 1, sw.nf_ports[i].a, sw.nf_ports[i].b);
-    let mut switch = tb
-        .spawn(
-            &sw.ns,
-            [
-                env!("CARGO_BIN_EXE_estate").to_string(),
-                "traffic".into(),
-                "switch".into(),
-                "--live".into(),
-                format!("{},{}", sw.input, sw.output),
-                "--node".into(),
-                ports(0),
-                "--node".into(),
-                ports(1),
-                "--node-control".into(),
-                format!("n1={}", n1.control),
-                "--node-control".into(),
-                format!("n2={}", n2.control),
-                "--start".into(),
-                "n1".into(),
-                "--commands".into(),
-                commands.clone(),
-            ],
-        )
-        .unwrap();
-    let mut lines = BufReader::new(switch.stdout.take().unwrap()).lines();
-    let ready = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("switch commands="))).unwrap().unwrap();
-    assert!(ready.ends_with(".cmd"), "{ready}");
-    // 40 chunks over 6 s; the flow moves after 2 s.
-    let src = tb.src();
+    let paper = paper(nf, conf_text, flow_state, "n1", Options::default());
+    let tb = &paper.tb;
     let url = format!("http://{}:{PORT}/slow?seconds=6&chunks=40", tb.dst().ip);
-    let download = tb.command(&src.ns, "curl").args(["-sS", "--max-time", "12", &url]).spawn_output();
+    let download = tb.command(&tb.src().ns, "curl").args(["-sS", "--max-time", "12", &url]).spawn_output();
     std::thread::sleep(Duration::from_secs(2));
-    let moved = estate().args(["traffic", "command", "--switch", &commands, "move", "1", "n1", "n2"]).output().unwrap();
+    let commands = &paper.commands;
+    let moved = estate().args(["traffic", "command", "--switch", commands, "move", "1", "n1", "n2"]).output().unwrap();
     assert!(moved.status.success(), "move: {}", text(&moved.stderr));
     assert!(text(&moved.stdout).contains(": 1 flows"), "the download's flow moved: {}", text(&moved.stdout));
     let download = download.join().unwrap();
-    Moved { download, n1, n2, _switch: switch, _server: server, _tb: tb }
+    Moved { download, paper }
 }
 
 const FIREWALL: &str = "inside = 10.0.0.1/32\nnew_tcp = syn\n";
@@ -288,7 +282,7 @@ fn a_live_connection_survives_a_move_between_inline_firewalls_with_its_state() {
     let out = &moved.download;
     assert!(out.status.success(), "the download finished: {} / {}", text(&out.stderr), text(&out.stdout));
     assert_eq!(moved.chunks(), 40);
-    let n2 = moved.n2.stats();
+    let n2 = moved.paper.n2.stats();
     assert!(n2["nf_flows_adopted"].as_u64() >= Some(1), "{n2}");
     assert!(n2["nf_forwarded"].as_u64() >= Some(20), "n2 carried the rest of the connection: {n2}");
 }
@@ -299,7 +293,7 @@ fn a_live_connection_breaks_when_it_moves_without_state_sharing() {
     let chunks = moved.chunks();
     let status = moved.download.status;
     assert!(!status.success() && chunks < 40, "the download broke off: {chunks} chunks, {status:?}");
-    let n2 = moved.n2.stats();
+    let n2 = moved.paper.n2.stats();
     assert!(n2["nf_dropped"].as_u64() >= Some(1), "n2 dropped the unknown connection: {n2}");
     assert_eq!(n2["nf_flows_adopted"], 0, "{n2}");
 }
@@ -311,14 +305,14 @@ fn ids_counts_of_a_moved_download(flow_state: &str) -> (Moved, i64, i64) {
     let moved = move_a_live_download("nf_ids", "pattern = chunk\\x20\nthreshold = 1000\n", flow_state);
     assert!(moved.download.status.success(), "ids forwards everything: {}", text(&moved.download.stderr));
     assert_eq!(moved.chunks(), 40);
-    let (n1, n2) = (moved.n1.held_ints("flow:.*:matches"), moved.n2.held_ints("flow:.*:matches"));
+    let (n1, n2) = (moved.paper.n1.held_ints("flow:.*:matches"), moved.paper.n2.held_ints("flow:.*:matches"));
     (moved, n1.values().sum(), n2.values().sum())
 }
 
 #[test]
 fn ids_counters_of_a_live_connection_continue_across_a_move_with_its_state() {
     let (moved, n1, n2) = ids_counts_of_a_moved_download("take");
-    assert_eq!((n1, n2), (0, 40), "n2 took the flow's count over and went on: {}", moved.n2.stats());
+    assert_eq!((n1, n2), (0, 40), "n2 took the flow's count over and went on: {}", moved.paper.n2.stats());
 }
 
 #[test]
@@ -326,6 +320,38 @@ fn ids_counters_of_a_live_connection_restart_after_a_move_without_sharing() {
     let (_moved, n1, n2) = ids_counts_of_a_moved_download("off");
     assert!(n1 > 0 && n2 > 0 && n2 < 40, "the count restarted at n2: n1 {n1}, n2 {n2}");
     assert_eq!(n1 + n2, 40, "every match counted once, split over the two");
+}
+
+#[test]
+fn two_inline_nats_behind_the_switch_never_hand_out_the_same_port() {
+    let external = std::net::Ipv4Addr::new(10, 0, 0, 100);
+    let opts =
+        Options { neighbours: vec![Neighbour { on: End::Dst, ip: external, mac_of: End::Src }], ..Options::default() };
+    let conf = format!("ports = 20000-20999\nblock = 16\nexternal = {external}\n");
+    let paper = paper("nf_nat", &conf, "take", "n1,n2", opts);
+    let mut ports = Vec::new();
+    for i in 0..16 {
+        let out = curl(&paper.tb, End::Src, "/", 10, &[]);
+        assert!(out.status.success(), "request {i} through the NATs: {}", text(&out.stderr));
+        let page = text(&out.stdout);
+        let peer = page.split("peer=").nth(1).and_then(|p| p.split('<').next()).unwrap();
+        let (ip, port) = peer.split_once(':').unwrap();
+        assert_eq!(ip, "10.0.0.100", "{page}");
+        ports.push(port.parse::<u16>().unwrap());
+    }
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ports.len(), "no port handed out twice: {ports:?}");
+    let (n1, n2) = (&paper.n1, &paper.n2);
+    let allocated = (n1.counter("nat:allocated"), n2.counter("nat:allocated"));
+    assert!(allocated.0 > 0 && allocated.1 > 0, "the switch spread the flows over both: {allocated:?}");
+    assert_eq!(allocated.0 + allocated.1, 16, "one port per connection");
+    // A reply's flow key is not its request's: the switch sends some replies to the
+    // instance that did not allocate the port, which finds it across the cluster.
+    let remote = n1.counter("nat:inbound_remote") + n2.counter("nat:inbound_remote");
+    assert!(remote > 0, "some replies were translated by the other instance");
+    assert_eq!(n1.counter("nat:unsolicited") + n2.counter("nat:unsolicited"), 0);
 }
 
 /// Runs a command in the background, collecting its output.
