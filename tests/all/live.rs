@@ -210,11 +210,11 @@ struct Paper {
     tb: Testbed,
 }
 
-fn paper(nf: &str, conf_text: &str, flow_state: &str, start: &str, opts: Options) -> Paper {
+fn paper(name: &str, nf: &str, conf_text: &str, flow_state: &str, start: &str, opts: Options) -> Paper {
     need_root();
     let tb = Testbed::paper(2, &opts).unwrap_or_else(|e| panic!("{e}"));
     let server = http_server(&tb, End::Dst);
-    let name = format!("{nf}-{flow_state}-{}", start.replace(',', ""));
+    let name = format!("{name}-{flow_state}");
     let conf = config(&name, conf_text);
     let wasm = guest_path(nf);
     let node = |i: usize, join: &[&str]| {
@@ -261,13 +261,19 @@ impl Moved {
 }
 
 fn move_a_live_download(nf: &str, conf_text: &str, flow_state: &str) -> Moved {
-    let paper = paper(nf, conf_text, flow_state, "n1", Options::default());
+    move_with(&["move", "1", "n1", "n2"], nf, conf_text, flow_state)
+}
+
+/// [`move_a_live_download`] with the switch command `step` (`move 1 n1 n2`, the
+/// paper's scale-out of every flow, or `drain n1 n2`, its scale-in).
+fn move_with(step: &[&str], nf: &str, conf_text: &str, flow_state: &str) -> Moved {
+    let paper = paper(&format!("{nf}-{}", step[0]), nf, conf_text, flow_state, "n1", Options::default());
     let tb = &paper.tb;
     let url = format!("http://{}:{PORT}/slow?seconds=6&chunks=40", tb.dst().ip);
     let download = tb.command(&tb.src().ns, "curl").args(["-sS", "--max-time", "12", &url]).spawn_output();
     std::thread::sleep(Duration::from_secs(2));
     let commands = &paper.commands;
-    let moved = estate().args(["traffic", "command", "--switch", commands, "move", "1", "n1", "n2"]).output().unwrap();
+    let moved = estate().args(["traffic", "command", "--switch", commands]).args(step).output().unwrap();
     assert!(moved.status.success(), "move: {}", text(&moved.stderr));
     assert!(text(&moved.stdout).contains(": 1 flows"), "the download's flow moved: {}", text(&moved.stdout));
     let download = download.join().unwrap();
@@ -285,6 +291,16 @@ fn a_live_connection_survives_a_move_between_inline_firewalls_with_its_state() {
     let n2 = moved.paper.n2.stats();
     assert!(n2["nf_flows_adopted"].as_u64() >= Some(1), "{n2}");
     assert!(n2["nf_forwarded"].as_u64() >= Some(20), "n2 carried the rest of the connection: {n2}");
+}
+
+#[test]
+fn a_live_connection_survives_a_scale_in_between_inline_firewalls_with_its_state() {
+    let moved = move_with(&["drain", "n1", "n2"], "nf_firewall", FIREWALL, "take");
+    let out = &moved.download;
+    assert!(out.status.success(), "the download finished: {} / {}", text(&out.stderr), text(&out.stdout));
+    assert_eq!(moved.chunks(), 40);
+    let n2 = moved.paper.n2.stats();
+    assert!(n2["nf_flows_adopted"].as_u64() >= Some(1), "{n2}");
 }
 
 #[test]
@@ -328,7 +344,7 @@ fn two_inline_nats_behind_the_switch_never_hand_out_the_same_port() {
     let opts =
         Options { neighbours: vec![Neighbour { on: End::Dst, ip: external, mac_of: End::Src }], ..Options::default() };
     let conf = format!("ports = 20000-20999\nblock = 16\nexternal = {external}\n");
-    let paper = paper("nf_nat", &conf, "take", "n1,n2", opts);
+    let paper = paper("nat", "nf_nat", &conf, "take", "n1,n2", opts);
     let mut ports = Vec::new();
     for i in 0..16 {
         let out = curl(&paper.tb, End::Src, "/", 10, &[]);
