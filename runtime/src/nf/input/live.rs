@@ -55,8 +55,11 @@ use crate::nf::input::{Input, Sink};
 
 /// How long a capture waits for a frame before it checks its stop flag.
 const POLL_MS: i32 = 50;
-/// Frames captured and not yet taken by the NF, per input.
-const QUEUE: usize = 4096;
+/// Frames taken from the kernel at one wakeup, at most (one batch).
+const BATCH: usize = 256;
+/// Batches captured and not yet taken by the NF, per input: up to 4,096 frames, fewer
+/// when batches are small.
+const QUEUE: usize = 4096 / BATCH;
 /// The kernel ring of each capture, in bytes.
 const RING_BYTES: i32 = 8 << 20;
 /// Enough for any frame, including the merged ones offloads make.
@@ -202,7 +205,10 @@ struct Capturing {
 }
 
 impl Capturing {
-    fn run(self, mut handle: Capture<Active>, queue: SyncSender<Wire>) {
+    /// Captures until stopped: each wakeup takes every frame the kernel has (up to
+    /// [`BATCH`]) and queues the flows' frames as one batch, so the NF thread and this
+    /// one meet once per batch, not once per frame.
+    fn run(self, mut handle: Capture<Active>, queue: SyncSender<Vec<Wire>>) {
         let mut kernel_drops = 0u64;
         let mut stats_at = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
@@ -214,37 +220,43 @@ impl Capturing {
                     kernel_drops = total;
                 }
             }
-            let packet = match handle.next_packet() {
-                Ok(p) => p,
-                Err(pcap::Error::TimeoutExpired) => continue,
+            let mut batch = Vec::new();
+            match handle.dispatch(Some(BATCH), |packet| self.frame(packet, &mut batch)) {
+                Ok(_) => {}
+                Err(pcap::Error::TimeoutExpired) => {}
                 Err(e) => {
                     warn!(iface = %self.iface, "live input: capture failed, stopping this side: {e}");
                     return;
                 }
-            };
-            let data = packet.data;
-            match frame::classify(data) {
-                Ok(_) => {
-                    let ts = packet.header.ts;
-                    let captured = SystemTime::UNIX_EPOCH
-                        + Duration::new(ts.tv_sec.max(0) as u64, (ts.tv_usec.clamp(0, 999_999) as u32) * 1000);
-                    let wire = Wire { side: self.side, frame: data.to_vec(), captured };
-                    if queue.send(wire).is_err() {
-                        return;
-                    }
-                }
-                Err(Why::Malformed(why)) => {
-                    let n = self.counters.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
-                    rare_warn(n, format_args!("dropped a malformed frame on {} ({why})", self.iface));
-                }
-                Err(why) => {
-                    self.counters.unparsed.fetch_add(1, Ordering::Relaxed);
-                    if let Some((out, policy)) = &self.pass
-                        && (why == Why::Arp || *policy == Unparsed::Pass)
-                        && out.send(data, &self.counters)
-                    {
-                        self.counters.unparsed_passed.fetch_add(1, Ordering::Relaxed);
-                    }
+            }
+            if !batch.is_empty() && queue.send(batch).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sorts one captured frame: a flow's frame joins `batch`; the others are counted,
+    /// and passed across or dropped.
+    fn frame(&self, packet: pcap::Packet<'_>, batch: &mut Vec<Wire>) {
+        let data = packet.data;
+        match frame::classify(data) {
+            Ok(_) => {
+                let ts = packet.header.ts;
+                let captured = SystemTime::UNIX_EPOCH
+                    + Duration::new(ts.tv_sec.max(0) as u64, (ts.tv_usec.clamp(0, 999_999) as u32) * 1000);
+                batch.push(Wire { side: self.side, frame: data.to_vec(), captured });
+            }
+            Err(Why::Malformed(why)) => {
+                let n = self.counters.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
+                rare_warn(n, format_args!("dropped a malformed frame on {} ({why})", self.iface));
+            }
+            Err(why) => {
+                self.counters.unparsed.fetch_add(1, Ordering::Relaxed);
+                if let Some((out, policy)) = &self.pass
+                    && (why == Why::Arp || *policy == Unparsed::Pass)
+                    && out.send(data, &self.counters)
+                {
+                    self.counters.unparsed_passed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -253,7 +265,9 @@ impl Capturing {
 
 /// The packets of a live or inline input, in the order they were captured (per side).
 pub struct LiveSource {
-    queue: Receiver<Wire>,
+    queue: Receiver<Vec<Wire>>,
+    /// The rest of the batch being taken.
+    batch: std::vec::IntoIter<Wire>,
     stop: Arc<AtomicBool>,
     directions: FlowDirections,
     threads: Vec<JoinHandle<()>>,
@@ -272,7 +286,13 @@ pub fn observe(iface: &str, counters: Arc<NfCounters>) -> Result<Input, LiveErro
     let capturing = Capturing { side: Side::A, iface: iface.to_string(), pass: None, counters, stop: stop.clone() };
     let thread = spawn(capturing, open(iface, true)?, tx);
     info!(%iface, "live input: capturing");
-    let source = LiveSource { queue, stop: stop.clone(), directions: FlowDirections::default(), threads: vec![thread] };
+    let source = LiveSource {
+        queue,
+        batch: Vec::new().into_iter(),
+        stop: stop.clone(),
+        directions: FlowDirections::default(),
+        threads: vec![thread],
+    };
     Ok(Input::stoppable(Box::new(source), stop))
 }
 
@@ -311,7 +331,10 @@ pub(crate) fn two_sided(
         };
         threads.push(spawn(capturing, handle, tx.clone()));
     }
-    Ok((LiveSource { queue, stop, directions: FlowDirections::default(), threads }, senders))
+    Ok((
+        LiveSource { queue, batch: Vec::new().into_iter(), stop, directions: FlowDirections::default(), threads },
+        senders,
+    ))
 }
 
 /// Copies every frame coming in on `from` out of `to`, without its VLAN tag, until
@@ -341,7 +364,7 @@ pub(crate) fn patch(
     Ok(thread::Builder::new().name(format!("estate-patch-{from}")).spawn(run).expect("spawning a patch thread"))
 }
 
-fn spawn(capturing: Capturing, handle: Capture<Active>, queue: SyncSender<Wire>) -> JoinHandle<()> {
+fn spawn(capturing: Capturing, handle: Capture<Active>, queue: SyncSender<Vec<Wire>>) -> JoinHandle<()> {
     let name = format!("estate-capture-{}", capturing.iface);
     thread::Builder::new().name(name).spawn(move || capturing.run(handle, queue)).expect("spawning a capture thread")
 }
@@ -354,10 +377,16 @@ impl Iterator for LiveSource {
             if self.stop.load(Ordering::Relaxed) {
                 return None;
             }
-            let wire = match self.queue.recv_timeout(Duration::from_millis(POLL_MS as u64)) {
-                Ok(wire) => wire,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return None,
+            let wire = match self.batch.next() {
+                Some(wire) => wire,
+                None => match self.queue.recv_timeout(Duration::from_millis(POLL_MS as u64)) {
+                    Ok(batch) => {
+                        self.batch = batch.into_iter();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                },
             };
             // The capture thread queues only frames that classify as a flow's.
             let Ok((parsed, _)) = frame::classify(&wire.frame) else { continue };
