@@ -133,6 +133,14 @@ fn redis_is_used_only_by_the_state_backends() {
 }
 
 #[test]
+fn libpcap_is_used_only_by_the_live_inputs() {
+    // The crate, not the module `nf::input::pcap` (pcap files, read with `pcap-file`).
+    let tokens = ["use pcap::", "pcap::Capture", "pcap::Active", "pcap::Error", "pcap::Direction", "pcap::Packet<"];
+    let found = offenders(&tokens, everywhere, |f| f == "nf/input/live.rs");
+    assert!(found.is_empty(), "pcap outside nf/input/live.rs: {found:?}");
+}
+
+#[test]
 fn the_library_needs_nothing_of_the_binary() {
     // The binary's own dependencies, and untyped errors, stay in the binary.
     let found = offenders(
