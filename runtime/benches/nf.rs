@@ -10,7 +10,8 @@
 //!   runs in rotating order); `cargo bench --bench nf -- wasm-vs-native` runs only
 //!   this part;
 //! - local set/get from inside a Wasm NF: a guest that does 500 state_set + 500
-//!   state_get per packet, against one that does nothing, per operation.
+//!   state_get per packet, against one that does nothing, per operation, beside the
+//!   same calls made natively; `cargo bench --bench nf -- set-get` runs only this part.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,12 +181,58 @@ fn set_get_guest(body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Local set/get from inside a Wasm NF, per operation: a guest doing 500 `state_set`
+/// and 500 `state_get` per packet minus one doing nothing, against the same calls made
+/// natively on the same kind of store (what the host calls end in), median of 5 each.
+fn set_get(host: &WasmHost, few: &[OwnedPacket]) {
+    let ops = 500;
+    let loop_body = format!(
+        "(local.set $i (i32.const {ops})) (loop (drop (call $set (i32.const 0) (i32.const 35) (i32.const 64) (i32.const 9))) (drop (call $get (i32.const 0) (i32.const 35))) (local.set $i (i32.sub (local.get $i) (i32.const 1))) (br_if 0 (local.get $i)))"
+    );
+    let (mut empty_nf, mut busy_nf) =
+        (wasm_nf(host, &set_get_guest(""), ""), wasm_nf(host, &set_get_guest(&loop_body), ""));
+    let native = Store::new("bench").tenant(DEFAULT_TENANT).unwrap();
+    let key = "flow:6:10.0.0.1:5000-10.0.0.2:443:n";
+    let native_run = || {
+        let t = Instant::now();
+        for _ in few {
+            for _ in 0..ops {
+                NfState::set(native.as_ref(), key, Value::Int(7)).unwrap();
+                std::hint::black_box(NfState::get(native.as_ref(), key));
+            }
+        }
+        t.elapsed()
+    };
+    let (mut wasm, mut natively) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let empty = wasm_local(&mut empty_nf, few);
+        let busy = wasm_local(&mut busy_nf, few);
+        wasm.push(busy.saturating_sub(empty).as_nanos() as f64 / (few.len() * ops * 2) as f64);
+        natively.push(native_run().as_nanos() as f64 / (few.len() * ops * 2) as f64);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (wasm, natively) = (median(wasm), median(natively));
+    println!();
+    println!(
+        "local set/get from inside a Wasm NF: {wasm:.0} ns per operation (35-byte key, 8-byte value); \
+         the same calls natively: {natively:.0} ns; wasm / native {:.2}",
+        wasm / natively
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { 5_000 } else { 20_000 };
     let packets = traffic(n);
     let ids = guests::require("nf_ids").unwrap();
     let host = WasmHost::new(Limits::default()).unwrap();
+    if std::env::args().any(|a| a == "set-get") {
+        set_get(&host, &packets[..n / 10]);
+        return;
+    }
 
     let rounds = if quick { 2 } else { 6 };
     let mid = |mut v: Vec<Duration>| {
@@ -265,14 +312,5 @@ fn main() {
         }
     }
 
-    let ops = 500;
-    let loop_body = format!(
-        "(local.set $i (i32.const {ops})) (loop (drop (call $set (i32.const 0) (i32.const 35) (i32.const 64) (i32.const 9))) (drop (call $get (i32.const 0) (i32.const 35))) (local.set $i (i32.sub (local.get $i) (i32.const 1))) (br_if 0 (local.get $i)))"
-    );
-    let few = &packets[..n / 10];
-    let empty = wasm_local(&mut wasm_nf(&host, &set_get_guest(""), ""), few);
-    let busy = wasm_local(&mut wasm_nf(&host, &set_get_guest(&loop_body), ""), few);
-    let per_op = (busy.saturating_sub(empty)).as_nanos() as f64 / (few.len() * ops * 2) as f64;
-    println!();
-    println!("local set/get from inside a Wasm NF: {per_op:.0} ns per operation (35-byte key, 8-byte value)");
+    set_get(&host, &packets[..n / 10]);
 }

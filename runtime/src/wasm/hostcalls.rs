@@ -114,24 +114,41 @@ pub(crate) fn guest_str(
 }
 
 /// `estate.staged_read(ptr, len)`: copies the staged bytes into guest memory.
+/// The staged bytes are then gone; the buffer is kept for the next call unless it grew
+/// past [`KEPT_STAGING`].
 pub(crate) fn host_staged_read(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<()> {
-    let staged = std::mem::take(&mut caller.data_mut().staged);
-    if len as usize != staged.len() {
-        wasmtime::bail!("staged_read of {len} bytes, {} staged", staged.len());
-    }
     let memory = guest_memory(&caller)?;
-    memory
-        .write(&mut caller, ptr as usize, &staged)
-        .map_err(|_| wasmtime::format_err!("staged_read buffer {ptr}+{len} is outside guest memory"))
+    let (memory, data) = memory.data_and_store_mut(&mut caller);
+    let staged = &mut data.staged;
+    if len as usize != staged.len() {
+        let staged = std::mem::take(staged).len();
+        wasmtime::bail!("staged_read of {len} bytes, {staged} staged");
+    }
+    let out = memory
+        .get_mut(ptr as usize..)
+        .and_then(|m| m.get_mut(..len as usize))
+        .ok_or_else(|| wasmtime::format_err!("staged_read buffer {ptr}+{len} is outside guest memory"))?;
+    out.copy_from_slice(staged);
+    if staged.capacity() > KEPT_STAGING {
+        *staged = Vec::new();
+    } else {
+        staged.clear();
+    }
+    Ok(())
 }
+
+/// The largest staging buffer kept across host calls (a large global read's answer is
+/// not kept).
+const KEPT_STAGING: usize = 64 << 10;
 
 /// `estate.state_get(key_ptr, key_len) -> i32`: 1 and the value staged, or 0.
 pub(crate) fn host_state_get(mut caller: Caller<'_, GuestData>, ptr: u32, len: u32) -> wasmtime::Result<i32> {
     Ok(match with_key(&mut caller, ptr, len, "state_get", |state, key, _| Ok(state.get(key)))? {
         Some(value) => {
-            let mut staged = Vec::new();
-            value.encode(&mut staged);
-            caller.data_mut().staged = staged;
+            // Into the staging buffer kept across calls: no allocation per get.
+            let staged = &mut caller.data_mut().staged;
+            staged.clear();
+            value.encode(staged);
             abi::state_get::FOUND
         }
         None => abi::state_get::ABSENT,
