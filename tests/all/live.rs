@@ -115,7 +115,8 @@ fn an_inline_firewall_lets_inside_out_and_keeps_outside_out() {
     let _inside_server = http_server(&tb, End::Src);
     let conf = config("fw", "inside = 10.0.0.1/32\nnew_tcp = syn\n");
     let sides = format!("{},{}", tb.nf(1).a, tb.nf(1).b);
-    let node = nf_node(&tb, "nf_firewall", &conf, &["--inline", &sides]);
+    // Metrics on the NF host's own loopback, scraped from inside it.
+    let node = nf_node(&tb, "nf_firewall", &conf, &["--inline", &sides, "--metrics", "127.0.0.1:9464"]);
     let out = curl(&tb, End::Src, "/", 10, &[]);
     assert!(out.status.success(), "from inside: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("peer=10.0.0.1:"), "{}", text(&out.stdout));
@@ -130,6 +131,16 @@ fn an_inline_firewall_lets_inside_out_and_keeps_outside_out() {
     assert_eq!(stats["nf_dropped"].as_i64(), Some(dropped), "{stats}");
     assert_eq!(stats["nf_forwarded"].as_i64(), Some(node.counter("fw:passed")), "{stats}");
     assert!(stats["nf_unparsed_passed"].as_u64() >= Some(2), "ARP crossed: {stats}");
+    // Every packet's time from capture to verdict was observed.
+    let scrape = tb.exec(&tb.nf(1).ns, ["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"]).unwrap();
+    let metrics = text(&scrape.stdout);
+    let sample = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let packets = sample("estate_nf_packets_total{tenant=\"default\"}");
+    assert_eq!(sample("estate_nf_wire_delay_seconds_count{tenant=\"default\"}"), packets);
+    assert!(packets > 0.0 && sample("estate_nf_wire_delay_seconds_sum{tenant=\"default\"}") > 0.0, "{metrics}");
 }
 
 #[test]

@@ -211,6 +211,13 @@ impl NodeCollector {
              instance after a fault).",
             &[(tenant.clone(), s.nf.packet_time.snapshot())],
         )?;
+        histogram(
+            encoder,
+            table::NF_WIRE_TIME,
+            "For the packets of a live or inline input: from the kernel's capture timestamp to the verdict \
+             (waiting in the node's queue, and the NF's time).",
+            &[(tenant.clone(), s.nf.wire_time.snapshot())],
+        )?;
         let guest: Vec<(Labels, Value)> =
             s.nf.metrics
                 .lock()

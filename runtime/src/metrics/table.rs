@@ -217,6 +217,8 @@ pub const NF_GUEST_METRIC: &str = "estate_nf_guest_metric";
 pub const NF_PACKET_RATE: &str = "estate_nf_packets_per_second";
 /// The NF thread's time per packet, with `tenant`.
 pub const NF_PACKET_TIME: &str = "estate_nf_packet_duration_seconds";
+/// Live inputs: capture to verdict, with `tenant`.
+pub const NF_WIRE_TIME: &str = "estate_nf_wire_delay_seconds";
 /// Global reads started on this node.
 pub const READ_TIME: &str = "estate_global_read_duration_seconds";
 /// Wasm reducer calls on this node.
@@ -245,6 +247,7 @@ pub fn families() -> Vec<&'static str> {
         NF_GUEST_METRIC,
         NF_PACKET_RATE,
         NF_PACKET_TIME,
+        NF_WIRE_TIME,
         READ_TIME,
         REDUCER_TIME,
         TENANT_ITEMS,

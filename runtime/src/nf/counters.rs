@@ -64,6 +64,10 @@ pub struct NfCounters {
     /// `packets` counts it). A histogram: not among `snapshot`'s counters (`estate node
     /// --metrics` exports it).
     pub packet_time: Durations,
+    /// For the packets of a live or inline input: the time from the kernel's capture
+    /// timestamp to the verdict (waiting in the node's queue, and the NF's time). A
+    /// histogram, like `packet_time`.
+    pub wire_time: Durations,
 }
 
 impl NfCounters {

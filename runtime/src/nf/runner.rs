@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use estate_guest::nf::Rewrite;
 use estate_guest::{Brought, Verdict};
@@ -173,6 +173,10 @@ impl Running {
                 self.counters.rewritten.fetch_add(1, Ordering::Relaxed);
             }
             None => {}
+        }
+        // Before the packet is counted: a reader that sees it counted sees this too.
+        if let Some(waited) = packet.wire.as_ref().and_then(|w| SystemTime::now().duration_since(w.captured).ok()) {
+            self.counters.wire_time.observe(waited);
         }
         count_verdict(&self.counters, verdict, started);
     }
