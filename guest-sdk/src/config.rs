@@ -59,3 +59,36 @@ pub fn settings<'a>(
         })
     })
 }
+
+/// Parses a dotted-quad IPv4 address, `a.b.c.d`: four parts of one to three digits,
+/// each at most 255 (no sign, no spaces, nothing after), as NF configurations and
+/// stored endpoints write them.
+pub fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = text.split('.');
+    for byte in &mut out {
+        let part = parts.next()?;
+        // Digits only: `u8::from_str` would also take a leading `+`.
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *byte = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod ipv4_tests {
+    use super::parse_ipv4;
+
+    #[test]
+    fn dotted_quads_parse_and_nothing_else_does() {
+        assert_eq!(parse_ipv4("10.0.0.1"), Some([10, 0, 0, 1]));
+        assert_eq!(parse_ipv4("255.255.255.255"), Some([255; 4]));
+        for bad in
+            ["", "10.0.0", "10.0.0.1.2", "10.0.0.256", "+1.0.0.1", "1..0.1", " 10.0.0.1", "0010.0.0.1", "a.b.c.d"]
+        {
+            assert_eq!(parse_ipv4(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -9,17 +9,10 @@ use std::time::{Duration, Instant};
 
 use estate::testbed::{End, Neighbour, Options, Process, Testbed};
 
+use crate::support::netns::{PORT, http_server, need_root};
 use crate::support::{NodeProc, estate, guest_path};
 
-const HTTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/http_server.py");
 const INJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/inject.py");
-const PORT: u16 = 8080;
-
-fn need_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    assert_eq!(uid, Some("0"), "these tests capture on interfaces in network namespaces they make: run them as root");
-}
 
 fn inline_testbed(opts: Options) -> Testbed {
     need_root();
@@ -31,14 +24,6 @@ fn config(name: &str, text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("estate-live-{}-{name}.conf", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Starts the HTTP server on `end` and waits until it listens.
-fn http_server(tb: &Testbed, end: End) -> Process {
-    let host = tb.end(end);
-    let server = tb.spawn(&host.ns, ["python3", HTTP_SERVER, &host.ip.to_string(), &PORT.to_string()]).unwrap();
-    tb.wait_listening(&host.ns, PORT, Duration::from_secs(10)).unwrap();
-    server
 }
 
 /// `curl` on `from` for `path` on the other end, with extra arguments, giving up after

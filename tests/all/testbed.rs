@@ -7,30 +7,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use estate::testbed::{Options, Process, Testbed};
+use estate::testbed::{End, Options, Testbed};
 
-const HTTP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/http_server.py");
+use crate::support::netns::{HTTP_SERVER, PORT, http_server, need_root};
+
 const CAPTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/capture.py");
-const PORT: u16 = 8080;
-
-/// Fails the test, saying why, unless it runs as root.
-fn need_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
-    assert_eq!(uid, Some("0"), "the testbed tests make network namespaces: run them as root");
-}
 
 fn build(kernel_bridge: bool) -> Testbed {
     need_root();
     Testbed::inline(&Options { kernel_bridge, ..Options::default() }).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Starts the HTTP server in the target and waits until it listens.
-fn http_server(tb: &Testbed) -> Process {
-    let dst = tb.dst();
-    let server = tb.spawn(&dst.ns, ["python3", HTTP_SERVER, &dst.ip.to_string(), &PORT.to_string()]).unwrap();
-    tb.wait_listening(&dst.ns, PORT, Duration::from_secs(10)).unwrap();
-    server
 }
 
 /// `curl` in the source for `path` on the target, giving up after `max_secs`.
@@ -53,7 +38,7 @@ fn assert_gone(prefix: &str) {
 #[test]
 fn http_crosses_the_kernel_bridge_of_the_nf_host() {
     let tb = build(true);
-    let _server = http_server(&tb);
+    let _server = http_server(&tb, End::Dst);
     let out = curl(&tb, "/", 10);
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -68,7 +53,7 @@ fn http_crosses_the_kernel_bridge_of_the_nf_host() {
 #[test]
 fn nothing_crosses_an_nf_host_that_forwards_nothing() {
     let tb = build(false);
-    let _server = http_server(&tb);
+    let _server = http_server(&tb, End::Dst);
     let out = curl(&tb, "/", 2);
     assert!(!out.status.success(), "curl got through with nothing forwarding: {out:?}");
 }
@@ -76,7 +61,7 @@ fn nothing_crosses_an_nf_host_that_forwards_nothing() {
 #[test]
 fn the_wire_has_real_frames_with_valid_checksums_and_no_ipv6() {
     let tb = build(true);
-    let _server = http_server(&tb);
+    let _server = http_server(&tb, End::Dst);
     let nf = tb.nf(1);
     let mut capture = tb.spawn(&nf.ns, ["python3", CAPTURE, &nf.a, "4"]).unwrap();
     let mut lines = BufReader::new(capture.stdout.take().unwrap()).lines();
@@ -113,7 +98,7 @@ fn the_paper_topology_connects_the_nf_hosts_and_is_removed_on_drop() {
     let sw = tb.switch().unwrap();
     assert_eq!((sw.input.as_str(), sw.output.as_str(), sw.nf_ports[1].b.as_str()), ("in", "out", "i2b"));
     // The data plane is pure L2: the source reaches nothing while the switch forwards nothing.
-    let _target = http_server(&tb);
+    let _target = http_server(&tb, End::Dst);
     assert!(!curl(&tb, "/", 2).status.success());
     let mac = tb.mac(&nf1.ns, &nf1.a).unwrap();
     assert_eq!(mac.len(), 17, "{mac}");

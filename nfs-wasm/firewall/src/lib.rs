@@ -86,6 +86,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use estate_guest::config::parse_ipv4;
 use estate_guest::nf::tcp;
 use estate_guest::{Packet, State, Value, Verdict};
 
@@ -132,21 +133,6 @@ impl Cidr {
     pub fn contains(self, ip: [u8; 4]) -> bool {
         u32::from_be_bytes(ip) & self.mask() == self.net
     }
-}
-
-/// Parses a dotted-quad IPv4 address.
-fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
-    let mut out = [0u8; 4];
-    let mut parts = text.split('.');
-    for byte in &mut out {
-        let part = parts.next()?;
-        // Digits only: `u8::from_str` would also take a leading `+`.
-        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *byte = part.parse().ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 /// Which TCP packets from inside open a conntrack entry (the `new_tcp` setting).

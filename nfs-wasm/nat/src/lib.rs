@@ -188,6 +188,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 
+use estate_guest::config::parse_ipv4;
 use estate_guest::nf::Rewrite;
 use estate_guest::{Packet, State, Value, Verdict, pattern};
 
@@ -233,20 +234,6 @@ pub fn port_key(port: u16) -> String {
 /// An endpoint as the reverse mapping stores it: `a.b.c.d:p`.
 pub fn endpoint_text((ip, port): ([u8; 4], u16)) -> String {
     format!("{}.{}.{}.{}:{port}", ip[0], ip[1], ip[2], ip[3])
-}
-
-/// Parses a dotted-quad IPv4 address (digits only, each part `0..=255`).
-pub fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
-    let mut out = [0u8; 4];
-    let mut parts = text.split('.');
-    for byte in &mut out {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *byte = part.parse().ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 /// Parses an endpoint `a.b.c.d:p` (the reverse mapping's value).

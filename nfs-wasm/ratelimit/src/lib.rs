@@ -74,6 +74,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use estate_guest::config::parse_ipv4;
 use estate_guest::{Packet, State, Value, Verdict, pattern};
 
 /// Largest accepted `rate`, in tokens per second.
@@ -124,20 +125,6 @@ pub fn flow_endpoints(flow: &str) -> Option<([u8; 4], [u8; 4])> {
     let (lo, hi) = rest.split_once('-')?;
     let ip = |endpoint: &str| endpoint.rsplit_once(':').and_then(|(ip, _port)| parse_ipv4(ip));
     Some((ip(lo)?, ip(hi)?))
-}
-
-/// Parses a dotted-quad IPv4 address.
-fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
-    let mut out = [0u8; 4];
-    let mut parts = text.split('.');
-    for byte in &mut out {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *byte = part.parse().ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 /// Parses a decimal with at most three fractional digits into thousandths.

@@ -1,6 +1,8 @@
 //! Real `estate` processes on loopback for integration tests.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
