@@ -9,11 +9,11 @@
 
 use etherparse::{Ipv4Header, TcpHeader, UdpHeader};
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_VLAN: u16 = 0x8100;
+pub(crate) const ETHERTYPE_VLAN: u16 = 0x8100;
 /// The VLAN id bits of an 802.1Q tag (the rest is priority and drop eligibility).
-const VLAN_ID: u16 = 0x0fff;
+pub(crate) const VLAN_ID: u16 = 0x0fff;
 /// The IPv4 flags-and-offset field's "more fragments" bit and offset bits.
 const MORE_FRAGMENTS: u16 = 0x2000;
 const FRAGMENT_OFFSET: u16 = 0x1fff;

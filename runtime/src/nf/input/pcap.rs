@@ -20,13 +20,8 @@ use std::time::Duration;
 use estate_guest::nf::{Direction, flow_key};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
-use crate::nf::input::frame;
+use crate::nf::input::frame::{self, ETHERTYPE_IPV4, ETHERTYPE_VLAN, VLAN_ID};
 use crate::nf::input::synth::OwnedPacket;
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-/// The VLAN id bits of an 802.1Q tag (the rest is priority and drop eligibility).
-const VLAN_ID: u16 = 0x0fff;
 
 pub use crate::nf::input::frame::Parsed;
 
