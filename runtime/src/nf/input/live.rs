@@ -401,6 +401,9 @@ impl Iterator for LiveSource {
 impl Drop for LiveSource {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // The queue goes first: a capture thread waiting on a full queue then gets an
+        // error and ends, instead of waiting for a reader that is gone.
+        drop(std::mem::replace(&mut self.queue, mpsc::sync_channel(0).1));
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -440,5 +443,41 @@ impl Sink for InlineSink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_whose_queue_is_full_stops_without_waiting_for_a_reader() {
+        let (tx, queue) = mpsc::sync_channel(1);
+        // A capture thread that queues until the queue is full, and then waits there.
+        let thread = thread::spawn(move || while tx.send(Vec::new()).is_ok() {});
+        let stop = Arc::new(AtomicBool::new(false));
+        let source = LiveSource {
+            queue,
+            batch: Vec::new().into_iter(),
+            stop,
+            directions: FlowDirections::default(),
+            threads: vec![thread],
+        };
+        thread::sleep(Duration::from_millis(20));
+        let (done, dropped) = mpsc::channel();
+        thread::spawn(move || {
+            drop(source);
+            let _ = done.send(());
+        });
+        assert!(dropped.recv_timeout(Duration::from_secs(10)).is_ok(), "dropping the source waited on its capture");
+    }
+
+    #[test]
+    fn the_unparsed_policy_parses_and_prints_back() {
+        for policy in [Unparsed::Pass, Unparsed::Drop] {
+            assert_eq!(policy.to_string().parse::<Unparsed>(), Ok(policy));
+        }
+        assert_eq!(Unparsed::default(), Unparsed::Drop);
+        assert!("forward".parse::<Unparsed>().unwrap_err().contains("expected pass or drop"));
     }
 }
