@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use estate::guests;
 use estate::nf::input::synth::{SynthConfig, synthetic};
 use estate::nf::{FailPolicy, FlowState};
-use estate::node::{GlobalOptions, Node, NodeConfig};
+use estate::node::{Consistency, GlobalOptions, Node, NodeConfig};
 use estate::reduce::Reduced;
 use estate::text::human;
 use estate::wasm::{Limits, WasmHost};
@@ -69,8 +69,14 @@ pub fn run() -> anyhow::Result<()> {
         }
         println!("{}: set c = {c} and {flows} flow:* keys", node.id());
     }
+    // n2 writes after it has seen n3's write (through a global read): its write is then
+    // the newer one by causality, whatever the two clocks say, since every answer's
+    // clock moves n2's hybrid logical clock past n3's write.
     nodes[2].set("owner", Value::Text("n3 was first".into()))?;
+    let everyone = GlobalOptions { consistency: Consistency::All, ..GlobalOptions::default() };
+    nodes[1].get_global("owner", "latest", everyone)?;
     nodes[1].set("owner", Value::Text("n2 wrote last".into()))?;
+    println!("n3: set owner; n2: read owner (global), then set owner");
 
     let opts = GlobalOptions::default();
     for (pattern, reducer) in [("c", "sum"), ("flow:.*", "count"), ("flow:.*", "max"), ("owner", "latest")] {
