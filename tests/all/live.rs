@@ -194,6 +194,30 @@ fn malformed_frames_on_the_wire_are_counted_and_the_node_stays_up() {
     );
 }
 
+#[test]
+fn with_unparsed_pass_an_inline_node_passes_what_it_cannot_see_and_still_drops_malformed_frames() {
+    let tb = inline_testbed(Options::default());
+    let sides = format!("{},{}", tb.nf(1).a, tb.nf(1).b);
+    let node = nf_node(&tb, "nf_count", &config("count-pass", ""), &["--inline", &sides, "--unparsed", "pass"]);
+    let src = tb.src();
+    let out = tb.exec(&src.ns, ["python3", INJECT, &src.iface]).unwrap_or_else(|e| panic!("{e}"));
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (malformed, unparsed) = (sent["malformed"].as_u64().unwrap(), sent["unparsed"].as_u64().unwrap());
+    let stats = eventually(
+        "every injected frame counted and the unparsed ones passed",
+        || node.stats(),
+        |s| {
+            s["nf_bad_frames"].as_u64() >= Some(malformed)
+                && s["nf_unparsed"].as_u64() >= Some(unparsed)
+                && s["nf_unparsed_passed"] == s["nf_unparsed"]
+        },
+    );
+    assert_eq!(stats["nf_bad_frames"].as_u64(), Some(malformed), "malformed frames never pass: {stats}");
+    assert_eq!(stats["nf_unparsed_passed"], stats["nf_unparsed"], "every unparsed frame passed: {stats}");
+    assert_eq!(stats["nf_transmitted"], stats["nf_unparsed_passed"], "and only those were sent: {stats}");
+    assert_eq!(stats["nf_packets"], 0, "{stats}");
+}
+
 /// The paper's testbed with two inline instances of an NF (n1, n2, peering on the
 /// management network) behind the live switch, which sends new flows to `start`. The
 /// nodes come before the testbed, so they stop first.
