@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use estate::testbed::{End, Neighbour, Options, Process, Testbed};
 
-use crate::support::netns::{PORT, http_server, need_root};
+use crate::support::netns::{PORT, curl, http_server, need_root, peer_of};
 use crate::support::{NodeProc, estate, guest_path};
 
 const INJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/inject.py");
@@ -24,15 +24,6 @@ fn config(name: &str, text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("estate-live-{}-{name}.conf", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// `curl` on `from` for `path` on the other end, with extra arguments, giving up after
-/// `max_secs`.
-fn curl(tb: &Testbed, from: End, path: &str, max_secs: u32, extra: &[&str]) -> Output {
-    let to = if from == End::Src { End::Dst } else { End::Src };
-    let url = format!("http://{}:{PORT}{path}", tb.end(to).ip);
-    let mut curl = tb.command(&tb.end(from).ns, "curl");
-    curl.args(["-sS", "--max-time", &max_secs.to_string()]).args(extra).arg(&url).output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -144,10 +135,9 @@ fn an_inline_nat_translates_addresses_and_ports_on_the_wire() {
         let out = curl(&tb, End::Src, "/", 10, &[]);
         assert!(out.status.success(), "through the NAT: {}", text(&out.stderr));
         let page = text(&out.stdout);
-        let peer = page.split("peer=").nth(1).and_then(|p| p.split('<').next()).unwrap().to_string();
-        let (ip, port) = peer.split_once(':').unwrap();
+        let (ip, port) = peer_of(&page);
         assert_eq!(ip, "10.0.0.100", "the server saw the translated address: {page}");
-        seen.push(port.parse::<u16>().unwrap());
+        seen.push(port);
     }
     assert!(seen.iter().all(|p| (20000..=20999).contains(p)), "{seen:?}");
     let mut distinct = seen.clone();
@@ -370,10 +360,9 @@ fn two_inline_nats_behind_the_switch_never_hand_out_the_same_port() {
         let out = curl(&paper.tb, End::Src, "/", 10, &[]);
         assert!(out.status.success(), "request {i} through the NATs: {}", text(&out.stderr));
         let page = text(&out.stdout);
-        let peer = page.split("peer=").nth(1).and_then(|p| p.split('<').next()).unwrap();
-        let (ip, port) = peer.split_once(':').unwrap();
+        let (ip, port) = peer_of(&page);
         assert_eq!(ip, "10.0.0.100", "{page}");
-        ports.push(port.parse::<u16>().unwrap());
+        ports.push(port);
     }
     let mut distinct = ports.clone();
     distinct.sort_unstable();

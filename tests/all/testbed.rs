@@ -4,25 +4,18 @@
 //! with valid checksums and no IPv6, and nothing is left behind. Needs root.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use estate::testbed::{End, Options, Testbed};
 
-use crate::support::netns::{HTTP_SERVER, PORT, http_server, need_root};
+use crate::support::netns::{HTTP_SERVER, PORT, curl, http_server, need_root};
 
 const CAPTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/netns/capture.py");
 
 fn build(kernel_bridge: bool) -> Testbed {
     need_root();
     Testbed::inline(&Options { kernel_bridge, ..Options::default() }).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `curl` in the source for `path` on the target, giving up after `max_secs`.
-fn curl(tb: &Testbed, path: &str, max_secs: u32) -> Output {
-    let url = format!("http://{}:{PORT}{path}", tb.dst().ip);
-    let mut curl = tb.command(&tb.src().ns, "curl");
-    curl.args(["-sS", "--max-time", &max_secs.to_string(), &url]).output().unwrap()
 }
 
 fn netns_list() -> String {
@@ -39,11 +32,11 @@ fn assert_gone(prefix: &str) {
 fn http_crosses_the_kernel_bridge_of_the_nf_host() {
     let tb = build(true);
     let _server = http_server(&tb, End::Dst);
-    let out = curl(&tb, "/", 10);
+    let out = curl(&tb, End::Src, "/", 10, &[]);
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(page.contains("peer=10.0.0.1:"), "the server saw the source's address: {page}");
-    let out = curl(&tb, "/attack", 10);
+    let out = curl(&tb, End::Src, "/attack", 10, &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("path=/attack"));
     let prefix = tb.prefix().to_string();
     drop(tb);
@@ -54,7 +47,7 @@ fn http_crosses_the_kernel_bridge_of_the_nf_host() {
 fn nothing_crosses_an_nf_host_that_forwards_nothing() {
     let tb = build(false);
     let _server = http_server(&tb, End::Dst);
-    let out = curl(&tb, "/", 2);
+    let out = curl(&tb, End::Src, "/", 2, &[]);
     assert!(!out.status.success(), "curl got through with nothing forwarding: {out:?}");
 }
 
@@ -67,7 +60,7 @@ fn the_wire_has_real_frames_with_valid_checksums_and_no_ipv6() {
     let mut lines = BufReader::new(capture.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     // Bulk data, which with TSO would cross the wire as 64 KiB frames.
-    let out = curl(&tb, "/bytes?n=1000000", 10);
+    let out = curl(&tb, End::Src, "/bytes?n=1000000", 10, &[]);
     assert!(out.status.success() && out.stdout.len() == 1_000_000, "bulk GET: {:?}", out.status);
     let summary = lines.next().unwrap().unwrap();
     let stats: serde_json::Value = serde_json::from_str(&summary).unwrap();
@@ -99,7 +92,7 @@ fn the_paper_topology_connects_the_nf_hosts_and_is_removed_on_drop() {
     assert_eq!((sw.input.as_str(), sw.output.as_str(), sw.nf_ports[1].b.as_str()), ("in", "out", "i2b"));
     // The data plane is pure L2: the source reaches nothing while the switch forwards nothing.
     let _target = http_server(&tb, End::Dst);
-    assert!(!curl(&tb, "/", 2).status.success());
+    assert!(!curl(&tb, End::Src, "/", 2, &[]).status.success());
     let mac = tb.mac(&nf1.ns, &nf1.a).unwrap();
     assert_eq!(mac.len(), 17, "{mac}");
     let prefix = tb.prefix().to_string();

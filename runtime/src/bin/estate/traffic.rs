@@ -13,6 +13,7 @@ use crate::cli::*;
 use anyhow::{Context, bail};
 use estate::control::{self};
 use estate::nf::Packets;
+use estate::nf::input::live::interface_pair;
 use estate::nf::input::pcap;
 use estate::nf::input::synth::{self, SynthConfig};
 use estate::switch::live::LivePorts;
@@ -71,9 +72,8 @@ fn zmq_fabric(
 
 /// A live switch's ports: `--live IN,OUT` and each `--node NAME=PORT_A,PORT_B`.
 fn live_ports(hosts: &str, nodes: &[(String, String)]) -> anyhow::Result<LivePorts> {
-    let pair = |flag: &str, text: &str| match text.split_once(',') {
-        Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(',') => Ok([a.to_string(), b.to_string()]),
-        _ => bail!("{flag} {text:?}: expected two interfaces, IFACE,IFACE"),
+    let pair = |flag: &str, text: &str| {
+        interface_pair(text).ok_or_else(|| anyhow::anyhow!("{flag} {text:?}: expected two interfaces, IFACE,IFACE"))
     };
     Ok(LivePorts {
         hosts: pair("--live", hosts)?,

@@ -45,13 +45,13 @@ use std::time::{Duration, Instant, SystemTime};
 use estate_guest::Verdict;
 use estate_guest::nf::Rewrite;
 use pcap::{Active, Capture};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::nf::counters::NfCounters;
 use crate::nf::input::frame::{self, Unparsed as Why};
 use crate::nf::input::pcap::FlowDirections;
 use crate::nf::input::synth::OwnedPacket;
-use crate::nf::input::{Input, Sink};
+use crate::nf::input::{Input, Sink, rare_warn};
 
 /// How long a capture waits for a frame before it checks its stop flag.
 const POLL_MS: i32 = 50;
@@ -178,19 +178,22 @@ impl Sender {
             }
             Err(e) => {
                 let n = counters.transmit_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                rare_warn(n, format_args!("sending a {}-byte frame out of {}: {e}", frame.len(), self.iface));
+                rare_warn(
+                    n,
+                    format_args!("live input: sending a {}-byte frame out of {}: {e}", frame.len(), self.iface),
+                );
                 false
             }
         }
     }
 }
 
-/// Logs the 1st, 1000th, 2000th… occurrence at warn, the others at debug.
-fn rare_warn(n: u64, what: fmt::Arguments<'_>) {
-    if n == 1 || n.is_multiple_of(1000) {
-        warn!(occurrences = n, "live input: {what}");
-    } else {
-        debug!("live input: {what}");
+/// Two interface names separated by a comma (`eth1,eth2`), as `--inline` and the live
+/// switch's ports take them; `None` unless both are there and non-empty.
+pub fn interface_pair(text: &str) -> Option<[String; 2]> {
+    match text.split_once(',') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(',') => Some([a.to_string(), b.to_string()]),
+        _ => None,
     }
 }
 
@@ -248,7 +251,7 @@ impl Capturing {
             }
             Err(Why::Malformed(why)) => {
                 let n = self.counters.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
-                rare_warn(n, format_args!("dropped a malformed frame on {} ({why})", self.iface));
+                rare_warn(n, format_args!("live input: dropped a malformed frame on {} ({why})", self.iface));
             }
             Err(why) => {
                 self.counters.unparsed.fetch_add(1, Ordering::Relaxed);
@@ -438,7 +441,7 @@ impl Sink for InlineSink {
                     }
                     Err(e) => {
                         let n = self.counters.transmit_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                        rare_warn(n, format_args!("dropped a packet of {}: {e}", packet.flow));
+                        rare_warn(n, format_args!("live input: dropped a packet of {}: {e}", packet.flow));
                     }
                 }
             }

@@ -54,10 +54,8 @@ impl FromStr for InputSpec {
             Some(("pcap", path)) if !path.is_empty() => Ok(InputSpec::Pcap(PathBuf::from(path))),
             Some(("steer", endpoint)) if !endpoint.is_empty() => Ok(InputSpec::Steer(endpoint.to_string())),
             Some(("live", iface)) if !iface.is_empty() => Ok(InputSpec::Live(iface.to_string())),
-            Some(("inline", sides)) => match sides.split_once(',') {
-                Some((a, b)) if !a.is_empty() && !b.is_empty() && a != b && !b.contains(',') => {
-                    Ok(InputSpec::Inline { a: a.to_string(), b: b.to_string(), unparsed: Unparsed::default() })
-                }
+            Some(("inline", sides)) => match live::interface_pair(sides) {
+                Some([a, b]) if a != b => Ok(InputSpec::Inline { a, b, unparsed: Unparsed::default() }),
                 _ => Err(format!("input {spec:?}: expected inline:IFACE_A,IFACE_B (two different interfaces)")),
             },
             _ => Err(format!(
@@ -102,6 +100,16 @@ impl InputSpec {
             InputSpec::Live(iface) => Ok((live::observe(iface, counters)?, None)),
             InputSpec::Inline { a, b, unparsed } => Ok((live::inline(a, b, *unparsed, counters)?, None)),
         }
+    }
+}
+
+/// Logs the 1st, 1000th, 2000th… occurrence (`n`) of something an input skipped at
+/// warn, the others at debug: a flood of bad frames is counted, not logged frame by frame.
+pub(crate) fn rare_warn(n: u64, what: fmt::Arguments<'_>) {
+    if n == 1 || n.is_multiple_of(1000) {
+        tracing::warn!(occurrences = n, "{what}");
+    } else {
+        tracing::debug!("{what}");
     }
 }
 

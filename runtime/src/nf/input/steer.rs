@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::nf::counters::NfCounters;
-use crate::nf::input::Input;
 use crate::nf::input::pcap::{self, FlowDirections};
 use crate::nf::input::synth::OwnedPacket;
+use crate::nf::input::{Input, rare_warn};
 
 /// How long a steered input waits for a message before it checks its stop flag.
 pub(crate) const STEER_POLL: Duration = Duration::from_millis(100);
@@ -87,11 +87,7 @@ impl SteerSource {
 
     pub(crate) fn bad_frame(&self, why: &str) {
         let n = self.counters.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == 1 || n.is_multiple_of(1000) {
-            warn!(endpoint = %self.endpoint, bad_frames = n, "steered input: skipped a frame ({why})");
-        } else {
-            debug!(endpoint = %self.endpoint, "steered input: skipped a frame ({why})");
-        }
+        rare_warn(n, format_args!("steered input {}: skipped a frame ({why})", self.endpoint));
     }
 }
 
