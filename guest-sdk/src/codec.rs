@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::abi::value_tag::{BYTES as TAG_BYTES, FLOAT as TAG_FLOAT, INT as TAG_INT, TEXT as TAG_TEXT};
+use crate::view::ValueRef;
 
 /// A typed state value.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,24 +39,7 @@ impl Value {
 
     /// Appends the encoding of `self` to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Value::Int(v) => {
-                out.push(TAG_INT);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Float(v) => {
-                out.push(TAG_FLOAT);
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Text(s) => {
-                out.push(TAG_TEXT);
-                put_bytes(out, s.as_bytes());
-            }
-            Value::Bytes(b) => {
-                out.push(TAG_BYTES);
-                put_bytes(out, b);
-            }
-        }
+        ValueRef::from(self).encode(out)
     }
 
     /// Decodes one value from the front of `r`.
@@ -145,7 +129,7 @@ impl Default for ItemsWriter {
 
 impl ItemsWriter {
     /// Appends one item (the fields of an [`Item`], in its order).
-    pub fn push(&mut self, key: &str, value: &Value, origin: &str, writer: &str, version: u64) {
+    pub fn push(&mut self, key: &str, value: ValueRef<'_>, origin: &str, writer: &str, version: u64) {
         put_bytes(&mut self.buf, key.as_bytes());
         value.encode(&mut self.buf);
         put_bytes(&mut self.buf, origin.as_bytes());
@@ -190,7 +174,7 @@ pub(crate) fn decode_list<'a, T>(
 /// empty origin and writer, version.
 const MIN_ITEM_LEN: usize = 4 + (1 + 4) + 4 + 4 + 8;
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
 }
@@ -326,7 +310,7 @@ mod tests {
     fn writer_matches_encode_items() {
         let mut w = ItemsWriter::default();
         for i in sample() {
-            w.push(&i.key, &i.value, &i.origin, &i.writer, i.version);
+            w.push(&i.key, (&i.value).into(), &i.origin, &i.writer, i.version);
         }
         let mut buf = Vec::new();
         encode_items(&sample(), &mut buf);

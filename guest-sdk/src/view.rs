@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 
 use crate::abi::value_tag::{BYTES as TAG_BYTES, FLOAT as TAG_FLOAT, INT as TAG_INT, TEXT as TAG_TEXT};
-use crate::codec::{DecodeError, Item, Reader, Value};
+use crate::codec::{DecodeError, Item, Reader, Value, put_bytes};
 
 /// A value borrowed from the input.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -31,6 +31,29 @@ impl ValueRef<'_> {
         }
     }
 
+    /// Appends the encoding of the value to `out`: the same bytes as
+    /// [`Value::encode`] of [`to_value`](ValueRef::to_value).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            ValueRef::Int(v) => {
+                out.push(TAG_INT);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            ValueRef::Float(v) => {
+                out.push(TAG_FLOAT);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            ValueRef::Text(s) => {
+                out.push(TAG_TEXT);
+                put_bytes(out, s.as_bytes());
+            }
+            ValueRef::Bytes(b) => {
+                out.push(TAG_BYTES);
+                put_bytes(out, b);
+            }
+        }
+    }
+
     /// The owned value.
     pub fn to_value(&self) -> Value {
         match *self {
@@ -38,6 +61,17 @@ impl ValueRef<'_> {
             ValueRef::Float(v) => Value::Float(v),
             ValueRef::Text(s) => Value::Text(s.into()),
             ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
+        }
+    }
+}
+
+impl<'a> From<&'a Value> for ValueRef<'a> {
+    fn from(value: &'a Value) -> ValueRef<'a> {
+        match value {
+            Value::Int(v) => ValueRef::Int(*v),
+            Value::Float(v) => ValueRef::Float(*v),
+            Value::Text(s) => ValueRef::Text(s),
+            Value::Bytes(b) => ValueRef::Bytes(b),
         }
     }
 }

@@ -145,7 +145,7 @@ pub fn guest_items(data: &[u8]) {
         assert!(out == data, "a decoded item list re-encodes to its input");
         let mut writer = ItemsWriter::default();
         for i in &items {
-            writer.push(&i.key, &i.value, &i.origin, &i.writer, i.version);
+            writer.push(&i.key, (&i.value).into(), &i.origin, &i.writer, i.version);
         }
         assert!(writer.finish() == data, "ItemsWriter makes the bytes encode_items makes");
     }

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use estate_guest::view::ValueRef;
 use estate_guest::{Item, Value};
 use serde::{Deserialize, Serialize};
 
@@ -227,7 +228,7 @@ pub enum Partial {
 pub fn partial(reducer: Builtin, node: &str, items: Vec<Item>) -> Result<Partial, ReduceError> {
     let mut builder = PartialBuilder::new(reducer, node);
     for item in &items {
-        builder.push(&item.key, &item.value, &item.writer, item.version)?;
+        builder.push(&item.key, (&item.value).into(), &item.writer, item.version)?;
     }
     Ok(builder.finish())
 }
@@ -253,16 +254,16 @@ impl<'a> PartialBuilder<'a> {
         PartialBuilder { reducer, node, count: 0, int: 0, float: None, max_version: 0, best: None, list: Vec::new() }
     }
 
-    fn item(&self, key: &str, value: &Value, writer: &str, version: u64) -> Item {
+    fn item(&self, key: &str, value: ValueRef<'_>, writer: &str, version: u64) -> Item {
         let origin = self.node.to_string();
-        Item { key: key.to_string(), value: value.clone(), origin, writer: writer.to_string(), version }
+        Item { key: key.to_string(), value: value.to_value(), origin, writer: writer.to_string(), version }
     }
 
-    fn num(&self, key: &str, value: &Value) -> Result<Num, ReduceError> {
-        match *value {
-            Value::Int(v) => Ok(Num::Int(v)),
-            Value::Float(v) => Ok(Num::Float(v)),
-            ref other => Err(ReduceError::NotNumeric {
+    fn num(&self, key: &str, value: ValueRef<'_>) -> Result<Num, ReduceError> {
+        match value {
+            ValueRef::Int(v) => Ok(Num::Int(v)),
+            ValueRef::Float(v) => Ok(Num::Float(v)),
+            other => Err(ReduceError::NotNumeric {
                 reducer: self.reducer.name().into(),
                 key: key.to_string(),
                 origin: self.node.to_string(),
@@ -272,7 +273,7 @@ impl<'a> PartialBuilder<'a> {
     }
 
     /// Adds one entry of this node, with the writer and version of its last write.
-    pub fn push(&mut self, key: &str, value: &Value, writer: &str, version: u64) -> Result<(), ReduceError> {
+    pub fn push(&mut self, key: &str, value: ValueRef<'_>, writer: &str, version: u64) -> Result<(), ReduceError> {
         self.count += 1;
         self.max_version = self.max_version.max(version);
         match self.reducer {

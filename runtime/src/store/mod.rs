@@ -15,18 +15,23 @@
 //! It is `Sync` and shared by reference (`Arc`) between the NF side and the peering
 //! side; all locking is inside it and no lock is held across a call out of it.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use estate_guest::view::ValueRef;
 use estate_guest::{Item, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
 use crate::pattern::Pattern;
 
+mod block;
+mod items;
 mod writer;
+
+use block::Block;
+use items::Items;
 
 pub use writer::{MAX_WRITER_LEN, MAX_WRITERS, Writer, WriterError};
 
@@ -61,6 +66,21 @@ impl Versioned {
     pub fn newer_than(&self, other: &Versioned) -> bool {
         (self.version, self.writer) > (other.version, other.writer)
     }
+}
+
+/// A stored item, borrowed from the store ([`TenantStore::for_each_matching`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Entry<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// The value.
+    pub value: ValueRef<'a>,
+    /// As [`Versioned::version`].
+    pub version: u64,
+    /// As [`Versioned::writer`].
+    pub writer: Writer,
+    /// As [`Versioned::counter`].
+    pub counter: bool,
 }
 
 /// An item leaving its node for another (a take, a hand-off), with how the receiver
@@ -253,89 +273,6 @@ pub struct Quota {
     pub bytes: Option<u64>,
 }
 
-/// A tenant's items: a hash map for the hot path, plus the keys in order so prefix
-/// patterns (a moved flow's `flow:<flow>:.*`) find their keys without a scan.
-#[derive(Debug, Default)]
-struct Items {
-    /// foldhash: several times faster than SipHash on flow-sized keys, with a random
-    /// per-process seed.
-    map: HashMap<String, Versioned, foldhash::fast::RandomState>,
-    /// The same keys, ordered. Touched only when a key appears or goes.
-    ordered: BTreeSet<String>,
-    /// Key and value bytes held (what the `bytes` quota counts).
-    bytes: u64,
-}
-
-/// What an item counts for against the `bytes` quota.
-fn footprint(key: &str, value: &Value) -> u64 {
-    (key.len() + value_len(value)) as u64
-}
-
-impl Items {
-    fn get(&self, key: &str) -> Option<&Versioned> {
-        self.map.get(key)
-    }
-
-    /// Sets `key`; the index changes only for a new key.
-    fn put(&mut self, key: &str, v: Versioned) {
-        self.bytes += footprint(key, &v.value);
-        match self.map.get_mut(key) {
-            Some(slot) => {
-                self.bytes -= footprint(key, &slot.value);
-                *slot = v
-            }
-            None => {
-                self.map.insert(key.to_string(), v);
-                self.ordered.insert(key.to_string());
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &str) -> Option<Versioned> {
-        let v = self.map.remove(key)?;
-        self.ordered.remove(key);
-        self.bytes -= footprint(key, &v.value);
-        Some(v)
-    }
-
-    /// Whether writing `value` at `key` keeps the items within `quota` scaled by
-    /// `times`; the quota that it would break if not.
-    fn admits(&self, key: &str, value: &Value, quota: &Quota, times: u64) -> Result<(), (usize, u64)> {
-        let old = self.map.get(key);
-        if let Some(keys) = quota.keys
-            && old.is_none()
-            && self.map.len() as u64 >= keys.saturating_mul(times)
-        {
-            return Err((0, keys));
-        }
-        if let Some(bytes) = quota.bytes {
-            let after = self.bytes + footprint(key, value) - old.map_or(0, |o| footprint(key, &o.value));
-            if after > bytes.saturating_mul(times) {
-                return Err((1, bytes));
-            }
-        }
-        Ok(())
-    }
-
-    /// The entries whose key matches `pattern`: one lookup for an exact key, a range of
-    /// the ordered keys for a prefix, a scan for any other regex.
-    fn matching<'a>(&'a self, pattern: &'a Pattern) -> Box<dyn Iterator<Item = (&'a String, &'a Versioned)> + 'a> {
-        if let Some(key) = pattern.exact() {
-            return Box::new(self.map.get_key_value(key).into_iter());
-        }
-        if let Some(prefix) = pattern.prefix() {
-            let range = self.ordered.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
-            return Box::new(
-                range
-                    .take_while(move |k| k.starts_with(prefix))
-                    .filter(move |k| pattern.matches(k))
-                    .filter_map(|k| self.map.get_key_value(k.as_str())),
-            );
-        }
-        Box::new(self.map.iter().filter(move |(k, _)| pattern.matches(k)))
-    }
-}
-
 /// The size a value counts for against [`MAX_VALUE_LEN`] (8 for numbers).
 pub(crate) fn value_len(value: &Value) -> usize {
     match value {
@@ -370,13 +307,13 @@ impl TenantStore {
         self.admit(&items, key, &value, 1)?;
         // Tick under the lock so that versions of one key increase in write order.
         let version = self.clock.tick();
-        items.put(key, Versioned { value, version, writer: self.writer, counter: false });
+        items.put(key, &Versioned { value, version, writer: self.writer, counter: false });
         Ok(version)
     }
 
     /// The value at `key`, with the version and writer of its last write.
     pub fn get(&self, key: &str) -> Option<Versioned> {
-        self.items.read().unwrap().get(key).cloned()
+        self.items.read().unwrap().get(key).map(Block::versioned)
     }
 
     /// Deletes `key`; returns whether it was there.
@@ -417,7 +354,7 @@ impl TenantStore {
 
     /// Key and value bytes held.
     pub fn bytes(&self) -> u64 {
-        self.items.read().unwrap().bytes
+        self.items.read().unwrap().bytes()
     }
 
     /// Adds `delta` to the integer at `key` (missing counts as 0); returns the new value.
@@ -427,23 +364,22 @@ impl TenantStore {
         }
         let mut items = self.items.write().unwrap();
         self.check_open()?;
-        let counted = |current: i64, tick: &Hlc| -> Result<(i64, Versioned), StoreError> {
-            let next = current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() })?;
-            Ok((next, Versioned { value: Value::Int(next), version: tick.tick(), writer: self.writer, counter: true }))
-        };
-        // One hash lookup for a key that exists (the common case: a counter per packet);
-        // an integer replacing an integer leaves the byte count as it was.
-        if let Some(slot) = items.map.get_mut(key) {
-            let Value::Int(current) = slot.value else {
-                return Err(StoreError::NotAnInteger { key: key.to_string(), found: slot.value.type_name() });
+        let counted =
+            |current: i64| current.checked_add(delta).ok_or_else(|| StoreError::Overflow { key: key.to_string() });
+        // One hash lookup for a key that exists (the common case: a counter per packet),
+        // changed in place: an integer replacing an integer leaves the byte count as it was.
+        if let Some(block) = items.get_mut(key) {
+            let Some(current) = block.int() else {
+                return Err(StoreError::NotAnInteger { key: key.to_string(), found: block.value().type_name() });
             };
-            let (next, added) = counted(current, &self.clock)?;
-            *slot = added;
+            let next = counted(current)?;
+            block.write_count(next, self.clock.tick(), self.writer);
             return Ok(next);
         }
-        let (next, added) = counted(0, &self.clock)?;
-        self.admit(&items, key, &added.value, 1)?;
-        items.put(key, added);
+        let next = counted(0)?;
+        self.admit(&items, key, &Value::Int(next), 1)?;
+        let version = self.clock.tick();
+        items.put(key, &Versioned { value: Value::Int(next), version, writer: self.writer, counter: true });
         Ok(next)
     }
 
@@ -477,19 +413,19 @@ impl TenantStore {
             self.admit(&items, &key, &moved.value, MOVED_STATE_HEADROOM)?;
         }
         self.clock.observe(version);
-        let merged = match items.get(&key) {
+        let merged = match items.get(&key).map(Block::versioned) {
             None => moved,
             Some(have) => match (&have.value, &moved.value) {
                 (Value::Int(a), Value::Int(b)) if have.counter && moved.counter => {
                     let value = Value::Int(a.checked_add(*b).ok_or_else(|| StoreError::Overflow { key: key.clone() })?);
-                    let newer = if moved.newer_than(have) { &moved } else { have };
+                    let newer = if moved.newer_than(&have) { &moved } else { &have };
                     Versioned { value, version: newer.version, writer: newer.writer, counter: true }
                 }
-                _ if moved.newer_than(have) => moved,
+                _ if moved.newer_than(&have) => moved,
                 _ => return Ok(false),
             },
         };
-        items.put(&key, merged);
+        items.put(&key, &merged);
         Ok(true)
     }
 
@@ -497,30 +433,35 @@ impl TenantStore {
     /// another node takes them over), atomically under the write lock.
     pub fn take_matching(&self, pattern: &Pattern) -> Vec<Moving> {
         let mut items = self.items.write().unwrap();
-        let keys: Vec<String> = items.matching(pattern).map(|(k, _)| k.clone()).collect();
-        keys.into_iter().filter_map(|key| items.remove(&key).map(|v| self.moving(key, v))).collect()
+        let keys: Vec<String> = items.matching(pattern).map(|b| b.key().to_string()).collect();
+        keys.iter().filter_map(|key| items.remove(key)).map(|b| self.moving(&b)).collect()
     }
 
     /// Removes every item and returns them (a hand-off), atomically.
     pub fn take_all(&self) -> Vec<Moving> {
-        let items = std::mem::take(&mut *self.items.write().unwrap());
-        items.map.into_iter().map(|(key, v)| self.moving(key, v)).collect()
+        let mut items = self.items.write().unwrap();
+        items.drain().map(|b| self.moving(&b)).collect()
     }
 
     /// An item taken out of this store.
-    fn moving(&self, key: String, v: Versioned) -> Moving {
-        let counter = v.counter;
-        Moving { item: self.item(key, v.value, v.version, v.writer), counter }
+    fn moving(&self, block: &Block) -> Moving {
+        Moving { item: self.item(block), counter: block.counter() }
     }
 
     /// An item of this store, as reads and takes report it.
-    fn item(&self, key: String, value: Value, version: u64, writer: Writer) -> Item {
-        Item { key, value, origin: self.node.to_string(), writer: writer.name().to_string(), version }
+    fn item(&self, block: &Block) -> Item {
+        Item {
+            key: block.key().to_string(),
+            value: block.value().to_value(),
+            origin: self.node.to_string(),
+            writer: block.writer().name().to_string(),
+            version: block.version(),
+        }
     }
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.items.read().unwrap().map.len()
+        self.items.read().unwrap().len()
     }
 
     /// Whether the tenant has no items.
@@ -528,22 +469,25 @@ impl TenantStore {
         self.len() == 0
     }
 
-    /// Calls `f` with every entry whose key matches `pattern`, under the read lock
-    /// (keep `f` short, and write to no store in it), stopping at the first error.
+    /// Calls `f` with every entry whose key matches `pattern`, borrowed from the store
+    /// under the read lock (keep `f` short, and write to no store in it), stopping at
+    /// the first error.
     pub fn for_each_matching<E>(
         &self,
         pattern: &Pattern,
-        mut f: impl FnMut(&str, &Versioned) -> Result<(), E>,
+        mut f: impl FnMut(Entry<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let items = self.items.read().unwrap();
-        items.matching(pattern).try_for_each(|(k, v)| f(k, v))
+        items.matching(pattern).try_for_each(|b| {
+            f(Entry { key: b.key(), value: b.value(), version: b.version(), writer: b.writer(), counter: b.counter() })
+        })
     }
 
     /// Every item whose key matches `pattern`, in no particular order: held by this node
     /// (`origin`), with the version and writer of its last write.
     pub fn matching(&self, pattern: &Pattern) -> Vec<Item> {
         let items = self.items.read().unwrap();
-        items.matching(pattern).map(|(k, v)| self.item(k.clone(), v.value.clone(), v.version, v.writer)).collect()
+        items.matching(pattern).map(|b| self.item(b)).collect()
     }
 }
 

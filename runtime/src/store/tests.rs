@@ -213,12 +213,6 @@ fn merged_counter_shares_carry_the_newer_write() {
     assert_eq!((held.value, held.version, held.writer.name(), held.counter), (Value::Int(9), newest, "b", true));
 }
 
-#[cfg(target_pointer_width = "64")]
-#[test]
-fn a_stored_value_stays_small() {
-    assert_eq!(size_of::<Versioned>(), 48);
-}
-
 #[test]
 fn concurrent_adds_lose_nothing() {
     let store = Arc::new(Store::new("n1"));

@@ -13,6 +13,13 @@ use estate::tenancy::Tenants;
 
 use crate::cli::{Cli, Command};
 
+/// mimalloc rather than glibc's malloc: a stored item is one block (64 bytes for a flow
+/// key of 40 bytes and a counter), which mimalloc's size classes hold in 64 bytes where
+/// glibc rounds it up to an 80-byte chunk; 15 bytes an item at 10 M items
+/// (`docs/performance.md`, "One node at 10 M items").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod config;
 mod demo;

@@ -312,7 +312,7 @@ impl<W, H> Peering<W, H> {
     pub(super) fn builtin_partial(&self, tenant: &str, pattern: &Pattern, reducer: Builtin) -> Result<Answer, String> {
         let mut builder = PartialBuilder::new(reducer, &self.id);
         if let Some(t) = self.store.tenant(tenant) {
-            t.for_each_matching(pattern, |key, v| builder.push(key, &v.value, v.writer.name(), v.version))
+            t.for_each_matching(pattern, |e| builder.push(e.key, e.value, e.writer.name(), e.version))
                 .map_err(|e| e.to_string())?;
         }
         Ok(Answer::Builtin(builder.finish()))
@@ -322,8 +322,8 @@ impl<W, H> Peering<W, H> {
     pub(super) fn encoded_items(&self, tenant: &str, pattern: &Pattern) -> Vec<u8> {
         let mut writer = ItemsWriter::default();
         if let Some(t) = self.store.tenant(tenant) {
-            let pushed: Result<(), Infallible> = t.for_each_matching(pattern, |key, v| {
-                writer.push(key, &v.value, &self.id, v.writer.name(), v.version);
+            let pushed: Result<(), Infallible> = t.for_each_matching(pattern, |e| {
+                writer.push(e.key, e.value, &self.id, e.writer.name(), e.version);
                 Ok(())
             });
             let Ok(()) = pushed;
