@@ -6,7 +6,8 @@
 //! authenticated and encrypted peering (a key and a roster per node, docs/security.md).
 //!
 //! Run with `cargo bench --bench global` (add `-- --quick` for fewer samples, `--
-//! push-down` for the push-down part only).
+//! push-down` for the push-down part only; `-- push-down --only wsum/push-down --reads
+//! 300` runs one row of it, to profile).
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,7 @@ fn zmq_round_trip(samples: usize) -> (Duration, Duration) {
 
 /// Push-down against fetch-all: 8 nodes with 10,000 matching keys each; bytes that
 /// reach the requester and latency, for the built-in sum and the Wasm sum guest.
-fn push_down(reads: usize) {
+fn push_down(reads: usize, only: Option<&str>) {
     let nodes = cluster(8);
     for (n, node) in nodes.iter().enumerate() {
         for k in 0..10_000 {
@@ -73,6 +74,10 @@ fn push_down(reads: usize) {
     let mut rows = Vec::new();
     for reducer in ["sum", "wsum"] {
         for remote in [false, true] {
+            let mode = if remote { "push-down" } else { "fetch-all" };
+            if only.is_some_and(|row| row != format!("{reducer}/{mode}")) {
+                continue;
+            }
             let opts = GlobalOptions { timeout: Duration::from_secs(10), remote, ..GlobalOptions::default() };
             // One untimed read first: peers fetch and compile the Wasm module once.
             nodes[0].get_global("flow:.*", reducer, opts).unwrap();
@@ -94,12 +99,11 @@ fn push_down(reads: usize) {
             // Heartbeats arrive meanwhile too; they are a few hundred bytes per read.
             let per_read = (after - before) / reads as u64;
             let (p50, p99) = summarize(samples);
-            let mode = if remote { "push-down" } else { "fetch-all" };
             println!("{reducer:>14} {mode:>8} {per_read:>16} {p50:>12.1?} {p99:>12.1?}");
             rows.push((per_read, p50));
         }
     }
-    for (name, pair) in ["sum", "wsum"].iter().zip(rows.chunks(2)) {
+    for (name, pair) in ["sum", "wsum"].iter().zip(rows.chunks(2)).filter(|(_, pair)| pair.len() == 2) {
         let (fetch, push) = (pair[0], pair[1]);
         println!(
             "{name:>14}: push-down moves {:.0}x fewer bytes and is {:.1}x faster (p50)",
@@ -161,9 +165,12 @@ fn cluster_keyed(n: usize, keys: Option<&std::path::Path>) -> Vec<Node> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    if std::env::args().any(|a| a == "push-down") {
+    let args: Vec<String> = std::env::args().collect();
+    let after = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    if args.iter().any(|a| a == "push-down") {
         // `cargo bench --bench global -- push-down`: only the second part.
-        return push_down(if quick { 10 } else { 30 });
+        let reads = after("--reads").map(|n| n.parse().expect("--reads N")).unwrap_or(if quick { 10 } else { 30 });
+        return push_down(reads, after("--only").map(String::as_str));
     }
     let samples = if quick { 300 } else { 2000 };
     let (rt50, rt99) = zmq_round_trip(samples);
@@ -210,5 +217,5 @@ fn main() {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
-    push_down(if quick { 5 } else { 30 });
+    push_down(if quick { 5 } else { 30 }, None);
 }

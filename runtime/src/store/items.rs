@@ -7,7 +7,6 @@
 //! here, which keeps the invariant of [`super::block`]: a key leaves the ordered index
 //! before its block is freed.
 
-use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -30,6 +29,9 @@ pub(super) struct Items {
     ordered: BTreeSet<KeyRef>,
     /// Key and value bytes held (what the `bytes` quota counts).
     bytes: u64,
+    /// Keys holding a newline: while there are none, a key in a prefix's range matches
+    /// the prefix pattern without looking at it again (`.` matches anything else).
+    newline_keys: usize,
 }
 
 /// What an item counts for against the `bytes` quota.
@@ -44,6 +46,11 @@ impl Items {
 
     pub(super) fn len(&self) -> usize {
         self.table.len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn newline_keys(&self) -> usize {
+        self.newline_keys
     }
 
     pub(super) fn bytes(&self) -> u64 {
@@ -67,6 +74,7 @@ impl Items {
         let hash = self.hash(key);
         let Some(block) = self.table.find_mut(hash, |b| b.key() == key) else {
             let block = Block::new(key, v);
+            self.newline_keys += key.contains('\n') as usize;
             self.ordered.insert(block.key_ref());
             let hasher = &self.hasher;
             self.table.insert_unique(hash, block, |b| hasher.hash_one(b.key()));
@@ -85,6 +93,7 @@ impl Items {
     pub(super) fn remove(&mut self, key: &str) -> Option<Block> {
         let entry = self.table.find_entry(self.hash(key), |b| b.key() == key).ok()?;
         self.ordered.remove(key);
+        self.newline_keys -= key.contains('\n') as usize;
         let (block, _) = entry.remove();
         self.bytes -= block.footprint();
         Some(block)
@@ -93,7 +102,7 @@ impl Items {
     /// Every block, the items left empty.
     pub(super) fn drain(&mut self) -> impl Iterator<Item = Block> + '_ {
         self.ordered.clear();
-        self.bytes = 0;
+        (self.bytes, self.newline_keys) = (0, 0);
         self.table.drain()
     }
 
@@ -124,11 +133,12 @@ impl Items {
         }
         if let Some(prefix) = pattern.prefix() {
             let range = self.ordered.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
+            let check = self.newline_keys > 0;
             return Box::new(
                 range
-                    .take_while(move |k| Borrow::<str>::borrow(*k).starts_with(prefix))
                     .map(KeyRef::block)
-                    .filter(move |b| pattern.matches(b.key())),
+                    .take_while(move |b| b.key().starts_with(prefix))
+                    .filter(move |b| !check || pattern.matches(b.key())),
             );
         }
         Box::new(self.table.iter().filter(move |b| pattern.matches(b.key())))

@@ -17,19 +17,28 @@ fn prefix_patterns_use_the_ordered_keys_and_agree_with_a_scan() {
     }
     t.set("flow:1\nx", Value::Int(0)).unwrap();
     assert!(t.del("flow:3:packets"));
-    for source in ["flow:1.*", r"flow:1:.*", "flow:.*", ".*", r"flow:3:.*"] {
-        let prefix = Pattern::new(source).unwrap();
-        assert!(prefix.prefix().is_some());
-        // The same pattern forced through the regex scan.
-        let scan = Pattern::new(&format!("(?:{source})")).unwrap();
-        assert!(scan.prefix().is_none());
-        let keys = |p: &Pattern| {
-            let mut k: Vec<String> = t.matching(p).into_iter().map(|i| i.key).collect();
-            k.sort();
-            k
-        };
-        assert_eq!(keys(&prefix), keys(&scan), "{source}");
-    }
+    let agree = |newline_keys: usize| {
+        for source in ["flow:1.*", r"flow:1:.*", "flow:.*", ".*", r"flow:3:.*"] {
+            let prefix = Pattern::new(source).unwrap();
+            assert!(prefix.prefix().is_some());
+            // The same pattern forced through the regex scan.
+            let scan = Pattern::new(&format!("(?:{source})")).unwrap();
+            assert!(scan.prefix().is_none());
+            let keys = |p: &Pattern| {
+                let mut k: Vec<String> = t.matching(p).into_iter().map(|i| i.key).collect();
+                k.sort();
+                k
+            };
+            assert_eq!(keys(&prefix), keys(&scan), "{source}");
+        }
+        assert_eq!(t.items.read().unwrap().newline_keys(), newline_keys);
+    };
+    agree(1);
+    // Without a key holding a newline, a prefix's range is taken without a second look.
+    t.del("flow:1\nx");
+    agree(0);
+    t.set("flow:2\ny", Value::Int(0)).unwrap();
+    agree(1);
     assert_eq!(t.matching(&Pattern::new(r"flow:1:.*").unwrap()).len(), 1);
     assert_eq!(t.take_matching(&Pattern::new(r"flow:1.*").unwrap()).len(), 11, "flow:1 and flow:10..19");
     assert!(t.matching(&Pattern::new(r"flow:1.*").unwrap()).is_empty());
