@@ -228,7 +228,7 @@ pub enum Partial {
 pub fn partial(reducer: Builtin, node: &str, items: Vec<Item>) -> Result<Partial, ReduceError> {
     let mut builder = PartialBuilder::new(reducer, node);
     for item in &items {
-        builder.push(&item.key, (&item.value).into(), &item.writer, item.version)?;
+        builder.push(&item.key, (&item.value).into(), || &item.writer, item.version)?;
     }
     Ok(builder.finish())
 }
@@ -259,6 +259,10 @@ impl<'a> PartialBuilder<'a> {
         Item { key: key.to_string(), value: value.to_value(), origin, writer: writer.to_string(), version }
     }
 
+    fn overflow(&self, key: &str) -> ReduceError {
+        ReduceError::Overflow { key: key.to_string(), origin: self.node.to_string() }
+    }
+
     fn num(&self, key: &str, value: ValueRef<'_>) -> Result<Num, ReduceError> {
         match value {
             ValueRef::Int(v) => Ok(Num::Int(v)),
@@ -272,24 +276,33 @@ impl<'a> PartialBuilder<'a> {
         }
     }
 
-    /// Adds one entry of this node, with the writer and version of its last write.
-    pub fn push(&mut self, key: &str, value: ValueRef<'_>, writer: &str, version: u64) -> Result<(), ReduceError> {
+    /// Adds one entry of this node, with the writer and version of its last write (the
+    /// writer is asked for only by the reducers that keep or compare it).
+    pub fn push<'w>(
+        &mut self,
+        key: &str,
+        value: ValueRef<'_>,
+        writer: impl FnOnce() -> &'w str,
+        version: u64,
+    ) -> Result<(), ReduceError> {
         self.count += 1;
         self.max_version = self.max_version.max(version);
         match self.reducer {
             Builtin::Count => {}
-            Builtin::List => self.list.push(self.item(key, value, writer, version)),
+            Builtin::List => self.list.push(self.item(key, value, writer(), version)),
+            // The common case first: an integer added to an integer sum.
+            Builtin::Sum if let ValueRef::Int(v) = value => {
+                self.int = self.int.checked_add(v).ok_or_else(|| self.overflow(key))?;
+            }
             Builtin::Sum | Builtin::Avg => match self.num(key, value)? {
                 Num::Int(v) if self.reducer == Builtin::Sum => {
-                    self.int = self
-                        .int
-                        .checked_add(v)
-                        .ok_or_else(|| ReduceError::Overflow { key: key.to_string(), origin: self.node.to_string() })?;
+                    self.int = self.int.checked_add(v).ok_or_else(|| self.overflow(key))?;
                 }
                 n => *self.float.get_or_insert(0.0) += as_f64(&n),
             },
             Builtin::Latest => {
                 // As `later`, whose holder is the same for every entry here.
+                let writer = writer();
                 let later = |b: &Item| (version, writer, key) > (b.version, b.writer.as_str(), b.key.as_str());
                 if self.best.as_ref().is_none_or(later) {
                     self.best = Some(self.item(key, value, writer, version));
@@ -310,7 +323,7 @@ impl<'a> PartialBuilder<'a> {
                     }
                 };
                 if better {
-                    self.best = Some(self.item(key, value, writer, version));
+                    self.best = Some(self.item(key, value, writer(), version));
                 }
             }
         }

@@ -132,15 +132,51 @@ impl Items {
             return Box::new(self.get(key).into_iter());
         }
         if let Some(prefix) = pattern.prefix() {
-            let range = self.ordered.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
+            // The range ends where the keys that start with the prefix end, so a key in
+            // it is not compared with the prefix again (unless there is no such end).
+            let end = after_prefix(prefix);
+            let bounded = end.is_some() || prefix.is_empty();
+            let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let range = self.ordered.range::<str, _>((Bound::Included(prefix), upper));
             let check = self.newline_keys > 0;
             return Box::new(
                 range
                     .map(KeyRef::block)
-                    .take_while(move |b| b.key().starts_with(prefix))
+                    .take_while(move |b| bounded || b.key().starts_with(prefix))
                     .filter(move |b| !check || pattern.matches(b.key())),
             );
         }
         Box::new(self.table.iter().filter(move |b| pattern.matches(b.key())))
+    }
+}
+
+/// The least string above every string that starts with `prefix`: `prefix` with its last
+/// character replaced by the next one (strings order as their code points do). `None`
+/// for an empty prefix, or one that ends in `char::MAX`.
+fn after_prefix(prefix: &str) -> Option<String> {
+    let last = prefix.chars().next_back()?;
+    let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32)?;
+    let mut end = prefix[..prefix.len() - last.len_utf8()].to_string();
+    end.push(next);
+    Some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_prefix_is_above_every_key_with_it_and_below_the_rest() {
+        assert_eq!(after_prefix("flow:").as_deref(), Some("flow;"));
+        assert_eq!(after_prefix("a\u{d7ff}").as_deref(), Some("a\u{e000}"), "past the surrogates");
+        assert_eq!(after_prefix(""), None);
+        assert_eq!(after_prefix("a\u{10ffff}"), None);
+        for prefix in ["flow:", "é", "a\u{7f}", "a\u{7ff}", "\u{ffff}"] {
+            let end = after_prefix(prefix).unwrap();
+            for key in [prefix.to_string(), format!("{prefix}\u{10ffff}\u{10ffff}"), format!("{prefix}zz")] {
+                assert!(key.as_str() < end.as_str(), "{key:?} < {end:?}");
+            }
+            assert!(!end.starts_with(prefix) && end.as_str() > prefix);
+        }
     }
 }

@@ -312,7 +312,7 @@ impl<W, H> Peering<W, H> {
     pub(super) fn builtin_partial(&self, tenant: &str, pattern: &Pattern, reducer: Builtin) -> Result<Answer, String> {
         let mut builder = PartialBuilder::new(reducer, &self.id);
         if let Some(t) = self.store.tenant(tenant) {
-            t.for_each_matching(pattern, |e| builder.push(e.key, e.value, e.writer.name(), e.version))
+            t.for_each_matching(pattern, |e| builder.push(e.key, e.value, || e.writer.name(), e.version))
                 .map_err(|e| e.to_string())?;
         }
         Ok(Answer::Builtin(builder.finish()))
