@@ -107,21 +107,41 @@ pub fn flow_key(proto: u8, a: ([u8; 4], u16), b: ([u8; 4], u16)) -> String {
     alloc::format!("{proto}:{}:{}-{}:{}", ip(lo.0), lo.1, ip(hi.0), hi.1)
 }
 
+/// The packet record's fixed fields: proto, direction, moved, TCP flags, two endpoints.
+const RECORD_HEADER: usize = 4 + 2 * (4 + 2);
+
 impl<'a> Packet<'a> {
     /// Appends the packet record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.proto);
-        out.push(self.direction.code());
-        out.push(self.moved as u8);
-        out.push(self.tcp_flags);
-        out.extend_from_slice(&self.src.0);
-        out.extend_from_slice(&self.src.1.to_le_bytes());
-        out.extend_from_slice(&self.dst.0);
-        out.extend_from_slice(&self.dst.1.to_le_bytes());
-        out.extend_from_slice(&(self.flow.len() as u32).to_le_bytes());
-        out.extend_from_slice(self.flow.as_bytes());
-        out.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(self.payload);
+        let start = out.len();
+        out.resize(start + self.encoded_len(), 0);
+        self.write_to(&mut out[start..]);
+    }
+
+    /// The length of the packet record.
+    pub fn encoded_len(&self) -> usize {
+        RECORD_HEADER + 4 + self.flow.len() + 4 + self.payload.len()
+    }
+
+    /// Writes the packet record into `out`, which is exactly
+    /// [`encoded_len`](Packet::encoded_len) bytes long (the host writes it straight into
+    /// the guest's memory this way).
+    ///
+    /// # Panics
+    /// If `out` has another length.
+    pub fn write_to(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.encoded_len(), "a packet record's buffer has its length");
+        let (header, rest) = out.split_at_mut(RECORD_HEADER);
+        header[..4].copy_from_slice(&[self.proto, self.direction.code(), self.moved as u8, self.tcp_flags]);
+        header[4..8].copy_from_slice(&self.src.0);
+        header[8..10].copy_from_slice(&self.src.1.to_le_bytes());
+        header[10..14].copy_from_slice(&self.dst.0);
+        header[14..16].copy_from_slice(&self.dst.1.to_le_bytes());
+        let (flow, rest) = rest.split_at_mut(4 + self.flow.len());
+        flow[..4].copy_from_slice(&(self.flow.len() as u32).to_le_bytes());
+        flow[4..].copy_from_slice(self.flow.as_bytes());
+        rest[..4].copy_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        rest[4..].copy_from_slice(self.payload);
     }
 
     /// Decodes a buffer that holds exactly one packet record.
@@ -184,9 +204,14 @@ mod tests {
             flow: &flow,
             payload: b"GET /",
         };
-        let mut buf = Vec::new();
+        let mut buf = alloc::vec![7];
         p.encode(&mut buf);
+        assert_eq!(buf.remove(0), 7, "appended after what was there");
+        assert_eq!(buf.len(), p.encoded_len());
         assert_eq!(Packet::decode(&buf).unwrap(), p);
+        let mut written = alloc::vec![0; p.encoded_len()];
+        p.write_to(&mut written);
+        assert_eq!(written, buf);
         for cut in 0..buf.len() {
             assert!(Packet::decode(&buf[..cut]).is_err());
         }
@@ -195,6 +220,22 @@ mod tests {
         let mut extra = buf.clone();
         extra.push(0);
         assert!(Packet::decode(&extra).is_err(), "trailing bytes");
+    }
+
+    #[test]
+    #[should_panic(expected = "a packet record's buffer has its length")]
+    fn a_record_is_written_only_into_a_buffer_of_its_length() {
+        let p = Packet {
+            proto: 17,
+            src: ([10, 0, 0, 1], 1),
+            dst: ([10, 0, 0, 2], 2),
+            direction: Direction::Forward,
+            moved: false,
+            tcp_flags: 0,
+            flow: "f",
+            payload: b"x",
+        };
+        p.write_to(&mut alloc::vec![0; p.encoded_len() + 1]);
     }
 
     #[test]

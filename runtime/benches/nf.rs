@@ -8,7 +8,8 @@
 //!   both on a local store, with ids' prefilter on and off, the Wasm form scanning with
 //!   the host's matcher (its default) and in the guest (`scan = guest`) (median of
 //!   runs in rotating order); `cargo bench --bench nf -- wasm-vs-native` runs only
-//!   this part;
+//!   this part (`--only binary/on`: one payload kind and prefilter setting of it;
+//!   `--packets N`: N packets a series);
 //! - local set/get from inside a Wasm NF: a guest that does 500 state_set + 500
 //!   state_get per packet, against one that does nothing, per operation, beside the
 //!   same calls made natively; `cargo bench --bench nf -- set-get` runs only this part.
@@ -225,7 +226,10 @@ fn set_get(host: &WasmHost, few: &[OwnedPacket]) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 5_000 } else { 20_000 };
+    // `--packets N`: a longer measured series (to profile).
+    let args: Vec<String> = std::env::args().collect();
+    let after = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    let n = after("--packets").map(|n| n.parse().expect("--packets N")).unwrap_or(if quick { 5_000 } else { 20_000 });
     let packets = traffic(n);
     let ids = guests::require("nf_ids").unwrap();
     let host = WasmHost::new(Limits::default()).unwrap();
@@ -242,9 +246,14 @@ fn main() {
     println!("ids over {n} synthetic packets (200 flows, 10% carrying a pattern)");
     println!("{:>52} {:>12} {:>10}", "", "pkts/s", "ratio");
     let binary = traffic_of(n, PayloadKind::Binary);
+    // `--only binary/on`: one payload kind and prefilter setting (to profile).
+    let only = after("--only");
     for (payload, packets, prefilter) in
         [("text", &packets, "on"), ("text", &packets, "off"), ("binary", &binary, "on"), ("binary", &binary, "off")]
     {
+        if only.is_some_and(|row| *row != format!("{payload}/{prefilter}")) {
+            continue;
+        }
         let config = ids_config(prefilter);
         // Each form runs for the whole series, as an NF does: one unmeasured pass to
         // warm it up (its memory, its store's tables), then measured passes whose

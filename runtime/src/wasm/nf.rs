@@ -176,13 +176,16 @@ impl NfInstance {
     /// [`NfInstance::on_packet`] without the rewrite bookkeeping around it.
     fn handle(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
         arm(&mut self.store, &self.limits);
-        self.record.clear();
-        packet.encode(&mut self.record);
-        let ptr = match self.packet_buffer.clone() {
-            Some(packet_buffer) => self.write_record(&packet_buffer)?,
-            None => self.guest.write_input(&mut self.store, &self.record, &self.limits)?,
+        let len = packet.encoded_len();
+        let ptr = match self.packet_buffer.is_some() {
+            true => self.write_record(packet, len)?,
+            false => {
+                self.record.clear();
+                packet.encode(&mut self.record);
+                self.guest.write_input(&mut self.store, &self.record, &self.limits)?
+            }
         };
-        let len = len_i32(&self.record)?;
+        let len = i32::try_from(len).map_err(|_| GuestError::Abi(format!("a packet record of {len} bytes")))?;
         self.store.data_mut().in_packet = true;
         let code =
             self.on_packet.call(&mut self.store, (ptr, len)).map_err(|e| classify(e, &self.store, &self.limits))?;
@@ -197,14 +200,15 @@ impl NfInstance {
         }
     }
 
-    /// Writes the record into the guest's kept packet buffer, asking for a longer one
-    /// (at least an Ethernet frame's worth) only when the record does not fit.
-    fn write_record(&mut self, packet_buffer: &TypedFunc<i32, i32>) -> Result<i32, GuestError> {
-        let len = self.record.len();
+    /// Writes the packet's record (`len` bytes) straight into the guest's kept packet
+    /// buffer, asking for a longer one (at least an Ethernet frame's worth) only when the
+    /// record does not fit.
+    fn write_record(&mut self, packet: &Packet<'_>, len: usize) -> Result<i32, GuestError> {
         let ptr = match self.buffer {
             Some((ptr, capacity)) if capacity >= len => ptr,
             _ => {
                 let want = len.max(MIN_PACKET_BUFFER);
+                let packet_buffer = self.packet_buffer.as_ref().expect("called for guests with a packet buffer");
                 let ptr = packet_buffer
                     .call(
                         &mut self.store,
@@ -223,10 +227,13 @@ impl NfInstance {
                 ptr
             }
         };
-        self.guest.memory.write(&mut self.store, ptr as u32 as usize, &self.record).map_err(|_| {
+        let start = ptr as u32 as usize;
+        let memory = self.guest.memory.data_mut(&mut self.store);
+        let Some(record) = start.checked_add(len).and_then(|end| memory.get_mut(start..end)) else {
             self.buffer = None;
-            GuestError::Abi(format!("estate_packet_buffer returned {ptr}, outside guest memory"))
-        })?;
+            return Err(GuestError::Abi(format!("estate_packet_buffer returned {ptr}, outside guest memory")));
+        };
+        packet.write_to(record);
         Ok(ptr)
     }
 
