@@ -45,8 +45,8 @@ pub const MAX_VALUE_LEN: usize = 1 << 20;
 /// A value with the version and writer of its last write.
 ///
 /// `(version, writer)` names the write: a node's clock never gives two writes the same
-/// version, and the pair stays with the value when it moves to another node. 48 bytes
-/// beside the key (the writer is an interned id, see [`Writer`]).
+/// version, and the pair stays with the value when it moves to another node. This is
+/// how reads report an item; the store itself keeps each item in one block (`block.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned {
     /// The value.

@@ -3,8 +3,7 @@
 //! A store holds millions of items but their writers are a handful of node ids (this
 //! node, and the members values were taken or handed over from). Each distinct id is
 //! kept once per process, in one table shared by every store, and a stored value keeps
-//! only its index: a [`super::Versioned`] is 48 bytes, the size it had before it named
-//! its writer. Names are never removed: the table holds every node id that wrote a
+//! only its 4-byte index in its block's header. Names are never removed: the table holds every node id that wrote a
 //! value this process has seen (a node id is at most a few dozen bytes, and a cluster
 //! has few of them).
 //!
