@@ -64,7 +64,7 @@ impl Items {
     /// The block of `key`, to change its value in place ([`Block::write_count`]: the
     /// key and the value's size stay, so neither index nor byte count changes).
     pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut Block> {
-        self.table.find_mut(self.hasher.hash_one(key), |b| b.key() == key)
+        self.table.find_mut(self.hash(key), |b| b.key() == key)
     }
 
     /// Sets `key`: in place when the value has the size of the one there; the ordered

@@ -283,7 +283,12 @@ where
 }
 
 fn len_i32(buf: &[u8]) -> Result<i32, GuestError> {
-    i32::try_from(buf.len()).map_err(|_| GuestError::Abi(format!("input of {} bytes is too large", buf.len())))
+    size_i32(buf.len())
+}
+
+/// A length as the guest ABI's `i32`; an input too large for it is refused.
+fn size_i32(len: usize) -> Result<i32, GuestError> {
+    i32::try_from(len).map_err(|_| GuestError::Abi(format!("input of {len} bytes is too large")))
 }
 
 fn message(bytes: Option<Vec<u8>>) -> String {

@@ -177,15 +177,14 @@ impl NfInstance {
     fn handle(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
         arm(&mut self.store, &self.limits);
         let len = packet.encoded_len();
-        let ptr = match self.packet_buffer.is_some() {
-            true => self.write_record(packet, len)?,
-            false => {
-                self.record.clear();
-                packet.encode(&mut self.record);
-                self.guest.write_input(&mut self.store, &self.record, &self.limits)?
-            }
+        let ptr = if self.packet_buffer.is_some() {
+            self.write_record(packet, len)?
+        } else {
+            self.record.clear();
+            packet.encode(&mut self.record);
+            self.guest.write_input(&mut self.store, &self.record, &self.limits)?
         };
-        let len = i32::try_from(len).map_err(|_| GuestError::Abi(format!("a packet record of {len} bytes")))?;
+        let len = size_i32(len)?;
         self.store.data_mut().in_packet = true;
         let code =
             self.on_packet.call(&mut self.store, (ptr, len)).map_err(|e| classify(e, &self.store, &self.limits))?;
@@ -210,10 +209,7 @@ impl NfInstance {
                 let want = len.max(MIN_PACKET_BUFFER);
                 let packet_buffer = self.packet_buffer.as_ref().expect("called for guests with a packet buffer");
                 let ptr = packet_buffer
-                    .call(
-                        &mut self.store,
-                        i32::try_from(want).map_err(|_| GuestError::Abi(format!("a packet record of {want} bytes")))?,
-                    )
+                    .call(&mut self.store, size_i32(want)?)
                     .map_err(|e| classify(e, &self.store, &self.limits))?;
                 if ptr == abi::ALLOC_FAILED {
                     return Err(GuestError::Abi(format!("estate_packet_buffer({want}) returned null")));
