@@ -35,6 +35,7 @@
 /* Bits of estate_reducer_flags. */
 #define ESTATE_FLAGS_NONE 0      /* also the flags of a reducer without the export */
 #define ESTATE_FLAG_COMBINABLE 1 /* associative and commutative: may be pushed down */
+#define ESTATE_FLAG_VALUES_ONLY 2 /* phase 0 reads values and versions only: keys, origins and writers may be empty */
 
 /* Status codes of the entry points. */
 #define ESTATE_STATUS_ITEM 0      /* estate_reduce/finish: an item was handed over */

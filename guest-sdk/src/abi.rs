@@ -161,6 +161,10 @@ pub mod flags {
     /// The reducer is associative and commutative: it can reduce its own partial
     /// results, so it may be pushed down to peers.
     pub const COMBINABLE: i32 = 1;
+    /// In phase 0 the reducer reads only its items' values and versions: the host may
+    /// pass every item with an empty key, origin and writer. A call on such an input that
+    /// fails (status `ERROR`) is repeated with whole items, so an error can name them.
+    pub const VALUES_ONLY: i32 = 2;
 }
 
 /// Status codes of the entry points: `estate_reduce` and `estate_finish` answer

@@ -97,6 +97,10 @@ macro_rules! __common_exports {
 /// - `reducer!(f, borrowed)` and `reducer!(f, combinable, borrowed)`: `f: fn(&[ItemRef],
 ///   Phase) -> ReduceResult` reads the items in place ([`view::ItemRef`]: keys and text
 ///   as `&str` into the input), with no allocation per item.
+/// - `reducer!(f, combinable, borrowed, values_only)`: as above, for a reducer that
+///   reads only values and versions of store items (`abi::flags::VALUES_ONLY`): pushed
+///   down, its items come with empty keys, origins and writers, and a call that fails
+///   is repeated on whole items, so an error can still name them.
 #[macro_export]
 macro_rules! reducer {
     ($reduce:path) => {
@@ -113,6 +117,9 @@ macro_rules! reducer {
     };
     ($reduce:path, combinable, borrowed) => {
         $crate::reducer!(@exports $crate::__private::reduce_borrowed, $reduce, $crate::abi::flags::COMBINABLE, $crate::__private::identity);
+    };
+    ($reduce:path, combinable, borrowed, values_only) => {
+        $crate::reducer!(@exports $crate::__private::reduce_borrowed, $reduce, $crate::abi::flags::COMBINABLE | $crate::abi::flags::VALUES_ONLY, $crate::__private::identity);
     };
     (@exports $entry:path, $reduce:path, $flags:expr, $finish:path) => {
         $crate::__common_exports!();

@@ -539,6 +539,7 @@ fn the_header_numbers_are_the_abi_numbers() {
         ("ALLOC_FAILED", abi::ALLOC_FAILED),
         ("FLAGS_NONE", abi::flags::NONE),
         ("FLAG_COMBINABLE", abi::flags::COMBINABLE),
+        ("FLAG_VALUES_ONLY", abi::flags::VALUES_ONLY),
         ("STATUS_ITEM", abi::status::ITEM),
         ("STATUS_NONE", abi::status::NONE),
         ("STATUS_ERROR", abi::status::ERROR),

@@ -248,3 +248,40 @@ fn a_pushed_down_reducer_runs_under_its_owners_budget_on_every_node() {
     let e = read("starved").unwrap_err().to_string();
     assert!(e.contains("n2") && e.contains("fuel"), "n2 ran out of the owner's fuel: {e}");
 }
+
+/// A pushed-down reducer that reads only values (`sum`) gets its items without keys,
+/// origins or writers; when it fails on them, the node runs it again on whole items, so
+/// the error still names the item and the node it is on. Its answers are exact.
+#[test]
+fn a_values_only_reducer_pushed_down_still_names_the_item_it_fails_on() {
+    use std::time::{Duration, Instant};
+
+    use estate::control::LimitOverrides;
+    use estate::node::{GlobalOptions, Node, NodeConfig};
+    use estate_guest::Value;
+
+    let n1 = Node::start(NodeConfig::new("n1", "tcp://127.0.0.1:*")).unwrap();
+    let mut config = NodeConfig::new("n2", "tcp://127.0.0.1:*");
+    config.join = vec![n1.endpoint().to_string()];
+    let n2 = Node::start(config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !n1.members().iter().any(|m| m.id == "n2" && m.state == "alive") {
+        assert!(Instant::now() < deadline, "n2 never joined");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 0..100 {
+        n1.set(&format!("v:{i}"), Value::Int(i)).unwrap();
+        n2.set(&format!("v:{i}"), Value::Int(1)).unwrap();
+    }
+    let sum = std::fs::read(guest_path("reducer_sum")).unwrap();
+    n1.load_reducer("wsum", sum, &LimitOverrides::default()).unwrap();
+    let read = || {
+        let options = GlobalOptions { remote: true, timeout: Duration::from_secs(20), ..GlobalOptions::default() };
+        n1.get_global("v:.*", "wsum", options)
+    };
+    let answer = read().unwrap();
+    assert_eq!(answer.result, estate::reduce::Reduced::Item(estate_guest::Item::of(Value::Int(4950 + 100))));
+    n2.set("v:text", Value::Text("seven".into())).unwrap();
+    let e = read().unwrap_err().to_string();
+    assert!(e.contains("sum: v:text from n2 is text, not an integer"), "{e}");
+}

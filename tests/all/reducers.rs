@@ -103,6 +103,11 @@ fn combinable_flags() {
         assert!(load(name).combinable(), "{name} should be combinable");
     }
     assert!(!load("median").combinable());
+    // `sum` reads only values when pushed down; the others read keys or writers too.
+    assert!(load("sum").values_only());
+    for name in ["mean", "topk", "latest", "union", "median"] {
+        assert!(!load(name).values_only(), "{name}");
+    }
 }
 
 #[test]

@@ -29,5 +29,7 @@ fn sum(items: &[ItemRef<'_>], _: Phase) -> ReduceResult {
     Ok(Some(Item::of(Value::Int(total))))
 }
 
-// A sum of partial sums is the sum: combinable, and the partial is the answer.
-estate_guest::reducer!(sum, combinable, borrowed);
+// A sum of partial sums is the sum: combinable, and the partial is the answer. It reads
+// only values (`values_only`): pushed down, it gets no keys, origins or writers, and
+// only when it fails does the host run it again on whole items, which its errors name.
+estate_guest::reducer!(sum, combinable, borrowed, values_only);

@@ -45,6 +45,7 @@ impl WasmHost {
             idle: Arc::default(),
             hash: sha256(bytes),
             combinable: flags & abi::flags::COMBINABLE != 0,
+            values_only: flags & abi::flags::VALUES_ONLY != 0,
             has_finish,
             limits,
         })
@@ -153,6 +154,7 @@ pub struct ReducerModule {
     pub(crate) idle: Arc<Mutex<Vec<Warm>>>,
     pub(crate) hash: [u8; 32],
     pub(crate) combinable: bool,
+    pub(crate) values_only: bool,
     pub(crate) has_finish: bool,
     pub(crate) limits: Limits,
 }
@@ -162,6 +164,7 @@ impl fmt::Debug for ReducerModule {
         f.debug_struct("ReducerModule")
             .field("hash", &hex::encode(self.hash))
             .field("combinable", &self.combinable)
+            .field("values_only", &self.values_only)
             .field("has_finish", &self.has_finish)
             .field("limits", &self.limits)
             .finish()
@@ -177,6 +180,12 @@ impl ReducerModule {
     /// Whether the reducer declared itself combinable (it may be pushed down).
     pub fn combinable(&self) -> bool {
         self.combinable
+    }
+
+    /// Whether the reducer declared it reads only values and versions of store items
+    /// (`abi::flags::VALUES_ONLY`).
+    pub fn values_only(&self) -> bool {
+        self.values_only
     }
 
     /// The limits its calls run under.

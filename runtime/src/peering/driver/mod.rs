@@ -39,13 +39,13 @@ use crate::global::{Answer, GlobalError, GlobalOptions, ServedHook};
 use crate::nf::{NfCounters, NfSlot};
 use crate::pattern::Pattern;
 use crate::peering::proto::membership::Timing;
-use crate::peering::proto::{Action, Ids, Input, MemberEvent, Modules, Peering, Setup, Work};
+use crate::peering::proto::{Action, Ids, Input, MatchingItems, MemberEvent, Modules, Peering, Setup, Work};
 use crate::peering::stats::{Stats, bump};
 use crate::reduce::registry::{ReducerRef, Registry};
 use crate::security_log::SecurityLog;
 use crate::store::Store;
 use crate::tenancy::Tenants;
-use crate::wasm::ReducerModule;
+use crate::wasm::{GuestError, ReducerModule};
 use crate::wire::{self, Body, DecodeError, Envelope, GlobalAnswer, HandoffReport, MemberView};
 pub(crate) use deliver::{HandoffWaiter, Timed, Waiter};
 pub use sockets::SocketError;
@@ -431,11 +431,17 @@ impl Driver {
         self.workers.submit(move || {
             // Refused by the tenant's `wasm_jobs` quota: the work fails with its name.
             let slot = slot.map_err(|e| e.to_string());
-            // A pushed-down Wasm reducer over one node's items: that node's partial.
-            let partial = |module: &ReducerModule, items: &[u8]| {
+            // A pushed-down Wasm reducer over one node's items: that node's partial. A
+            // reducer that reads only values gets only values; if it fails on them, it
+            // runs again on whole items, so its error can name them.
+            let partial = |module: &ReducerModule, items: &MatchingItems| {
                 slot.as_ref().map_err(Clone::clone)?;
                 let started = Instant::now();
-                let reduced = registry.host().reduce_encoded(module, items, Phase::Items);
+                let host = registry.host();
+                let mut reduced = host.reduce_encoded(module, &items.encode(module.values_only()), Phase::Items);
+                if module.values_only() && matches!(reduced, Err(GuestError::Guest(_))) {
+                    reduced = host.reduce_encoded(module, &items.encode(false), Phase::Items);
+                }
                 stats.reducer_time.observe(started.elapsed());
                 reduced.map(Answer::Wasm).map_err(|e| e.to_string())
             };

@@ -38,7 +38,7 @@ use membership::{Membership, Timing};
 use reads::Reads;
 use serve::Serving;
 
-pub use reads::ReadDone;
+pub use reads::{MatchingItems, ReadDone};
 
 /// Where protocol ids (reads, hand-off batches) come from. Production ids are 128
 /// random bits (unguessable); the simulation's are seeded.
@@ -128,8 +128,8 @@ pub enum Work {
         id: u128,
         /// The reducer.
         reducer: ReducerRef,
-        /// The matching items in the guest encoding.
-        items: Vec<u8>,
+        /// The matching items, encoded for the guest when the work runs.
+        items: MatchingItems,
     },
     /// This node's partial of a peer's pushed-down Wasm read → [`Input::PeerPartial`].
     PeerPartial {
@@ -143,8 +143,8 @@ pub enum Work {
         hash: [u8; 32],
         /// The budgets the reader runs it under (applied within the tenant's ceilings).
         budget: crate::wire::Budget,
-        /// The matching items in the guest encoding.
-        items: Vec<u8>,
+        /// The matching items, encoded for the guest when the work runs.
+        items: MatchingItems,
     },
     /// Compile fetched module bytes (their sha256 already checked) →
     /// [`Input::ModuleInstalled`].

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use estate_guest::codec::ItemsWriter;
 use tracing::warn;
@@ -21,7 +22,7 @@ use crate::pattern::Pattern;
 use crate::peering::stats::bump;
 use crate::reduce::registry::ReducerRef;
 use crate::reduce::{Builtin, PartialBuilder};
-use crate::store::Moving;
+use crate::store::{Moving, TenantStore};
 use crate::wire::{Body, RemoteReducer};
 
 /// How long after its deadline a take still accepts a late answer.
@@ -213,7 +214,7 @@ impl<W, H> Peering<W, H> {
                 self.on_answer(id, &me, result, now, out);
             }
             (reducer @ ReducerRef::Wasm(_), true) => {
-                let items = self.encoded_items(&tenant, pattern);
+                let items = self.matching_items(&tenant, pattern);
                 out.push(Action::Work(Work::LocalPartial { id, reducer, items }));
             }
         }
@@ -318,16 +319,68 @@ impl<W, H> Peering<W, H> {
         Ok(Answer::Builtin(builder.finish()))
     }
 
-    /// The matching items of `tenant`, encoded for a guest straight from the store.
-    pub(super) fn encoded_items(&self, tenant: &str, pattern: &Pattern) -> Vec<u8> {
+    /// The matching items of `tenant`, for a pushed-down Wasm reducer.
+    pub(super) fn matching_items(&self, tenant: &str, pattern: &Pattern) -> MatchingItems {
+        MatchingItems { tenant: self.store.tenant(tenant), pattern: pattern.clone(), origin: self.id.clone() }
+    }
+}
+
+/// The matching items of a pushed-down Wasm read, encoded for the guest by the worker
+/// that runs it, straight from the store: whole, or only their values and versions for
+/// a reducer that declared it reads nothing else (`abi::flags::VALUES_ONLY`).
+#[derive(Clone, Debug)]
+pub struct MatchingItems {
+    tenant: Option<Arc<TenantStore>>,
+    pattern: Pattern,
+    /// This node's id: the items' origin.
+    origin: String,
+}
+
+impl MatchingItems {
+    /// The items in the guest encoding; with `values_only`, each with an empty key,
+    /// origin and writer.
+    pub fn encode(&self, values_only: bool) -> Vec<u8> {
         let mut writer = ItemsWriter::default();
-        if let Some(t) = self.store.tenant(tenant) {
-            let pushed: Result<(), Infallible> = t.for_each_matching(pattern, |e| {
-                writer.push(e.key, e.value, &self.id, e.writer.name(), e.version);
+        if let Some(t) = &self.tenant {
+            let pushed: Result<(), Infallible> = t.for_each_matching(&self.pattern, |e| {
+                match values_only {
+                    true => writer.push("", e.value, "", "", e.version),
+                    false => writer.push(e.key, e.value, &self.origin, e.writer.name(), e.version),
+                }
                 Ok(())
             });
             let Ok(()) = pushed;
         }
         writer.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use estate_guest::Value;
+    use estate_guest::codec::decode_items;
+
+    use super::*;
+    use crate::store::{DEFAULT_TENANT, Store};
+
+    #[test]
+    fn values_only_items_carry_no_key_origin_or_writer() {
+        let store = Store::new("n1");
+        let tenant = store.tenant(DEFAULT_TENANT);
+        let version = tenant.as_ref().unwrap().set("k:1", Value::Int(5)).unwrap();
+        tenant.as_ref().unwrap().set("other", Value::Int(6)).unwrap();
+        let items = MatchingItems { tenant, pattern: Pattern::new("k:.*").unwrap(), origin: "n1".into() };
+        let [whole] = &decode_items(&items.encode(false)).unwrap()[..] else { panic!("one item matches") };
+        assert_eq!(
+            (whole.key.as_str(), &whole.value, whole.origin.as_str(), whole.writer.as_str(), whole.version),
+            ("k:1", &Value::Int(5), "n1", "n1", version)
+        );
+        let [value] = &decode_items(&items.encode(true)).unwrap()[..] else { panic!("one item matches") };
+        assert_eq!(
+            (value.key.as_str(), &value.value, value.origin.as_str(), value.writer.as_str(), value.version),
+            ("", &Value::Int(5), "", "", version)
+        );
+        let none = MatchingItems { tenant: None, ..items };
+        assert!(decode_items(&none.encode(true)).unwrap().is_empty());
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use tracing::{info, warn};
 
-use super::{Action, Peering, Work};
+use super::{Action, MatchingItems, Peering, Work};
 use crate::global::Answer;
 use crate::pattern::Pattern;
 use crate::wasm::sha256;
@@ -26,8 +26,8 @@ const PATTERN_CACHE: usize = 256;
 struct AwaitingModule {
     from: String,
     id: u128,
-    /// The matching items, already in the guest encoding.
-    items: Vec<u8>,
+    /// The matching items, encoded when the module has arrived.
+    items: MatchingItems,
     /// The budgets the reader runs the module under.
     budget: Budget,
     since: u64,
@@ -91,7 +91,7 @@ impl<W, H> Peering<W, H> {
                 self.send_answer(&from, id, result, out);
             }
             (false, Some(RemoteReducer::Wasm { hash, budget })) => {
-                let items = self.encoded_items(tenant, &pattern);
+                let items = self.matching_items(tenant, &pattern);
                 let tenant = tenant.to_string();
                 if self.modules.has(&tenant, &hash) {
                     return out.push(Action::Work(Work::PeerPartial { to: from, id, tenant, hash, budget, items }));
