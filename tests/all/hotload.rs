@@ -209,27 +209,15 @@ fn hostile_reducers_fail_cleanly_while_the_node_serves() {
 /// with (within the tenant's ceilings there), not under the remote node's defaults.
 #[test]
 fn a_pushed_down_reducer_runs_under_its_owners_budget_on_every_node() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use estate::control::LimitOverrides;
-    use estate::node::{GlobalOptions, Node, NodeConfig};
+    use estate::node::GlobalOptions;
     use estate::tenancy::Tenants;
     use estate_guest::Value;
 
     let tenants = Tenants::parse("[tenants.a]\n", "test").unwrap();
-    let start = |id: &str, join: Option<&Node>| {
-        let mut config = NodeConfig::new(id, "tcp://127.0.0.1:*");
-        config.tenants = tenants.clone();
-        config.join = join.map(|n| vec![n.endpoint().to_string()]).unwrap_or_default();
-        Node::start(config).unwrap()
-    };
-    let n1 = start("n1", None);
-    let n2 = start("n2", Some(&n1));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !n1.members().iter().any(|m| m.id == "n2" && m.state == "alive") {
-        assert!(Instant::now() < deadline, "n2 never joined");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (n1, n2) = support::in_process_pair("n1", "n2", |config| config.tenants = tenants.clone());
     let (a1, a2) = (n1.tenant("a").unwrap(), n2.tenant("a").unwrap());
     // Only n2 holds matching items: n1's own partial is over nothing.
     for i in 0..2000 {
@@ -254,21 +242,13 @@ fn a_pushed_down_reducer_runs_under_its_owners_budget_on_every_node() {
 /// the error still names the item and the node it is on. Its answers are exact.
 #[test]
 fn a_values_only_reducer_pushed_down_still_names_the_item_it_fails_on() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use estate::control::LimitOverrides;
-    use estate::node::{GlobalOptions, Node, NodeConfig};
+    use estate::node::GlobalOptions;
     use estate_guest::Value;
 
-    let n1 = Node::start(NodeConfig::new("n1", "tcp://127.0.0.1:*")).unwrap();
-    let mut config = NodeConfig::new("n2", "tcp://127.0.0.1:*");
-    config.join = vec![n1.endpoint().to_string()];
-    let n2 = Node::start(config).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !n1.members().iter().any(|m| m.id == "n2" && m.state == "alive") {
-        assert!(Instant::now() < deadline, "n2 never joined");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (n1, n2) = support::in_process_pair("n1", "n2", |_| {});
     for i in 0..100 {
         n1.set(&format!("v:{i}"), Value::Int(i)).unwrap();
         n2.set(&format!("v:{i}"), Value::Int(1)).unwrap();

@@ -69,20 +69,12 @@ fn a_node_with_nobody_to_hand_to_keeps_its_state_and_stays() {
 /// says so in its log) instead of losing them; a take that fits moves its items.
 #[test]
 fn a_take_too_large_for_one_frame_leaves_the_items_where_they_are() {
-    use estate::node::{GlobalOptions, Node, NodeConfig};
+    use estate::node::GlobalOptions;
     use estate::reduce::Reduced;
     use estate::store::DEFAULT_TENANT;
     use estate_guest::Value;
 
-    let a = Node::start(NodeConfig::new("a", "tcp://127.0.0.1:*")).unwrap();
-    let mut config = NodeConfig::new("b", "tcp://127.0.0.1:*");
-    config.join = vec![a.endpoint().to_string()];
-    let b = Node::start(config).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !a.members().iter().any(|m| m.id == "b" && m.state == "alive") {
-        assert!(Instant::now() < deadline, "b never joined");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (a, b) = support::in_process_pair("a", "b", |_| {});
     // 17 values of 1 MiB: more than the 16 MiB frame limit together.
     let big = "x".repeat(1 << 20);
     for i in 0..17 {

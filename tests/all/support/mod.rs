@@ -249,6 +249,31 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Two in-process nodes on loopback (the library's `Node`), `second` joined through
+/// `first`, returned once `first` sees `second` alive; `configure` adjusts each node's
+/// configuration first.
+pub fn in_process_pair(
+    first: &str,
+    second: &str,
+    configure: impl Fn(&mut estate::node::NodeConfig),
+) -> (estate::node::Node, estate::node::Node) {
+    use estate::node::{Node, NodeConfig};
+    let start = |id: &str, join: Option<&Node>| {
+        let mut config = NodeConfig::new(id, "tcp://127.0.0.1:*");
+        configure(&mut config);
+        config.join = join.map(|n| vec![n.endpoint().to_string()]).unwrap_or_default();
+        Node::start(config).unwrap()
+    };
+    let a = start(first, None);
+    let b = start(second, Some(&a));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.members().iter().any(|m| m.id == second && m.state == "alive") {
+        assert!(Instant::now() < deadline, "{second} never joined");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (a, b)
+}
+
 /// Starts `n` nodes `n1..=n<n>`, the later ones joining through the first, and waits
 /// until every node sees all of them.
 pub fn cluster(n: usize) -> Vec<NodeProc> {
