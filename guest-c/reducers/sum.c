@@ -10,7 +10,9 @@
 ESTATE_GUEST_EXPORTS()
 
 ESTATE_EXPORT(ESTATE_EXPORT_REDUCER_FLAGS)
-int32_t estate_reducer_flags(void) { return ESTATE_FLAG_COMBINABLE; }
+/* It reads only values: pushed down, it gets no keys, origins or writers, and a call that
+ * fails is repeated on whole items, which its errors name. */
+int32_t estate_reducer_flags(void) { return ESTATE_FLAG_COMBINABLE | ESTATE_FLAG_VALUES_ONLY; }
 
 /* "bad input: <decode error>", as the SDK answers an input it cannot decode. */
 static int32_t undecodable(const estate_reader *r) {

@@ -97,10 +97,11 @@ macro_rules! __common_exports {
 /// - `reducer!(f, borrowed)` and `reducer!(f, combinable, borrowed)`: `f: fn(&[ItemRef],
 ///   Phase) -> ReduceResult` reads the items in place ([`view::ItemRef`]: keys and text
 ///   as `&str` into the input), with no allocation per item.
-/// - `reducer!(f, combinable, borrowed, values_only)`: as above, for a reducer that
-///   reads only values and versions of store items (`abi::flags::VALUES_ONLY`): pushed
-///   down, its items come with empty keys, origins and writers, and a call that fails
-///   is repeated on whole items, so an error can still name them.
+/// - `reducer!(f, combinable, borrowed, values_only)` and `reducer!(f, combinable,
+///   finish = g, values_only)`: as without `values_only`, for a reducer that reads only
+///   values and versions of store items (`abi::flags::VALUES_ONLY`): pushed down, its
+///   items come with empty keys, origins and writers, and a call that fails is repeated
+///   on whole items, so an error can still name them.
 #[macro_export]
 macro_rules! reducer {
     ($reduce:path) => {
@@ -111,6 +112,9 @@ macro_rules! reducer {
     };
     ($reduce:path, combinable, finish = $finish:path) => {
         $crate::reducer!(@exports $crate::__private::reduce, $reduce, $crate::abi::flags::COMBINABLE, $finish);
+    };
+    ($reduce:path, combinable, finish = $finish:path, values_only) => {
+        $crate::reducer!(@exports $crate::__private::reduce, $reduce, $crate::abi::flags::COMBINABLE | $crate::abi::flags::VALUES_ONLY, $finish);
     };
     ($reduce:path, borrowed) => {
         $crate::reducer!(@exports $crate::__private::reduce_borrowed, $reduce, $crate::abi::flags::NONE, $crate::__private::identity);

@@ -128,6 +128,7 @@ fn c_sum_answers_what_rust_sum_answers() {
 fn push_down_answers_what_fetch_all_answers() {
     let s = sums();
     assert!(s.rust.combinable() && s.c.combinable(), "both may be pushed down");
+    assert!(s.rust.values_only() && s.c.values_only(), "both read only values");
     let nodes: Vec<Vec<Item>> = vec![
         vec![int("a", 5, "n1"), int("b", i64::MAX / 2, "n1")],
         vec![],

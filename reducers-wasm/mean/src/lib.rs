@@ -76,4 +76,6 @@ fn describe(value: &Value) -> String {
     }
 }
 
-estate_guest::reducer!(mean, combinable, finish = finish);
+// It reads only values (`values_only`); its errors name keys and origins, which the host
+// passes when it repeats a failed call on whole items.
+estate_guest::reducer!(mean, combinable, finish = finish, values_only);
