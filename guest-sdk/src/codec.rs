@@ -96,6 +96,9 @@ impl Item {
 
     /// Decodes one item from the front of `r`.
     pub fn decode(r: &mut Reader<'_>) -> Result<Item, DecodeError> {
+        if let Some(item) = crate::view::ItemRef::values_only_int(r) {
+            return Ok(item.to_item());
+        }
         let key = r.text()?;
         let value = Value::decode(r)?;
         let origin = r.text()?;
@@ -135,6 +138,22 @@ impl ItemsWriter {
         put_bytes(&mut self.buf, origin.as_bytes());
         put_bytes(&mut self.buf, writer.as_bytes());
         self.buf.extend_from_slice(&version.to_le_bytes());
+        self.count += 1;
+    }
+
+    /// Appends an item with an empty key, origin and writer: what a `VALUES_ONLY`
+    /// reducer gets ([`crate::abi::flags::VALUES_ONLY`]). The same bytes as
+    /// [`ItemsWriter::push`] of `("", value, "", "", version)`; an integer, the usual
+    /// value, in one write.
+    pub fn push_value(&mut self, value: ValueRef<'_>, version: u64) {
+        let ValueRef::Int(v) = value else {
+            return self.push("", value, "", "", version);
+        };
+        let mut item = [0; 4 + (1 + 8) + 4 + 4 + 8];
+        item[4] = TAG_INT;
+        item[5..13].copy_from_slice(&v.to_le_bytes());
+        item[21..].copy_from_slice(&version.to_le_bytes());
+        self.buf.extend_from_slice(&item);
         self.count += 1;
     }
 
@@ -230,6 +249,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The bytes not yet read, without reading them.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// Skips `n` bytes, which [`Reader::rest`] showed are there.
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.buf = &self.buf[n..];
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.buf.len() {
             return Err(DecodeError::Truncated);
@@ -314,6 +343,15 @@ mod tests {
         }
         let mut buf = Vec::new();
         encode_items(&sample(), &mut buf);
+        assert_eq!(w.finish(), buf);
+        // Values only: the items with their key, origin and writer emptied.
+        let (mut w, mut emptied) = (ItemsWriter::default(), Vec::new());
+        for i in sample() {
+            w.push_value((&i.value).into(), i.version);
+            emptied.push(Item { key: String::new(), origin: String::new(), writer: String::new(), ..i });
+        }
+        buf.clear();
+        encode_items(&emptied, &mut buf);
         assert_eq!(w.finish(), buf);
     }
 

@@ -94,6 +94,9 @@ pub struct ItemRef<'a> {
 impl<'a> ItemRef<'a> {
     /// Decodes one item from the front of `r`, borrowing from its buffer.
     pub fn decode(r: &mut Reader<'a>) -> Result<ItemRef<'a>, DecodeError> {
+        if let Some(item) = Self::values_only_int(r) {
+            return Ok(item);
+        }
         let key = r.str()?;
         let value = match r.u8()? {
             TAG_INT => ValueRef::Int(i64::from_le_bytes(r.array()?)),
@@ -105,6 +108,24 @@ impl<'a> ItemRef<'a> {
         let (origin, writer) = (r.str()?, r.str()?);
         let version = u64::from_le_bytes(r.array()?);
         Ok(ItemRef { key, value, origin, writer, version })
+    }
+
+    /// The item a node sends a `VALUES_ONLY` reducer most (an integer with an empty key,
+    /// origin and writer), read in one step (one length check, no UTF-8 check of empty
+    /// strings: a Wasm guest's decoding of a pushed-down input is mostly this); `None`,
+    /// with nothing read, for any other item.
+    #[inline]
+    pub(crate) fn values_only_int(r: &mut Reader<'a>) -> Option<ItemRef<'a>> {
+        const LEN: usize = 4 + (1 + 8) + 4 + 4 + 8;
+        let b: &[u8; LEN] = r.rest().first_chunk()?;
+        let empty_at = |i: usize| b[i..i + 4] == [0; 4];
+        if !(empty_at(0) && b[4] == TAG_INT && empty_at(13) && empty_at(17)) {
+            return None;
+        }
+        let value = i64::from_le_bytes(*b[5..].first_chunk()?);
+        let version = u64::from_le_bytes(*b[21..].first_chunk()?);
+        r.skip(LEN);
+        Some(ItemRef { key: "", value: ValueRef::Int(value), origin: "", writer: "", version })
     }
 
     /// The owned item.
@@ -163,5 +184,42 @@ mod tests {
         let mut bad = buf.clone();
         bad[4 + 4 + 1] = 9; // the first item's value tag (after count, key length, key)
         assert_eq!(decode_item_refs(&bad), Err(DecodeError::BadTag(9)));
+    }
+
+    #[test]
+    fn values_only_items_read_in_one_step_are_the_items() {
+        // Values-only integers (the one-step path) among items that only look like them.
+        let item = |key: &str, value: Value, origin: &str, writer: &str, version: u64| Item {
+            key: key.into(),
+            value,
+            origin: origin.into(),
+            writer: writer.into(),
+            version,
+        };
+        let items = alloc::vec![
+            item("", Value::Int(i64::MIN), "", "", u64::MAX),
+            item("", Value::Float(2.5), "", "", 1),
+            item("", Value::Int(7), "n1", "", 2),
+            item("", Value::Int(-1), "", "w", 3),
+            item("k", Value::Int(4), "", "", 4),
+            item("", Value::Int(0), "", "", 0),
+        ];
+        let mut buf = Vec::new();
+        encode_items(&items, &mut buf);
+        let borrowed = decode_item_refs(&buf).unwrap();
+        assert_eq!(borrowed.iter().map(ItemRef::to_item).collect::<Vec<_>>(), items);
+        assert_eq!(decode_items(&buf).unwrap(), items);
+        for cut in 0..buf.len() {
+            assert!(decode_item_refs(&buf[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_items(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        // A values-only integer followed by a bad tag still fails on the tag.
+        let mut bad = Vec::new();
+        encode_items(&items[..1], &mut bad);
+        bad[..4].copy_from_slice(&2u32.to_le_bytes());
+        bad.extend_from_slice(&[0, 0, 0, 0, 9]);
+        bad.extend_from_slice(&[0; 24]);
+        assert_eq!(decode_item_refs(&bad), Err(DecodeError::BadTag(9)));
+        assert_eq!(decode_items(&bad), Err(DecodeError::BadTag(9)));
     }
 }

@@ -344,7 +344,7 @@ impl MatchingItems {
         if let Some(t) = &self.tenant {
             let pushed: Result<(), Infallible> = t.for_each_matching(&self.pattern, |e| {
                 match values_only {
-                    true => writer.push("", e.value, "", "", e.version),
+                    true => writer.push_value(e.value, e.version),
                     false => writer.push(e.key, e.value, &self.origin, e.writer.name(), e.version),
                 }
                 Ok(())
