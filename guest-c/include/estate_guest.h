@@ -466,7 +466,29 @@ static inline bool estate_read_value(estate_reader *r, estate_value *v) {
     }
 }
 
+/* The item a node sends a VALUES_ONLY reducer most: an integer with an empty key, origin
+ * and writer, read in one step (as the Rust SDK's decoder does); false, with nothing
+ * read, for any other. */
+static inline bool estate_read_values_only_int(estate_reader *r, estate_item *it) {
+    enum { LEN = 4 + (1 + 8) + 4 + 4 + 8 };
+    const uint8_t *p = r->ptr;
+    if (r->error || r->left < LEN || p[4] != ESTATE_TAG_INT) return false;
+    for (int i = 0; i < 4; i++)
+        if (p[i] | p[13 + i] | p[17 + i]) return false;
+    uint64_t value = 0, version = 0;
+    for (int i = 0; i < 8; i++) {
+        value |= (uint64_t)p[5 + i] << (8 * i);
+        version |= (uint64_t)p[21 + i] << (8 * i);
+    }
+    *it = (estate_item){.key = {p, 0}, .value = estate_value_int((int64_t)value), .origin = {p, 0},
+                        .writer = {p, 0}, .version = version};
+    r->ptr += LEN;
+    r->left -= LEN;
+    return true;
+}
+
 static inline bool estate_read_item(estate_reader *r, estate_item *it) {
+    if (estate_read_values_only_int(r, it)) return true;
     return estate_read_text(r, &it->key) && estate_read_value(r, &it->value) && estate_read_text(r, &it->origin) &&
            estate_read_text(r, &it->writer) && estate_read_le(r, 8, &it->version);
 }

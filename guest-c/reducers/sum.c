@@ -29,35 +29,44 @@ static int32_t sum(estate_bytes in, int32_t phase) {
         estate_put_dec_i64(&m, phase);
         return estate_answer(ESTATE_STATUS_BAD_INPUT, &m);
     }
-    /* The whole list is decoded before any item is summed, as in the SDK: a malformed
-     * list is bad input even when an earlier item is not an integer. */
-    estate_reader r;
+    /* One pass: every item is decoded, and summed until the first that fails. A
+     * malformed list is still bad input even when an earlier item failed, as in the
+     * SDK, which decodes the whole list first: the failure is reported only once the
+     * list has been read to its end. */
+    estate_reader r = estate_reader_new(in);
     uint32_t count;
-    if (!estate_check_items(in, &r, &count)) return undecodable(&r);
-    if (count == 0) return ESTATE_STATUS_NONE;
-
-    r = estate_reader_new(in);
-    estate_read_items_count(&r, &count);
+    if (!estate_read_items_count(&r, &count)) return undecodable(&r);
     int64_t total = 0;
+    estate_item item, failed = {0};
+    bool not_integer = false, overflow = false;
     for (uint32_t i = 0; i < count; i++) {
-        estate_item item;
-        estate_read_item(&r, &item);
-        estate_buf m = {0};
+        if (!estate_read_item(&r, &item)) return undecodable(&r);
+        if (not_integer || overflow) continue;
         if (item.value.tag != ESTATE_TAG_INT) {
-            estate_put_cstr(&m, "sum: ");
-            estate_put_bytes(&m, item.key);
-            estate_put_cstr(&m, " from ");
-            estate_put_bytes(&m, item.origin);
-            estate_put_cstr(&m, " is ");
-            estate_put_cstr(&m, estate_type_name(item.value.tag));
-            estate_put_cstr(&m, ", not an integer");
-            return estate_answer(ESTATE_STATUS_ERROR, &m);
+            not_integer = true;
+            failed = item;
+        } else if (__builtin_add_overflow(total, item.value.u.i, &total)) {
+            overflow = true;
+            failed = item;
         }
-        if (__builtin_add_overflow(total, item.value.u.i, &total)) {
-            estate_put_cstr(&m, "sum: i64 overflow at ");
-            estate_put_bytes(&m, item.key);
-            return estate_answer(ESTATE_STATUS_ERROR, &m);
-        }
+    }
+    if (!estate_reader_finish(&r)) return undecodable(&r);
+    if (count == 0) return ESTATE_STATUS_NONE;
+    estate_buf m = {0};
+    if (not_integer) {
+        estate_put_cstr(&m, "sum: ");
+        estate_put_bytes(&m, failed.key);
+        estate_put_cstr(&m, " from ");
+        estate_put_bytes(&m, failed.origin);
+        estate_put_cstr(&m, " is ");
+        estate_put_cstr(&m, estate_type_name(failed.value.tag));
+        estate_put_cstr(&m, ", not an integer");
+        return estate_answer(ESTATE_STATUS_ERROR, &m);
+    }
+    if (overflow) {
+        estate_put_cstr(&m, "sum: i64 overflow at ");
+        estate_put_bytes(&m, failed.key);
+        return estate_answer(ESTATE_STATUS_ERROR, &m);
     }
     estate_item answer = estate_item_of(estate_value_int(total));
     return estate_answer_item(&answer);

@@ -112,6 +112,28 @@ fn c_sum_answers_what_rust_sum_answers() {
             guest_error("sum: i64 overflow at b"),
         ),
         ("value-only partials", vec![Item::of(Value::Int(10)), Item::of(Value::Int(-3))], answer_of(7)),
+        // Values-only items (each decoder reads an integer one in one step) among items
+        // that only look like them.
+        (
+            "values only, among look-alikes",
+            vec![
+                Item { version: u64::MAX, ..Item::of(Value::Int(5)) },
+                int("", 2, "n1"),
+                Item { writer: "w".into(), ..Item::of(Value::Int(-1)) },
+                int("a", 3, ""),
+            ],
+            answer_of(9),
+        ),
+        (
+            "values only, a float",
+            vec![Item::of(Value::Int(1)), Item::of(Value::Float(2.0))],
+            guest_error("sum:  from  is float, not an integer"),
+        ),
+        (
+            "values only, overflow",
+            vec![Item::of(Value::Int(i64::MAX)), Item::of(Value::Int(1))],
+            guest_error("sum: i64 overflow at "),
+        ),
     ];
     for (name, items, expected) in cases {
         for phase in [Phase::Items, Phase::Partials] {
