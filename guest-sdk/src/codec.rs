@@ -149,7 +149,7 @@ impl ItemsWriter {
         let ValueRef::Int(v) = value else {
             return self.push("", value, "", "", version);
         };
-        let mut item = [0; 4 + (1 + 8) + 4 + 4 + 8];
+        let mut item = [0; VALUES_ONLY_INT_LEN];
         item[4] = TAG_INT;
         item[5..13].copy_from_slice(&v.to_le_bytes());
         item[21..].copy_from_slice(&version.to_le_bytes());
@@ -188,6 +188,10 @@ pub(crate) fn decode_list<'a, T>(
     r.finish()?;
     Ok(items)
 }
+
+/// An encoded integer item with an empty key, origin and writer: key length, tag,
+/// value, origin length, writer length, version.
+pub(crate) const VALUES_ONLY_INT_LEN: usize = 4 + (1 + 8) + 4 + 4 + 8;
 
 /// The smallest encoded item: empty key, an empty text or bytes value (tag and length),
 /// empty origin and writer, version.

@@ -116,7 +116,7 @@ impl<'a> ItemRef<'a> {
     /// with nothing read, for any other item.
     #[inline]
     pub(crate) fn values_only_int(r: &mut Reader<'a>) -> Option<ItemRef<'a>> {
-        const LEN: usize = 4 + (1 + 8) + 4 + 4 + 8;
+        const LEN: usize = crate::codec::VALUES_ONLY_INT_LEN;
         let b: &[u8; LEN] = r.rest().first_chunk()?;
         let empty_at = |i: usize| b[i..i + 4] == [0; 4];
         if !(empty_at(0) && b[4] == TAG_INT && empty_at(13) && empty_at(17)) {
