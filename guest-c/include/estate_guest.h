@@ -36,6 +36,7 @@
 #define ESTATE_FLAGS_NONE 0      /* also the flags of a reducer without the export */
 #define ESTATE_FLAG_COMBINABLE 1 /* associative and commutative: may be pushed down */
 #define ESTATE_FLAG_VALUES_ONLY 2 /* phase 0 reads values and versions only: keys, origins and writers may be empty */
+#define ESTATE_FLAG_INTS 4        /* also takes all-integer items as their values alone (ESTATE_PHASE_INTS) */
 
 /* Status codes of the entry points. */
 #define ESTATE_STATUS_ITEM 0      /* estate_reduce/finish: an item was handed over */
@@ -69,6 +70,7 @@
 /* The `phase` argument of estate_reduce. */
 #define ESTATE_PHASE_ITEMS 0    /* items from the state stores */
 #define ESTATE_PHASE_PARTIALS 1 /* partial results of this reducer, one per node */
+#define ESTATE_PHASE_INTS 2     /* items' integer values alone, 8 bytes each (ESTATE_FLAG_INTS only) */
 
 /* Answers of estate_on_packet. */
 #define ESTATE_VERDICT_FORWARD 0
@@ -520,6 +522,23 @@ static inline bool estate_check_items(estate_bytes in, estate_reader *r, uint32_
     for (uint32_t i = 0; i < *count; i++)
         if (!estate_read_item(r, &it)) return false;
     return estate_reader_finish(r);
+}
+
+/* The number of values of an ESTATE_PHASE_INTS input: 8 bytes each (i64,
+ * little-endian), no count before them. A length that is not a multiple of 8 is
+ * TRAILING, as the SDK's `Ints::decode` decides it. Then read each with estate_int_at. */
+static inline bool estate_read_ints_count(estate_reader *r, uint32_t *count) {
+    if (r->error) return false;
+    if (r->left % 8) return estate_fail(r, ESTATE_DECODE_TRAILING, r->left % 8);
+    *count = r->left / 8;
+    return true;
+}
+/* Value `i` of an ESTATE_PHASE_INTS input, `i` below its count: one load (Wasm memory
+ * is little-endian). */
+static inline int64_t estate_int_at(estate_bytes in, uint32_t i) {
+    int64_t v;
+    __builtin_memcpy(&v, in.ptr + (uint64_t)i * 8, 8);
+    return v;
 }
 
 /* An address and a port of the packet record. */

@@ -10,9 +10,12 @@
 ESTATE_GUEST_EXPORTS()
 
 ESTATE_EXPORT(ESTATE_EXPORT_REDUCER_FLAGS)
-/* It reads only values: pushed down, it gets no keys, origins or writers, and a call that
- * fails is repeated on whole items, which its errors name. */
-int32_t estate_reducer_flags(void) { return ESTATE_FLAG_COMBINABLE | ESTATE_FLAG_VALUES_ONLY; }
+/* It reads only values: pushed down, it gets no keys, origins or writers (all-integer
+ * items as their values alone), and a call that fails is repeated on whole items, which
+ * its errors name. */
+int32_t estate_reducer_flags(void) {
+    return ESTATE_FLAG_COMBINABLE | ESTATE_FLAG_VALUES_ONLY | ESTATE_FLAG_INTS;
+}
 
 /* "bad input: <decode error>", as the SDK answers an input it cannot decode. */
 static int32_t undecodable(const estate_reader *r) {
@@ -22,7 +25,26 @@ static int32_t undecodable(const estate_reader *r) {
     return estate_answer(ESTATE_STATUS_BAD_INPUT, &m);
 }
 
+/* Integer values alone: one load each. An overflow is reported again on whole items. */
+static int32_t sum_ints(estate_bytes in) {
+    estate_reader r = estate_reader_new(in);
+    uint32_t count;
+    if (!estate_read_ints_count(&r, &count)) return undecodable(&r);
+    if (count == 0) return ESTATE_STATUS_NONE;
+    int64_t total = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (__builtin_add_overflow(total, estate_int_at(in, i), &total)) {
+            estate_buf m = {0};
+            estate_put_cstr(&m, "sum: i64 overflow");
+            return estate_answer(ESTATE_STATUS_ERROR, &m);
+        }
+    }
+    estate_item answer = estate_item_of(estate_value_int(total));
+    return estate_answer_item(&answer);
+}
+
 static int32_t sum(estate_bytes in, int32_t phase) {
+    if (phase == ESTATE_PHASE_INTS) return sum_ints(in);
     if (phase != ESTATE_PHASE_ITEMS && phase != ESTATE_PHASE_PARTIALS) {
         estate_buf m = {0};
         estate_put_cstr(&m, "bad input: unknown phase ");

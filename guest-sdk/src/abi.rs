@@ -165,6 +165,11 @@ pub mod flags {
     /// pass every item with an empty key, origin and writer. A call on such an input that
     /// fails (status `ERROR`) is repeated with whole items, so an error can name them.
     pub const VALUES_ONLY: i32 = 2;
+    /// The reducer also takes its store items as their integer values alone
+    /// ([`super::INTS_PHASE`]): where every item is an integer, the host may pass
+    /// phase `INTS_PHASE` instead of phase 0. A call on such an input that fails
+    /// (status `ERROR`) is repeated with whole items, so an error can name them.
+    pub const INTS: i32 = 4;
 }
 
 /// Status codes of the entry points: `estate_reduce` and `estate_finish` answer
@@ -292,6 +297,12 @@ abi_codes! {
         Partials = 1,
     }
 }
+
+/// The `phase` of `estate_reduce` whose input is the integer values of store items
+/// alone, 8 bytes each (`i64`, little-endian; [`crate::ints::Ints`]), for a reducer
+/// that declared [`flags::INTS`]. It is not a [`Phase`]: a reducer sees such a call
+/// through the function it names for it (`reducer!(…, ints = g)`).
+pub const INTS_PHASE: i32 = 2;
 
 abi_codes! {
     /// What an NF decides for a packet (the answer of `estate_on_packet`).

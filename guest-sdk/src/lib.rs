@@ -37,6 +37,7 @@ pub mod config;
 mod error;
 #[cfg(target_arch = "wasm32")]
 mod hostcalls;
+pub mod ints;
 pub mod matcher;
 pub mod nf;
 pub mod pattern;
@@ -102,6 +103,12 @@ macro_rules! __common_exports {
 ///   values and versions of store items (`abi::flags::VALUES_ONLY`): pushed down, its
 ///   items come with empty keys, origins and writers, and a call that fails is repeated
 ///   on whole items, so an error can still name them.
+/// - `reducer!(f, combinable, borrowed, values_only, ints = g)` and `reducer!(f,
+///   combinable, finish = g, values_only, ints = h)`: as without `ints`, and where every
+///   item a node reduces is an integer, the host may call the ints function instead,
+///   `fn(ints::Ints) -> ReduceResult`, with the items' values alone
+///   (`abi::flags::INTS`): one 8-byte load per item. It must answer what `f` answers on
+///   the same items; a call that fails is repeated with `f` on whole items.
 #[macro_export]
 macro_rules! reducer {
     ($reduce:path) => {
@@ -125,7 +132,16 @@ macro_rules! reducer {
     ($reduce:path, combinable, borrowed, values_only) => {
         $crate::reducer!(@exports $crate::__private::reduce_borrowed, $reduce, $crate::abi::flags::COMBINABLE | $crate::abi::flags::VALUES_ONLY, $crate::__private::identity);
     };
+    ($reduce:path, combinable, borrowed, values_only, ints = $ints:path) => {
+        $crate::reducer!(@exports $crate::__private::reduce_borrowed, $reduce, $crate::abi::flags::COMBINABLE | $crate::abi::flags::VALUES_ONLY | $crate::abi::flags::INTS, $crate::__private::identity, Some($ints));
+    };
+    ($reduce:path, combinable, finish = $finish:path, values_only, ints = $ints:path) => {
+        $crate::reducer!(@exports $crate::__private::reduce, $reduce, $crate::abi::flags::COMBINABLE | $crate::abi::flags::VALUES_ONLY | $crate::abi::flags::INTS, $finish, Some($ints));
+    };
     (@exports $entry:path, $reduce:path, $flags:expr, $finish:path) => {
+        $crate::reducer!(@exports $entry, $reduce, $flags, $finish, None);
+    };
+    (@exports $entry:path, $reduce:path, $flags:expr, $finish:path, $ints:expr) => {
         $crate::__common_exports!();
         /// Properties of this reducer (`abi::flags`).
         #[unsafe(no_mangle)]
@@ -135,7 +151,11 @@ macro_rules! reducer {
         /// Reduces the items encoded in the input buffer.
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_reduce(ptr: i32, len: i32, phase: i32) -> i32 {
-            $entry(ptr, len, phase, $reduce)
+            let ints: Option<$crate::__private::IntsFn> = $ints;
+            match ints {
+                Some(ints) if phase == $crate::abi::INTS_PHASE => $crate::__private::reduce_ints(ptr, len, ints),
+                _ => $entry(ptr, len, phase, $reduce),
+            }
         }
         /// Turns a combined partial result into the answer.
         #[unsafe(no_mangle)]
@@ -274,6 +294,17 @@ pub mod __private {
         };
         match crate::view::decode_item_refs(&input) {
             Ok(items) => answer(f(&items, phase)),
+            Err(e) => bad_input(e),
+        }
+    }
+
+    /// What `reducer!(…, ints = g)` names: a reducer of integer values alone.
+    pub type IntsFn = for<'a> fn(crate::ints::Ints<'a>) -> ReduceResult;
+
+    pub fn reduce_ints(ptr: i32, len: i32, f: IntsFn) -> i32 {
+        let input = take_input(ptr, len);
+        match crate::ints::Ints::decode(&input) {
+            Ok(ints) => answer(f(ints)),
             Err(e) => bad_input(e),
         }
     }

@@ -70,6 +70,13 @@ fn bench(c: &mut Criterion) {
         assert_eq!(answer.value, Value::Int(49_995_000), "{name}");
         group.bench_function(name, |b| b.iter(|| host.reduce_encoded(reducer, black_box(&values_only), Phase::Items)));
     }
+    // The same values alone (`abi::flags::INTS`), as a node passes all-integer items.
+    let mut ints = Vec::new();
+    (0..10_000).for_each(|i| estate_guest::ints::push(&mut ints, i));
+    for (name, reducer) in [("wasm_sum_ints", &sum), ("c_sum_ints", &c_sum)] {
+        assert_eq!(host.reduce_ints(reducer, &ints).unwrap().unwrap().value, Value::Int(49_995_000), "{name}");
+        group.bench_function(name, |b| b.iter(|| host.reduce_ints(reducer, black_box(&ints))));
+    }
     group.finish();
 }
 

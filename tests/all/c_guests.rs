@@ -182,6 +182,33 @@ fn push_down_answers_what_fetch_all_answers() {
     );
 }
 
+/// Integer values alone (`abi::INTS_PHASE`): both answer alike, and what each answers on
+/// the same items whole.
+#[test]
+fn integer_values_alone_are_summed_alike() {
+    let s = sums();
+    assert!(s.rust.ints() && s.c.ints(), "both take integer values alone");
+    let ints = |values: &[i64]| -> Vec<u8> {
+        let mut out = Vec::new();
+        values.iter().for_each(|v| estate_guest::ints::push(&mut out, *v));
+        out
+    };
+    for values in [&[][..], &[5], &[40, -2, 4], &[i64::MIN, i64::MAX, -1], &[i64::MAX, 1], &[i64::MIN, -1]] {
+        let input = ints(values);
+        let got = both(&format!("{values:?}"), |h, r| h.reduce_ints(r, &input));
+        let items: Vec<Item> = values.iter().map(|v| int("k", *v, "n1")).collect();
+        match values.iter().try_fold(0i64, |t, v| t.checked_add(*v)) {
+            Some(_) => assert_eq!(got, both("whole", |h, r| h.reduce(r, &items, Phase::Items)), "{values:?}"),
+            None => assert_eq!(got, guest_error("sum: i64 overflow"), "{values:?}"),
+        }
+    }
+    let input = ints(&[1, 2, 3]);
+    for cut in 1..8 {
+        let got = both(&format!("cut {cut}"), |h, r| h.reduce_ints(r, &input[..input.len() - cut]));
+        assert_eq!(got, bad_input(&format!("{} bytes left over", 8 - cut)), "cut {cut}");
+    }
+}
+
 #[test]
 fn finish_is_the_identity_in_both() {
     let full =
@@ -563,6 +590,8 @@ fn the_header_numbers_are_the_abi_numbers() {
         ("FLAGS_NONE", abi::flags::NONE),
         ("FLAG_COMBINABLE", abi::flags::COMBINABLE),
         ("FLAG_VALUES_ONLY", abi::flags::VALUES_ONLY),
+        ("FLAG_INTS", abi::flags::INTS),
+        ("PHASE_INTS", abi::INTS_PHASE),
         ("STATUS_ITEM", abi::status::ITEM),
         ("STATUS_NONE", abi::status::NONE),
         ("STATUS_ERROR", abi::status::ERROR),

@@ -238,8 +238,9 @@ fn a_pushed_down_reducer_runs_under_its_owners_budget_on_every_node() {
 }
 
 /// A pushed-down reducer that reads only values (`sum`) gets its items without keys,
-/// origins or writers; when it fails on them, the node runs it again on whole items, so
-/// the error still names the item and the node it is on. Its answers are exact.
+/// origins or writers (and, all of them integers, as their values alone); when it fails
+/// on them, the node runs it again on whole items, so the error still names the item and
+/// the node it is on. Its answers are exact.
 #[test]
 fn a_values_only_reducer_pushed_down_still_names_the_item_it_fails_on() {
     use std::time::Duration;
@@ -261,6 +262,12 @@ fn a_values_only_reducer_pushed_down_still_names_the_item_it_fails_on() {
     };
     let answer = read().unwrap();
     assert_eq!(answer.result, estate::reduce::Reduced::Item(estate_guest::Item::of(Value::Int(4950 + 100))));
+    // Every item an integer: each node passes the values alone (`abi::flags::INTS`).
+    // Their sum overflows on n2, and the error still names the key it overflows at.
+    n2.set("v:big", Value::Int(i64::MAX)).unwrap();
+    let e = read().unwrap_err().to_string();
+    assert!(e.contains("sum: i64 overflow at v:"), "{e}");
+    assert!(n2.del("v:big"));
     n2.set("v:text", Value::Text("seven".into())).unwrap();
     let e = read().unwrap_err().to_string();
     assert!(e.contains("sum: v:text from n2 is text, not an integer"), "{e}");

@@ -108,6 +108,49 @@ fn combinable_flags() {
     for name in ["topk", "latest", "union", "median"] {
         assert!(!load(name).values_only(), "{name}");
     }
+    // `sum` and `mean` also take integer values alone; the others do not.
+    assert!(load("sum").ints() && load("mean").ints());
+    for name in ["topk", "latest", "union", "median"] {
+        assert!(!load(name).ints(), "{name}");
+    }
+}
+
+/// Integer values alone (`abi::INTS_PHASE`) as `sum` and `mean` take them where every
+/// item is an integer.
+fn ints(values: &[i64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        estate_guest::ints::push(&mut out, *v);
+    }
+    out
+}
+
+/// `sum` and `mean` answer on integer values alone exactly what they answer on the same
+/// items whole, to the last bit of a float; an overflow is still an error, a cut value
+/// is bad input, and a reducer that did not declare the form is not called with it.
+#[test]
+fn integer_values_alone_give_the_answer_of_whole_items() {
+    let host = host();
+    let cases: [&[i64]; 5] =
+        [&[], &[7], &[40, -2, 4], &[i64::MAX, i64::MIN, 3], &[1 << 53, 1, 1, 1, -(1 << 60), 12345, -9]];
+    for name in ["sum", "mean"] {
+        let r = load(name);
+        for values in cases {
+            let items: Vec<Item> = values.iter().enumerate().map(|(i, v)| int(&format!("k{i}"), *v, "n1")).collect();
+            let whole = host.reduce(&r, &items, Phase::Items).unwrap();
+            assert_eq!(host.reduce_ints(&r, &ints(values)).unwrap(), whole, "{name} of {values:?}");
+        }
+        let cut = &ints(&[1, 2])[..13];
+        match host.reduce_ints(&r, cut) {
+            Err(GuestError::Abi(msg)) => assert!(msg.contains("5 bytes left over"), "{name}: {msg}"),
+            other => panic!("{name}: a cut value must be bad input, got {other:?}"),
+        }
+    }
+    assert_guest_error(host.reduce_ints(&load("sum"), &ints(&[i64::MAX, 1])), &["sum: i64 overflow"]);
+    match host.reduce_ints(&load("median"), &ints(&[1, 2])) {
+        Err(GuestError::Abi(msg)) => assert!(msg.contains("integer values alone"), "{msg}"),
+        other => panic!("median takes whole items only, got {other:?}"),
+    }
 }
 
 #[test]

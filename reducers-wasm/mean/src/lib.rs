@@ -15,6 +15,7 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use estate_guest::ints::Ints;
 use estate_guest::{Item, Phase, ReduceResult, Value};
 
 fn mean(items: &[Item], phase: Phase) -> ReduceResult {
@@ -31,6 +32,16 @@ fn mean(items: &[Item], phase: Phase) -> ReduceResult {
         count = count.checked_add(c).ok_or_else(|| String::from("mean: count overflows i64"))?;
     }
     Ok(Some(Item::of(encode(sum, count))))
+}
+
+// Where every item is an integer, their values alone (`ints`), added in the same order
+// as `mean` adds them, so the answer is the same to the last bit.
+fn mean_ints(values: Ints<'_>) -> ReduceResult {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let sum = values.iter().fold(0.0_f64, |sum, v| sum + v as f64);
+    Ok(Some(Item::of(encode(sum, values.len() as i64))))
 }
 
 fn finish(partial: Item) -> ReduceResult {
@@ -76,6 +87,6 @@ fn describe(value: &Value) -> String {
     }
 }
 
-// It reads only values (`values_only`); its errors name keys and origins, which the host
-// passes when it repeats a failed call on whole items.
-estate_guest::reducer!(mean, combinable, finish = finish, values_only);
+// It reads only values (`values_only`, `ints`); its errors name keys and origins, which
+// the host passes when it repeats a failed call on whole items.
+estate_guest::reducer!(mean, combinable, finish = finish, values_only, ints = mean_ints);

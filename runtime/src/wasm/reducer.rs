@@ -46,6 +46,7 @@ impl WasmHost {
             hash: sha256(bytes),
             combinable: flags & abi::flags::COMBINABLE != 0,
             values_only: flags & abi::flags::VALUES_ONLY != 0,
+            ints: flags & abi::flags::INTS != 0,
             has_finish,
             limits,
         })
@@ -66,6 +67,15 @@ impl WasmHost {
         phase: Phase,
     ) -> Result<Option<Item>, GuestError> {
         self.call_reducer(reducer, export::REDUCE, input, Some(phase.code()))
+    }
+
+    /// Runs a reducer that declared [`abi::flags::INTS`] over store items given as their
+    /// integer values alone (`abi::INTS_PHASE`; `estate_guest::ints`).
+    pub fn reduce_ints(&self, reducer: &ReducerModule, input: &[u8]) -> Result<Option<Item>, GuestError> {
+        if !reducer.ints {
+            return Err(GuestError::Abi("the reducer did not declare that it takes integer values alone".into()));
+        }
+        self.call_reducer(reducer, export::REDUCE, input, Some(abi::INTS_PHASE))
     }
 
     /// Turns a reducer's combined result into its answer (`estate_finish`; without
@@ -155,6 +165,7 @@ pub struct ReducerModule {
     pub(crate) hash: [u8; 32],
     pub(crate) combinable: bool,
     pub(crate) values_only: bool,
+    pub(crate) ints: bool,
     pub(crate) has_finish: bool,
     pub(crate) limits: Limits,
 }
@@ -165,6 +176,7 @@ impl fmt::Debug for ReducerModule {
             .field("hash", &hex::encode(self.hash))
             .field("combinable", &self.combinable)
             .field("values_only", &self.values_only)
+            .field("ints", &self.ints)
             .field("has_finish", &self.has_finish)
             .field("limits", &self.limits)
             .finish()
@@ -186,6 +198,12 @@ impl ReducerModule {
     /// (`abi::flags::VALUES_ONLY`).
     pub fn values_only(&self) -> bool {
         self.values_only
+    }
+
+    /// Whether the reducer declared it also takes store items as their integer values
+    /// alone (`abi::flags::INTS`).
+    pub fn ints(&self) -> bool {
+        self.ints
     }
 
     /// The limits its calls run under.

@@ -19,6 +19,7 @@
 mod control;
 mod deliver;
 pub(crate) mod keyfile;
+mod partial;
 mod quota;
 mod secure;
 mod sockets;
@@ -30,7 +31,6 @@ use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use estate_guest::Phase;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlReply;
@@ -45,7 +45,7 @@ use crate::reduce::registry::{ReducerRef, Registry};
 use crate::security_log::SecurityLog;
 use crate::store::Store;
 use crate::tenancy::Tenants;
-use crate::wasm::{GuestError, ReducerModule};
+use crate::wasm::ReducerModule;
 use crate::wire::{self, Body, DecodeError, Envelope, GlobalAnswer, HandoffReport, MemberView};
 pub(crate) use deliver::{HandoffWaiter, Timed, Waiter};
 pub use sockets::SocketError;
@@ -431,17 +431,11 @@ impl Driver {
         self.workers.submit(move || {
             // Refused by the tenant's `wasm_jobs` quota: the work fails with its name.
             let slot = slot.map_err(|e| e.to_string());
-            // A pushed-down Wasm reducer over one node's items: that node's partial. A
-            // reducer that reads only values gets only values; if it fails on them, it
-            // runs again on whole items, so its error can name them.
+            // A pushed-down Wasm reducer over one node's items: that node's partial.
             let partial = |module: &ReducerModule, items: &MatchingItems| {
                 slot.as_ref().map_err(Clone::clone)?;
                 let started = Instant::now();
-                let host = registry.host();
-                let mut reduced = host.reduce_encoded(module, &items.encode(module.values_only()), Phase::Items);
-                if module.values_only() && matches!(reduced, Err(GuestError::Guest(_))) {
-                    reduced = host.reduce_encoded(module, &items.encode(false), Phase::Items);
-                }
+                let reduced = partial::wasm_partial(registry.host(), module, items);
                 stats.reducer_time.observe(started.elapsed());
                 reduced.map(Answer::Wasm).map_err(|e| e.to_string())
             };

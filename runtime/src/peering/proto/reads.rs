@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use estate_guest::codec::ItemsWriter;
+use estate_guest::view::ValueRef;
 use tracing::warn;
 
 use super::{Action, Peering, Work};
@@ -353,6 +354,23 @@ impl MatchingItems {
         }
         writer.finish()
     }
+
+    /// The items as their integer values alone, for a reducer that declared it takes
+    /// them so (`abi::flags::INTS`); `None` if a matching item holds anything else.
+    pub fn encode_ints(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.tenant {
+            t.for_each_matching(&self.pattern, |e| match e.value {
+                ValueRef::Int(v) => {
+                    estate_guest::ints::push(&mut out, v);
+                    Ok(())
+                }
+                _ => Err(()),
+            })
+            .ok()?;
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -382,5 +400,24 @@ mod tests {
         );
         let none = MatchingItems { tenant: None, ..items };
         assert!(decode_items(&none.encode(true)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn integer_items_are_their_values_alone_and_anything_else_is_none() {
+        let store = Store::new("n1");
+        let tenant = store.tenant(DEFAULT_TENANT).unwrap();
+        for (key, v) in [("k:1", -5), ("k:2", i64::MAX), ("other", 6)] {
+            tenant.set(key, Value::Int(v)).unwrap();
+        }
+        let items =
+            MatchingItems { tenant: Some(tenant.clone()), pattern: Pattern::new("k:.*").unwrap(), origin: "n1".into() };
+        let values: Vec<i64> =
+            estate_guest::ints::Ints::decode(&items.encode_ints().unwrap()).unwrap().iter().collect();
+        assert_eq!(values.len(), 2);
+        assert_eq!(BTreeSet::from_iter(values), BTreeSet::from([-5, i64::MAX]));
+        tenant.set("k:3", Value::Float(1.0)).unwrap();
+        assert_eq!(items.encode_ints(), None, "a float among them");
+        let none = MatchingItems { tenant: None, ..items };
+        assert_eq!(none.encode_ints(), Some(Vec::new()), "no tenant: no items");
     }
 }
