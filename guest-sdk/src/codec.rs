@@ -296,14 +296,37 @@ impl<'a> Reader<'a> {
 
     /// Reads a `u32`-length-prefixed UTF-8 string, borrowed from the buffer.
     pub fn str(&mut self) -> Result<&'a str, DecodeError> {
-        core::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::BadUtf8)
+        utf8(self.bytes()?)
     }
 
     /// Reads a `u32`-length-prefixed UTF-8 string.
     pub fn text(&mut self) -> Result<String, DecodeError> {
-        let b = self.bytes()?;
-        core::str::from_utf8(b).map(String::from).map_err(|_| DecodeError::BadUtf8)
+        self.str().map(String::from)
     }
+}
+
+/// Whether every byte is ASCII, 8 bytes at a time (Wasm has 64-bit loads; core's
+/// `is_ascii` goes a `usize`, 4 bytes on wasm32, at a time).
+fn ascii(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let mut high = 0u64;
+    for w in &mut words {
+        high |= u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    }
+    for &b in words.remainder() {
+        high |= u64::from(b);
+    }
+    high & 0x8080_8080_8080_8080 == 0
+}
+
+/// `bytes` as text, if they are UTF-8. Keys, origins and flow keys are nearly always
+/// ASCII, which is checked a word at a time; anything else takes the full check.
+pub(crate) fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    if ascii(bytes) {
+        // SAFETY: ASCII is UTF-8.
+        return Ok(unsafe { core::str::from_utf8_unchecked(bytes) });
+    }
+    core::str::from_utf8(bytes).map_err(|_| DecodeError::BadUtf8)
 }
 
 #[cfg(test)]
@@ -330,6 +353,31 @@ mod tests {
                 version: 0,
             },
         ]
+    }
+
+    #[test]
+    fn text_is_checked_alike_ascii_or_not() {
+        let samples: [&[u8]; 9] = [
+            b"",
+            b"a",
+            b"flow:6:10.0.0.1:5000-10.0.0.2:443:packets",
+            "clé".as_bytes(),
+            b"abcdefg\x80",
+            b"\x80bcdefgh",
+            b"abcdefgh\xff",
+            &[0x7f; 17],
+            &[0xc0, 0x80],
+        ];
+        for bytes in samples {
+            assert_eq!(ascii(bytes), bytes.is_ascii(), "{bytes:?}");
+            assert_eq!(utf8(bytes).ok(), core::str::from_utf8(bytes).ok(), "{bytes:?}");
+        }
+        // A non-ASCII byte at every position of a 20-byte string.
+        for at in 0..20 {
+            let mut bytes = [b'k'; 20];
+            bytes[at] = 0x80;
+            assert!(!ascii(&bytes) && utf8(&bytes).is_err(), "{at}");
+        }
     }
 
     #[test]

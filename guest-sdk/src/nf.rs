@@ -147,19 +147,14 @@ impl<'a> Packet<'a> {
     /// Decodes a buffer that holds exactly one packet record.
     pub fn decode(buf: &'a [u8]) -> Result<Packet<'a>, DecodeError> {
         let mut r = Reader::new(buf);
-        let proto = r.u8()?;
-        let direction = r.u8()?;
+        // The fixed fields in one bounds check.
+        let h: [u8; RECORD_HEADER] = r.array()?;
+        let [proto, direction, moved, tcp_flags, ..] = h;
         let direction = Direction::from_code(direction).ok_or(DecodeError::BadTag(direction))?;
-        let moved = r.u8()? != 0;
-        let tcp_flags = r.u8()?;
-        let endpoint = |r: &mut Reader<'a>| -> Result<([u8; 4], u16), DecodeError> {
-            let ip = [r.u8()?, r.u8()?, r.u8()?, r.u8()?];
-            let port = u16::from_le_bytes([r.u8()?, r.u8()?]);
-            Ok((ip, port))
-        };
-        let src = endpoint(&mut r)?;
-        let dst = endpoint(&mut r)?;
-        let flow = core::str::from_utf8(r.bytes()?).map_err(|_| DecodeError::BadUtf8)?;
+        let moved = moved != 0;
+        let endpoint = |e: &[u8]| ([e[0], e[1], e[2], e[3]], u16::from_le_bytes([e[4], e[5]]));
+        let (src, dst) = (endpoint(&h[4..10]), endpoint(&h[10..16]));
+        let flow = r.str()?;
         let payload = r.bytes()?;
         r.finish()?;
         Ok(Packet { proto, src, dst, direction, moved, tcp_flags, flow, payload })

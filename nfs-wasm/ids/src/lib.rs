@@ -118,6 +118,8 @@ pub struct Ids {
     alerted: BTreeSet<String>,
     /// Per flow: the other nodes' share of its match count at the last global read.
     remote: BTreeMap<String, i64>,
+    /// The buffer the per-flow keys are built in, kept across packets.
+    key: KeyBuf,
 }
 
 impl Ids {
@@ -171,7 +173,7 @@ impl Ids {
             ),
         };
         let threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
-        Ok(Ids { scanner, threshold, alerted: BTreeSet::new(), remote: BTreeMap::new() })
+        Ok(Ids { scanner, threshold, alerted: BTreeSet::new(), remote: BTreeMap::new(), key: KeyBuf::default() })
     }
 
     /// The alert threshold.
@@ -212,11 +214,11 @@ impl Ids {
     pub fn on_packet(&mut self, p: &Packet<'_>, state: &mut impl State) -> Verdict {
         let matches = self.count_matches(p.payload) as i64;
         count(state, "ids:packets", 1);
-        count(state, &flow_key(p.flow, "packets"), 1);
+        count(state, self.key.flow(p.flow, "packets"), 1);
         if matches > 0 {
             count(state, "ids:matches", matches);
-            let key = flow_key(p.flow, "matches");
-            let Ok(local) = state.counter_add(&key, matches) else {
+            let key = self.key.flow(p.flow, "matches");
+            let Ok(local) = state.counter_add(key, matches) else {
                 return Verdict::Forward;
             };
             if self.alerted.contains(p.flow) {
@@ -229,7 +231,7 @@ impl Ids {
             let estimate = remote.map(|remote| local + remote);
             let total = match estimate {
                 Some(total) if total < self.threshold => total,
-                _ => match global_sum(state, &key) {
+                _ => match global_sum(state, key) {
                     Some(total) => {
                         self.remote.insert(p.flow.into(), total - local);
                         total
@@ -265,14 +267,21 @@ fn global_sum(state: &mut impl State, key: &str) -> Option<i64> {
     }
 }
 
-/// `flow:<flow>:<what>`, built without the formatting machinery (this runs for every
-/// packet, and `format!` costs several times as much as the copies, in Wasm most).
-fn flow_key(flow: &str, what: &str) -> String {
-    let mut key = String::with_capacity(5 + flow.len() + 1 + what.len());
-    for part in ["flow:", flow, ":", what] {
-        key.push_str(part);
+/// One buffer for the per-flow keys of every packet (`flow:<flow>:<what>`, built without
+/// the formatting machinery, which costs several times as much as the copies, in Wasm
+/// most): once it is long enough, a key costs its copies and no allocation.
+#[derive(Clone, Debug, Default)]
+struct KeyBuf(String);
+
+impl KeyBuf {
+    /// `flow:<flow>:<what>`, in the buffer.
+    fn flow(&mut self, flow: &str, what: &str) -> &str {
+        self.0.clear();
+        for part in ["flow:", flow, ":", what] {
+            self.0.push_str(part);
+        }
+        &self.0
     }
-    key
 }
 
 /// Decodes a configured pattern: `\\` is a backslash, `\xHH` the byte `0xHH`.
@@ -370,7 +379,7 @@ mod tests {
 
     fn set_others(state: &mut MemoryState, others: i64, flows: &[&str]) {
         for flow in flows {
-            state.remote.insert(flow_key(flow, "matches"), Value::Int(others));
+            state.remote.insert(KeyBuf::default().flow(flow, "matches").into(), Value::Int(others));
         }
     }
 

@@ -42,6 +42,17 @@ pub(crate) fn span(memory: &[u8], ptr: u32, len: u32) -> wasmtime::Result<&[u8]>
         .ok_or_else(|| wasmtime::format_err!("guest buffer {start}+{len} is outside its memory"))
 }
 
+/// `bytes` as text, if they are UTF-8. A key is nearly always ASCII, which is checked a
+/// word at a time (this runs for every state call of every packet); anything else takes
+/// the full check.
+fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
 /// Runs `f` on the NF's state, the key at `ptr..ptr + len` and the guest's memory, all
 /// borrowed: the per-packet state calls copy nothing on the way in.
 pub(crate) fn with_key<R>(
@@ -53,11 +64,22 @@ pub(crate) fn with_key<R>(
 ) -> wasmtime::Result<R> {
     let memory = guest_memory(caller)?;
     let (memory, data) = memory.data_and_store_mut(caller);
-    let key =
-        std::str::from_utf8(span(memory, ptr, len)?).map_err(|_| wasmtime::format_err!("{call}: key is not UTF-8"))?;
+    let (key, state) = key_and_state(memory, data, ptr, len, call)?;
+    f(state, key, memory)
+}
+
+/// The key at `ptr..ptr + len` in `memory`, and the NF's state.
+fn key_and_state<'a>(
+    memory: &'a [u8],
+    data: &'a GuestData,
+    ptr: u32,
+    len: u32,
+    call: &str,
+) -> wasmtime::Result<(&'a str, &'a dyn NfState)> {
+    let key = utf8(span(memory, ptr, len)?).ok_or_else(|| wasmtime::format_err!("{call}: key is not UTF-8"))?;
     let state =
         data.nf_state.as_deref().ok_or_else(|| wasmtime::format_err!("{call} is only available to NF guests"))?;
-    f(state, key, memory)
+    Ok((key, state))
 }
 
 /// `estate.counter_add(key_ptr, key_len, delta) -> i64`.
@@ -82,17 +104,18 @@ pub(crate) fn host_counter_try_add(
     delta: i64,
     out: u32,
 ) -> wasmtime::Result<i32> {
-    let added = with_key(&mut caller, ptr, len, "counter_try_add", |state, key, _| Ok(state.counter_add(key, delta)))?;
-    let value = match added {
+    // One look-up of the guest's memory for the key and the answer.
+    let memory = guest_memory(&caller)?;
+    let (memory, data) = memory.data_and_store_mut(&mut caller);
+    let (key, state) = key_and_state(memory, data, ptr, len, "counter_try_add")?;
+    let value = match state.counter_add(key, delta) {
         Ok(value) => value,
         Err(message) => {
-            caller.data_mut().staged = message.into_bytes();
+            data.staged = message.into_bytes();
             return Ok(abi::counter_try_add::REFUSED);
         }
     };
-    let memory = guest_memory(&caller)?;
     let slot = memory
-        .data_mut(&mut caller)
         .get_mut(out as usize..)
         .and_then(|s| s.get_mut(..8))
         .ok_or_else(|| wasmtime::format_err!("counter_try_add: output {out}+8 is outside guest memory"))?;
