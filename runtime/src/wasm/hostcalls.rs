@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use estate_guest::abi;
-use estate_guest::codec::Value;
+use estate_guest::codec::{self, Value};
 use wasmtime::{AsContextMut, Caller};
 
 use super::*;
@@ -42,17 +42,6 @@ pub(crate) fn span(memory: &[u8], ptr: u32, len: u32) -> wasmtime::Result<&[u8]>
         .ok_or_else(|| wasmtime::format_err!("guest buffer {start}+{len} is outside its memory"))
 }
 
-/// `bytes` as text, if they are UTF-8. A key is nearly always ASCII, which is checked a
-/// word at a time (this runs for every state call of every packet); anything else takes
-/// the full check.
-fn utf8(bytes: &[u8]) -> Option<&str> {
-    if bytes.is_ascii() {
-        // SAFETY: ASCII is UTF-8.
-        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
-    }
-    std::str::from_utf8(bytes).ok()
-}
-
 /// Runs `f` on the NF's state, the key at `ptr..ptr + len` and the guest's memory, all
 /// borrowed: the per-packet state calls copy nothing on the way in.
 pub(crate) fn with_key<R>(
@@ -76,7 +65,7 @@ fn key_and_state<'a>(
     len: u32,
     call: &str,
 ) -> wasmtime::Result<(&'a str, &'a dyn NfState)> {
-    let key = utf8(span(memory, ptr, len)?).ok_or_else(|| wasmtime::format_err!("{call}: key is not UTF-8"))?;
+    let key = codec::utf8(span(memory, ptr, len)?).map_err(|_| wasmtime::format_err!("{call}: key is not UTF-8"))?;
     let state =
         data.nf_state.as_deref().ok_or_else(|| wasmtime::format_err!("{call} is only available to NF guests"))?;
     Ok((key, state))
