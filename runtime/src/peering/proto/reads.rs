@@ -338,6 +338,12 @@ pub struct MatchingItems {
 }
 
 impl MatchingItems {
+    /// The items of `tenant` that match `pattern`, held by node `origin`.
+    #[cfg(test)]
+    pub(crate) fn new(tenant: Option<Arc<TenantStore>>, pattern: Pattern, origin: &str) -> MatchingItems {
+        MatchingItems { tenant, pattern, origin: origin.into() }
+    }
+
     /// The items in the guest encoding; with `values_only`, each with an empty key,
     /// origin and writer.
     pub fn encode(&self, values_only: bool) -> Vec<u8> {
