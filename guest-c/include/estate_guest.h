@@ -75,6 +75,9 @@
 /* Answers of estate_on_packet. */
 #define ESTATE_VERDICT_FORWARD 0
 #define ESTATE_VERDICT_DROP 1
+/* A batch (estate_on_packets): a verdict byte not written yet, and the most packets. */
+#define ESTATE_BATCH_PENDING 255
+#define ESTATE_BATCH_MAX_PACKETS 32
 
 /* The `brought` argument of estate_on_flow_moved. */
 #define ESTATE_BROUGHT_COPIED 0 /* the other nodes keep their copies */
@@ -116,6 +119,7 @@
 #define ESTATE_EXPORT_ON_PACKET "estate_on_packet"         /* (ptr, len) -> verdict */
 #define ESTATE_EXPORT_ON_FLOW_MOVED "estate_on_flow_moved" /* (ptr, len, brought); optional */
 #define ESTATE_EXPORT_PACKET_BUFFER "estate_packet_buffer" /* (len) -> ptr kept across packets; optional */
+#define ESTATE_EXPORT_ON_PACKETS "estate_on_packets" /* (ptr, len, count) -> status; optional, see docs/abi.md */
 
 /* Exports the function that follows under `name` (no linker flag needed). */
 #define ESTATE_EXPORT(name) __attribute__((export_name(name), used))

@@ -47,10 +47,36 @@ pub mod export {
     /// host asks again only for a longer record, and otherwise writes each record
     /// there, instead of an `estate_alloc` per packet.
     pub const PACKET_BUFFER: &str = "estate_packet_buffer";
+    /// `(ptr, len, count) -> status`: an NF handles a batch of `count` packet records in
+    /// its packet buffer, writing each one's verdict into the batch
+    /// ([`super::batch`]; optional, and used only with [`PACKET_BUFFER`]).
+    pub const ON_PACKETS: &str = "estate_on_packets";
 
     /// Every export name above.
-    pub const ALL: [&str; 10] =
-        [MEMORY, ABI_VERSION, ALLOC, REDUCE, REDUCER_FLAGS, FINISH, NF_INIT, ON_PACKET, ON_FLOW_MOVED, PACKET_BUFFER];
+    pub const ALL: [&str; 11] = [
+        MEMORY,
+        ABI_VERSION,
+        ALLOC,
+        REDUCE,
+        REDUCER_FLAGS,
+        FINISH,
+        NF_INIT,
+        ON_PACKET,
+        ON_FLOW_MOVED,
+        PACKET_BUFFER,
+        ON_PACKETS,
+    ];
+}
+
+/// A batch of packets for `estate_on_packets`: `count` verdict bytes, then `count`
+/// records, each a `u32` length and the record. The host fills the verdict bytes with
+/// [`batch::PENDING`]; the guest writes each packet's [`Verdict`] code there once it has
+/// handled the packet, in order.
+pub mod batch {
+    /// A verdict byte of a packet not handled (yet).
+    pub const PENDING: u8 = 0xff;
+    /// The most packets the host puts in one batch.
+    pub const MAX_PACKETS: usize = 32;
 }
 
 /// Names of the host calls, imported from [`IMPORT_MODULE`].

@@ -306,22 +306,23 @@ impl<'a> Reader<'a> {
 }
 
 /// Whether every byte is ASCII, 8 bytes at a time (Wasm has 64-bit loads; core's
-/// `is_ascii` goes a `usize`, 4 bytes on wasm32, at a time).
+/// `is_ascii` goes a `usize`, 4 bytes on wasm32, at a time). The bytes after the last
+/// whole word are checked as the last 8 bytes, overlapping it.
+#[inline]
 fn ascii(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(8);
-    let mut high = 0u64;
-    for w in &mut words {
-        high |= u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-    }
-    for &b in words.remainder() {
-        high |= u64::from(b);
-    }
-    high & 0x8080_8080_8080_8080 == 0
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |w: &[u8]| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.iter().fold(0, |high, &b| high | b) & 0x80 == 0;
+    };
+    let high = bytes.chunks_exact(8).fold(word(&bytes[last..]), |high, w| high | word(w));
+    high & HIGH == 0
 }
 
 /// `bytes` as text, if they are UTF-8. Keys, origins and flow keys are nearly always
 /// ASCII, which is checked 8 bytes at a time; anything else takes the full check. (The
 /// host checks the keys guests hand it with this too.)
+#[inline]
 pub fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     if ascii(bytes) {
         // SAFETY: ASCII is UTF-8.
@@ -373,11 +374,15 @@ mod tests {
             assert_eq!(ascii(bytes), bytes.is_ascii(), "{bytes:?}");
             assert_eq!(utf8(bytes).ok(), core::str::from_utf8(bytes).ok(), "{bytes:?}");
         }
-        // A non-ASCII byte at every position of a 20-byte string.
-        for at in 0..20 {
-            let mut bytes = [b'k'; 20];
-            bytes[at] = 0x80;
-            assert!(!ascii(&bytes) && utf8(&bytes).is_err(), "{at}");
+        // A non-ASCII byte at every position of strings of 1 to 20 bytes (shorter than a
+        // word, whole words, and words with a tail read overlapping the last word).
+        for len in 1..=20 {
+            assert!(ascii(&[b'k'; 20][..len]), "{len}");
+            for at in 0..len {
+                let mut bytes = [b'k'; 20];
+                bytes[at] = 0x80;
+                assert!(!ascii(&bytes[..len]) && utf8(&bytes[..len]).is_err(), "{len} {at}");
+            }
         }
     }
 

@@ -188,6 +188,11 @@ macro_rules! nf {
         pub extern "C" fn estate_packet_buffer(len: i32) -> i32 {
             $crate::__private::packet_buffer(&ESTATE_PACKETS, len)
         }
+        /// Handles a batch of packet records in the packet buffer; writes each verdict.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn estate_on_packets(ptr: i32, len: i32, count: i32) -> i32 {
+            $crate::__private::nf_on_packets(&ESTATE_NF, &ESTATE_PACKETS, ptr, len, count)
+        }
         /// Tells the NF a flow moved here (its state already brought over).
         #[unsafe(no_mangle)]
         pub extern "C" fn estate_on_flow_moved(ptr: i32, len: i32, brought: i32) -> i32 {
@@ -414,5 +419,41 @@ pub mod __private {
             return bad_input("estate_nf_init was not called");
         };
         nf.on_packet(&packet).code()
+    }
+
+    /// A batch (`abi::batch`) in the kept packet buffer: each packet is handled in turn
+    /// and its verdict written before the next one, so a host that sees the call fail
+    /// knows which packets were decided.
+    pub fn nf_on_packets<T: crate::Nf>(
+        cell: &NfCell<T>,
+        buffer: &NfCell<Vec<u8>>,
+        ptr: i32,
+        len: i32,
+        count: i32,
+    ) -> i32 {
+        let mut kept = buffer.0.borrow_mut();
+        let (Some(kept), Ok(len), Ok(count)) = (kept.as_mut(), usize::try_from(len), usize::try_from(count)) else {
+            return bad_input("a batch must be in the packet buffer");
+        };
+        if kept.as_ptr() as i32 != ptr || len > kept.len() {
+            return bad_input("a batch must be in the packet buffer");
+        }
+        let Ok((verdicts, mut records)) = crate::nf::batch::split(&mut kept[..len], count) else {
+            return bad_input("a batch shorter than its verdict bytes");
+        };
+        let mut nf = cell.0.borrow_mut();
+        let Some(nf) = nf.as_mut() else {
+            return bad_input("estate_nf_init was not called");
+        };
+        for (i, verdict) in verdicts.iter_mut().enumerate() {
+            let Ok(packet) = crate::nf::Packet::read(&mut records) else {
+                return bad_input(alloc::format!("malformed packet record {i} of the batch"));
+            };
+            *verdict = nf.on_packet(&packet).code() as u8;
+        }
+        match records.finish() {
+            Ok(()) => status::OK,
+            Err(e) => bad_input(e),
+        }
     }
 }

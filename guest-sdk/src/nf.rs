@@ -147,6 +147,14 @@ impl<'a> Packet<'a> {
     /// Decodes a buffer that holds exactly one packet record.
     pub fn decode(buf: &'a [u8]) -> Result<Packet<'a>, DecodeError> {
         let mut r = Reader::new(buf);
+        let packet = Packet::read(&mut r)?;
+        r.finish()?;
+        Ok(packet)
+    }
+
+    /// Reads one packet record from `r` (a record says its own length, so records can
+    /// follow one another, as in a batch).
+    pub fn read(r: &mut Reader<'a>) -> Result<Packet<'a>, DecodeError> {
         // The fixed fields in one bounds check.
         let h: [u8; RECORD_HEADER] = r.array()?;
         let [proto, direction, moved, tcp_flags, ..] = h;
@@ -156,8 +164,50 @@ impl<'a> Packet<'a> {
         let (src, dst) = (endpoint(&h[4..10]), endpoint(&h[10..16]));
         let flow = r.str()?;
         let payload = r.bytes()?;
-        r.finish()?;
         Ok(Packet { proto, src, dst, direction, moved, tcp_flags, flow, payload })
+    }
+}
+
+/// A batch of packets for `estate_on_packets` ([`crate::abi::batch`]): one verdict byte
+/// per packet, then the packets' records back to back.
+pub mod batch {
+    use super::*;
+    use crate::abi::batch::PENDING;
+
+    /// The length of the batch of `packets`.
+    pub fn encoded_len(packets: &[Packet<'_>]) -> usize {
+        packets.len() + packets.iter().map(Packet::encoded_len).sum::<usize>()
+    }
+
+    /// Writes the batch of `packets` into `out`, which is exactly
+    /// [`encoded_len`] bytes long, every verdict byte [`PENDING`].
+    ///
+    /// # Panics
+    /// If `out` has another length.
+    pub fn write_to(packets: &[Packet<'_>], out: &mut [u8]) {
+        assert_eq!(out.len(), encoded_len(packets), "a batch's buffer has its length");
+        let (verdicts, mut records) = out.split_at_mut(packets.len());
+        verdicts.fill(PENDING);
+        for packet in packets {
+            let (record, rest) = records.split_at_mut(packet.encoded_len());
+            packet.write_to(record);
+            records = rest;
+        }
+    }
+
+    /// The verdicts the guest wrote, in order, up to the first byte that is not a verdict
+    /// (still [`PENDING`], or a code the ABI does not define).
+    pub fn verdicts(bytes: &[u8]) -> impl Iterator<Item = Verdict> + '_ {
+        bytes.iter().map_while(|&b| Verdict::from_code(i32::from(b)))
+    }
+
+    /// A batch as the guest reads it: its verdict bytes and its records.
+    pub fn split(buf: &mut [u8], count: usize) -> Result<(&mut [u8], Reader<'_>), DecodeError> {
+        if count > buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (verdicts, records) = buf.split_at_mut(count);
+        Ok((verdicts, Reader::new(records)))
     }
 }
 

@@ -625,6 +625,8 @@ fn the_header_numbers_are_the_abi_numbers() {
         expected.insert(name.into(), limit.into());
     }
     expected.insert("TAKE_ERROR".into(), abi::take::ERROR);
+    expected.insert("BATCH_PENDING".into(), abi::batch::PENDING.into());
+    expected.insert("BATCH_MAX_PACKETS".into(), abi::batch::MAX_PACKETS as i64);
     use estate_guest::nf::tcp;
     for (name, bit) in [
         ("FIN", tcp::FIN),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Instant, SystemTime};
 
+use estate_guest::abi::batch::MAX_PACKETS;
 use estate_guest::nf::Rewrite;
 use estate_guest::{Brought, Verdict};
 use tracing::{info, warn};
@@ -18,7 +19,7 @@ use crate::nf::input::synth::OwnedPacket;
 use crate::nf::input::{Input, Sink};
 use crate::nf::parking::{Arrived, MAX_HELD, Parking};
 use crate::nf::{FailPolicy, FlowState, NfSettings};
-use crate::wasm::{GuestError, NfInstance, NfModule, WasmHost};
+use crate::wasm::{Decision, GuestError, NfInstance, NfModule, WasmHost};
 
 /// A new module and instance waiting to take over at the next packet.
 pub(crate) struct Swap {
@@ -27,7 +28,7 @@ pub(crate) struct Swap {
     pub(crate) instance: NfInstance,
 }
 
-/// A running NF. Dropping it stops the packet thread after the current packet (or the
+/// A running NF. Dropping it stops the packet thread after the current batch (or the
 /// current bounded wait of a source that waits for packets).
 pub struct NfRun {
     /// The input's stop flag.
@@ -54,10 +55,20 @@ impl NfRun {
         settings: NfSettings,
         counters: Arc<NfCounters>,
     ) -> Result<NfRun, GuestError> {
-        let Input { packets, stop, sink } = input.into();
+        let Input { mut packets, stop, sink, waits } = input.into();
         let instance = host.start_nf(&module, state.clone(), &config)?;
-        let mut nf =
-            Running { host, module, config, instance, state, counters, settings, adopted: HashMap::new(), sink };
+        let mut nf = Running {
+            host,
+            module,
+            config,
+            instance,
+            state,
+            counters,
+            settings,
+            adopted: HashMap::new(),
+            sink,
+            verdicts: Vec::new(),
+        };
         let stopping = stop.clone();
         let swap: Arc<Mutex<Option<Swap>>> = Arc::default();
         let swapping = swap.clone();
@@ -65,36 +76,43 @@ impl NfRun {
             .name("estate-nf".into())
             .spawn(move || {
                 let mut parking = Parking::default();
-                for packet in packets {
+                // Packets for the NF, handed to it in one call (each with its time).
+                let mut batch: Vec<(OwnedPacket, Instant)> = Vec::with_capacity(MAX_PACKETS);
+                let mut ended = false;
+                while let Some(packet) = packets.next() {
                     if stopping.load(Ordering::Relaxed) {
                         return;
                     }
-                    // Hot replacement: the new instance takes over between packets; state
+                    // Hot replacement: the new instance takes over between batches; state
                     // in the store is untouched.
                     if let Some(new) = swapping.lock().unwrap().take() {
                         (nf.module, nf.config, nf.instance) = (new.module, new.config, new.instance);
                         nf.counters.replacements.fetch_add(1, Ordering::Relaxed);
                         info!("NF replaced");
                     }
-                    // The packet's time (`packet_time`): from here to its verdict.
-                    let started = Instant::now();
                     for arrived in parking.arrived() {
                         nf.arrived(arrived);
                     }
-                    if parking.is_parked(&packet.flow) {
-                        // Behind the packets of its flow that wait for the flow's state.
-                        parking.hold(packet, started);
-                    } else if nf.moves_here(&packet) {
-                        // The first packet of a moved flow, or of a new move of it: its
-                        // state comes first, and the flow waits for it (other flows not).
-                        let adoption = nf.state.start_adopt(&packet.flow, nf.settings.flows);
-                        parking.park(packet, started, adoption);
-                    } else {
-                        nf.packet(&packet, started);
+                    // The packet's time (`packet_time`): from here to its verdict.
+                    nf.route(packet, Instant::now(), &mut parking, &mut batch);
+                    // More packets that are there already join the batch.
+                    for _ in 1..MAX_PACKETS {
+                        if waits && packets.size_hint().0 == 0 {
+                            break;
+                        }
+                        let Some(packet) = packets.next() else {
+                            ended = true;
+                            break;
+                        };
+                        nf.route(packet, Instant::now(), &mut parking, &mut batch);
                     }
+                    nf.packets(&mut batch);
                     while parking.held() > MAX_HELD {
                         let Some(arrived) = parking.wait_oldest() else { break };
                         nf.arrived(arrived);
+                    }
+                    if ended {
+                        break;
                     }
                 }
                 while let Some(arrived) = parking.wait_oldest() {
@@ -136,12 +154,71 @@ struct Running {
     adopted: HashMap<String, u16>,
     /// Where decided packets go (an inline input's other side).
     sink: Option<Box<dyn Sink>>,
+    /// The verdicts of a batch, kept across batches.
+    verdicts: Vec<Decision>,
 }
 
 impl Running {
     /// Whether `packet` starts a move of its flow here (and the node shares state).
     fn moves_here(&mut self, packet: &OwnedPacket) -> bool {
         packet.mark != 0 && self.settings.flows != FlowState::Off && new_move(&mut self.adopted, packet)
+    }
+
+    /// Sends `packet` on its way: into `batch`, or, if its flow waits for its state or
+    /// starts a move here, into the parking (after the batch so far has been handled, so
+    /// the NF sees everything before the move first).
+    fn route(
+        &mut self,
+        packet: OwnedPacket,
+        started: Instant,
+        parking: &mut Parking,
+        batch: &mut Vec<(OwnedPacket, Instant)>,
+    ) {
+        if parking.is_parked(&packet.flow) {
+            // Behind the packets of its flow that wait for the flow's state.
+            self.packets(batch);
+            parking.hold(packet, started);
+        } else if self.moves_here(&packet) {
+            // The first packet of a moved flow, or of a new move of it: its state comes
+            // first, and the flow waits for it (other flows not).
+            self.packets(batch);
+            let adoption = self.state.start_adopt(&packet.flow, self.settings.flows);
+            parking.park(packet, started, adoption);
+        } else {
+            batch.push((packet, started));
+        }
+    }
+
+    /// Hands `batch` to the NF (in one call where it can), counts each verdict and
+    /// empties it. A packet the NF faulted on gets the fail policy; the packets after it
+    /// go to the rebuilt instance.
+    fn packets(&mut self, batch: &mut Vec<(OwnedPacket, Instant)>) {
+        let mut done = 0;
+        while done < batch.len() {
+            let views: Vec<_> = batch[done..].iter().map(|(packet, _)| packet.as_packet()).collect();
+            let mut verdicts = std::mem::take(&mut self.verdicts);
+            let outcome = self.instance.on_packets(&views, &mut verdicts);
+            drop(views);
+            for (verdict, rewrite) in verdicts.drain(..) {
+                let (packet, started) = &batch[done];
+                self.decided(packet, verdict, rewrite.as_ref(), *started);
+                done += 1;
+            }
+            self.verdicts = verdicts;
+            if let Err(e) = outcome {
+                // The error is the next packet's; with none left, the call failed after
+                // deciding them all, and only the instance is rebuilt.
+                let Some((packet, started)) = batch.get(done) else {
+                    let flow = batch.last().map(|(packet, _)| packet.flow.clone()).unwrap_or_default();
+                    self.fault(&flow, &e);
+                    break;
+                };
+                self.fault(&packet.flow, &e);
+                self.decided(packet, self.settings.fail.verdict(), None, *started);
+                done += 1;
+            }
+        }
+        batch.clear();
     }
 
     /// Handles one packet and counts its verdict. A packet of a flow moved again meanwhile

@@ -287,13 +287,25 @@ pub(crate) fn host_packet_rewrite(
     dst_ip: i32,
     dst_port: i32,
 ) -> wasmtime::Result<i32> {
-    let data = caller.data_mut();
-    if data.nf_state.is_none() {
+    if caller.data().nf_state.is_none() {
         wasmtime::bail!("packet_rewrite is only available to NF guests");
     }
-    match Rewrite::from_args(src_ip, src_port, dst_ip, dst_port) {
-        Some(rewrite) if data.in_packet => {
-            data.rewrite = Some(rewrite);
+    let index = match caller.data().packet_call {
+        PacketCall::None => None,
+        PacketCall::One => Some(0),
+        PacketCall::Batch { verdicts, count } => {
+            let memory = caller.data().memory.expect("an NF's memory is known once it runs");
+            let bytes = verdicts.checked_add(count).and_then(|end| memory.data(&caller).get(verdicts..end));
+            bytes.and_then(|bytes| bytes.iter().position(|&b| b == abi::batch::PENDING))
+        }
+    };
+    match (Rewrite::from_args(src_ip, src_port, dst_ip, dst_port), index) {
+        (Some(rewrite), Some(index)) => {
+            let rewrites = &mut caller.data_mut().rewrites;
+            match rewrites.last_mut() {
+                Some(last) if last.0 == index => last.1 = rewrite,
+                _ => rewrites.push((index, rewrite)),
+            }
             Ok(abi::rewrite::OK)
         }
         _ => Ok(abi::rewrite::ERROR),

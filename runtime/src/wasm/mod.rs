@@ -55,6 +55,8 @@ impl Default for Limits {
 /// How often the epoch ticker advances the engine's epoch.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+#[cfg(test)]
+mod batch_tests;
 mod error;
 mod hostcalls;
 mod matcher;
@@ -67,7 +69,7 @@ pub(crate) use error::classify;
 pub use error::{EngineError, GuestError};
 use hostcalls::*;
 use matcher::{host_matcher_count, host_matcher_new};
-pub use nf::{NfInstance, NfModule, NfState};
+pub use nf::{Decision, NfInstance, NfModule, NfState};
 pub use reducer::ReducerModule;
 
 /// Per-store host data.
@@ -87,12 +89,23 @@ pub(crate) struct GuestData {
     matchers: Vec<aho_corasick::AhoCorasick>,
     /// The guest's exported memory, once instantiated.
     memory: Option<Memory>,
-    /// Whether an `estate_on_packet` call is running (`estate.packet_rewrite` is valid
-    /// only then).
-    in_packet: bool,
-    /// The rewrite the guest asked for the packet being handled (the last
-    /// `estate.packet_rewrite`).
-    rewrite: Option<Rewrite>,
+    /// The packet call running, if any (`estate.packet_rewrite` is valid only then).
+    packet_call: PacketCall,
+    /// The rewrites the guest asked for during the packet call: the packet's index in
+    /// the call, and its last `estate.packet_rewrite`.
+    rewrites: Vec<(usize, Rewrite)>,
+}
+
+/// Which packet call is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PacketCall {
+    /// None: `estate.packet_rewrite` is refused.
+    None,
+    /// `estate_on_packet`: one packet, index 0.
+    One,
+    /// `estate_on_packets`: the packet being handled is the first whose verdict byte,
+    /// at `verdicts + index` in guest memory, is still pending.
+    Batch { verdicts: usize, count: usize },
 }
 
 /// The engine, linker and epoch ticker shared by every guest of a node.
@@ -195,8 +208,8 @@ impl WasmHost {
             matchers: Vec::new(),
             wall_ticks: wall_ticks(limits),
             memory: None,
-            in_packet: false,
-            rewrite: None,
+            packet_call: PacketCall::None,
+            rewrites: Vec::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
@@ -262,9 +275,15 @@ impl Guest {
 
 /// Gives a store a fresh budget for one call.
 fn arm(store: &mut Store<GuestData>, limits: &Limits) {
+    arm_for(store, limits, 1);
+}
+
+/// Arms a call that does the work of `calls` calls (a batch of packets): `calls` times
+/// the fuel and wall time of one.
+fn arm_for(store: &mut Store<GuestData>, limits: &Limits, calls: u64) {
     // Fuel is enabled on the engine, so setting it cannot fail.
-    store.set_fuel(limits.fuel).expect("fuel is enabled");
-    store.set_epoch_deadline(wall_ticks(limits));
+    store.set_fuel(limits.fuel.saturating_mul(calls)).expect("fuel is enabled");
+    store.set_epoch_deadline(wall_ticks(limits).saturating_mul(calls));
     store.epoch_deadline_trap();
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use estate_guest::Verdict;
 use estate_guest::abi::{export, status};
 use estate_guest::codec::{Item, Value};
-use estate_guest::nf::Packet;
+use estate_guest::nf::{Packet, batch};
 use wasmtime::{InstancePre, Store, TypedFunc};
 
 use super::*;
@@ -95,6 +95,11 @@ impl WasmHost {
             Some(_) => Some(typed(&guest.instance, &mut store, export::PACKET_BUFFER)?),
             None => None,
         };
+        // Batches go through the packet buffer: without one, packets go one at a time.
+        let on_packets = match guest.instance.get_export(&mut store, export::ON_PACKETS) {
+            Some(_) if packet_buffer.is_some() => Some(typed(&guest.instance, &mut store, export::ON_PACKETS)?),
+            _ => None,
+        };
         let init: TypedFunc<(i32, i32), i32> = typed(&guest.instance, &mut store, export::NF_INIT)?;
         let ptr = guest.write_input(&mut store, config.as_bytes(), &self.limits)?;
         let code =
@@ -105,6 +110,7 @@ impl WasmHost {
                 store,
                 guest,
                 on_packet,
+                on_packets,
                 on_flow_moved,
                 packet_buffer,
                 buffer: None,
@@ -116,6 +122,9 @@ impl WasmHost {
         }
     }
 }
+
+/// What an NF decided for a packet: its verdict, and the rewrite it asked for, if any.
+pub type Decision = (Verdict, Option<Rewrite>);
 
 /// A compiled, checked NF module.
 #[derive(Clone)]
@@ -134,6 +143,8 @@ pub struct NfInstance {
     pub(crate) store: Store<GuestData>,
     pub(crate) guest: Guest,
     pub(crate) on_packet: TypedFunc<(i32, i32), i32>,
+    /// The guest's `estate_on_packets`, if it has one and a packet buffer.
+    pub(crate) on_packets: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub(crate) on_flow_moved: Option<TypedFunc<(i32, i32, i32), i32>>,
     /// The guest's `estate_packet_buffer`, if it has one, and the buffer it last gave
     /// (pointer, length).
@@ -156,12 +167,12 @@ impl NfInstance {
     /// in any state: the caller applies its fail policy and should restart it (and no
     /// rewrite is left).
     pub fn on_packet(&mut self, packet: &Packet<'_>) -> Result<Verdict, GuestError> {
-        self.store.data_mut().rewrite = None;
+        self.store.data_mut().rewrites.clear();
         let verdict = self.handle(packet);
         let data = self.store.data_mut();
-        data.in_packet = false;
+        data.packet_call = PacketCall::None;
         if verdict.is_err() {
-            data.rewrite = None;
+            data.rewrites.clear();
         }
         verdict
     }
@@ -170,7 +181,64 @@ impl NfInstance {
     /// of the last [`NfInstance::on_packet`], if it asked for one and that call did not
     /// fail; `None` after it has been taken.
     pub fn take_rewrite(&mut self) -> Option<Rewrite> {
-        self.store.data_mut().rewrite.take()
+        self.store.data_mut().rewrites.pop().map(|(_, rewrite)| rewrite)
+    }
+
+    /// Hands `packets` to the NF in one call (`estate_on_packets`, in batches of at most
+    /// [`abi::batch::MAX_PACKETS`]; one call each for a guest without it) and appends
+    /// each packet's verdict and rewrite to `decided`, in order. On an error, `decided`
+    /// holds the packets decided before it, and the error is the next packet's: the
+    /// caller applies its fail policy to that one, restarts the instance and hands it
+    /// the rest.
+    pub fn on_packets(&mut self, packets: &[Packet<'_>], decided: &mut Vec<Decision>) -> Result<(), GuestError> {
+        if self.on_packets.is_none() || packets.len() == 1 {
+            for packet in packets {
+                let verdict = self.on_packet(packet)?;
+                decided.push((verdict, self.take_rewrite()));
+            }
+            return Ok(());
+        }
+        for batch in packets.chunks(abi::batch::MAX_PACKETS) {
+            self.store.data_mut().rewrites.clear();
+            let outcome = self.handle_batch(batch, decided);
+            let data = self.store.data_mut();
+            data.packet_call = PacketCall::None;
+            data.rewrites.clear();
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// One `estate_on_packets` call; its budget is a packet's times the packet count.
+    fn handle_batch(&mut self, packets: &[Packet<'_>], decided: &mut Vec<Decision>) -> Result<(), GuestError> {
+        let count = packets.len();
+        arm_for(&mut self.store, &self.limits, count as u64);
+        let len = batch::encoded_len(packets);
+        let ptr = self.packet_buffer(len)?;
+        let start = ptr as u32 as usize;
+        let memory = self.guest.memory.data_mut(&mut self.store);
+        batch::write_to(packets, &mut memory[start..start + len]);
+        self.store.data_mut().packet_call = PacketCall::Batch { verdicts: start, count };
+        let call = self.on_packets.as_ref().expect("called for guests with estate_on_packets");
+        let code = call.call(&mut self.store, (ptr, size_i32(len)?, size_i32(count)?));
+        // The verdicts the guest wrote stand even if the call failed after them.
+        let rewrites = std::mem::take(&mut self.store.data_mut().rewrites);
+        let memory = self.guest.memory.data(&self.store);
+        let before = decided.len();
+        decided.extend(batch::verdicts(&memory[start..start + count]).enumerate().map(|(i, verdict)| {
+            let rewrite = rewrites.iter().rev().find(|(at, _)| *at == i).map(|(_, r)| *r);
+            (verdict, rewrite)
+        }));
+        let code = code.map_err(|e| classify(e, &self.store, &self.limits))?;
+        let handled = decided.len() - before;
+        match code {
+            status::OK if handled == count => Ok(()),
+            status::OK => Err(GuestError::Abi(format!("estate_on_packets left packet {handled} of {count} undecided"))),
+            status::BAD_INPUT => {
+                Err(GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take()))))
+            }
+            other => Err(GuestError::Abi(format!("estate_on_packets returned {other}"))),
+        }
     }
 
     /// [`NfInstance::on_packet`] without the rewrite bookkeeping around it.
@@ -178,14 +246,17 @@ impl NfInstance {
         arm(&mut self.store, &self.limits);
         let len = packet.encoded_len();
         let ptr = if self.packet_buffer.is_some() {
-            self.write_record(packet, len)?
+            let ptr = self.packet_buffer(len)?;
+            let start = ptr as u32 as usize;
+            packet.write_to(&mut self.guest.memory.data_mut(&mut self.store)[start..start + len]);
+            ptr
         } else {
             self.record.clear();
             packet.encode(&mut self.record);
             self.guest.write_input(&mut self.store, &self.record, &self.limits)?
         };
         let len = size_i32(len)?;
-        self.store.data_mut().in_packet = true;
+        self.store.data_mut().packet_call = PacketCall::One;
         let code =
             self.on_packet.call(&mut self.store, (ptr, len)).map_err(|e| classify(e, &self.store, &self.limits))?;
         if let Some(verdict) = Verdict::from_code(code) {
@@ -199,10 +270,11 @@ impl NfInstance {
         }
     }
 
-    /// Writes the packet's record (`len` bytes) straight into the guest's kept packet
-    /// buffer, asking for a longer one (at least an Ethernet frame's worth) only when the
-    /// record does not fit.
-    fn write_record(&mut self, packet: &Packet<'_>, len: usize) -> Result<i32, GuestError> {
+    /// The guest's kept packet buffer, at least `len` bytes long and inside guest memory
+    /// (its pointer; a guest's memory never shrinks); a longer one (at least an Ethernet
+    /// frame's worth) is asked for only when `len` bytes do not fit in the one it last
+    /// gave.
+    fn packet_buffer(&mut self, len: usize) -> Result<i32, GuestError> {
         let ptr = match self.buffer {
             Some((ptr, capacity)) if capacity >= len => ptr,
             _ => {
@@ -223,13 +295,6 @@ impl NfInstance {
                 ptr
             }
         };
-        let start = ptr as u32 as usize;
-        let memory = self.guest.memory.data_mut(&mut self.store);
-        let Some(record) = start.checked_add(len).and_then(|end| memory.get_mut(start..end)) else {
-            self.buffer = None;
-            return Err(GuestError::Abi(format!("estate_packet_buffer returned {ptr}, outside guest memory")));
-        };
-        packet.write_to(record);
         Ok(ptr)
     }
 

@@ -377,11 +377,10 @@ impl Iterator for LiveSource {
 
     fn next(&mut self) -> Option<OwnedPacket> {
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return None;
-            }
+            // The frames in hand are handed out first: `size_hint` counts them.
             let wire = match self.batch.next() {
                 Some(wire) => wire,
+                None if self.stop.load(Ordering::Relaxed) => return None,
                 None => match self.queue.recv_timeout(Duration::from_millis(POLL_MS as u64)) {
                     Ok(batch) => {
                         self.batch = batch.into_iter();
@@ -398,6 +397,12 @@ impl Iterator for LiveSource {
             packet.wire = Some(Box::new(wire));
             return Some(packet);
         }
+    }
+
+    /// At least the frames received and not yet handed out (every one the capture
+    /// thread queues classifies as a flow's).
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.batch.len(), None)
     }
 }
 

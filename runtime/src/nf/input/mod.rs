@@ -127,16 +127,23 @@ pub trait Sink: Send {
 /// (nowhere, but for an inline input). The running NF raises the flag when it is
 /// stopped (unloaded, replaced by another input, its node shut down); a source that
 /// waits for packets polls it between bounded waits and then ends.
+///
+/// The NF thread hands the NF several packets in one call when they are there already:
+/// from a source that never waits, as many as it takes; from one that waits, as many as
+/// the lower bound of its `size_hint` says it holds (frames received, not yet handed
+/// out), so no packet waits for another to arrive.
 pub struct Input {
     pub(crate) packets: Packets,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) sink: Option<Box<dyn Sink>>,
+    /// Whether the source may wait for packets.
+    pub(crate) waits: bool,
 }
 
 impl Input {
-    /// An input whose source ends once `stop` is raised.
+    /// An input whose source waits for packets and ends once `stop` is raised.
     pub fn stoppable(packets: Packets, stop: Arc<AtomicBool>) -> Input {
-        Input { packets, stop, sink: None }
+        Input { packets, stop, sink: None, waits: true }
     }
 
     /// This input, with its decided packets handed to `sink`.
@@ -149,7 +156,7 @@ impl From<Packets> for Input {
     /// An input whose source never waits (a generator, a file): it needs no stop flag of
     /// its own, the NF thread checks one between packets.
     fn from(packets: Packets) -> Input {
-        Input { packets, stop: Arc::default(), sink: None }
+        Input { packets, stop: Arc::default(), sink: None, waits: false }
     }
 }
 
