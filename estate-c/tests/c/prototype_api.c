@@ -101,8 +101,13 @@ int main(int argc, char **argv) {
     check("a sees 2 members", estate_node_wait_members(a, 2, 10000) == ESTATE_OK);
     check("b sees 2 members", estate_node_wait_members(b, 2, 10000) == ESTATE_OK);
 
+    /* Versions are hybrid clocks of millisecond resolution: writes on different nodes in
+     * one millisecond are ordered by their logical counters, not by when they were made.
+     * The writes are a few milliseconds apart so that "latest" is the last one written. */
     es_set("c", "5");
+    usleep(3000);
     estate_set(a, "c", "7");
+    usleep(3000);
     estate_set(b, "c", "30");
     /* Each node's share of a load, under its own key (as the paper's NFs keep state). */
     es_set("share:me", "5");
