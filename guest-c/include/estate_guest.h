@@ -75,9 +75,11 @@
 /* Answers of estate_on_packet. */
 #define ESTATE_VERDICT_FORWARD 0
 #define ESTATE_VERDICT_DROP 1
-/* A batch (estate_on_packets): a verdict byte not written yet, and the most packets. */
+/* A batch (estate_on_packets): a verdict byte not written yet, the most packets, and
+ * the scan count of a packet when the NF has no payload matcher. */
 #define ESTATE_BATCH_PENDING 255
 #define ESTATE_BATCH_MAX_PACKETS 32
+#define ESTATE_BATCH_NOT_SCANNED 4294967295
 
 /* The `brought` argument of estate_on_flow_moved. */
 #define ESTATE_BROUGHT_COPIED 0 /* the other nodes keep their copies */
@@ -102,6 +104,7 @@
  * as a u32 count, then each as a u32 length and its bytes. */
 #define ESTATE_MATCHER_ERROR (-1)       /* matcher_new failed; the message is staged */
 #define ESTATE_MATCHER_NO_PREFILTER 1   /* flag: no skip-ahead prefilter (same matches) */
+#define ESTATE_MATCHER_SCAN_PAYLOADS 2  /* flag: the host scans every payload of a batch with it */
 #define ESTATE_MATCHER_MAX_PATTERNS 1024
 #define ESTATE_MATCHER_MAX_PATTERN_BYTES 65536
 #define ESTATE_MATCHER_MAX_MATCHERS 8

@@ -68,13 +68,17 @@ pub mod export {
     ];
 }
 
-/// A batch of packets for `estate_on_packets`: `count` verdict bytes, then `count`
-/// records, each a `u32` length and the record. The host fills the verdict bytes with
-/// [`batch::PENDING`]; the guest writes each packet's [`Verdict`] code there once it has
-/// handled the packet, in order.
+/// A batch of packets for `estate_on_packets`: `count` verdict bytes, `count` scan
+/// counts (`u32`), then the `count` packet records back to back. The host fills the
+/// verdict bytes with [`batch::PENDING`]; the guest writes each packet's [`Verdict`]
+/// code there once it has handled the packet, in order. A scan count is the number of
+/// matches of the NF's payload matcher ([`matcher::SCAN_PAYLOADS`]) in the packet's
+/// payload, [`batch::NOT_SCANNED`] without one.
 pub mod batch {
     /// A verdict byte of a packet not handled (yet).
     pub const PENDING: u8 = 0xff;
+    /// The scan count of a packet when the NF has no payload matcher.
+    pub const NOT_SCANNED: u32 = u32::MAX;
     /// The most packets the host puts in one batch.
     pub const MAX_PACKETS: usize = 32;
 }
@@ -161,6 +165,10 @@ pub mod matcher {
     /// Flag of `matcher_new`: no prefilter (skip-ahead to rare bytes) before the
     /// automaton; the matches are the same either way.
     pub const NO_PREFILTER: i32 = 1;
+    /// Flag of `matcher_new`: the host also scans every packet's payload with this
+    /// matcher before a batch reaches the NF, and passes the count in the batch
+    /// ([`super::batch`]); one matcher per instance at most.
+    pub const SCAN_PAYLOADS: i32 = 2;
     /// Most patterns in one matcher.
     pub const MAX_PATTERNS: u32 = 1024;
     /// Most pattern bytes in one matcher, all patterns together.

@@ -438,9 +438,10 @@ pub mod __private {
         if kept.as_ptr() as i32 != ptr || len > kept.len() {
             return bad_input("a batch must be in the packet buffer");
         }
-        let Ok((verdicts, mut records)) = crate::nf::batch::split(&mut kept[..len], count) else {
-            return bad_input("a batch shorter than its verdict bytes");
+        let Ok(batch) = crate::nf::batch::split(&mut kept[..len], count) else {
+            return bad_input("a batch shorter than its verdict bytes and scan counts");
         };
+        let crate::nf::batch::Split { verdicts, scans, mut records } = batch;
         let mut nf = cell.0.borrow_mut();
         let Some(nf) = nf.as_mut() else {
             return bad_input("estate_nf_init was not called");
@@ -449,8 +450,10 @@ pub mod __private {
             let Ok(packet) = crate::nf::Packet::read(&mut records) else {
                 return bad_input(alloc::format!("malformed packet record {i} of the batch"));
             };
+            crate::matcher::scanned(packet.payload, crate::nf::batch::scan(scans, i));
             *verdict = nf.on_packet(&packet).code() as u8;
         }
+        crate::matcher::scanned(&[], crate::abi::batch::NOT_SCANNED);
         match records.finish() {
             Ok(()) => status::OK,
             Err(e) => bad_input(e),

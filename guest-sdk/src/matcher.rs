@@ -1,6 +1,8 @@
 //! Multi-pattern matching by the host: an NF registers its byte patterns once (at init)
 //! and the host compiles them natively; each scan is one host call, bounded by the
-//! haystack's length and charged to the guest's fuel (`docs/abi.md`, "Matcher").
+//! haystack's length and charged to the guest's fuel (`docs/abi.md`, "Matcher"). A
+//! matcher built with `Matcher::for_payloads` also has the host scan every packet's
+//! payload before the NF gets it, so counting in a payload needs no host call.
 //!
 //! Matches are leftmost-first and non-overlapping: of patterns matching at the same
 //! place the first given wins, and the scan resumes after each match.
@@ -62,6 +64,28 @@ pub fn decode_patterns(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
 #[derive(Clone, Debug)]
 pub struct Matcher {
     handle: i32,
+    /// Whether the host scans every payload with it ([`Matcher::for_payloads`]).
+    payloads: bool,
+}
+
+/// The payload matcher's count for the packet being handled: the payload's address and
+/// length, and the count ([`crate::abi::batch::NOT_SCANNED`]: none).
+#[cfg(target_arch = "wasm32")]
+static SCANNED: Scanned = Scanned(core::cell::Cell::new((0, 0, crate::abi::batch::NOT_SCANNED)));
+
+#[cfg(target_arch = "wasm32")]
+struct Scanned(core::cell::Cell<(usize, usize, u32)>);
+
+// SAFETY: wasm32 guests run on one thread (no `atomics` target feature is enabled), so
+// the cell is never touched concurrently.
+#[cfg(target_arch = "wasm32")]
+unsafe impl Sync for Scanned {}
+
+/// Records the host's count of the payload matcher's matches in `payload`, the payload
+/// of the packet about to be handled.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn scanned(payload: &[u8], count: u32) {
+    SCANNED.0.set((payload.as_ptr() as usize, payload.len(), count));
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -69,16 +93,36 @@ impl Matcher {
     /// Has the host compile `patterns` (`prefilter`: skip ahead to the patterns' rare
     /// bytes first; the matches are the same either way).
     pub fn new<P: AsRef<[u8]>>(patterns: &[P], prefilter: bool) -> Result<Matcher, String> {
-        let encoded = encode_patterns(patterns)?;
         let flags = if prefilter { 0 } else { limits::NO_PREFILTER };
+        Matcher::build(patterns, flags)
+    }
+
+    /// As [`Matcher::new`], and the host also scans every packet's payload with it
+    /// before the NF handles the packet (`abi::matcher::SCAN_PAYLOADS`): `count` of a
+    /// packet's whole payload then answers from that scan, without a host call. The
+    /// host then scans every payload, also those the NF does not count in; one such
+    /// matcher per NF instance.
+    pub fn for_payloads<P: AsRef<[u8]>>(patterns: &[P], prefilter: bool) -> Result<Matcher, String> {
+        let flags = if prefilter { 0 } else { limits::NO_PREFILTER };
+        Matcher::build(patterns, flags | limits::SCAN_PAYLOADS)
+    }
+
+    fn build<P: AsRef<[u8]>>(patterns: &[P], flags: i32) -> Result<Matcher, String> {
+        let encoded = encode_patterns(patterns)?;
         match crate::hostcalls::matcher_new(&encoded, flags) {
             limits::ERROR => Err(String::from_utf8_lossy(&crate::hostcalls::staged()).into_owned()),
-            handle => Ok(Matcher { handle }),
+            handle => Ok(Matcher { handle, payloads: flags & limits::SCAN_PAYLOADS != 0 }),
         }
     }
 
     /// The number of non-overlapping, leftmost-first matches in `haystack`.
     pub fn count(&self, haystack: &[u8]) -> usize {
+        if self.payloads {
+            let (at, len, count) = SCANNED.0.get();
+            if count != crate::abi::batch::NOT_SCANNED && (at, len) == (haystack.as_ptr() as usize, haystack.len()) {
+                return count as usize;
+            }
+        }
         crate::hostcalls::matcher_count(self.handle, haystack).max(0) as usize
     }
 }

@@ -169,26 +169,29 @@ impl<'a> Packet<'a> {
 }
 
 /// A batch of packets for `estate_on_packets` ([`crate::abi::batch`]): one verdict byte
-/// per packet, then the packets' records back to back.
+/// per packet, one scan count (`u32`) per packet, then the packets' records back to
+/// back.
 pub mod batch {
     use super::*;
     use crate::abi::batch::PENDING;
 
     /// The length of the batch of `packets`.
     pub fn encoded_len(packets: &[Packet<'_>]) -> usize {
-        packets.len() + packets.iter().map(Packet::encoded_len).sum::<usize>()
+        5 * packets.len() + packets.iter().map(Packet::encoded_len).sum::<usize>()
     }
 
-    /// Writes the batch of `packets` into `out`, which is exactly
-    /// [`encoded_len`] bytes long, every verdict byte [`PENDING`].
+    /// Writes the batch of `packets` into `out`, which is exactly [`encoded_len`] bytes
+    /// long: every verdict byte [`PENDING`], each packet's scan count as `scan` gives it.
     ///
     /// # Panics
     /// If `out` has another length.
-    pub fn write_to(packets: &[Packet<'_>], out: &mut [u8]) {
+    pub fn write_to(packets: &[Packet<'_>], mut scan: impl FnMut(&Packet<'_>) -> u32, out: &mut [u8]) {
         assert_eq!(out.len(), encoded_len(packets), "a batch's buffer has its length");
-        let (verdicts, mut records) = out.split_at_mut(packets.len());
+        let (verdicts, rest) = out.split_at_mut(packets.len());
         verdicts.fill(PENDING);
-        for packet in packets {
+        let (scans, mut records) = rest.split_at_mut(4 * packets.len());
+        for (packet, count) in packets.iter().zip(scans.chunks_exact_mut(4)) {
+            count.copy_from_slice(&scan(packet).to_le_bytes());
             let (record, rest) = records.split_at_mut(packet.encoded_len());
             packet.write_to(record);
             records = rest;
@@ -201,13 +204,31 @@ pub mod batch {
         bytes.iter().map_while(|&b| Verdict::from_code(i32::from(b)))
     }
 
-    /// A batch as the guest reads it: its verdict bytes and its records.
-    pub fn split(buf: &mut [u8], count: usize) -> Result<(&mut [u8], Reader<'_>), DecodeError> {
-        if count > buf.len() {
+    /// A batch as the guest reads it.
+    #[derive(Debug)]
+    pub struct Split<'a> {
+        /// One byte per packet, for its verdict.
+        pub verdicts: &'a mut [u8],
+        /// The scan counts, 4 bytes each ([`scan`]).
+        pub scans: &'a [u8],
+        /// The records.
+        pub records: Reader<'a>,
+    }
+
+    /// Packet `i`'s scan count, from a batch's scan counts.
+    pub fn scan(scans: &[u8], i: usize) -> u32 {
+        let b = &scans[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// Splits a batch of `count` packets into its parts.
+    pub fn split(buf: &mut [u8], count: usize) -> Result<Split<'_>, DecodeError> {
+        if count.checked_mul(5).is_none_or(|fixed| fixed > buf.len()) {
             return Err(DecodeError::Truncated);
         }
-        let (verdicts, records) = buf.split_at_mut(count);
-        Ok((verdicts, Reader::new(records)))
+        let (verdicts, rest) = buf.split_at_mut(count);
+        let (scans, records) = rest.split_at(4 * count);
+        Ok(Split { verdicts, scans, records: Reader::new(records) })
     }
 }
 

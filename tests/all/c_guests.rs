@@ -610,6 +610,7 @@ fn the_header_numbers_are_the_abi_numbers() {
         ("COUNTER_TRY_ADD_REFUSED", abi::counter_try_add::REFUSED),
         ("MATCHER_ERROR", abi::matcher::ERROR),
         ("MATCHER_NO_PREFILTER", abi::matcher::NO_PREFILTER),
+        ("MATCHER_SCAN_PAYLOADS", abi::matcher::SCAN_PAYLOADS),
         ("REWRITE_OK", abi::rewrite::OK),
         ("REWRITE_ERROR", abi::rewrite::ERROR),
     ]
@@ -627,6 +628,7 @@ fn the_header_numbers_are_the_abi_numbers() {
     expected.insert("TAKE_ERROR".into(), abi::take::ERROR);
     expected.insert("BATCH_PENDING".into(), abi::batch::PENDING.into());
     expected.insert("BATCH_MAX_PACKETS".into(), abi::batch::MAX_PACKETS as i64);
+    expected.insert("BATCH_NOT_SCANNED".into(), abi::batch::NOT_SCANNED.into());
     use estate_guest::nf::tcp;
     for (name, bit) in [
         ("FIN", tcp::FIN),

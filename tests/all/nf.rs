@@ -63,6 +63,48 @@ fn nf_configuration_is_read_and_errors_stop_the_node_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_payload"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// An NF taking batches whose `estate_on_packets` forwards the first three packets of
+/// each batch and traps on the fourth.
+fn batch_trap_nf() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("estate-nf-{}-batch-trap.wat", std::process::id()));
+    let text = r#"(module
+            (memory (export "memory") 2)
+            (func (export "estate_abi_version") (result i32) i32.const 3)
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_packet_buffer") (param i32) (result i32) i32.const 8192)
+            (func (export "estate_nf_init") (param i32 i32) (result i32) i32.const 0)
+            (func (export "estate_on_packet") (param i32 i32) (result i32) unreachable)
+            (func (export "estate_on_packets") (param $ptr i32) (param $len i32) (param $count i32) (result i32)
+                (local $i i32)
+                (block $done (loop $next
+                    (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
+                    (if (i32.eq (local.get $i) (i32.const 3)) (then unreachable))
+                    (i32.store8 (i32.add (local.get $ptr) (local.get $i)) (i32.const 0))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br $next)))
+                i32.const 0))"#;
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A fault in the middle of a batch costs the fail policy to the one packet it was on:
+/// the packets decided before it keep their verdicts, the ones after it go to the
+/// rebuilt instance.
+#[test]
+fn a_fault_in_a_batch_gets_the_fail_policy_for_its_packet_only() {
+    let nf = batch_trap_nf();
+    let args = ["--nf", nf.to_str().unwrap(), "--input", "synth:packets=40,share=0", "--fail", "closed"];
+    let node = NodeProc::start_with("n1", &[], &args);
+    let stats = node.wait_stat("nf_packets", 40);
+    // A source that never waits fills batches of 32, then 8. Each call decides three
+    // packets and faults on the fourth; the rest of its batch is the next call's:
+    // 32 = 8 × (3 + 1), 8 = 2 × (3 + 1).
+    assert_eq!(stats["nf_faults"], 10, "{stats}");
+    assert_eq!(stats["nf_forwarded"], 30, "{stats}");
+    assert_eq!(stats["nf_dropped"], 10, "{stats}");
+    assert!(stats["nf_restarts"].as_u64() >= Some(10), "{stats}");
+}
+
 #[test]
 fn hostile_nf_guests_get_the_fail_policy_and_the_node_keeps_serving() {
     let cases = [

@@ -30,8 +30,10 @@
 //!   twice as fast, as Wasm and natively. Matches are the same either way.
 //! - `scan = host|guest` (at most once, default `host`): in the Wasm form, whether the
 //!   host scans the payload with the same automaton compiled natively (the patterns
-//!   are registered once, at init; `estate_guest::matcher`), or the guest scans it in
-//!   Wasm. Natively the scan is native code either way. Matches are the same.
+//!   are registered once, at init, as the NF's payload matcher, which the host runs on
+//!   each payload before handing the packet over; `estate_guest::matcher`), or the
+//!   guest scans it in Wasm. Natively the scan is native code either way. Matches are
+//!   the same.
 //!
 //! Anything else (an unknown setting, a line without `=`, a bad value, no pattern at all)
 //! is a configuration error whose message names the offending line.
@@ -161,7 +163,7 @@ impl Ids {
         let prefilter = prefilter.unwrap_or(true);
         let scanner = match scan_host.unwrap_or(true) {
             #[cfg(target_arch = "wasm32")]
-            true => estate_guest::matcher::Matcher::new(&patterns, prefilter)
+            true => estate_guest::matcher::Matcher::for_payloads(&patterns, prefilter)
                 .map(|m| Scanner::Host(m, patterns.len()))
                 .map_err(|e| format!("ids: cannot build the pattern matcher: {e}"))?,
             _ => Scanner::Here(

@@ -223,22 +223,16 @@ impl Running {
 
     /// Handles one packet and counts its verdict. A packet of a flow moved again meanwhile
     /// (held while its flow's earlier move was brought in) brings its state first, at once.
-    fn packet(&mut self, packet: &OwnedPacket, started: Instant) {
-        if self.moves_here(packet) {
+    fn packet(&mut self, packet: OwnedPacket, started: Instant) {
+        if self.moves_here(&packet) {
             let brought = self.state.adopt_flow(&packet.flow, self.settings.flows);
             if !self.flow_moved(&packet.flow, brought) {
-                self.decided(packet, self.settings.fail.verdict(), None, started);
+                self.decided(&packet, self.settings.fail.verdict(), None, started);
                 return;
             }
         }
-        let (verdict, rewrite) = match self.instance.on_packet(&packet.as_packet()) {
-            Ok(v) => (v, self.instance.take_rewrite()),
-            Err(e) => {
-                self.fault(&packet.flow, &e);
-                (self.settings.fail.verdict(), None)
-            }
-        };
-        self.decided(packet, verdict, rewrite.as_ref(), started);
+        // A batch of one, so the NF sees it as it sees every other packet.
+        self.packets(&mut vec![(packet, started)]);
     }
 
     /// Counts `packet`'s verdict and hands it to the sink, if any. A rewrite of a packet
@@ -263,12 +257,12 @@ impl Running {
     fn arrived(&mut self, (flow, brought, mut held): Arrived) {
         let Some((first, started)) = held.pop_front() else { return };
         if self.flow_moved(&flow, brought) {
-            self.packet(&first, started);
+            self.packet(first, started);
         } else {
             self.decided(&first, self.settings.fail.verdict(), None, started);
         }
         for (packet, started) in held {
-            self.packet(&packet, started);
+            self.packet(packet, started);
         }
     }
 

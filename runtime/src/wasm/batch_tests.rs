@@ -74,10 +74,12 @@ fn a_batch_is_one_call_and_each_packet_gets_the_verdict_written_for_it() {
     let mut expected = alternating(MAX_PACKETS);
     expected.extend(alternating(5));
     assert_eq!(verdicts, expected);
-    // A single packet goes through estate_on_packet, which drops.
+    // A batch of one is a batch too; `on_packet` goes through estate_on_packet, which
+    // drops.
     let (decided, outcome) = run(&mut instance, &packets(1));
     outcome.unwrap();
-    assert_eq!(decided, [(Verdict::Drop, None)]);
+    assert_eq!(decided, [(Verdict::Forward, None)]);
+    assert_eq!(instance.on_packet(&packets(1)[0].as_packet()).unwrap(), Verdict::Drop);
 }
 
 #[test]
@@ -197,4 +199,64 @@ fn sdk_nfs_decide_alike_in_batches_and_one_by_one() {
         assert!(!dump(&many).is_empty(), "{guest} keeps state");
         assert_eq!(dump(&many), dump(&one), "{guest}");
     }
+}
+
+/// An NF whose `estate_nf_init` runs `init` (its status is the answer) with the
+/// patterns `ab`, `c` encoded at 0 (15 bytes), and whose `estate_on_packets` adds each
+/// packet's scan count to the counter `s` and forwards it.
+fn scan_nf(init: &str) -> Vec<u8> {
+    format!(
+        r#"(module
+            (import "estate" "counter_add" (func $add (param i32 i32 i64) (result i64)))
+            (import "estate" "matcher_new" (func $new (param i32 i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (data (i32.const 0) "\02\00\00\00\02\00\00\00ab\01\00\00\00c")
+            (data (i32.const 128) "s")
+            (func (export "estate_abi_version") (result i32) i32.const {ABI_VERSION})
+            (func (export "estate_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "estate_packet_buffer") (param i32) (result i32) i32.const 4096)
+            (func (export "estate_nf_init") (param i32 i32) (result i32) {init})
+            (func (export "estate_on_packet") (param i32 i32) (result i32) i32.const 1)
+            (func (export "estate_on_packets") (param $ptr i32) (param $len i32) (param $count i32) (result i32)
+                (local $i i32)
+                (block $done (loop $next
+                    (br_if $done (i32.ge_u (local.get $i) (local.get $count)))
+                    (drop (call $add (i32.const 128) (i32.const 1) (i64.extend_i32_u
+                        (i32.load (i32.add (i32.add (local.get $ptr) (local.get $count))
+                                           (i32.mul (local.get $i) (i32.const 4)))))))
+                    (i32.store8 (i32.add (local.get $ptr) (local.get $i)) (i32.const 0))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br $next)))
+                i32.const 0))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_payload_matcher_scans_every_payload_of_a_batch_before_the_call() {
+    use estate_guest::abi::{batch::NOT_SCANNED, matcher::SCAN_PAYLOADS};
+    let host = host();
+    let payloads: [&[u8]; 4] = [b"abcab", b"", b"xxcx", b"aabbcc"];
+    let traffic: Vec<OwnedPacket> =
+        payloads.iter().map(|p| OwnedPacket { payload: p.to_vec(), ..packets(1).remove(0) }).collect();
+    let register =
+        |flags: i32| format!("(i32.shr_u (call $new (i32.const 0) (i32.const 15) (i32.const {flags})) (i32.const 30))");
+    let sum = |init: &str| {
+        let nf = host.load_nf(&scan_nf(init)).unwrap();
+        let store = tenant();
+        let mut instance = host.start_nf(&nf, store.clone(), "").unwrap();
+        let (decided, outcome) = run(&mut instance, &traffic);
+        outcome.unwrap();
+        assert_eq!(decided.len(), traffic.len());
+        store.get("s").map(|v| v.value)
+    };
+    // `ab`, `c`: 3 + 0 + 1 + 3 matches (leftmost-first, not overlapping).
+    assert_eq!(sum(&register(SCAN_PAYLOADS)), Some(Value::Int(7)));
+    assert_eq!(sum(&register(SCAN_PAYLOADS | 1)), Some(Value::Int(7)), "without prefilter alike");
+    // A matcher that does not scan payloads leaves every count "not scanned".
+    assert_eq!(sum(&register(0)), Some(Value::Int(4 * i64::from(NOT_SCANNED))));
+    // One payload matcher per instance: a second is refused (-1, so init answers 2).
+    let twice = format!("(drop {}) {}", register(SCAN_PAYLOADS), register(SCAN_PAYLOADS));
+    let nf = host.load_nf(&scan_nf(&twice)).unwrap();
+    assert!(host.start_nf(&nf, tenant(), "").is_err());
 }

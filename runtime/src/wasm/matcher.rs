@@ -1,6 +1,7 @@
 //! The host's multi-pattern matcher (`estate.matcher_new`, `estate.matcher_count`): an
 //! NF's byte patterns compiled natively once, each scan bounded by the guest buffer it
-//! names and charged to the call's fuel.
+//! names and charged to the call's fuel. A payload matcher (`SCAN_PAYLOADS`) scans each
+//! packet of a batch before the call (`nf.rs`), charged the same.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use estate_guest::abi::matcher as limits;
@@ -21,7 +22,7 @@ fn charge(caller: &mut Caller<'_, GuestData>, cost: u64) -> wasmtime::Result<()>
 }
 
 /// The fuel a scan (or a build) over `bytes` bytes costs.
-fn cost(bytes: usize) -> u64 {
+pub(crate) fn cost(bytes: usize) -> u64 {
     1 + bytes as u64 / u64::from(limits::BYTES_PER_FUEL)
 }
 
@@ -36,9 +37,13 @@ pub(crate) fn host_matcher_new(
     let encoded = guest_bytes(&mut caller, ptr, len)?;
     // Building the automaton costs about as much as scanning its patterns a few times.
     charge(&mut caller, 16 * cost(encoded.len()))?;
+    let payloads = flags & limits::SCAN_PAYLOADS != 0;
     let built = (|| {
         if caller.data().matchers.len() >= limits::MAX_MATCHERS as usize {
             return Err(format!("matcher_new: at most {} matchers per instance", limits::MAX_MATCHERS));
+        }
+        if payloads && caller.data().payload_matcher.is_some() {
+            return Err("matcher_new: only one matcher per instance scans payloads".into());
         }
         let patterns = decode_patterns(&encoded).map_err(|e| format!("matcher_new: {e}"))?;
         AhoCorasick::builder()
@@ -49,9 +54,13 @@ pub(crate) fn host_matcher_new(
     })();
     match built {
         Ok(matcher) => {
-            let matchers = &mut caller.data_mut().matchers;
-            matchers.push(matcher);
-            Ok(matchers.len() as i32 - 1)
+            let data = caller.data_mut();
+            data.matchers.push(matcher);
+            let handle = data.matchers.len() - 1;
+            if payloads {
+                data.payload_matcher = Some(handle);
+            }
+            Ok(handle as i32)
         }
         Err(message) => {
             caller.data_mut().staged = message.into_bytes();

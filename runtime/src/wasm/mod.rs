@@ -87,6 +87,8 @@ pub(crate) struct GuestData {
     wall_ticks: u64,
     /// Matchers the guest built (`estate.matcher_new`), by handle.
     matchers: Vec<aho_corasick::AhoCorasick>,
+    /// The matcher that scans every payload of a batch (`abi::matcher::SCAN_PAYLOADS`).
+    payload_matcher: Option<usize>,
     /// The guest's exported memory, once instantiated.
     memory: Option<Memory>,
     /// The packet call running, if any (`estate.packet_rewrite` is valid only then).
@@ -206,6 +208,7 @@ impl WasmHost {
             nf_state,
             staged: Vec::new(),
             matchers: Vec::new(),
+            payload_matcher: None,
             wall_ticks: wall_ticks(limits),
             memory: None,
             packet_call: PacketCall::None,

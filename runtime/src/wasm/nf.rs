@@ -185,13 +185,14 @@ impl NfInstance {
     }
 
     /// Hands `packets` to the NF in one call (`estate_on_packets`, in batches of at most
-    /// [`abi::batch::MAX_PACKETS`]; one call each for a guest without it) and appends
+    /// [`abi::batch::MAX_PACKETS`], also a batch of one; one call each for a guest
+    /// without it) and appends
     /// each packet's verdict and rewrite to `decided`, in order. On an error, `decided`
     /// holds the packets decided before it, and the error is the next packet's: the
     /// caller applies its fail policy to that one, restarts the instance and hands it
     /// the rest.
     pub fn on_packets(&mut self, packets: &[Packet<'_>], decided: &mut Vec<Decision>) -> Result<(), GuestError> {
-        if self.on_packets.is_none() || packets.len() == 1 {
+        if self.on_packets.is_none() {
             for packet in packets {
                 let verdict = self.on_packet(packet)?;
                 decided.push((verdict, self.take_rewrite()));
@@ -216,9 +217,23 @@ impl NfInstance {
         let len = batch::encoded_len(packets);
         let ptr = self.packet_buffer(len)?;
         let start = ptr as u32 as usize;
-        let memory = self.guest.memory.data_mut(&mut self.store);
-        batch::write_to(packets, &mut memory[start..start + len]);
-        self.store.data_mut().packet_call = PacketCall::Batch { verdicts: start, count };
+        // A payload matcher scans each payload now, charged as `matcher_count` would be.
+        let (memory, data) = self.guest.memory.data_and_store_mut(&mut self.store);
+        let matcher = data.payload_matcher.and_then(|handle| data.matchers.get(handle));
+        let mut charge = 0;
+        let scan = |packet: &Packet<'_>| match matcher {
+            Some(matcher) => {
+                charge += matcher::cost(packet.payload.len());
+                u32::try_from(matcher.find_iter(packet.payload).count()).unwrap_or(u32::MAX - 1)
+            }
+            None => abi::batch::NOT_SCANNED,
+        };
+        batch::write_to(packets, scan, &mut memory[start..start + len]);
+        data.packet_call = PacketCall::Batch { verdicts: start, count };
+        if charge > 0 {
+            let fuel = self.store.get_fuel().expect("fuel is enabled");
+            self.store.set_fuel(fuel.saturating_sub(charge)).expect("fuel is enabled");
+        }
         let call = self.on_packets.as_ref().expect("called for guests with estate_on_packets");
         let code = call.call(&mut self.store, (ptr, size_i32(len)?, size_i32(count)?));
         // The verdicts the guest wrote stand even if the call failed after them.
