@@ -446,11 +446,11 @@ pub mod __private {
         let Some(nf) = nf.as_mut() else {
             return bad_input("estate_nf_init was not called");
         };
-        for (i, verdict) in verdicts.iter_mut().enumerate() {
+        for (i, (verdict, scan)) in verdicts.iter_mut().zip(scans.chunks_exact(4)).enumerate() {
             let Ok(packet) = crate::nf::Packet::read(&mut records) else {
                 return bad_input(alloc::format!("malformed packet record {i} of the batch"));
             };
-            crate::matcher::scanned(packet.payload, crate::nf::batch::scan(scans, i));
+            crate::matcher::scanned(packet.payload, u32::from_le_bytes([scan[0], scan[1], scan[2], scan[3]]));
             *verdict = nf.on_packet(&packet).code() as u8;
         }
         crate::matcher::scanned(&[], crate::abi::batch::NOT_SCANNED);

@@ -84,6 +84,7 @@ unsafe impl Sync for Scanned {}
 /// Records the host's count of the payload matcher's matches in `payload`, the payload
 /// of the packet about to be handled.
 #[cfg(target_arch = "wasm32")]
+#[inline]
 pub(crate) fn scanned(payload: &[u8], count: u32) {
     SCANNED.0.set((payload.as_ptr() as usize, payload.len(), count));
 }
@@ -116,6 +117,7 @@ impl Matcher {
     }
 
     /// The number of non-overlapping, leftmost-first matches in `haystack`.
+    #[inline]
     pub fn count(&self, haystack: &[u8]) -> usize {
         if self.payloads {
             let (at, len, count) = SCANNED.0.get();

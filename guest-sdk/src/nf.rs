@@ -209,16 +209,10 @@ pub mod batch {
     pub struct Split<'a> {
         /// One byte per packet, for its verdict.
         pub verdicts: &'a mut [u8],
-        /// The scan counts, 4 bytes each ([`scan`]).
+        /// The scan counts, 4 bytes each (`u32`, little-endian).
         pub scans: &'a [u8],
         /// The records.
         pub records: Reader<'a>,
-    }
-
-    /// Packet `i`'s scan count, from a batch's scan counts.
-    pub fn scan(scans: &[u8], i: usize) -> u32 {
-        let b = &scans[4 * i..4 * i + 4];
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// Splits a batch of `count` packets into its parts.
