@@ -221,20 +221,6 @@ impl Running {
         batch.clear();
     }
 
-    /// Handles one packet and counts its verdict. A packet of a flow moved again meanwhile
-    /// (held while its flow's earlier move was brought in) brings its state first, at once.
-    fn packet(&mut self, packet: OwnedPacket, started: Instant) {
-        if self.moves_here(&packet) {
-            let brought = self.state.adopt_flow(&packet.flow, self.settings.flows);
-            if !self.flow_moved(&packet.flow, brought) {
-                self.decided(&packet, self.settings.fail.verdict(), None, started);
-                return;
-            }
-        }
-        // A batch of one, so the NF sees it as it sees every other packet.
-        self.packets(&mut vec![(packet, started)]);
-    }
-
     /// Counts `packet`'s verdict and hands it to the sink, if any. A rewrite of a packet
     /// that is forwarded is counted here when no sink applies it.
     fn decided(&mut self, packet: &OwnedPacket, verdict: Verdict, rewrite: Option<&Rewrite>, started: Instant) {
@@ -253,17 +239,29 @@ impl Running {
     }
 
     /// A moved flow's state is in (or failed to come): the NF is told, then the flow's
-    /// held packets go through in order.
-    fn arrived(&mut self, (flow, brought, mut held): Arrived) {
-        let Some((first, started)) = held.pop_front() else { return };
+    /// held packets go through in order, in batches.
+    fn arrived(&mut self, (flow, brought, held): Arrived) {
+        let mut held = held.into_iter();
+        let Some((first, started)) = held.next() else { return };
+        let mut batch = Vec::with_capacity(held.len() + 1);
         if self.flow_moved(&flow, brought) {
-            self.packet(first, started);
+            batch.push((first, started));
         } else {
             self.decided(&first, self.settings.fail.verdict(), None, started);
         }
         for (packet, started) in held {
-            self.packet(packet, started);
+            // A packet of a flow moved again meanwhile brings its state first, at once.
+            if self.moves_here(&packet) {
+                self.packets(&mut batch);
+                let brought = self.state.adopt_flow(&packet.flow, self.settings.flows);
+                if !self.flow_moved(&packet.flow, brought) {
+                    self.decided(&packet, self.settings.fail.verdict(), None, started);
+                    continue;
+                }
+            }
+            batch.push((packet, started));
         }
+        self.packets(&mut batch);
     }
 
     /// Counts how a moved flow's state came and tells the NF; false if the NF faulted
