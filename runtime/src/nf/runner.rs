@@ -165,8 +165,8 @@ impl Running {
     }
 
     /// Sends `packet` on its way: into `batch`, or, if its flow waits for its state or
-    /// starts a move here, into the parking (after the batch so far has been handled, so
-    /// the NF sees everything before the move first).
+    /// starts a move here, into the parking (a move after the batch so far has been
+    /// handled, so the NF sees everything before the move first).
     fn route(
         &mut self,
         packet: OwnedPacket,
@@ -175,8 +175,8 @@ impl Running {
         batch: &mut Vec<(OwnedPacket, Instant)>,
     ) {
         if parking.is_parked(&packet.flow) {
-            // Behind the packets of its flow that wait for the flow's state.
-            self.packets(batch);
+            // Behind the packets of its flow that wait for the flow's state (the batch
+            // holds none of that flow's).
             parking.hold(packet, started);
         } else if self.moves_here(&packet) {
             // The first packet of a moved flow, or of a new move of it: its state comes

@@ -200,11 +200,10 @@ impl NfInstance {
             return Ok(());
         }
         for batch in packets.chunks(abi::batch::MAX_PACKETS) {
+            // `handle_batch` takes the batch's rewrites once the call is over.
             self.store.data_mut().rewrites.clear();
             let outcome = self.handle_batch(batch, decided);
-            let data = self.store.data_mut();
-            data.packet_call = PacketCall::None;
-            data.rewrites.clear();
+            self.store.data_mut().packet_call = PacketCall::None;
             outcome?;
         }
         Ok(())
@@ -249,11 +248,14 @@ impl NfInstance {
         match code {
             status::OK if handled == count => Ok(()),
             status::OK => Err(GuestError::Abi(format!("estate_on_packets left packet {handled} of {count} undecided"))),
-            status::BAD_INPUT => {
-                Err(GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take()))))
-            }
+            status::BAD_INPUT => Err(self.rejected()),
             other => Err(GuestError::Abi(format!("estate_on_packets returned {other}"))),
         }
+    }
+
+    /// The error of an entry point that answered "bad input", with the guest's message.
+    fn rejected(&mut self) -> GuestError {
+        GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take())))
     }
 
     /// [`NfInstance::on_packet`] without the rewrite bookkeeping around it.
@@ -278,9 +280,7 @@ impl NfInstance {
             return Ok(verdict);
         }
         match code {
-            status::BAD_INPUT => {
-                Err(GuestError::Abi(format!("NF rejected its input: {}", message(self.store.data_mut().result.take()))))
-            }
+            status::BAD_INPUT => Err(self.rejected()),
             other => Err(GuestError::Abi(format!("unknown verdict {other}"))),
         }
     }
